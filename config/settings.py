@@ -1,0 +1,144 @@
+"""All configuration of genesys-closer, read once from the environment and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+import functools
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.regions import resolve_domain
+from worker.errors import ConfigError
+
+
+class ClosePolicy(StrEnum):
+    """What to do when the conversation PATCH did not close every participant."""
+
+    FAIL = "fail"
+    PARTICIPANTS = "participants"
+    TEARDOWN = "teardown"
+
+
+class Settings(BaseSettings):
+    """Every setting, named exactly as its environment variable (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Genesys Cloud
+    genesys_client_id: str | None = None
+    genesys_client_secret: SecretStr | None = None
+    genesys_environment: str = "mypurecloud.com"
+    genesys_api_url: str | None = None
+    genesys_login_url: str | None = None
+    genesys_rate_limit_per_minute: int = Field(300, ge=1, le=1_000_000)
+    genesys_rate_limit_headroom: float = Field(0.97, gt=0.1, le=1.0)
+    genesys_default_cooldown_seconds: float = Field(30.0, ge=0.1, le=600)
+    genesys_connect_timeout_seconds: float = Field(3.05, gt=0, le=60)
+    genesys_read_timeout_seconds: float = Field(15.0, gt=0, le=300)
+    genesys_token_expiry_margin_seconds: float = Field(300.0, ge=0, le=3600)
+
+    # Close algorithm
+    close_policy: ClosePolicy = ClosePolicy.FAIL
+    close_allow_other_message_types: bool = False
+    close_wrapup_code: str | None = None
+    close_wrapup_notes: str = "Closed by genesys-closer"
+    confirm_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    confirm_initial_delay_seconds: float = Field(0.4, ge=0, le=60)
+    confirm_max_interval_seconds: float = Field(2.0, gt=0, le=60)
+
+    # Retries
+    retry_max_attempts: int = Field(4, ge=1, le=20)
+    retry_base_seconds: float = Field(0.5, gt=0, le=60)
+    retry_cap_seconds: float = Field(60.0, gt=0, le=3600)
+    retry_inline_max_wait_seconds: float = Field(5.0, ge=0, le=120)
+    task_max_retries: int = Field(12, ge=0, le=100)
+    circuit_breaker_threshold: int = Field(5, ge=1, le=1000)
+    circuit_breaker_open_seconds: float = Field(300.0, ge=1, le=86_400)
+
+    # Redis, Celery, results
+    redis_url: str = "redis://localhost:6379/0"
+    results_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    task_soft_time_limit_seconds: int = Field(120, ge=5)
+    task_time_limit_seconds: int = Field(150, ge=10)
+    task_max_countdown_seconds: int = Field(300, ge=1)
+    broker_visibility_timeout_seconds: int = Field(900, ge=60)
+    worker_concurrency: int | None = Field(None, ge=1, le=256)
+
+    @field_validator("genesys_environment")
+    @classmethod
+    def _known_environment(cls, value: str) -> str:
+        return resolve_domain(value)
+
+    @field_validator("genesys_api_url", "genesys_login_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_limits(self) -> Settings:
+        if self.task_time_limit_seconds <= self.task_soft_time_limit_seconds:
+            raise ValueError("TASK_TIME_LIMIT_SECONDS must be greater than TASK_SOFT_TIME_LIMIT_SECONDS")
+        longest = self.task_time_limit_seconds + self.task_max_countdown_seconds
+        if self.broker_visibility_timeout_seconds <= longest:
+            raise ValueError(
+                "BROKER_VISIBILITY_TIMEOUT_SECONDS must exceed TASK_TIME_LIMIT_SECONDS + "
+                f"TASK_MAX_COUNTDOWN_SECONDS ({longest})"
+            )
+        return self
+
+    @property
+    def api_url(self) -> str:
+        return self.genesys_api_url or f"https://api.{self.genesys_environment}"
+
+    @property
+    def login_url(self) -> str:
+        if self.genesys_login_url:
+            return self.genesys_login_url
+        if self.genesys_api_url:
+            return self.genesys_api_url.replace("//api.", "//login.", 1)
+        return f"https://login.{self.genesys_environment}"
+
+    def require_credentials(self) -> tuple[str, SecretStr]:
+        """The OAuth client credentials; only workers need them."""
+        if not self.genesys_client_id:
+            raise ConfigError("GENESYS_CLIENT_ID is not set (workers need OAuth client credentials)")
+        if self.genesys_client_secret is None or not self.genesys_client_secret.get_secret_value():
+            raise ConfigError("GENESYS_CLIENT_SECRET is not set (workers need OAuth client credentials)")
+        return self.genesys_client_id, self.genesys_client_secret
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        location = [str(part) for part in item.get("loc", ())]
+        name = location[0].upper() if location else "configuration"
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and ``.env``); raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, built once."""
+    return load_settings()

@@ -1,0 +1,84 @@
+"""``python -m emulator``: run the Genesys Cloud emulator. Prints its base URL on the first line."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from types import FrameType
+
+from emulator.model import KINDS
+from emulator.server import EmulatorServer
+from emulator.state import EmulatorConfig, Faults
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """``webmessaging=80,queued=10,sms=10`` -> counts per kind."""
+    mix: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, count = part.partition("=")
+        if kind not in KINDS or not count.isdigit():
+            raise argparse.ArgumentTypeError(f"bad mix entry {part!r}; use KIND=COUNT with KIND in {', '.join(KINDS)}")
+        mix[kind] = int(count)
+    return mix
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--conversations", type=int, default=0,
+                        help="open web messaging conversations (connected agent) to seed")
+    parser.add_argument("--mix", type=parse_mix, default={}, help="more conversations by kind: KIND=N,KIND=N")
+    parser.add_argument("--age-minutes", type=float, default=90.0, help="age of seeded conversations")
+    parser.add_argument("--rate-limit-per-minute", type=int, default=300)
+    parser.add_argument("--consistency-delay-ms", type=float, default=300.0)
+    parser.add_argument("--client-id", default="demo-client")
+    parser.add_argument("--client-secret", default="demo-secret")
+    parser.add_argument("--token-ttl-seconds", type=int, default=86_400)
+    parser.add_argument("--deny-permission", action="append", default=[],
+                        help="withhold a permission from the client (repeatable)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--spike-rate", type=float, default=0.0)
+    parser.add_argument("--spike-ms", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0, help="share of API requests answered 5xx")
+    parser.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped")
+    parser.add_argument("--burst-429", type=int, default=0, help="answer the next N API requests with 429")
+    parser.add_argument("--no-retry-after", action="store_true", help="429 bursts carry no Retry-After")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    faults = Faults(latency_ms=args.latency_ms, spike_rate=args.spike_rate, spike_ms=args.spike_ms,
+                    error_rate=args.error_rate, drop_rate=args.drop_rate, burst_429=args.burst_429,
+                    burst_429_retry_after=None if args.no_retry_after else 5)
+    config = EmulatorConfig(
+        rate_limit_per_minute=args.rate_limit_per_minute, consistency_delay_ms=args.consistency_delay_ms,
+        client_id=args.client_id, client_secret=args.client_secret, token_ttl_seconds=args.token_ttl_seconds,
+        seed=args.seed, denied_permissions=tuple(args.deny_permission), faults=faults)
+    server = EmulatorServer(args.host, args.port, config)
+    with server.state.lock:
+        server.state.create_conversations(args.conversations, "webmessaging", age_seconds=args.age_minutes * 60)
+        for kind, count in args.mix.items():
+            server.state.create_conversations(count, kind, age_seconds=args.age_minutes * 60)
+    print(server.base_url, flush=True)
+    print(f"emulator: {len(server.state.conversations)} conversations, client {args.client_id}, "
+          f"{args.rate_limit_per_minute} requests/min per token", file=sys.stderr, flush=True)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Conversations as Genesys Cloud stores them, and their JSON renderings.
+
+Kinds (``KINDS``) cover the cases the closer must handle: open web messaging with a connected agent, waiting in
+queue, bot/flow only, customer left, agent in wrap-up, already disconnected, other message types, and a "stuck"
+conversation that ignores the conversation-level PATCH (only participant PATCHes or the teardown close it).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+WEB_MESSAGING = "webmessaging"
+CLOSED_STATES = frozenset({"disconnected", "terminated"})
+KINDS = (
+    "webmessaging",
+    "queued",
+    "bot",
+    "customer_left",
+    "wrapup",
+    "disconnected",
+    "sms",
+    "whatsapp",
+    "open",
+    "stuck",
+)
+DEFAULT_QUEUE_ID = "6a1c2d3e-0000-4000-8000-00000000a11e"
+
+
+def iso(epoch: float | None) -> str | None:
+    """Genesys timestamp format: ``2026-05-01T10:00:00.000Z``."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> float:
+    """Parse an ISO-8601 timestamp (``Z`` or offset) to epoch seconds."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class Participant:
+    id: str
+    purpose: str
+    state: str
+    start_time: float
+    connected_time: float | None = None
+    end_time: float | None = None
+    disconnect_type: str | None = None
+    queue_id: str | None = None
+    user_id: str | None = None
+    wrapup_required: bool = False
+    wrapup: dict[str, Any] | None = None
+    wrapup_skipped: bool = False
+    start_acw_time: float | None = None
+    direction: str = "inbound"
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def disconnect(self, now: float, disconnect_type: str) -> None:
+        if self.state in CLOSED_STATES:
+            return
+        self.state = "disconnected"
+        self.end_time = now
+        self.disconnect_type = disconnect_type
+        if self.wrapup_required and self.wrapup is None and not self.wrapup_skipped:
+            self.start_acw_time = now
+
+
+@dataclass
+class Conversation:
+    id: str
+    kind: str
+    message_type: str
+    start_time: float
+    queue_id: str
+    participants: list[Participant]
+    last_message_time: float
+    division_id: str = "4c1d5e6f-0000-4000-8000-00000000d1f5"
+    ignores_conversation_patch: bool = False
+    # Eventual consistency: what readers see until ``stale_until``.
+    stale_participants: list[Participant] | None = None
+    stale_until: float = 0.0
+
+    @property
+    def end_time(self) -> float | None:
+        return conversation_end(self.participants)
+
+    def visible_participants(self, now: float) -> list[Participant]:
+        if self.stale_participants is not None and now < self.stale_until:
+            return self.stale_participants
+        return self.participants
+
+    def before_change(self, now: float, delay_seconds: float) -> None:
+        """Keep what readers saw before a change visible for ``delay_seconds``."""
+        if delay_seconds <= 0:
+            self.stale_participants = None
+            return
+        if self.stale_participants is None or now >= self.stale_until:
+            self.stale_participants = copy.deepcopy(self.participants)
+        self.stale_until = now + delay_seconds
+
+
+def conversation_end(participants: list[Participant]) -> float | None:
+    """Conversation.endTime: when the last participant left, or None while anyone is still in it."""
+    if not participants or any(p.state not in CLOSED_STATES for p in participants):
+        return None
+    return max(p.end_time or 0.0 for p in participants)
+
+
+def new_id(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def build_conversation(
+    kind: str,
+    now: float,
+    rng: random.Random,
+    *,
+    age_seconds: float = 600.0,
+    idle_seconds: float | None = None,
+    queue_id: str | None = None,
+) -> Conversation:
+    """A conversation of ``kind`` that started ``age_seconds`` ago, last message ``idle_seconds`` ago."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    start = now - age_seconds
+    idle = min(idle_seconds if idle_seconds is not None else age_seconds / 2, age_seconds)
+    last_message = now - idle
+    queue = queue_id or DEFAULT_QUEUE_ID
+    message_type = kind if kind in {"sms", "whatsapp", "open"} else WEB_MESSAGING
+    customer = Participant(
+        id=new_id(rng),
+        purpose="customer",
+        state="connected",
+        start_time=start,
+        connected_time=start,
+        messages=[
+            {"messageId": new_id(rng), "messageStatus": "received", "messageTime": iso(start + 1)},
+            {"messageId": new_id(rng), "messageStatus": "received", "messageTime": iso(last_message)},
+        ],
+    )
+    acd = Participant(
+        id=new_id(rng), purpose="acd", state="connected", start_time=start + 2, connected_time=start + 2,
+        queue_id=queue,
+    )
+    agent = Participant(
+        id=new_id(rng), purpose="agent", state="connected", start_time=start + 5, connected_time=start + 6,
+        queue_id=queue, user_id=new_id(rng), wrapup_required=True,
+    )
+    participants = [customer, acd, agent]
+    if kind == "queued":
+        participants = [customer, acd]
+    elif kind == "bot":
+        participants = [customer, Participant(
+            id=new_id(rng), purpose="ivr", state="connected", start_time=start + 1, connected_time=start + 1,
+        )]
+    else:
+        acd.disconnect(start + 6, "transfer")
+    if kind == "customer_left":
+        customer.disconnect(last_message + 1, "client")
+    elif kind == "wrapup":
+        customer.disconnect(last_message + 1, "client")
+        agent.disconnect(last_message + 2, "client")
+    elif kind == "disconnected":
+        customer.disconnect(last_message + 1, "client")
+        agent.disconnect(last_message + 2, "client")
+        agent.wrapup = {"code": new_id(rng), "name": "Resolved", "durationSeconds": 5}
+    return Conversation(
+        id=new_id(rng),
+        kind=kind,
+        message_type=message_type,
+        start_time=start,
+        queue_id=queue,
+        participants=participants,
+        last_message_time=last_message,
+        ignores_conversation_patch=kind == "stuck",
+    )
+
+
+def _prune(document: dict[str, Any]) -> dict[str, Any]:
+    """Genesys omits null fields."""
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def _ref(kind: str, ident: str | None) -> dict[str, str] | None:
+    return None if ident is None else {"id": ident, "selfUri": f"/api/v2/{kind}/{ident}"}
+
+
+def render_message_conversation(conversation: Conversation, participants: list[Participant]) -> dict[str, Any]:
+    """``MessageConversation``: the body of GET /api/v2/conversations/messages/{conversationId}."""
+    rendered = []
+    for p in participants:
+        rendered.append(_prune({
+            "id": p.id,
+            "startTime": iso(p.start_time),
+            "connectedTime": iso(p.connected_time),
+            "endTime": iso(p.end_time),
+            "purpose": p.purpose,
+            "state": p.state,
+            "direction": p.direction,
+            "disconnectType": p.disconnect_type,
+            "held": False,
+            "wrapupRequired": p.wrapup_required,
+            "wrapup": p.wrapup,
+            "wrapupSkipped": p.wrapup_skipped if p.wrapup_required else None,
+            "startAcwTime": iso(p.start_acw_time),
+            "user": _ref("users", p.user_id),
+            "queue": _ref("routing/queues", p.queue_id),
+            "attributes": {},
+            "provider": "PureCloud Messaging",
+            "type": conversation.message_type,
+            "messages": p.messages or None,
+        }))
+    return {
+        "id": conversation.id,
+        "participants": rendered,
+        "otherMediaUris": [],
+        "divisions": [{"division": _ref("authorization/divisions", conversation.division_id), "entities": []}],
+        "selfUri": f"/api/v2/conversations/messages/{conversation.id}",
+    }
+
+
+def render_conversation(conversation: Conversation, participants: list[Participant]) -> dict[str, Any]:
+    """``Conversation``: the body of GET /api/v2/conversations/{conversationId} and of the messages PATCH."""
+    rendered = []
+    for p in participants:
+        message_state = "disconnected" if p.state in CLOSED_STATES else p.state
+        rendered.append(_prune({
+            "id": p.id,
+            "startTime": iso(p.start_time),
+            "endTime": iso(p.end_time),
+            "connectedTime": iso(p.connected_time),
+            "purpose": p.purpose,
+            "queueId": p.queue_id,
+            "userId": p.user_id,
+            "wrapupRequired": p.wrapup_required,
+            "wrapupSkipped": p.wrapup_skipped if p.wrapup_required else None,
+            "wrapup": p.wrapup,
+            "startAcwTime": iso(p.start_acw_time),
+            "attributes": {},
+            "messages": [_prune({
+                "state": message_state,
+                "id": p.id,
+                "direction": p.direction,
+                "disconnectType": p.disconnect_type,
+                "connectedTime": iso(p.connected_time),
+                "disconnectedTime": iso(p.end_time),
+                "provider": "PureCloud Messaging",
+                "type": conversation.message_type,
+                "messages": p.messages or None,
+            })],
+        }))
+    return _prune({
+        "id": conversation.id,
+        "startTime": iso(conversation.start_time),
+        "endTime": iso(conversation_end(participants)),
+        "participants": rendered,
+        "recordingState": "none",
+        "divisions": [{"division": _ref("authorization/divisions", conversation.division_id), "entities": []}],
+        "selfUri": f"/api/v2/conversations/{conversation.id}",
+    })
+
+
+def render_analytics(conversation: Conversation, participants: list[Participant]) -> dict[str, Any]:
+    """``AnalyticsConversationWithoutAttributes``: one row of the conversation details query."""
+    rows = []
+    for p in participants:
+        segments = [_prune({
+            "segmentStart": iso(p.start_time),
+            "segmentEnd": iso(p.end_time),
+            "segmentType": "interact",
+            "queueId": p.queue_id,
+            "disconnectType": p.disconnect_type,
+            "wrapUpCode": (p.wrapup or {}).get("code"),
+        })]
+        rows.append(_prune({
+            "participantId": p.id,
+            "purpose": p.purpose,
+            "userId": p.user_id,
+            "sessions": [{
+                "sessionId": p.id,
+                "mediaType": "message",
+                "messageType": conversation.message_type,
+                "direction": p.direction,
+                "provider": "PureCloud Messaging",
+                "segments": segments,
+            }],
+        }))
+    return _prune({
+        "conversationId": conversation.id,
+        "conversationStart": iso(conversation.start_time),
+        "conversationEnd": iso(conversation_end(participants)),
+        "originatingDirection": "inbound",
+        "divisionIds": [conversation.division_id],
+        "participants": rows,
+    })

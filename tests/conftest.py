@@ -1,0 +1,69 @@
+"""Shared fixtures: a real emulator over loopback HTTP, settings pointing at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from config import Settings, load_settings
+from emulator import EmulatorConfig, EmulatorServer, start_in_thread
+from emulator.admin import EmulatorAdmin
+from worker.factory import Service, build_service
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read a developer's GENESYS_*/REDIS_URL variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("GENESYS_", "CLOSE_", "CONFIRM_", "RETRY_", "TASK_", "BROKER_")) or name == "REDIS_URL":
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(os.path.dirname(__file__))  # no stray .env
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(consistency_delay_ms=150, seed=1234, rate_limit_per_minute=100_000)
+
+
+@pytest.fixture
+def emulator(emulator_config: EmulatorConfig) -> Iterator[EmulatorServer]:
+    server = start_in_thread(config=emulator_config)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def admin(emulator: EmulatorServer) -> EmulatorAdmin:
+    return EmulatorAdmin(emulator.base_url)
+
+
+def emulator_settings(base_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "genesys_client_id": "demo-client",
+        "genesys_client_secret": "demo-secret",
+        "genesys_api_url": base_url,
+        "genesys_login_url": base_url,
+        "genesys_rate_limit_per_minute": 100_000,
+        "confirm_initial_delay_seconds": 0.2,
+        "confirm_timeout_seconds": 3.0,
+        "confirm_max_interval_seconds": 0.5,
+        "retry_base_seconds": 0.05,
+        "retry_max_attempts": 5,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(emulator: EmulatorServer) -> Settings:
+    return emulator_settings(emulator.base_url)
+
+
+@pytest.fixture
+def service(settings: Settings) -> Service:
+    return build_service(settings)

@@ -1,0 +1,172 @@
+"""Contract tests: the official Genesys SDK (PureCloudPlatformClientV2) as the client of the emulator.
+
+The SDK is generated from Genesys' OpenAPI spec, so responses that deserialize into its models with the expected
+values, and errors that surface as its ApiException, show that the emulator speaks the real wire format.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from emulator import EmulatorConfig, EmulatorServer
+from emulator.admin import EmulatorAdmin
+
+gc = pytest.importorskip("PureCloudPlatformClientV2")
+from PureCloudPlatformClientV2.rest import ApiException  # noqa: E402
+
+pytestmark = pytest.mark.sdk
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(consistency_delay_ms=300, seed=99, rate_limit_per_minute=300)
+
+
+@pytest.fixture
+def sdk(emulator: EmulatorServer) -> object:
+    return gc.ApiClient(host=emulator.base_url).get_client_credentials_token("demo-client", "demo-secret")
+
+
+def test_login_with_client_credentials(sdk: object) -> None:
+    assert isinstance(sdk.access_token, str) and len(sdk.access_token) > 20
+
+
+def test_wrong_secret_is_refused(emulator: EmulatorServer) -> None:
+    with pytest.raises(Exception, match="invalid_client|401"):
+        gc.ApiClient(host=emulator.base_url).get_client_credentials_token("demo-client", "wrong")
+
+
+def test_get_patch_and_read_back_after_consistency_delay(sdk: object, admin: EmulatorAdmin) -> None:
+    [conversation_id] = admin.create(1, "webmessaging")
+    api = gc.ConversationsApi(sdk)
+
+    before = api.get_conversations_message(conversation_id)
+    assert isinstance(before, gc.MessageConversation)
+    assert before.id == conversation_id
+    assert {p.purpose for p in before.participants} == {"customer", "acd", "agent"}
+    customer = next(p for p in before.participants if p.purpose == "customer")
+    assert isinstance(customer, gc.MessageMediaParticipant)
+    assert customer.type == "webmessaging" and customer.state == "connected"
+    assert customer.messages and isinstance(customer.messages[0], gc.MessageDetails)
+    agent = next(p for p in before.participants if p.purpose == "agent")
+    assert agent.user.id and agent.queue.id and agent.wrapup_required is True
+
+    body = gc.Conversation()
+    body.state = "disconnected"
+    patched = api.patch_conversations_message(conversation_id, body)
+    assert isinstance(patched, gc.Conversation) and patched.id == conversation_id
+
+    stale = api.get_conversations_message(conversation_id)
+    assert any(p.state == "connected" for p in stale.participants)  # eventual consistency
+    time.sleep(0.4)
+    after = api.get_conversations_message(conversation_id)
+    assert all(p.state == "disconnected" for p in after.participants)
+    assert all(p.end_time is not None for p in after.participants)
+    assert next(p for p in after.participants if p.purpose == "agent").disconnect_type == "client"
+
+    conversation = api.get_conversation(conversation_id)
+    assert isinstance(conversation, gc.Conversation)
+    assert conversation.end_time is not None and conversation.start_time is not None
+    assert all(p.messages[0].state == "disconnected" for p in conversation.participants)
+
+
+def test_participant_patch_and_teardown(sdk: object, admin: EmulatorAdmin) -> None:
+    stuck, other = admin.create(2, "stuck")
+    api = gc.ConversationsApi(sdk)
+    participant = api.get_conversations_message(stuck).participants[0]
+    request = gc.MediaParticipantRequest()
+    request.state = "disconnected"
+    assert api.patch_conversations_message_participant(stuck, participant.id, body=request) is None
+    api.post_conversation_disconnect(other)
+    time.sleep(0.4)
+    states = [p["state"] for p in admin.conversation(other)["participants"]]
+    assert set(states) == {"disconnected"}
+    assert admin.conversation(stuck)["participants"][0]["state"] == "disconnected"
+
+
+def test_404_arrives_as_api_exception(sdk: object) -> None:
+    api = gc.ConversationsApi(sdk)
+    with pytest.raises(ApiException) as caught:
+        api.get_conversations_message("00000000-0000-4000-8000-000000000000")
+    assert caught.value.status == 404
+    assert '"code": "not.found"' in caught.value.body
+    assert caught.value.headers.get("ININ-Correlation-Id")
+
+
+def test_429_without_retry_after_arrives_as_api_exception(sdk: object, admin: EmulatorAdmin) -> None:
+    [conversation_id] = admin.create(1)
+    admin.faults(burst_429=1, burst_429_retry_after=None)
+    api = gc.ConversationsApi(sdk)
+    with pytest.raises(ApiException) as caught:
+        api.get_conversations_message(conversation_id)
+    assert caught.value.status == 429
+    assert '"code": "too.many.requests"' in caught.value.body
+    assert caught.value.headers.get("inin-ratelimit-allowed") == "300"
+
+
+def test_429_with_retry_after_is_retried_by_the_sdk(sdk: object, admin: EmulatorAdmin) -> None:
+    """urllib3 inside the SDK honours Retry-After transparently (fact sheet section 6)."""
+    [conversation_id] = admin.create(1)
+    admin.faults(burst_429=1, burst_429_retry_after=1)
+    started = time.monotonic()
+    result = gc.ConversationsApi(sdk).get_conversations_message(conversation_id)
+    assert result.id == conversation_id
+    assert time.monotonic() - started >= 0.9
+    assert admin.stats()["responses_by_status"]["429"] == 1
+
+
+def test_403_missing_permission(emulator: EmulatorServer, admin: EmulatorAdmin) -> None:
+    admin.add_client("no-disconnect", "pw", deny=["conversation:communication:disconnect"])
+    [conversation_id] = admin.create(1)
+    sdk = gc.ApiClient(host=emulator.base_url).get_client_credentials_token("no-disconnect", "pw")
+    body = gc.Conversation()
+    body.state = "disconnected"
+    with pytest.raises(ApiException) as caught:
+        gc.ConversationsApi(sdk).patch_conversations_message(conversation_id, body)
+    assert caught.value.status == 403
+    assert "missing.any.permissions" in caught.value.body
+    assert "conversation:communication:disconnect" in caught.value.body
+
+
+def test_analytics_details_query_deserializes(sdk: object, admin: EmulatorAdmin) -> None:
+    admin.create(3, "webmessaging", queue_id="11111111-2222-4333-8444-555555555555")
+    admin.create(2, "sms")
+    query = gc.ConversationQuery()
+    query.interval = time.strftime("%Y-%m-%dT00:00:00.000Z/", time.gmtime(time.time() - 86400)) + time.strftime(
+        "%Y-%m-%dT23:59:59.000Z", time.gmtime())
+    query.order = "asc"
+    query.order_by = "conversationStart"
+    end_missing = gc.ConversationDetailQueryPredicate()
+    end_missing.type = "dimension"
+    end_missing.dimension = "conversationEnd"
+    end_missing.operator = "notExists"
+    conversation_filter = gc.ConversationDetailQueryFilter()
+    conversation_filter.type = "and"
+    conversation_filter.predicates = [end_missing]
+    segment_predicates = []
+    for dimension, value in [("mediaType", "message"), ("messageType", "webmessaging")]:
+        predicate = gc.SegmentDetailQueryPredicate()
+        predicate.type = "dimension"
+        predicate.dimension = dimension
+        predicate.operator = "matches"
+        predicate.value = value
+        segment_predicates.append(predicate)
+    segment_filter = gc.SegmentDetailQueryFilter()
+    segment_filter.type = "and"
+    segment_filter.predicates = segment_predicates
+    query.conversation_filters = [conversation_filter]
+    query.segment_filters = [segment_filter]
+    paging = gc.PagingSpec()
+    paging.page_size = 2
+    paging.page_number = 1
+    query.paging = paging
+    response = gc.AnalyticsApi(sdk).post_analytics_conversations_details_query(query)
+    assert isinstance(response, gc.AnalyticsConversationQueryResponse)
+    assert response.total_hits == 3
+    assert len(response.conversations) == 2
+    row = response.conversations[0]
+    assert row.conversation_end is None and row.conversation_start is not None
+    session = row.participants[0].sessions[0]
+    assert session.media_type == "message" and session.message_type == "webmessaging"

@@ -1,0 +1,263 @@
+"""The close algorithm: pure decisions from ``worker.policy`` around the calls of ``GenesysClient``.
+
+    validate the ID (no request for a bad one)
+    -> GET the message conversation (skipped for sweep candidates already known to be open web messaging)
+    -> every participant disconnected/terminated?        -> already_closed
+    -> not web messaging (and not allowed)?              -> not_web_messaging
+    -> PATCH {"state": "disconnected"}                   (409: someone else closed it -> re-read)
+    -> confirm: poll GET, jittered and bounded, until every participant has left -> closed
+    -> still open: policy ``fail`` -> unconfirmed; ``participants`` -> PATCH each open participant, confirm again;
+       ``teardown`` -> POST .../disconnect, confirm again
+    -> optional wrap-up code for agents left owing one.
+
+Short transient failures are retried here with tenacity (jittered backoff, Retry-After as a floor). A wait longer
+than ``inline_max_wait_seconds`` is raised to the caller (the Celery task), which re-queues with a countdown.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
+
+from config.settings import ClosePolicy, Settings
+from worker.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PermanentError,
+    RetryableError,
+)
+from worker.genesys_client import CallTally, GenesysClient
+from worker.ids import parse_conversation_id
+from worker.outcomes import CloseResult, Outcome, summarize_participants
+from worker.policy import backoff_seconds, is_closed, is_web_messaging, open_participants, pending_wrapups
+
+T = TypeVar("T")
+OPTION_NAMES = frozenset({"policy", "allow_other_message_types", "wrapup_code", "wrapup_notes",
+                          "skip_initial_get"})
+
+
+@dataclass(frozen=True)
+class CloseOptions:
+    policy: ClosePolicy = ClosePolicy.FAIL
+    allow_other_message_types: bool = False
+    wrapup_code: str | None = None
+    wrapup_notes: str = "Closed by genesys-closer"
+    skip_initial_get: bool = False
+    previously_patched: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CloseOptions:
+        return cls(policy=settings.close_policy,
+                   allow_other_message_types=settings.close_allow_other_message_types,
+                   wrapup_code=settings.close_wrapup_code, wrapup_notes=settings.close_wrapup_notes)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> CloseOptions:
+        """Apply per-task options; unknown names or wrong types raise ValueError (never silently ignored)."""
+        unknown = set(overrides) - OPTION_NAMES
+        if unknown:
+            raise ValueError(f"unknown close option(s): {', '.join(sorted(map(str, unknown)))}")
+        changes: dict[str, Any] = {}
+        for name, value in overrides.items():
+            if name == "policy":
+                changes[name] = ClosePolicy(value)
+            elif name in {"allow_other_message_types", "skip_initial_get"}:
+                if not isinstance(value, bool):
+                    raise ValueError(f"close option {name} must be true or false")
+                changes[name] = value
+            elif value is not None and (not isinstance(value, str) or len(value) > 500):
+                raise ValueError(f"close option {name} must be a string of at most 500 characters")
+            else:
+                changes[name] = value
+        return replace(self, **changes)
+
+
+class _StopWhen(stop_base):
+    """Adapt a predicate to tenacity's stop combinators."""
+
+    def __init__(self, predicate: Callable[[RetryCallState], bool]) -> None:
+        self.predicate = predicate
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.predicate(retry_state)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 4
+    base_seconds: float = 0.5
+    cap_seconds: float = 60.0
+    inline_max_wait_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    timeout_seconds: float = 10.0
+    initial_delay_seconds: float = 0.4
+    max_interval_seconds: float = 2.0
+
+
+class Closer:
+    """Closes one conversation per call of ``close``; thread-safe as long as the client is."""
+
+    def __init__(
+        self,
+        client: GenesysClient,
+        *,
+        retry: RetrySettings | None = None,
+        confirm: ConfirmSettings | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        on_patched: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.retry = retry or RetrySettings()
+        self.confirm = confirm or ConfirmSettings()
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng
+        self.on_patched = on_patched
+
+    # -- retry plumbing ----------------------------------------------------------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = error.retry_after_seconds if isinstance(error, RetryableError) else None
+        return backoff_seconds(state.attempt_number - 1, retry_after, base_seconds=self.retry.base_seconds,
+                               cap_seconds=self.retry.cap_seconds, rng=self.rng)
+
+    def _too_long(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = error.retry_after_seconds if isinstance(error, RetryableError) else None
+        return retry_after is not None and retry_after > self.retry.inline_max_wait_seconds
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self.retry.max_attempts) | _StopWhen(self._too_long),
+            wait=self._wait,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(call)
+
+    def _read(self, conversation_id: str, tally: CallTally) -> dict[str, Any]:
+        return self._retrying(lambda: self.client.get_message_conversation(conversation_id, tally))
+
+    # -- the algorithm -----------------------------------------------------------------------------------------
+    def close(self, raw_id: object, options: CloseOptions | None = None) -> CloseResult:
+        """Close one conversation. Raises InvalidConversationId (before any I/O) or RetryableError (try later)."""
+        conversation_id = parse_conversation_id(raw_id)
+        options = options or CloseOptions()
+        tally = CallTally()
+        result = CloseResult(conversation_id=conversation_id, outcome=Outcome.FAILED, started_at=time.time())
+        try:
+            self._close(conversation_id, options, tally, result)
+        except NotFound as exc:
+            self._record_error(result, Outcome.NOT_FOUND, exc)
+        except (Forbidden, AuthenticationFailed) as exc:
+            self._record_error(result, Outcome.FORBIDDEN, exc)
+        except PermanentError as exc:
+            self._record_error(result, Outcome.FAILED, exc)
+        except RetryableError as exc:
+            exc.api_calls = tally.api_calls  # type: ignore[attr-defined]
+            raise
+        finally:
+            result.api_calls = tally.api_calls
+            result.correlation_ids = list(tally.correlation_ids)
+            result.finished_at = time.time()
+        return result
+
+    @staticmethod
+    def _record_error(result: CloseResult, outcome: Outcome, exc: PermanentError) -> None:
+        result.outcome = outcome
+        result.error = str(exc)
+        result.error_code = exc.code
+        result.http_status = exc.status
+
+    def _close(self, conversation_id: str, options: CloseOptions, tally: CallTally, result: CloseResult) -> None:
+        if not options.skip_initial_get:
+            conversation = self._read(conversation_id, tally)
+            result.participant_states = summarize_participants(conversation)
+            if is_closed(conversation):
+                result.outcome = Outcome.CLOSED if options.previously_patched else Outcome.ALREADY_CLOSED
+                result.wrapups_applied = self._apply_wrapups(conversation_id, conversation, options, tally)
+                return
+            if not options.allow_other_message_types and not is_web_messaging(conversation):
+                result.outcome = Outcome.NOT_WEB_MESSAGING
+                return
+        patched = self._disconnect(conversation_id, tally)
+        result.action = "patch"
+        conversation = self._confirm(conversation_id, tally)
+        if not is_closed(conversation) and options.policy is not ClosePolicy.FAIL:
+            result.action = self._escalate(conversation_id, conversation, options.policy, tally)
+            conversation = self._confirm(conversation_id, tally)
+        result.participant_states = summarize_participants(conversation)
+        if is_closed(conversation):
+            already = not patched and not options.previously_patched
+            result.outcome = Outcome.ALREADY_CLOSED if already else Outcome.CLOSED
+            result.wrapups_applied = self._apply_wrapups(conversation_id, conversation, options, tally)
+        else:
+            result.outcome = Outcome.UNCONFIRMED
+            open_ids = open_participants(conversation)
+            result.error = (f"{len(open_ids)} participant(s) still connected after "
+                            f"{self.confirm.timeout_seconds:g} s (policy {options.policy.value})")
+
+    def _disconnect(self, conversation_id: str, tally: CallTally) -> bool:
+        """PATCH the conversation; False when Genesys answered 409 (its state no longer permits it)."""
+        try:
+            self._retrying(lambda: self.client.disconnect_message_conversation(conversation_id, tally))
+        except BadRequest as exc:
+            if exc.status != 409:
+                raise
+            return False
+        if self.on_patched is not None:
+            self.on_patched(conversation_id)
+        return True
+
+    def _confirm(self, conversation_id: str, tally: CallTally) -> dict[str, Any]:
+        """Poll until every participant has left or the confirm timeout passes; return the last read."""
+        deadline = self.clock() + self.confirm.timeout_seconds
+        interval = self.confirm.initial_delay_seconds
+        while True:
+            self.sleep(interval * (1.0 + 0.25 * self.rng()))
+            conversation = self._read(conversation_id, tally)
+            if is_closed(conversation) or self.clock() >= deadline:
+                return conversation
+            interval = min(max(interval, 0.1) * 1.6, self.confirm.max_interval_seconds)
+
+    def _escalate(self, conversation_id: str, conversation: dict[str, Any], policy: ClosePolicy,
+                  tally: CallTally) -> str:
+        if policy is ClosePolicy.TEARDOWN:
+            self._retrying(lambda: self.client.teardown_conversation(conversation_id, tally))
+            return "teardown"
+        for participant_id in open_participants(conversation):
+            try:
+                self._retrying(lambda pid=participant_id: self.client.patch_participant(  # type: ignore[misc]
+                    conversation_id, pid, {"state": "disconnected"}, tally))
+            except BadRequest as exc:
+                if exc.status != 409:
+                    raise
+        return "participants"
+
+    def _apply_wrapups(self, conversation_id: str, conversation: dict[str, Any], options: CloseOptions,
+                       tally: CallTally) -> int:
+        if not options.wrapup_code:
+            return 0
+        applied = 0
+        wrapup = {"code": options.wrapup_code, "notes": options.wrapup_notes}
+        for participant_id in pending_wrapups(conversation):
+            try:
+                self._retrying(lambda pid=participant_id: self.client.patch_participant(  # type: ignore[misc]
+                    conversation_id, pid, {"wrapup": wrapup}, tally))
+                applied += 1
+            except BadRequest:
+                continue
+        return applied

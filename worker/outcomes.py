@@ -1,0 +1,63 @@
+"""The documented set of close outcomes and the outcome record every close produces."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    CLOSED = "closed"                        # we disconnected it and a read confirmed every participant left
+    ALREADY_CLOSED = "already_closed"        # every participant was already disconnected/terminated
+    NOT_FOUND = "not_found"                  # 404: no such conversation in this org/region
+    NOT_WEB_MESSAGING = "not_web_messaging"  # refused: another channel (sms, whatsapp, open, ...)
+    FORBIDDEN = "forbidden"                  # 403 or 401: the OAuth client lacks a permission
+    UNCONFIRMED = "unconfirmed"              # disconnect sent, but reads still show a participant connected
+    FAILED = "failed"                        # a permanent error or retries exhausted
+    INVALID_ID = "invalid_id"                # not a UUID: rejected before any request
+    CANCELLED = "cancelled"                  # its batch was cancelled before it ran
+
+    @property
+    def succeeded(self) -> bool:
+        return self in {Outcome.CLOSED, Outcome.ALREADY_CLOSED}
+
+
+@dataclass
+class CloseResult:
+    """The outcome record: JSON-safe, never holds a token or secret."""
+
+    conversation_id: str
+    outcome: Outcome
+    api_calls: int = 0
+    attempts: int = 1
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    participant_states: list[dict[str, str]] = field(default_factory=list)
+    correlation_ids: list[str] = field(default_factory=list)
+    wrapups_applied: int = 0
+    action: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    http_status: int | None = None
+    batch_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["outcome"] = self.outcome.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CloseResult:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["outcome"] = Outcome(known["outcome"])
+        return cls(**known)
+
+
+def summarize_participants(conversation: dict[str, Any]) -> list[dict[str, str]]:
+    """Purpose and state of each participant, for the outcome record."""
+    return [
+        {"purpose": str(p.get("purpose", "")), "state": str(p.get("state", ""))}
+        for p in conversation.get("participants") or []
+        if isinstance(p, dict)
+    ]

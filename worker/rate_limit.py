@@ -1,0 +1,127 @@
+"""One rate limit for the whole fleet.
+
+``RateLimiter`` is the interface; ``RedisRateLimiter`` holds it for every worker process on every host (one GCRA
+bucket per OAuth client, one atomic Lua script, Redis server time); ``InMemoryRateLimiter`` is its twin for unit
+tests. Callers reserve a slot right before each HTTP request and sleep until it. The server is listened to:
+``inin-ratelimit-*`` headers lower the rate or pause the fleet before the limit, and a 429 starts one shared pause.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Protocol
+
+import redis
+
+from worker.policy import RateLimitHeaders
+
+MICROS = 1_000_000
+IMPOSED_INTERVAL_TTL_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Grant:
+    """``granted``: a slot is reserved, send after ``wait_seconds``. Otherwise ask again after ``wait_seconds``."""
+
+    granted: bool
+    wait_seconds: float
+
+
+class RateLimiter(Protocol):
+    def reserve(self, max_wait_seconds: float) -> Grant:
+        """Reserve the next request slot if it comes within ``max_wait_seconds``."""
+
+    def pause(self, seconds: float) -> bool:
+        """Pause the whole fleet for ``seconds``; True when this started a new pause."""
+
+    def observe(self, headers: RateLimitHeaders) -> None:
+        """Adapt to the server's view of the limit."""
+
+
+def emission_interval_seconds(limit_per_minute: float, headroom: float) -> float:
+    """Seconds between requests: the limit times the headroom (e.g. 0.97), spread evenly."""
+    return 60.0 / (limit_per_minute * headroom)
+
+
+class InMemoryRateLimiter:
+    """The same GCRA and pause rules as the Redis limiter, for one process; clock injected for tests."""
+
+    def __init__(self, limit_per_minute: float, headroom: float = 0.97, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = emission_interval_seconds(limit_per_minute, headroom)
+        self.headroom = headroom
+        self.clock = clock
+        self.tat = 0.0
+        self.paused_until = 0.0
+        self.imposed_interval = 0.0
+        self.pauses = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, max_wait_seconds: float) -> Grant:
+        with self._lock:
+            now = self.clock()
+            if now < self.paused_until:
+                return Grant(False, self.paused_until - now)
+            tat = max(self.tat, now)
+            wait = tat - now
+            if wait > max_wait_seconds:
+                return Grant(False, wait)
+            self.tat = tat + max(self.interval, self.imposed_interval)
+            return Grant(True, wait)
+
+    def pause(self, seconds: float) -> bool:
+        with self._lock:
+            now = self.clock()
+            started = now >= self.paused_until
+            self.paused_until = max(self.paused_until, now + seconds)
+            self.pauses += started
+            return started
+
+    def observe(self, headers: RateLimitHeaders) -> None:
+        if headers.allowed > 0 and emission_interval_seconds(headers.allowed, self.headroom) > self.interval:
+            self.imposed_interval = emission_interval_seconds(headers.allowed, self.headroom)
+        pause = headers.pause_seconds()
+        if pause > 0:
+            self.pause(pause)
+
+
+def _script(name: str) -> str:
+    return resources.files("worker").joinpath(f"lua/{name}").read_text(encoding="utf-8")
+
+
+class RedisRateLimiter:
+    """Fleet-wide limiter: every worker process that uses the same Redis and OAuth client shares one bucket."""
+
+    def __init__(self, client: redis.Redis, bucket: str, limit_per_minute: float, headroom: float = 0.97,
+                 *, prefix: str = "genesys-closer") -> None:
+        self.redis = client
+        self.headroom = headroom
+        self.interval_us = round(emission_interval_seconds(limit_per_minute, headroom) * MICROS)
+        base = f"{prefix}:ratelimit:{bucket}"
+        self.keys = [f"{base}:tat", f"{base}:pause", f"{base}:imposed-interval"]
+        self.pauses_key = f"{base}:pauses"
+        self._reserve = client.register_script(_script("gcra_reserve.lua"))
+        self._pause = client.register_script(_script("pause.lua"))
+
+    def reserve(self, max_wait_seconds: float) -> Grant:
+        granted, wait_us = self._reserve(keys=self.keys, args=[self.interval_us, round(max_wait_seconds * MICROS)])
+        return Grant(bool(int(granted)), int(wait_us) / MICROS)
+
+    def pause(self, seconds: float) -> bool:
+        return bool(self._pause(keys=[self.keys[1], self.pauses_key], args=[max(1, round(seconds * 1000))]))
+
+    def observe(self, headers: RateLimitHeaders) -> None:
+        if headers.allowed > 0:
+            imposed = round(emission_interval_seconds(headers.allowed, self.headroom) * MICROS)
+            if imposed > self.interval_us:
+                self.redis.set(self.keys[2], imposed, ex=IMPOSED_INTERVAL_TTL_SECONDS)
+        pause = headers.pause_seconds()
+        if pause > 0:
+            self.pause(pause)
+
+    def pause_count(self) -> int:
+        return int(self.redis.get(self.pauses_key) or 0)
