@@ -60,11 +60,15 @@ class Settings(BaseSettings):
     # Redis, Celery, results
     redis_url: str = "redis://localhost:6379/0"
     results_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
-    task_soft_time_limit_seconds: int = Field(120, ge=5)
-    task_time_limit_seconds: int = Field(150, ge=10)
-    task_max_countdown_seconds: int = Field(300, ge=1)
-    broker_visibility_timeout_seconds: int = Field(900, ge=60)
-    worker_concurrency: int | None = Field(None, ge=1, le=256)
+    task_soft_time_limit_seconds: int = Field(45, ge=5)
+    task_time_limit_seconds: int = Field(60, ge=6)
+    task_max_countdown_seconds: int = Field(25, ge=1)
+    broker_visibility_timeout_seconds: int = Field(90, ge=10)
+    broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
+    worker_concurrency: int = Field(8, ge=1, le=256)
+    inflight_lock_seconds: int = Field(90, ge=10)
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern="^(text|json)$")
 
     @field_validator("genesys_environment")
     @classmethod

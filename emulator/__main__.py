@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from types import FrameType
 
 from emulator.model import KINDS
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped")
     parser.add_argument("--burst-429", type=int, default=0, help="answer the next N API requests with 429")
     parser.add_argument("--no-retry-after", action="store_true", help="429 bursts carry no Retry-After")
+    parser.add_argument("--unavailable-seconds", type=float, default=0.0,
+                        help="drop every connection for this long after start")
     return parser
 
 
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     faults = Faults(latency_ms=args.latency_ms, spike_rate=args.spike_rate, spike_ms=args.spike_ms,
                     error_rate=args.error_rate, drop_rate=args.drop_rate, burst_429=args.burst_429,
                     burst_429_retry_after=None if args.no_retry_after else 5)
+    if args.unavailable_seconds > 0:
+        faults.update({"unavailable_seconds": args.unavailable_seconds}, time.time())
     config = EmulatorConfig(
         rate_limit_per_minute=args.rate_limit_per_minute, consistency_delay_ms=args.consistency_delay_ms,
         client_id=args.client_id, client_secret=args.client_secret, token_ttl_seconds=args.token_ttl_seconds,

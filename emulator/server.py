@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import threading
 import time
 import uuid
@@ -219,9 +220,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             "inin-ratelimit-reset": str(reset),
         }
         faults = state.faults
-        if not allowed or faults.burst_429 > 0:
+        storm = faults.storm_429_until > now
+        if not allowed or storm or faults.burst_429 > 0:
             retry_after: int | None = reset
-            if allowed:
+            if storm:
+                retry_after = max(1, math.ceil(faults.storm_429_until - now))
+            elif allowed:
                 faults.burst_429 -= 1
                 retry_after = faults.burst_429_retry_after
             if retry_after is not None:

@@ -39,11 +39,14 @@ class Faults:
     burst_429: int = 0
     burst_429_retry_after: int | None = 5
     unavailable_until: float = 0.0
+    storm_429_until: float = 0.0
 
     def update(self, changes: dict[str, Any], now: float) -> None:
         for key, value in changes.items():
             if key == "unavailable_seconds":
                 self.unavailable_until = now + float(value)
+            elif key == "storm_429_seconds":
+                self.storm_429_until = now + float(value)
             elif key in {"rate_limit_per_minute", "consistency_delay_ms"}:
                 continue
             elif key in self.__dataclass_fields__:
@@ -157,6 +160,7 @@ class EmulatorState:
     def faults_view(self) -> dict[str, Any]:
         view = asdict(self.faults)
         view["unavailable_seconds"] = max(0.0, view.pop("unavailable_until") - time.time())
+        view["storm_429_seconds"] = max(0.0, view.pop("storm_429_until") - time.time())
         view["rate_limit_per_minute"] = self.config.rate_limit_per_minute
         view["consistency_delay_ms"] = self.config.consistency_delay_ms
         return view

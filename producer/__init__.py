@@ -1,0 +1,5 @@
+"""Producer side of genesys-closer: a Python API and a thin command line. Needs only Redis."""
+
+from producer.api import Batch, BatchNotFound, CloseClient, InvalidBatch, close, close_many
+
+__all__ = ["Batch", "BatchNotFound", "CloseClient", "InvalidBatch", "close", "close_many"]

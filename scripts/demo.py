@@ -8,13 +8,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from config import load_settings  # noqa: E402
-from emulator import EmulatorConfig, start_in_thread  # noqa: E402
-from emulator.admin import EmulatorAdmin  # noqa: E402
-from worker.factory import build_service  # noqa: E402
+from config import load_settings
+from emulator import EmulatorConfig, start_in_thread
+from emulator.admin import EmulatorAdmin
+from worker.factory import build_service
 
 
 def main() -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
 from config import Settings, load_settings
 from emulator import EmulatorConfig, EmulatorServer, start_in_thread
 from emulator.admin import EmulatorAdmin
+from tests.services import RedisServer
 from worker.factory import Service, build_service
 
 
@@ -67,3 +70,33 @@ def settings(emulator: EmulatorServer) -> Settings:
 @pytest.fixture
 def service(settings: Settings) -> Service:
     return build_service(settings)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a random loopback port, password-protected, AOF everysec, noeviction."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.wait_ready()
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    from worker.redis_client import connect
+
+    return connect(redis_url)
+
+
+@pytest.fixture
+def logdir(tmp_path: Path) -> Path:
+    return tmp_path / "logs"

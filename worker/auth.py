@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from worker.errors import TransportError
+from worker.redis_client import text
 
 _RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -127,7 +128,7 @@ class RedisTokenProvider:
         if sealed is None:
             return None
         try:
-            return self._fernet.decrypt(sealed).decode()
+            return self._fernet.decrypt(text(sealed).encode()).decode()
         except InvalidToken:
             return None  # written with another secret: treat as absent
 
@@ -156,7 +157,7 @@ class RedisTokenProvider:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.key)
         pipe.hset(self.key, mapping={
-            "ct": self._fernet.encrypt(grant.access_token.encode()),
+            "ct": self._fernet.encrypt(grant.access_token.encode()).decode(),
             "fp": fingerprint(grant.access_token),
         })
         pipe.pexpire(self.key, ttl_ms)

@@ -152,14 +152,15 @@ class Closer:
         return self._retrying(lambda: self.client.get_message_conversation(conversation_id, tally))
 
     # -- the algorithm -----------------------------------------------------------------------------------------
-    def close(self, raw_id: object, options: CloseOptions | None = None) -> CloseResult:
+    def close(self, raw_id: object, options: CloseOptions | None = None,
+              on_patched: Callable[[str], None] | None = None) -> CloseResult:
         """Close one conversation. Raises InvalidConversationId (before any I/O) or RetryableError (try later)."""
         conversation_id = parse_conversation_id(raw_id)
         options = options or CloseOptions()
         tally = CallTally()
         result = CloseResult(conversation_id=conversation_id, outcome=Outcome.FAILED, started_at=time.time())
         try:
-            self._close(conversation_id, options, tally, result)
+            self._close(conversation_id, options, tally, result, on_patched or self.on_patched)
         except NotFound as exc:
             self._record_error(result, Outcome.NOT_FOUND, exc)
         except (Forbidden, AuthenticationFailed) as exc:
@@ -182,7 +183,8 @@ class Closer:
         result.error_code = exc.code
         result.http_status = exc.status
 
-    def _close(self, conversation_id: str, options: CloseOptions, tally: CallTally, result: CloseResult) -> None:
+    def _close(self, conversation_id: str, options: CloseOptions, tally: CallTally, result: CloseResult,
+               on_patched: Callable[[str], None] | None) -> None:
         if not options.skip_initial_get:
             conversation = self._read(conversation_id, tally)
             result.participant_states = summarize_participants(conversation)
@@ -193,7 +195,7 @@ class Closer:
             if not options.allow_other_message_types and not is_web_messaging(conversation):
                 result.outcome = Outcome.NOT_WEB_MESSAGING
                 return
-        patched = self._disconnect(conversation_id, tally)
+        patched = self._disconnect(conversation_id, tally, on_patched)
         result.action = "patch"
         conversation = self._confirm(conversation_id, tally)
         if not is_closed(conversation) and options.policy is not ClosePolicy.FAIL:
@@ -210,7 +212,7 @@ class Closer:
             result.error = (f"{len(open_ids)} participant(s) still connected after "
                             f"{self.confirm.timeout_seconds:g} s (policy {options.policy.value})")
 
-    def _disconnect(self, conversation_id: str, tally: CallTally) -> bool:
+    def _disconnect(self, conversation_id: str, tally: CallTally, on_patched: Callable[[str], None] | None) -> bool:
         """PATCH the conversation; False when Genesys answered 409 (its state no longer permits it)."""
         try:
             self._retrying(lambda: self.client.disconnect_message_conversation(conversation_id, tally))
@@ -218,8 +220,8 @@ class Closer:
             if exc.status != 409:
                 raise
             return False
-        if self.on_patched is not None:
-            self.on_patched(conversation_id)
+        if on_patched is not None:
+            on_patched(conversation_id)
         return True
 
     def _confirm(self, conversation_id: str, tally: CallTally) -> dict[str, Any]:

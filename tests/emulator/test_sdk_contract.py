@@ -34,7 +34,7 @@ def test_login_with_client_credentials(sdk: object) -> None:
 
 
 def test_wrong_secret_is_refused(emulator: EmulatorServer) -> None:
-    with pytest.raises(Exception, match="invalid_client|401"):
+    with pytest.raises(Exception, match=r"invalid_client|401"):
         gc.ApiClient(host=emulator.base_url).get_client_credentials_token("demo-client", "wrong")
 
 

@@ -26,7 +26,8 @@ def test_valid_ids(raw: str, expected: str) -> None:
 BAD = [
     None, 42, 4.2, b"bytes", [GOOD], {"id": GOOD}, "", "   ", "../x", "../../api/v2/users", f"{GOOD}/../x",
     f"{GOOD}%2F..", "3b47a74f%2Da827-4166-ae62-f6ba6d7268ae", f"{{{GOOD}}}", f"urn:uuid:{GOOD}",
-    GOOD.replace("-", ""), GOOD[:-1], GOOD + "0", "x" * 10_000, "3b47a74f-a827-4166-ae62-f6ba6d7268a\u0435",  # Cyrillic e
+    GOOD.replace("-", ""), GOOD[:-1], GOOD + "0", "x" * 10_000,
+    "3b47a74f-a827-4166-ae62-f6ba6d7268a\u0435",  # Cyrillic e
     "\uff13b47a74f-a827-4166-ae62-f6ba6d7268ae",  # full-width digit
     "٣b47a74f-a827-4166-ae62-f6ba6d7268ae",  # Arabic-Indic digit
     "=HYPERLINK(\"http://x\")", "3b47a74f-a827-4166-ae62-f6ba6d7268ae?x=1", "3b47a74f-a827-4166-ae62-f6ba6d7268ae#",

@@ -1,0 +1,41 @@
+"""End-to-end fixtures: the emulator over loopback HTTP, a real Redis, real `celery worker` processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import Settings, load_settings
+from emulator import EmulatorServer
+from producer.api import CloseClient
+from tests.services import CeleryWorker, start_workers, worker_env
+
+StartWorkers = Callable[..., list[CeleryWorker]]
+
+
+@pytest.fixture
+def start(redis_url: str, emulator: EmulatorServer, logdir: Path) -> Iterator[StartWorkers]:
+    """Start N real workers against this test's Redis and emulator; stopped at teardown."""
+    started: list[CeleryWorker] = []
+
+    def launch(count: int = 1, concurrency: int = 4, queues: str | None = None, **env: Any) -> list[CeleryWorker]:
+        workers = start_workers(count, worker_env(redis_url, emulator.base_url, **env), logdir, concurrency, queues)
+        started.extend(workers)
+        return workers
+
+    yield launch
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def producer_settings(redis_url: str) -> Settings:
+    return load_settings(redis_url=redis_url)
+
+
+@pytest.fixture
+def client(producer_settings: Settings) -> CloseClient:
+    return CloseClient(producer_settings)

@@ -1,0 +1,155 @@
+"""The Redis-backed parts against a real redis-server: limiter, shared token, outcomes, breaker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from worker.auth import RedisTokenProvider, TokenGrant
+from worker.breaker import CircuitBreaker
+from worker.outcomes import CloseResult, Outcome
+from worker.policy import RateLimitHeaders
+from worker.rate_limit import RedisRateLimiter
+from worker.redis_client import connect
+from worker.results import ResultStore
+
+
+def test_limiter_spaces_requests_across_threads_and_clients(redis_url: str) -> None:
+    limiters = [RedisRateLimiter(connect(redis_url), "bucket", 600, headroom=1.0) for _ in range(4)]  # 10/s
+    sent: list[float] = []
+    lock = threading.Lock()
+
+    def worker(limiter: RedisRateLimiter) -> None:
+        for _ in range(10):
+            grant = limiter.reserve(10)
+            assert grant.granted
+            time.sleep(grant.wait_seconds)
+            with lock:
+                sent.append(time.monotonic())
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(worker, limiters))
+    sent.sort()
+    span = sent[-1] - sent[0]
+    assert 3.7 <= span <= 4.5  # 40 requests at 10/s
+    for i in range(len(sent) - 10):
+        assert sent[i + 10] - sent[i] >= 0.9  # never 11 in one second
+
+
+def test_limiter_buckets_are_separate(redis_url: str) -> None:
+    a = RedisRateLimiter(connect(redis_url), "a", 60, headroom=1.0)
+    b = RedisRateLimiter(connect(redis_url), "b", 60, headroom=1.0)
+    assert a.reserve(0).granted and b.reserve(0).granted
+    assert not a.reserve(0).granted
+
+
+def test_pause_is_shared_and_counted_once(redis_url: str) -> None:
+    one, two = (RedisRateLimiter(connect(redis_url), "x", 6000) for _ in range(2))
+    assert one.pause(1.0) is True
+    assert two.pause(0.5) is False
+    grant = two.reserve(10)
+    assert not grant.granted and 0.5 < grant.wait_seconds <= 1.0
+    assert one.pause_count() == 1
+    time.sleep(1.05)
+    assert two.reserve(0).granted
+
+
+def test_server_headers_impose_a_slower_rate(redis_url: str) -> None:
+    limiter = RedisRateLimiter(connect(redis_url), "y", 6000, headroom=1.0)
+    limiter.observe(RateLimitHeaders(allowed=60, count=1, reset_seconds=59))
+    assert limiter.reserve(5).wait_seconds == 0
+    assert limiter.reserve(5).wait_seconds == pytest.approx(1.0, abs=0.05)
+
+
+class CountingFetcher:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> TokenGrant:
+        time.sleep(0.2)  # a slow token endpoint widens the race
+        with self.lock:
+            self.calls += 1
+            return TokenGrant(f"secret-token-{self.calls}", 3600)
+
+
+def test_token_single_flight_across_many_workers(redis_url: str) -> None:
+    fetch = CountingFetcher()
+    providers = [RedisTokenProvider(connect(redis_url), fetch, "client", "shh") for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        tokens = list(pool.map(lambda p: p.get(), providers))
+    assert set(tokens) == {"secret-token-1"}
+    assert fetch.calls == 1
+    assert providers[0].refresh_count() == 1
+
+
+def test_token_is_encrypted_at_rest_and_ttl_has_margin(redis_url: str) -> None:
+    provider = RedisTokenProvider(connect(redis_url), CountingFetcher(), "client", "shh", margin_seconds=300)
+    token = provider.get()
+    raw = redis.Redis.from_url(redis_url)
+    for key in raw.keys("*"):
+        dumped = raw.dump(key) or b""
+        assert token.encode() not in dumped
+    assert 3200 <= raw.ttl(provider.key) <= 3300
+    other_secret = RedisTokenProvider(connect(redis_url), CountingFetcher(), "client", "different")
+    assert other_secret._read() is None  # without the secret the stored value is useless
+
+
+def test_invalidate_only_the_failed_token(redis_url: str) -> None:
+    fetch = CountingFetcher()
+    a = RedisTokenProvider(connect(redis_url), fetch, "client", "shh")
+    b = RedisTokenProvider(connect(redis_url), fetch, "client", "shh")
+    old = a.get()
+    a.invalidate(old)
+    new = b.get()
+    assert new != old
+    a.invalidate(old)  # a late 401 for the old token must not drop the new one
+    assert b.get() == new and fetch.calls == 2
+
+
+def result(cid: str, outcome: Outcome, batch: str | None = "b1") -> CloseResult:
+    return CloseResult(conversation_id=cid, outcome=outcome, api_calls=3, batch_id=batch)
+
+
+def test_batch_counts_each_item_once_and_finishes(redis_client: redis.Redis) -> None:
+    store = ResultStore(redis_client, 3600)
+    store.create_batch("b1", label="test")
+    ids = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
+    assert store.add_unseen("b1", [*ids, ids[0]]) == ids
+    store.mark_enqueued("b1", 3)
+    assert store.record(result(ids[0], Outcome.CLOSED))
+    assert not store.record(result(ids[0], Outcome.ALREADY_CLOSED))  # the same item again
+    store.record(result(ids[1], Outcome.NOT_FOUND))
+    status = store.batch_status("b1")
+    assert status is not None and status.done == 2 and not status.finished and status.state == "running"
+    store.record(result(ids[2], Outcome.CLOSED))
+    status = store.batch_status("b1")
+    assert status is not None and status.finished and status.state == "finished"
+    assert status.counts == {"closed": 2, "not_found": 1} and status.duplicates == 1
+    assert {r.conversation_id for r in store.iter_items("b1")} == set(ids)
+    assert store.outcome(ids[0]).outcome is Outcome.ALREADY_CLOSED  # latest by conversation
+    assert 0 < redis_client.ttl("genesys-closer:batch:b1") <= 3600
+
+
+def test_batch_finished_before_marked_enqueued(redis_client: redis.Redis) -> None:
+    store = ResultStore(redis_client)
+    store.create_batch("b2")
+    store.record(result("00000000-0000-4000-8000-000000000001", Outcome.CLOSED, "b2"))
+    assert not store.batch_status("b2").finished
+    store.mark_enqueued("b2", 1)
+    assert store.batch_status("b2").state == "finished"
+
+
+def test_breaker_opens_after_threshold_and_resets(redis_client: redis.Redis) -> None:
+    breaker = CircuitBreaker(redis_client, "c", threshold=3, open_seconds=1)
+    assert not breaker.record_failure("missing conversation:communication:disconnect")
+    breaker.record_success()
+    assert not breaker.record_failure("x") and not breaker.record_failure("x")
+    assert breaker.record_failure("missing conversation:communication:disconnect")
+    assert "conversation:communication:disconnect" in (breaker.open_reason() or "")
+    time.sleep(1.1)
+    assert breaker.open_reason() is None

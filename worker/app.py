@@ -1,0 +1,71 @@
+"""The Celery app: ``celery -A worker.app worker`` starts a worker.
+
+Configured from the settings: JSON only, late acks, requeue when a worker is lost, prefetch 1, time limits, a
+visibility timeout above every time limit plus the longest countdown, task and sent events for Flower, and three
+queues served in priority order: ``interactive`` (single closes), ``celery`` (the default queue, for apps that
+``send_task`` without naming a queue) and ``bulk`` (batches). All queues share one fleet-wide rate limit.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue  # type: ignore[attr-defined]
+
+from config.settings import Settings, get_settings
+
+TASK_NAME = "worker.tasks.close_conversation"
+QUEUE_INTERACTIVE = "interactive"
+QUEUE_DEFAULT = "celery"
+QUEUE_BULK = "bulk"
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Every Celery setting genesys-closer uses, derived from ``settings``."""
+    transport_options = {
+        "visibility_timeout": settings.broker_visibility_timeout_seconds,
+        "queue_order_strategy": "priority",
+        "unacked_restore_interval": settings.broker_restore_interval_seconds,
+        "unacked_restore_throttle": 1,
+        "health_check_interval": 10,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+        "socket_keepalive": True,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": {"health_check_interval": 10, "socket_keepalive": True},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": settings.results_ttl_seconds,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": settings.worker_concurrency,
+        "task_time_limit": settings.task_time_limit_seconds,
+        "task_soft_time_limit": settings.task_soft_time_limit_seconds,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "task_default_queue": QUEUE_DEFAULT,
+        "task_queues": [Queue(name) for name in (QUEUE_INTERACTIVE, QUEUE_DEFAULT, QUEUE_BULK)],  # type: ignore[no-untyped-call]
+        "task_routes": {TASK_NAME: {"queue": QUEUE_INTERACTIVE}},
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("genesys_closer", include=["worker.tasks"])
+    app.conf.update(celery_config(settings))
+    return app
+
+
+app = create_app(get_settings())

@@ -1,0 +1,28 @@
+-- Record one close outcome; count it in its batch exactly once.
+-- KEYS[1] outcome by conversation, KEYS[2] batch items hash ('' for none), KEYS[3] batch hash
+-- ARGV[1] item key, ARGV[2] record JSON, ARGV[3] outcome, ARGV[4] retention seconds, ARGV[5] now (epoch seconds),
+-- ARGV[6] '1' to also store the record under KEYS[1] (not for invalid IDs, which have no conversation)
+-- Returns 1 when the item was counted now, 0 when it had been recorded before (a task that ran twice).
+if ARGV[6] == '1' then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+end
+if KEYS[2] == '' then
+  return 1
+end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('HINCRBY', KEYS[3], 'done', 1)
+redis.call('HINCRBY', KEYS[3], 'outcome:' .. ARGV[3], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+local done = tonumber(redis.call('HGET', KEYS[3], 'done'))
+local total = tonumber(redis.call('HGET', KEYS[3], 'total') or '-1')
+local state = redis.call('HGET', KEYS[3], 'state')
+if total >= 0 and done >= total and state ~= 'enqueuing' and not redis.call('HGET', KEYS[3], 'finished_at') then
+  redis.call('HSET', KEYS[3], 'finished_at', ARGV[5])
+  if state == 'running' then
+    redis.call('HSET', KEYS[3], 'state', 'finished')
+  end
+end
+return 1

@@ -1,0 +1,183 @@
+"""What a worker process does around one close: the decisions the Celery task must not hold itself.
+
+Per task run: reject a bad ID (outcome ``invalid_id``, no request), honour a cancelled or stopped batch, respect
+the circuit breaker, take the per-conversation in-flight lock (duplicates close once), run the closer, and then
+either record the outcome (exactly once per batch item) or ask the task to retry later with a countdown.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from config.settings import Settings, get_settings
+from worker.breaker import CircuitBreaker
+from worker.closer import CloseOptions
+from worker.errors import InvalidConversationId, RetryableError
+from worker.factory import Service, bucket_name, build_service
+from worker.ids import parse_conversation_id
+from worker.outcomes import CloseResult, Outcome
+from worker.policy import backoff_seconds
+from worker.redis_client import connect, text
+from worker.results import ResultStore
+
+log = logging.getLogger("genesys_closer.worker")
+PREFIX = "genesys-closer"
+PROGRESS_TTL_SECONDS = 86_400
+MAX_ID_ECHO = 100
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class RetryLater(Exception):
+    """Not a failure: run this task again after ``countdown`` seconds."""
+
+    def __init__(self, countdown: float, reason: str) -> None:
+        super().__init__(countdown, reason)
+        self.countdown = countdown
+        self.reason = reason
+
+
+@dataclass
+class TaskContext:
+    task_id: str
+    retries: int
+    batch_id: str | None
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, client: redis.Redis, service: Service | None = None) -> None:
+        self.settings = settings
+        self.redis = client
+        self.service = service or build_service(settings, client)
+        client_id, _ = settings.require_credentials()
+        self.results = ResultStore(client, settings.results_ttl_seconds)
+        self.breaker = CircuitBreaker(client, bucket_name(client_id), settings.circuit_breaker_threshold,
+                                      settings.circuit_breaker_open_seconds)
+        self._release = client.register_script(_RELEASE)
+
+    # -- entry point -------------------------------------------------------------------------------------------
+    def close(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Run one close; returns the outcome record or raises RetryLater."""
+        started = time.time()
+        try:
+            conversation_id = parse_conversation_id(raw_id)
+            options = self.service.default_options.with_overrides(overrides)
+        except (InvalidConversationId, ValueError) as exc:
+            shown = raw_id if isinstance(raw_id, str) else repr(raw_id)
+            result = CloseResult(conversation_id=shown[:MAX_ID_ECHO], outcome=Outcome.INVALID_ID, api_calls=0,
+                                 attempts=context.retries + 1, started_at=started, finished_at=time.time(),
+                                 error=str(exc), batch_id=context.batch_id)
+            if not isinstance(exc, InvalidConversationId):
+                result.outcome = Outcome.FAILED
+                result.conversation_id = shown[:MAX_ID_ECHO]
+            self.results.record(result, item_key=f"invalid:{context.task_id}")
+            log.warning("rejected close: %s", exc, extra={"batch_id": context.batch_id})
+            return result.as_dict()
+
+        not_attempted = self._not_attempted_reason(context)
+        if not_attempted is not None:
+            outcome, reason = not_attempted
+            return self._finish(CloseResult(conversation_id, outcome, started_at=started, finished_at=time.time(),
+                                            error=reason), context)
+
+        lock_key = f"{PREFIX}:inflight:{conversation_id}"
+        if not self._lock(lock_key, context.task_id):
+            raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0), "another task is closing it")
+        try:
+            return self._run(conversation_id, options, context)
+        finally:
+            self._release(keys=[lock_key], args=[context.task_id])
+
+    # -- steps -------------------------------------------------------------------------------------------------
+    def _not_attempted_reason(self, context: TaskContext) -> tuple[Outcome, str] | None:
+        if context.batch_id:
+            state, reason = self.results.batch_state(context.batch_id)
+            if state == "cancelled":
+                return Outcome.CANCELLED, "batch cancelled before this item ran"
+            if state == "stopped":
+                return Outcome.FORBIDDEN, f"not attempted: batch stopped ({reason})"
+        breaker = self.breaker.open_reason()
+        if breaker is not None:
+            if context.batch_id:
+                self.results.set_state(context.batch_id, "stopped", breaker)
+            return Outcome.FORBIDDEN, f"not attempted: {breaker}"
+        return None
+
+    def _lock(self, key: str, task_id: str) -> bool:
+        if self.redis.set(key, task_id, nx=True, ex=self.settings.inflight_lock_seconds):
+            return True
+        holder = self.redis.get(key)
+        if holder is not None and text(holder) == task_id:  # the same task redelivered: take over
+            self.redis.expire(key, self.settings.inflight_lock_seconds)
+            return True
+        return False
+
+    def _run(self, conversation_id: str, options: CloseOptions, context: TaskContext) -> dict[str, Any]:
+        progress_key = f"{PREFIX}:progress:{context.task_id}"
+        previously_patched = self.redis.hget(progress_key, "patched") is not None
+
+        def remember_patch(_: str) -> None:
+            self.redis.hset(progress_key, "patched", "1")
+            self.redis.expire(progress_key, PROGRESS_TTL_SECONDS)
+
+        if previously_patched:
+            options = CloseOptions(**{**options.__dict__, "previously_patched": True})
+        try:
+            result = self.service.closer.close(conversation_id, options, on_patched=remember_patch)
+        except RetryableError as exc:
+            calls = int(getattr(exc, "api_calls", 0))
+            if calls:
+                self.redis.hincrby(progress_key, "api_calls", calls)
+                self.redis.expire(progress_key, PROGRESS_TTL_SECONDS)
+            if context.retries >= self.settings.task_max_retries:
+                result = CloseResult(conversation_id, Outcome.FAILED, error=f"retries exhausted: {exc}",
+                                     error_code=exc.code, http_status=exc.status, api_calls=calls,
+                                     started_at=time.time(), finished_at=time.time())
+            else:
+                countdown = min(backoff_seconds(context.retries, exc.retry_after_seconds,
+                                                base_seconds=self.settings.retry_base_seconds,
+                                                cap_seconds=self.settings.retry_cap_seconds),
+                                self.settings.task_max_countdown_seconds)
+                log.info("deferring close by %.1f s: %s", countdown, exc,
+                         extra={"conversation_id": conversation_id, "batch_id": context.batch_id,
+                                "correlation_id": exc.correlation_id})
+                raise RetryLater(countdown, str(exc)) from None
+        earlier_calls = self.redis.hget(progress_key, "api_calls")
+        result.api_calls += int(text(earlier_calls)) if earlier_calls is not None else 0
+        self.redis.delete(progress_key)
+        self._update_breaker(result)
+        return self._finish(result, context)
+
+    def _update_breaker(self, result: CloseResult) -> None:
+        if result.outcome is Outcome.FORBIDDEN:
+            self.breaker.record_failure(result.error or "authorization failed")
+        elif result.outcome in {Outcome.CLOSED, Outcome.ALREADY_CLOSED, Outcome.NOT_FOUND,
+                                Outcome.NOT_WEB_MESSAGING}:
+            self.breaker.record_success()
+
+    def _finish(self, result: CloseResult, context: TaskContext) -> dict[str, Any]:
+        result.attempts = context.retries + 1
+        result.batch_id = context.batch_id
+        counted = self.results.record(result)
+        log.info("close finished: %s", result.outcome.value,
+                 extra={"conversation_id": result.conversation_id, "batch_id": context.batch_id,
+                        "correlation_id": result.correlation_ids[-1] if result.correlation_ids else None,
+                        "outcome": result.outcome.value, "api_calls": result.api_calls, "counted": counted})
+        return result.as_dict()
+
+
+@functools.cache
+def _runtime_for(pid: int) -> WorkerRuntime:
+    settings = get_settings()
+    return WorkerRuntime(settings, connect(settings.redis_url))
+
+
+def get_runtime() -> WorkerRuntime:
+    """The runtime of this process (built after fork, on first use)."""
+    return _runtime_for(os.getpid())
