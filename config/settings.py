@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(8, ge=1, le=256)
     inflight_lock_seconds: int = Field(90, ge=10)
     log_level: str = "INFO"
+
+    # Scheduled sweeps (Celery beat); off while SWEEP_SCHEDULE_SECONDS is 0
+    sweep_schedule_seconds: int = Field(0, ge=0, le=86_400)
+    sweep_min_age_minutes: float = Field(60.0, ge=0)
+    sweep_idle_minutes: float | None = Field(None, ge=0)
+    sweep_queue_ids: str = ""
+    sweep_skip_connected_agent: bool = False
+    sweep_max_count: int | None = Field(None, ge=1)
+    sweep_lookback_days: float = Field(7.0, gt=0, le=366)
+    sweep_interval_days: float = Field(7.0, gt=0, le=31)
+    sweep_time_limit_seconds: int = Field(1800, ge=60)
     log_format: str = Field("text", pattern="^(text|json)$")
 
     @field_validator("genesys_environment")
@@ -114,6 +125,18 @@ class Settings(BaseSettings):
         if self.genesys_api_url:
             return self.genesys_api_url.replace("//api.", "//login.", 1)
         return f"https://login.{self.genesys_environment}"
+
+    def sweep_filters(self) -> dict[str, Any]:
+        """The scheduled sweep's filters, as ``worker.sweep.SweepFilters`` takes them."""
+        return {
+            "min_age_minutes": self.sweep_min_age_minutes,
+            "idle_minutes": self.sweep_idle_minutes,
+            "queue_ids": [q.strip() for q in self.sweep_queue_ids.split(",") if q.strip()],
+            "skip_connected_agent": self.sweep_skip_connected_agent,
+            "max_count": self.sweep_max_count,
+            "lookback_days": self.sweep_lookback_days,
+            "interval_days": self.sweep_interval_days,
+        }
 
     def require_credentials(self) -> tuple[str, SecretStr]:
         """The OAuth client credentials; only workers need them."""

@@ -16,14 +16,14 @@ from worker.factory import Service, build_service
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never read a developer's GENESYS_*/REDIS_URL variables."""
     import os
 
     for name in list(os.environ):
         if name.startswith(("GENESYS_", "CLOSE_", "CONFIRM_", "RETRY_", "TASK_", "BROKER_")) or name == "REDIS_URL":
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(os.path.dirname(__file__))  # no stray .env
+    monkeypatch.chdir(tmp_path)  # no stray .env, and no test package shadowing a real one
 
 
 @pytest.fixture

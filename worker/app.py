@@ -14,6 +14,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 from config.settings import Settings, get_settings
 
 TASK_NAME = "worker.tasks.close_conversation"
+SWEEP_TASK_NAME = "worker.tasks.sweep"
 QUEUE_INTERACTIVE = "interactive"
 QUEUE_DEFAULT = "celery"
 QUEUE_BULK = "bulk"
@@ -56,9 +57,24 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_send_task_events": True,
         "task_default_queue": QUEUE_DEFAULT,
         "task_queues": [Queue(name) for name in (QUEUE_INTERACTIVE, QUEUE_DEFAULT, QUEUE_BULK)],  # type: ignore[no-untyped-call]
-        "task_routes": {TASK_NAME: {"queue": QUEUE_INTERACTIVE}},
+        "task_routes": {TASK_NAME: {"queue": QUEUE_INTERACTIVE}, SWEEP_TASK_NAME: {"queue": QUEUE_DEFAULT}},
+        "beat_schedule": beat_schedule(settings),
         "worker_hijack_root_logger": False,
         "enable_utc": True,
+    }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """The scheduled idle sweep, when SWEEP_SCHEDULE_SECONDS is set."""
+    if not settings.sweep_schedule_seconds:
+        return {}
+    return {
+        "idle-sweep": {
+            "task": SWEEP_TASK_NAME,
+            "schedule": float(settings.sweep_schedule_seconds),
+            "kwargs": {"filters": settings.sweep_filters(), "scheduled": True},
+            "options": {"expires": float(settings.sweep_schedule_seconds)},
+        }
     }
 
 

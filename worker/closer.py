@@ -138,6 +138,10 @@ class Closer:
         retry_after = error.retry_after_seconds if isinstance(error, RetryableError) else None
         return retry_after is not None and retry_after > self.retry.inline_max_wait_seconds
 
+    def retrying(self, call: Callable[[], T]) -> T:
+        """Run ``call`` with the retry policy: transient failures retried inline, long waits raised."""
+        return self._retrying(call)
+
     def _retrying(self, call: Callable[[], T]) -> T:
         retrying = Retrying(
             retry=retry_if_exception_type(RetryableError),

@@ -8,6 +8,7 @@ either record the outcome (exactly once per batch item) or ask the task to retry
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from worker.outcomes import CloseResult, Outcome
 from worker.policy import backoff_seconds
 from worker.redis_client import connect, text
 from worker.results import ResultStore
+from worker.sweep import SweepFilters, run_sweep
 
 log = logging.getLogger("genesys_closer.worker")
 PREFIX = "genesys-closer"
@@ -170,6 +172,49 @@ class WorkerRuntime:
                         "correlation_id": result.correlation_ids[-1] if result.correlation_ids else None,
                         "outcome": result.outcome.value, "api_calls": result.api_calls, "counted": counted})
         return result.as_dict()
+
+
+    # -- sweeps ------------------------------------------------------------------------------------------------
+    def sweep(self, sweep_id: str, filters: dict[str, Any], *, dry_run: bool, options: dict[str, Any],
+              scheduled: bool) -> dict[str, Any]:
+        """Run one sweep (at most one at a time in the fleet); record its candidates; start its batch."""
+        from producer.api import CloseClient  # the producer's batch machinery, on this worker's app
+
+        lock_key = f"{PREFIX}:sweep-lock"
+        summary: dict[str, Any] = {"sweep_id": sweep_id, "dry_run": dry_run, "scheduled": scheduled}
+        try:
+            parsed = SweepFilters.from_dict(filters)
+            overrides = {**options, "skip_initial_get": True}
+            CloseOptions().with_overrides(overrides)
+        except (ValueError, InvalidConversationId) as exc:
+            return {**summary, "error": f"invalid sweep: {exc}"}
+        if not self.redis.set(lock_key, sweep_id, nx=True, ex=self.settings.sweep_time_limit_seconds + 60):
+            return {**summary, "skipped": "another sweep is running"}
+        try:
+            report = run_sweep(self.service.client, parsed, retrying=self.service.closer.retrying)
+            key = f"{PREFIX}:sweep:{sweep_id}"
+            pipe = self.redis.pipeline(transaction=False)
+            for candidate in report.candidates:
+                pipe.rpush(f"{key}:candidates", candidate.as_json())
+            pipe.expire(f"{key}:candidates", self.settings.results_ttl_seconds)
+            pipe.execute()
+            summary.update({"filters": parsed.as_dict(), "candidates": len(report.candidates),
+                            "chosen": len(report.chosen), "pages": report.pages, "intervals": report.intervals,
+                            "duplicates_dropped": report.duplicates_dropped, "api_calls": report.api_calls,
+                            "batch_id": None})
+            if report.chosen and not dry_run:
+                from worker.app import app as celery_app
+
+                batch = CloseClient(self.settings, app=celery_app).close_many(
+                    report.chosen, label="scheduled sweep" if scheduled else "sweep",
+                    source=json.dumps(parsed.as_dict(), separators=(",", ":")), options=overrides)
+                summary["batch_id"] = batch.id
+            self.redis.set(key, json.dumps(summary), ex=self.settings.results_ttl_seconds)
+            log.info("sweep finished: %d candidates, %d chosen", summary["candidates"], summary["chosen"],
+                     extra={"batch_id": summary["batch_id"]})
+            return summary
+        finally:
+            self._release(keys=[lock_key], args=[sweep_id])
 
 
 @functools.cache

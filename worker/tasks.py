@@ -9,7 +9,8 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker.app import TASK_NAME, app
+from config.settings import get_settings
+from worker.app import SWEEP_TASK_NAME, TASK_NAME, app
 from worker.runtime import RetryLater, TaskContext, get_runtime
 
 
@@ -23,3 +24,16 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
         raise self.retry(countdown=later.countdown) from None
     except SoftTimeLimitExceeded:
         raise self.retry(countdown=5) from None
+
+
+@app.task(bind=True, name=SWEEP_TASK_NAME, acks_late=False, soft_time_limit=get_settings().sweep_time_limit_seconds,
+          time_limit=get_settings().sweep_time_limit_seconds + 60)  # type: ignore[untyped-decorator]
+def sweep(self: Any, filters: dict[str, Any] | None = None, dry_run: bool = False,
+          options: dict[str, Any] | None = None, scheduled: bool = False) -> dict[str, Any]:
+    """Find open web messaging conversations and (unless ``dry_run``) start a batch closing the chosen ones.
+
+    Acknowledged on receipt: a sweep can outlive the broker's visibility timeout, and a lost sweep is simply
+    run again (by the schedule or the operator), whereas a redelivered one would run twice at once.
+    """
+    return get_runtime().sweep(str(self.request.id), filters or {}, dry_run=dry_run, options=options or {},
+                               scheduled=scheduled)

@@ -1,0 +1,458 @@
+"""``genesys-closer``: the command line. A thin shell over ``producer.api``; it needs only Redis."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import redis
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column, Table
+
+from config.settings import ClosePolicy, load_settings
+from producer.api import Batch, CloseClient
+from producer.export import write_csv, write_jsonl
+from producer.inputs import FORMATS, InputError, read_ids
+from worker.app import SWEEP_TASK_NAME
+from worker.errors import CloserError, InvalidConversationId
+from worker.ids import parse_conversation_id
+from worker.outcomes import CloseResult, Outcome
+
+EXIT_NOT_ALL_SUCCEEDED = 1
+EXIT_USAGE = 2
+EXIT_DETACHED = 130
+
+app = typer.Typer(
+    name="genesys-closer",
+    help="Close Genesys Cloud web messaging conversations through the genesys-closer workers.\n\n"
+    "Only REDIS_URL is needed here: the workers hold the Genesys credentials.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 200)  # piped output is not cut at 80 columns
+errors = Console(stderr=True)
+
+
+class State:
+    def __init__(self, redis_url: str | None, env_file: Path | None, as_json: bool) -> None:
+        self.redis_url = redis_url
+        self.env_file = env_file
+        self.json = as_json
+        self._client: CloseClient | None = None
+
+    @property
+    def client(self) -> CloseClient:
+        if self._client is None:
+            overrides: dict[str, Any] = {}
+            if self.redis_url:
+                overrides["redis_url"] = self.redis_url
+            if self.env_file:
+                overrides["_env_file"] = str(self.env_file)
+            self._client = CloseClient(load_settings(**overrides))
+        return self._client
+
+    def emit(self, data: dict[str, Any]) -> None:
+        console.print_json(json.dumps(data)) if sys.stdout.isatty() else print(json.dumps(data), flush=True)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", envvar="REDIS_URL",
+                                                  help="Redis of the genesys-closer workers.")] = None,
+    env_file: Annotated[Path | None, typer.Option("--env-file", exists=True, dir_okay=False,
+                                                  help="Read settings from this .env file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, one JSON object per line.")] = False,
+) -> None:
+    ctx.obj = State(redis_url, env_file, as_json)
+
+
+def _state(ctx: typer.Context) -> State:
+    state: State = ctx.obj
+    return state
+
+
+def _options(policy: ClosePolicy | None, allow_other_types: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if policy is not None:
+        options["policy"] = policy.value
+    if allow_other_types:
+        options["allow_other_message_types"] = True
+    return options
+
+
+PolicyOption = Annotated[ClosePolicy | None, typer.Option(
+    "--policy", help="When the PATCH does not close everyone: fail, participants, or teardown (see README).")]
+AllowOption = Annotated[bool, typer.Option("--allow-other-types", help="Also close sms/whatsapp/open conversations.")]
+DetachOption = Annotated[bool, typer.Option("--detach", help="Start and return at once; follow with 'status --watch'.")]
+
+
+def _outcome_line(result: CloseResult) -> str:
+    detail = f" ({result.error})" if result.error else ""
+    return f"{result.conversation_id}  {result.outcome.value}  calls={result.api_calls}{detail}"
+
+
+@app.command()
+def close(
+    ctx: typer.Context,
+    conversation_ids: Annotated[list[str], typer.Argument(help="Conversation IDs (UUIDs).")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each outcome.")] = 120.0,
+    policy: PolicyOption = None,
+    allow_other_types: AllowOption = False,
+) -> None:
+    """Close conversations now (interactive queue), wait, and print one line per outcome.
+
+    Exit status 1 if any did not end closed or already_closed.
+
+    Example: genesys-closer close 3b47a74f-a827-4166-ae62-f6ba6d7268ae
+    """
+    state = _state(ctx)
+    ok = True
+    pending: list[tuple[str, str]] = []
+    for raw in conversation_ids:
+        try:
+            pending.append((raw, str(state.client.close(raw, **_options(policy, allow_other_types)))))
+        except InvalidConversationId as exc:
+            ok = False
+            if state.json:
+                state.emit({"conversation_id": raw[:100], "outcome": "invalid_id", "error": str(exc)})
+            else:
+                errors.print(f"{raw[:100]}  invalid_id ({exc})")
+    for _, task_id in pending:
+        result = CloseResult.from_dict(state.client.app.AsyncResult(task_id).get(timeout=timeout))
+        ok &= result.outcome.succeeded
+        state.emit(result.as_dict()) if state.json else console.print(_outcome_line(result), markup=False)
+    raise typer.Exit(0 if ok else EXIT_NOT_ALL_SUCCEEDED)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return " ".join(f"{name}={n}" for name, n in sorted(counts.items())) or "-"
+
+
+def follow(state: State, batch: Batch, *, quiet_hint: bool = False) -> int:
+    """Show live progress until the batch finishes; Ctrl-C detaches (the batch keeps running)."""
+    try:
+        status = batch.status()
+        if state.json:
+            while not status.finished:
+                state.emit({"event": "progress", **status.as_dict()})
+                time.sleep(2.0)
+                status = batch.status()
+        else:
+            first_done, first_time = status.done, time.monotonic()
+            columns = (TextColumn("[bold]{task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}/min"), TimeElapsedColumn(), TextColumn("ETA"),
+                       TimeRemainingColumn(), TextColumn("{task.fields[counts]}"))
+            with Progress(*columns, console=console, transient=False) as progress:
+                task = progress.add_task("batch", total=status.total, label=batch.id[:8], rate="-",
+                                         counts=_counts_text(status.counts))
+                while True:
+                    elapsed = time.monotonic() - first_time
+                    rate = (status.done - first_done) / elapsed * 60 if elapsed > 1 else 0.0
+                    progress.update(task, completed=status.done, total=status.total, rate=f"{rate:.0f}",
+                                    counts=_counts_text(status.counts))
+                    if status.finished:
+                        break
+                    time.sleep(0.5)
+                    status = batch.status()
+    except KeyboardInterrupt:
+        errors.print(f"\nDetached; batch {batch.id} keeps running. Re-attach with:\n"
+                     f"  genesys-closer status {batch.id} --watch")
+        return EXIT_DETACHED
+    _print_status(state, status.as_dict())
+    failed = sum(n for name, n in status.counts.items() if not Outcome(name).succeeded)
+    return 0 if failed == 0 else EXIT_NOT_ALL_SUCCEEDED
+
+
+def _print_status(state: State, data: dict[str, Any]) -> None:
+    if state.json:
+        state.emit(data)
+        return
+    finished = data.get("finished_at")
+    took = f", took {finished - data['created_at']:.1f} s" if finished else ""
+    console.print(f"batch {data['batch_id']} [{data['state']}] {data['done']}/{data['total']} done{took}; "
+                  f"{_counts_text(data['counts'])}" + (f"; duplicates dropped {data['duplicates']}"
+                                                        if data.get("duplicates") else "")
+                  + (f"; {data['reason']}" if data.get("reason") else ""), markup=False)
+
+
+def _open_source(source: str) -> Iterator[Any]:
+    if source == "-":
+        yield sys.stdin
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"no such file: {source}")
+    with path.open(encoding="utf-8-sig", newline="") as stream:
+        yield stream
+
+
+@app.command()
+def bulk(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="File of IDs, or - for standard input.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"Input format: {', '.join(FORMATS)}.")] = "auto",
+    column: Annotated[str | None, typer.Option(help="CSV column / JSON key holding the ID.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count only; enqueue nothing.")] = False,
+    label: Annotated[str, typer.Option(help="A label shown in 'batches'.")] = "",
+    policy: PolicyOption = None,
+    allow_other_types: AllowOption = False,
+    detach: DetachOption = False,
+) -> None:
+    """Start a batch from a file: plain lines, CSV with a column name, or JSON Lines; show live progress.
+
+    Invalid IDs are reported per item (outcome invalid_id) and the valid ones still run; duplicates are dropped.
+    Ctrl-C detaches without cancelling.
+
+    Examples:
+      genesys-closer bulk ids.txt
+      genesys-closer bulk export.csv --column conversationId --dry-run
+      cat ids.jsonl | genesys-closer bulk - --format jsonl --label "load-test cleanup"
+    """
+    state = _state(ctx)
+    for stream in _open_source(source):
+        ids = read_ids(stream, fmt=fmt, column=column, name=source)
+        if dry_run:
+            raise typer.Exit(_dry_run(state, ids))
+        batch = state.client.close_many(ids, label=label or Path(source).name, source=source,
+                                        options=_options(policy, allow_other_types))
+    if state.json:
+        state.emit({"event": "started", "batch_id": batch.id, **batch.status().as_dict()})
+    else:
+        console.print(f"batch {batch.id} started ({batch.status().total} items)")
+    if detach:
+        raise typer.Exit(0)
+    raise typer.Exit(follow(state, batch))
+
+
+def _dry_run(state: State, ids: Iterator[object]) -> int:
+    valid = invalid = duplicates = 0
+    seen: set[bytes] = set()
+    samples: list[str] = []
+    for position, raw in enumerate(ids, start=1):
+        try:
+            key = bytes.fromhex(parse_conversation_id(raw).replace("-", ""))
+        except InvalidConversationId as exc:
+            invalid += 1
+            if len(samples) < 20:
+                samples.append(f"item {position}: {exc}")
+            continue
+        if key in seen:
+            duplicates += 1
+        else:
+            seen.add(key)
+            valid += 1
+    summary = {"dry_run": True, "valid": valid, "invalid": invalid, "duplicates": duplicates,
+               "invalid_samples": samples}
+    if state.json:
+        state.emit(summary)
+    else:
+        console.print(f"dry run: {valid} valid unique IDs would be enqueued; {invalid} invalid; "
+                      f"{duplicates} duplicates dropped", markup=False)
+        for sample in samples:
+            console.print(f"  {sample}", markup=False)
+    return 0 if invalid == 0 else EXIT_NOT_ALL_SUCCEEDED
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    min_age_minutes: Annotated[float, typer.Option(help="Only conversations at least this old.")] = 60.0,
+    idle_minutes: Annotated[float | None, typer.Option(
+        help="Only conversations with no message from either side for this long (reads each candidate).")] = None,
+    queue_id: Annotated[list[str] | None, typer.Option("--queue-id", help="Only these queues (repeatable).")] = None,
+    started_after: Annotated[str | None, typer.Option(help="ISO-8601: started at or after.")] = None,
+    started_before: Annotated[str | None, typer.Option(help="ISO-8601: started before.")] = None,
+    skip_connected_agent: Annotated[bool, typer.Option(help="Skip conversations an agent is still on.")] = False,
+    max_count: Annotated[int | None, typer.Option(help="Close at most this many.")] = None,
+    lookback_days: Annotated[float, typer.Option(help="How far back to search.")] = 7.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List candidates with reasons; close nothing.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the sweep query.")] = 900.0,
+    policy: PolicyOption = None,
+    detach: DetachOption = False,
+) -> None:
+    """Find open web messaging conversations (analytics details query) and close the chosen ones.
+
+    The query runs on a worker (it needs Genesys credentials); every page and interval is read and duplicates
+    are removed. Sweep closes skip the first read, so each costs 2 API calls (3 with --idle-minutes).
+
+    Examples:
+      genesys-closer sweep --min-age-minutes 120 --dry-run
+      genesys-closer sweep --idle-minutes 60 --queue-id 6a1c2d3e-0000-4000-8000-00000000a11e --max-count 500
+    """
+    state = _state(ctx)
+    filters = {"min_age_minutes": min_age_minutes, "idle_minutes": idle_minutes, "queue_ids": queue_id or [],
+               "started_after": started_after, "started_before": started_before,
+               "skip_connected_agent": skip_connected_agent, "max_count": max_count, "lookback_days": lookback_days}
+    task = state.client.app.send_task(SWEEP_TASK_NAME, kwargs={
+        "filters": filters, "dry_run": dry_run, "options": _options(policy, False)})
+    if not state.json:
+        console.print(f"sweep {task.id} queued; waiting for a worker to run the query...")
+    summary: dict[str, Any] = task.get(timeout=timeout)
+    if "error" in summary or "skipped" in summary:
+        errors.print(summary.get("error") or summary.get("skipped"))
+        raise typer.Exit(EXIT_USAGE if "error" in summary else EXIT_NOT_ALL_SUCCEEDED)
+    if dry_run:
+        _print_candidates(state, task.id)
+    if state.json:
+        state.emit({"event": "sweep", **summary})
+    else:
+        console.print(f"{summary['candidates']} candidates, {summary['chosen']} chosen "
+                      f"({summary['pages']} pages over {summary['intervals']} intervals, "
+                      f"{summary['duplicates_dropped']} duplicates dropped)", markup=False)
+    if dry_run or not summary.get("batch_id"):
+        raise typer.Exit(0)
+    batch = state.client.batch(summary["batch_id"])
+    if detach:
+        console.print(f"batch {batch.id} started")
+        raise typer.Exit(0)
+    raise typer.Exit(follow(state, batch))
+
+
+def _print_candidates(state: State, sweep_id: str) -> None:
+    key = f"genesys-closer:sweep:{sweep_id}:candidates"
+    table = Table(Column("conversation", no_wrap=True), "decision", "started", "reason") if not state.json else None
+    start = 0
+    while True:
+        chunk = state.client.redis.lrange(key, start, start + 499)
+        if not chunk:
+            break
+        start += len(chunk)
+        for raw in chunk:
+            item = json.loads(raw)
+            if table is None:
+                state.emit({"event": "candidate", **item})
+            else:
+                table.add_row(item["conversation_id"], "close" if item["chosen"] else "skip",
+                              item.get("started") or "", item["reason"])
+    if table is not None:
+        console.print(table)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    batch_id: Annotated[str, typer.Argument(help="Batch id.")],
+    watch: Annotated[bool, typer.Option("--watch", help="Follow live until it finishes.")] = False,
+) -> None:
+    """Show a batch's progress and outcome counts.
+
+    Example: genesys-closer status 5f0c... --watch
+    """
+    state = _state(ctx)
+    batch = state.client.batch(batch_id)
+    if watch:
+        raise typer.Exit(follow(state, batch))
+    _print_status(state, batch.status().as_dict())
+
+
+@app.command()
+def results(
+    ctx: typer.Context,
+    batch_id: Annotated[str, typer.Argument(help="Batch id.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
+    outcome: Annotated[list[str] | None, typer.Option("--outcome", help="Only these outcomes (repeatable).")] = None,
+) -> None:
+    """Export every item of a batch with outcome, attempts, API calls and times (streamed).
+
+    CSV cells that a spreadsheet would evaluate as a formula are prefixed with a quote.
+
+    Example: genesys-closer results 5f0c... --format csv -o results.csv
+    """
+    state = _state(ctx)
+    if fmt not in {"csv", "jsonl"}:
+        errors.print("--format must be csv or jsonl")
+        raise typer.Exit(EXIT_USAGE)
+    wanted = {Outcome(o) for o in outcome} if outcome else None
+    batch = state.client.batch(batch_id)
+    items = (r for r in batch.results() if wanted is None or r.outcome in wanted)
+    writer = write_csv if fmt == "csv" else write_jsonl
+    if output is None:
+        writer(items, sys.stdout)
+    else:
+        with output.open("w", encoding="utf-8", newline="") as out:
+            count = writer(items, out)
+        errors.print(f"{count} items written to {output}")
+
+
+@app.command()
+def cancel(ctx: typer.Context, batch_id: Annotated[str, typer.Argument(help="Batch id.")]) -> None:
+    """Cancel a batch: items not yet run end as 'cancelled'; running ones finish.
+
+    Example: genesys-closer cancel 5f0c...
+    """
+    state = _state(ctx)
+    _print_status(state, state.client.batch(batch_id).cancel().as_dict())
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    batch_id: Annotated[str, typer.Argument(help="Batch id.")],
+    outcome: Annotated[list[str] | None, typer.Option("--outcome", help="Outcomes to retry (repeatable).")] = None,
+    detach: DetachOption = False,
+) -> None:
+    """Start a new batch with the items of BATCH that ended with the given outcomes (default: failed).
+
+    Example: genesys-closer retry 5f0c... --outcome failed --outcome unconfirmed
+    """
+    state = _state(ctx)
+    wanted = {Outcome(o) for o in (outcome or ["failed"])}
+    old = state.client.batch(batch_id)
+    ids = (r.conversation_id for r in old.results() if r.outcome in wanted)
+    batch = state.client.close_many(ids, label=f"retry of {batch_id[:8]}", source=f"retry:{batch_id}")
+    total = batch.status().total
+    if state.json:
+        state.emit({"event": "started", "retry_of": batch_id, **batch.status().as_dict()})
+    else:
+        console.print(f"batch {batch.id} started with {total} item(s) from {batch_id}")
+    if detach or not total:
+        raise typer.Exit(0)
+    raise typer.Exit(follow(state, batch))
+
+
+@app.command()
+def batches(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> None:
+    """List recent batches (bulk runs, sweeps, retries).
+
+    Example: genesys-closer batches --limit 5
+    """
+    state = _state(ctx)
+    recent = state.client.batches(limit)
+    if state.json:
+        for status_ in recent:
+            state.emit(status_.as_dict())
+        return
+    table = Table("label", "state", "done", "outcomes", "created")
+    table.columns.insert(0, Column("batch", no_wrap=True))
+    for s in recent:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.created_at))
+        table.add_row(s.batch_id, s.label, s.state, f"{s.done}/{s.total}", _counts_text(s.counts), created)
+    console.print(table)
+
+
+def main() -> None:
+    """Console entry point: library errors become one clear line and exit status 1."""
+    try:
+        app()
+    except (CloserError, InputError, ValueError) as exc:
+        errors.print(f"{type(exc).__name__}: {exc}", markup=False)
+        sys.exit(EXIT_NOT_ALL_SUCCEEDED)
+    except redis.ConnectionError as exc:
+        errors.print(f"cannot reach Redis: {exc} (check REDIS_URL / --redis-url)", markup=False)
+        sys.exit(EXIT_NOT_ALL_SUCCEEDED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Streaming export of batch results as CSV (safe against formula injection) or JSON Lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO
+
+from worker.outcomes import CloseResult
+
+CSV_COLUMNS = ("conversation_id", "outcome", "attempts", "api_calls", "started_at", "finished_at", "action",
+               "wrapups_applied", "http_status", "error_code", "error", "participant_states", "correlation_ids",
+               "batch_id")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "|", "%")
+
+
+def safe_cell(value: object) -> str:
+    """A CSV cell that spreadsheets will not evaluate: text starting like a formula gets a leading quote."""
+    text = "" if value is None else str(value)
+    if text.startswith(FORMULA_PREFIXES):
+        return "'" + text
+    return text
+
+
+def _time(epoch: float | None) -> str:
+    if not epoch:
+        return ""
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_csv(results: Iterable[CloseResult], out: IO[str]) -> int:
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    for r in results:
+        states = ";".join(f"{p.get('purpose')}:{p.get('state')}" for p in r.participant_states)
+        row = [r.conversation_id, r.outcome.value, r.attempts, r.api_calls, _time(r.started_at),
+               _time(r.finished_at), r.action, r.wrapups_applied, r.http_status, r.error_code, r.error, states,
+               ";".join(r.correlation_ids), r.batch_id]
+        writer.writerow([safe_cell(v) for v in row])
+        count += 1
+    return count
+
+
+def write_jsonl(results: Iterable[CloseResult], out: IO[str]) -> int:
+    count = 0
+    for r in results:
+        out.write(json.dumps(r.as_dict(), separators=(",", ":")) + "\n")
+        count += 1
+    return count

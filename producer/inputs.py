@@ -1,0 +1,74 @@
+"""Reading conversation IDs from files, streamed: plain lines, CSV with a column name, or JSON Lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from typing import IO
+
+ID_COLUMNS = ("conversation_id", "conversationId", "id")
+FORMATS = ("auto", "lines", "csv", "jsonl")
+
+
+class InputError(ValueError):
+    """The file's format or column cannot be used."""
+
+
+def detect_format(first_line: str, name: str) -> str:
+    lowered = name.lower()
+    if lowered.endswith(".csv"):
+        return "csv"
+    if lowered.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    stripped = first_line.strip()
+    if stripped.startswith("{"):
+        return "jsonl"
+    if "," in stripped or "\t" in stripped:
+        return "csv"
+    return "lines"
+
+
+def read_ids(stream: IO[str], *, fmt: str = "auto", column: str | None = None, name: str = "") -> Iterator[object]:
+    """Yield each raw ID (not validated: ``close_many`` does that, per item). Blank lines and ``#`` comments are
+    skipped in plain files."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    first = stream.readline()
+    if fmt == "auto":
+        fmt = detect_format(first, name)
+
+    def lines() -> Iterator[str]:
+        if first:
+            yield first
+        yield from stream
+
+    if fmt == "lines":
+        for line in lines():
+            text = line.strip()
+            if text and not text.startswith("#"):
+                yield text
+    elif fmt == "csv":
+        dialect = "excel-tab" if "\t" in first and "," not in first else "excel"
+        reader = csv.DictReader(lines(), dialect=dialect)
+        fields = reader.fieldnames or []
+        wanted = column or next((c for c in ID_COLUMNS if c in fields), None)
+        if wanted is None or wanted not in fields:
+            raise InputError(f"no column {column or ' / '.join(ID_COLUMNS)!r} in CSV header {fields}; "
+                             "name it with --column")
+        for row in reader:
+            yield row.get(wanted)
+    else:
+        key = column or "conversation_id"
+        for number, line in enumerate(lines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                yield f"<line {number}: not JSON>"
+                continue
+            if isinstance(record, dict):
+                yield record.get(key, record.get("conversationId", record.get("id")))
+            else:
+                yield record

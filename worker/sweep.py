@@ -1,0 +1,242 @@
+"""Sweeps: find open web messaging conversations with the analytics details query and choose which to close.
+
+Runs on workers (it needs Genesys credentials). The query is split into intervals no longer than one query
+allows, every page is read, and duplicates across pages and intervals are dropped. Each candidate is chosen or
+skipped with a reason. With an idle filter each candidate is read once (``GET .../messages/{id}``) to find its last
+message; the close then skips its own first read, so a sweep close costs 2 calls (3 with the idle filter).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from worker.genesys_client import GenesysClient
+from worker.ids import parse_conversation_id
+from worker.policy import is_closed, is_web_messaging
+
+PAGE_SIZE = 100
+Retrying = Callable[[Callable[[], Any]], Any]
+MAX_PAGES_PER_INTERVAL = 10_000
+
+
+@dataclass(frozen=True)
+class SweepFilters:
+    min_age_minutes: float = 0.0
+    idle_minutes: float | None = None
+    queue_ids: tuple[str, ...] = ()
+    started_after: str | None = None
+    started_before: str | None = None
+    skip_connected_agent: bool = False
+    max_count: int | None = None
+    lookback_days: float = 7.0
+    interval_days: float = 7.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepFilters:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown sweep filter(s): {', '.join(sorted(unknown))}")
+        values = dict(data)
+        values["queue_ids"] = tuple(parse_conversation_id(q) for q in values.get("queue_ids") or ())
+        for name in ("started_after", "started_before"):
+            if values.get(name):
+                parse_time(values[name])
+        filters = cls(**values)
+        if filters.interval_days <= 0 or filters.lookback_days <= 0:
+            raise ValueError("lookback_days and interval_days must be positive")
+        return filters
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["queue_ids"] = list(self.queue_ids)
+        return data
+
+
+@dataclass
+class Candidate:
+    conversation_id: str
+    chosen: bool
+    reason: str
+    started: str | None = None
+    queue_id: str | None = None
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+@dataclass
+class SweepReport:
+    candidates: list[Candidate] = field(default_factory=list)
+    pages: int = 0
+    intervals: int = 0
+    duplicates_dropped: int = 0
+    api_calls: int = 0
+
+    @property
+    def chosen(self) -> list[str]:
+        return [c.conversation_id for c in self.candidates if c.chosen]
+
+
+def parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def fmt(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def intervals(filters: SweepFilters, now: datetime) -> list[str]:
+    """Query intervals from the oldest wanted start to a minute before now, each at most ``interval_days`` long."""
+    end = now - timedelta(minutes=1)
+    if filters.started_before:
+        end = min(end, parse_time(filters.started_before))
+    start = now - timedelta(days=filters.lookback_days)
+    if filters.started_after:
+        start = max(start, parse_time(filters.started_after))
+    if filters.min_age_minutes:
+        end = min(end, now - timedelta(minutes=filters.min_age_minutes))
+    chunks = []
+    step = timedelta(days=filters.interval_days)
+    while start < end:
+        chunk_end = min(start + step, end)
+        chunks.append(f"{fmt(start)}/{fmt(chunk_end)}")
+        start = chunk_end
+    return chunks
+
+
+def query_body(interval: str, filters: SweepFilters, page: int) -> dict[str, Any]:
+    segment_predicates: list[dict[str, Any]] = [
+        {"type": "dimension", "dimension": "mediaType", "operator": "matches", "value": "message"},
+        {"type": "dimension", "dimension": "messageType", "operator": "matches", "value": "webmessaging"},
+    ]
+    segment_filters: list[dict[str, Any]] = [{"type": "and", "predicates": segment_predicates}]
+    if filters.queue_ids:
+        segment_filters.append({"type": "or", "predicates": [
+            {"type": "dimension", "dimension": "queueId", "operator": "matches", "value": q}
+            for q in filters.queue_ids]})
+    return {
+        "interval": interval,
+        "order": "asc",
+        "orderBy": "conversationStart",
+        "conversationFilters": [{"type": "and", "predicates": [
+            {"type": "dimension", "dimension": "conversationEnd", "operator": "notExists"}]}],
+        "segmentFilters": segment_filters,
+        "paging": {"pageSize": PAGE_SIZE, "pageNumber": page},
+    }
+
+
+def iter_rows(client: GenesysClient, filters: SweepFilters, now: datetime,
+              report: SweepReport, retrying: Retrying) -> Iterator[dict[str, Any]]:
+    """Every row of every page of every interval, each conversation once."""
+    seen: set[str] = set()
+    for interval in intervals(filters, now):
+        report.intervals += 1
+        for page in range(1, MAX_PAGES_PER_INTERVAL + 1):
+            body = retrying(lambda: client.query_conversation_details(query_body(interval, filters, page)))  # noqa: B023
+            report.pages += 1
+            report.api_calls += 1
+            rows = body.get("conversations") or []
+            for row in rows:
+                cid = row.get("conversationId")
+                if not isinstance(cid, str):
+                    continue
+                if cid in seen:
+                    report.duplicates_dropped += 1
+                    continue
+                seen.add(cid)
+                yield row
+            if len(rows) < PAGE_SIZE or page * PAGE_SIZE >= int(body.get("totalHits") or 0):
+                break
+
+
+def _agent_connected(row: dict[str, Any]) -> bool:
+    for participant in row.get("participants") or []:
+        if participant.get("purpose") not in {"agent", "user"}:
+            continue
+        for session in participant.get("sessions") or []:
+            if any("segmentEnd" not in segment for segment in session.get("segments") or []):
+                return True
+    return False
+
+
+def _queue_of(row: dict[str, Any]) -> str | None:
+    for participant in row.get("participants") or []:
+        for session in participant.get("sessions") or []:
+            for segment in session.get("segments") or []:
+                if segment.get("queueId"):
+                    return str(segment["queueId"])
+    return None
+
+
+def last_message_time(conversation: dict[str, Any]) -> datetime | None:
+    times = [parse_time(m["messageTime"]) for p in conversation.get("participants") or []
+             for m in p.get("messages") or [] if isinstance(m, dict) and m.get("messageTime")]
+    return max(times) if times else None
+
+
+def evaluate(row: dict[str, Any], filters: SweepFilters, now: datetime) -> Candidate:
+    """Choose or skip one analytics row (without the idle filter, which needs the conversation itself)."""
+    cid = parse_conversation_id(row["conversationId"])
+    started = row.get("conversationStart")
+    candidate = Candidate(cid, False, "", started, _queue_of(row))
+    if row.get("conversationEnd"):
+        candidate.reason = "already ended"
+        return candidate
+    if started and filters.min_age_minutes:
+        age = (now - parse_time(started)).total_seconds() / 60
+        if age < filters.min_age_minutes:
+            candidate.reason = f"too young ({age:.0f} min < {filters.min_age_minutes:g} min)"
+            return candidate
+    if filters.skip_connected_agent and _agent_connected(row):
+        candidate.reason = "an agent is still connected"
+        return candidate
+    candidate.chosen = True
+    age_text = f"{(now - parse_time(started)).total_seconds() / 60:.0f} min old" if started else "open"
+    candidate.reason = f"open web messaging, {age_text}"
+    return candidate
+
+
+def _no_retry(call: Callable[[], Any]) -> Any:
+    return call()
+
+
+def run_sweep(client: GenesysClient, filters: SweepFilters, now: datetime | None = None,
+              retrying: Retrying = _no_retry) -> SweepReport:
+    """Query, page, de-duplicate and choose. Stops choosing at ``max_count``."""
+    now = now or datetime.now(tz=UTC)
+    report = SweepReport()
+    chosen = 0
+    for row in iter_rows(client, filters, now, report, retrying):
+        candidate = evaluate(row, filters, now)
+        if candidate.chosen and filters.max_count is not None and chosen >= filters.max_count:
+            candidate.chosen, candidate.reason = False, f"over --max-count {filters.max_count}"
+        if candidate.chosen and filters.idle_minutes is not None:
+            candidate = _check_idle(client, candidate, filters.idle_minutes, now, report, retrying)
+        chosen += candidate.chosen
+        report.candidates.append(candidate)
+    return report
+
+
+def _check_idle(client: GenesysClient, candidate: Candidate, idle_minutes: float, now: datetime,
+                report: SweepReport, retrying: Retrying) -> Candidate:
+    conversation = retrying(lambda: client.get_message_conversation(candidate.conversation_id))
+    report.api_calls += 1
+    if is_closed(conversation):
+        candidate.chosen, candidate.reason = False, "already closed"
+    elif not is_web_messaging(conversation):
+        candidate.chosen, candidate.reason = False, "not web messaging"
+    else:
+        last = last_message_time(conversation)
+        idle = None if last is None else (now - last).total_seconds() / 60
+        if idle is not None and idle < idle_minutes:
+            candidate.chosen, candidate.reason = False, f"active ({idle:.0f} min since last message)"
+        else:
+            shown = "no messages" if idle is None else f"idle {idle:.0f} min"
+            candidate.reason = f"{candidate.reason}, {shown}"
+    return candidate
+
