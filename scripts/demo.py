@@ -1,46 +1,94 @@
-"""Interim demo: the emulator plus the close algorithm, closing a few conversations with a progress bar."""
+"""The demo: a private Redis, the Genesys Cloud emulator with 2,000 open web messaging conversations, two
+Celery workers and Flower, all on loopback; then a bulk close with the product's own progress bar, a summary,
+and everything stopped again. Run it with ``scripts/demo`` (``--keep`` leaves the stack up for Flower)."""
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from config import load_settings
-from emulator import EmulatorConfig, start_in_thread
-from emulator.admin import EmulatorAdmin
-from worker.factory import build_service
+from emulator.stack import EmulatorProcess, FlowerProcess, RedisServer, closer_env, start_workers
+from producer.api import CloseClient
+from producer.cli import State, follow
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--conversations", type=int, default=2000)
+    parser.add_argument("--rate-limit-per-minute", type=int, default=9000,
+                        help="the emulator's limit and the fleet's (real Genesys: 300)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--keep", action="store_true", help="keep the stack running until Ctrl-C")
+    return parser.parse_args()
 
 
 def main() -> int:
+    args = parse_args()
     console = Console()
-    server = start_in_thread(config=EmulatorConfig(rate_limit_per_minute=300, seed=1))
-    admin = EmulatorAdmin(server.base_url)
-    ids = admin.create(20, "webmessaging") + admin.create(3, "disconnected") + admin.create(2, "sms")
-    settings = load_settings(genesys_client_id="demo-client", genesys_client_secret="demo-secret",
-                             genesys_api_url=server.base_url, genesys_login_url=server.base_url)
-    service = build_service(settings)
-    counts: dict[str, int] = {}
-    started = time.monotonic()
-    console.print(f"Emulator at {server.base_url}: closing {len(ids)} conversations")
-    with Progress(TextColumn("closing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        task = progress.add_task("close", total=len(ids))
-        for cid in ids:
-            result = service.closer.close(cid, service.default_options)
-            counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
-            progress.advance(task)
-    stats = admin.stats()
-    console.print(f"outcomes: {counts}")
-    console.print(f"API requests: {stats['requests_total']} in {time.monotonic() - started:.1f} s; "
-                  f"open web messaging conversations left: {stats['conversations_open']}")
-    server.stop()
-    return 0
+    workdir = REPO / ".demo"
+    shutil.rmtree(workdir, ignore_errors=True)
+    limit = args.rate_limit_per_minute
+    with ExitStack() as stack:
+        console.print("[bold]Starting[/bold] Redis, the Genesys Cloud emulator, "
+                      f"{args.workers} workers and Flower (logs in .demo/)")
+        redis_server = RedisServer(workdir / "redis").start()
+        stack.callback(redis_server.stop)
+        emulator = EmulatorProcess(["--conversations", str(args.conversations), "--rate-limit-per-minute",
+                                    str(limit), "--seed", "7"], workdir / "logs").start()
+        stack.callback(emulator.stop)
+        env = closer_env(redis_server.url, emulator.base_url, GENESYS_RATE_LIMIT_PER_MINUTE=limit)
+        workers = start_workers(args.workers, env, workdir / "logs", concurrency=args.concurrency)
+        for worker in workers:
+            stack.callback(worker.stop)
+        flower = FlowerProcess(env, workdir / "logs").start()
+        stack.callback(flower.stop)
+
+        admin = emulator.admin
+        ids = [c["id"] for c in admin.conversations(open="true")]
+        client = CloseClient(load_settings(redis_url=redis_server.url))
+        console.print(f"Emulator {emulator.base_url}: {len(ids)} open web messaging conversations, "
+                      f"limit {limit}/min per token. Closing them all:")
+        started = time.monotonic()
+        batch = client.close_many(ids, label="demo")
+        follow(State(redis_server.url, None, False), batch)
+        elapsed = time.monotonic() - started
+
+        status = batch.status()
+        stats = admin.stats()
+        times = [r["t"] for r in admin.requests()]
+        busy = max(times) - min(times) if len(times) > 1 else 0.0
+        achieved = (len(times) - 1) / busy * 60 if busy else 0.0
+        calls = sum(r.api_calls for r in batch.results())
+        table = Table(title="Demo summary", show_header=False)
+        table.add_row("outcomes", ", ".join(f"{k}={v}" for k, v in sorted(status.counts.items())))
+        table.add_row("open conversations left", str(stats["conversations_open"]))
+        table.add_row("API calls per close", f"{calls / max(status.done, 1):.2f}")
+        table.add_row("HTTP 429 responses", str(stats["responses_by_status"].get("429", 0)))
+        table.add_row("token requests", str(stats["token_requests"]))
+        table.add_row("elapsed (enqueue to last outcome)", f"{elapsed:.1f} s")
+        table.add_row("achieved request rate", f"{achieved:.0f}/min = {achieved / limit:.1%} of the {limit}/min limit")
+        table.add_row("Flower", f"{flower.url}  (user {flower.user}, password {flower.password})")
+        console.print(table)
+        if args.keep:
+            console.print("Stack running; Ctrl-C stops it.")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        console.print("Stopping everything the demo started.")
+    return 0 if status.counts.get("closed", 0) == len(ids) else 1
 
 
 if __name__ == "__main__":

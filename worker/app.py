@@ -8,10 +8,15 @@ queues served in priority order: ``interactive`` (single closes), ``celery`` (th
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Queue  # type: ignore[attr-defined]
 
 from config.settings import Settings, get_settings
+from worker.logging_setup import configure_logging
 
 TASK_NAME = "worker.tasks.close_conversation"
 SWEEP_TASK_NAME = "worker.tasks.sweep"
@@ -85,3 +90,12 @@ def create_app(settings: Settings) -> Celery:
 
 
 app = create_app(get_settings())
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _configure_logging(loglevel: Any = None, **_: Any) -> None:
+    """Celery's own logging setup is replaced by ours (redacting, optional JSON)."""
+    settings = get_settings()
+    secret = settings.genesys_client_secret.get_secret_value() if settings.genesys_client_secret else ""
+    level = loglevel if isinstance(loglevel, str) else logging.getLevelName(loglevel or settings.log_level)
+    configure_logging(str(level), settings.log_format, [secret])

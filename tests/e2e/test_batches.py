@@ -58,7 +58,7 @@ def test_batch_of_2000_two_workers_hold_the_fleet_limit(start: StartWorkers, adm
     assert stats["responses_by_status"].get("429", 0) == 0
     times = [r["t"] for r in admin.requests()]
     assert max_in_window(times, 60.0) <= limit
-    assert max_in_window(times, 1.0) <= limit / 60 * 1.1 + 1
+    assert max_in_window(times, 5.0) <= limit / 12 + 16  # smooth: at most one early request per worker slot
     busy = max(times) - min(times)
     achieved = (len(times) - 1) / busy * 60
     calls_per_close = sum(r.api_calls for r in batch.results()) / 2000

@@ -70,6 +70,6 @@ def test_workers_need_credentials() -> None:
 
 
 def test_visibility_timeout_must_cover_time_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_SECONDS", "100")
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_SECONDS", "50")
     with pytest.raises(ConfigError, match="BROKER_VISIBILITY_TIMEOUT_SECONDS"):
         load_settings()
