@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     sweep_interval_days: float = Field(7.0, gt=0, le=31)
     sweep_time_limit_seconds: int = Field(1800, ge=60)
     log_format: str = Field("text", pattern="^(text|json)$")
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     @field_validator("genesys_environment")
     @classmethod

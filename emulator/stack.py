@@ -144,6 +144,7 @@ class CeleryWorker:
     concurrency: int = 4
     queues: str | None = None
     extra_args: tuple[str, ...] = ()
+    loglevel: str = "INFO"
     process: subprocess.Popen[bytes] | None = None
     _offset: int = 0
 
@@ -158,7 +159,7 @@ class CeleryWorker:
     def start(self) -> CeleryWorker:
         self.logdir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-n", self.hostname,
-                   "-c", str(self.concurrency), "-l", "INFO", "--without-gossip", "--without-mingle",
+                   "-c", str(self.concurrency), "-l", self.loglevel, "--without-gossip", "--without-mingle",
                    *self.extra_args]
         if self.queues:
             command += ["-Q", self.queues]
@@ -189,8 +190,9 @@ class CeleryWorker:
 
 
 def start_workers(count: int, env: dict[str, str], logdir: Path, concurrency: int = 4,
-                  queues: str | None = None, prefix: str = "w") -> list[CeleryWorker]:
-    workers = [CeleryWorker(f"{prefix}{i + 1}", env, logdir, concurrency, queues).start() for i in range(count)]
+                  queues: str | None = None, prefix: str = "w", loglevel: str = "INFO") -> list[CeleryWorker]:
+    workers = [CeleryWorker(f"{prefix}{i + 1}", env, logdir, concurrency, queues, loglevel=loglevel).start()
+               for i in range(count)]
     for worker in workers:
         worker.wait_ready()
     return workers

@@ -9,10 +9,13 @@ queues served in priority order: ``interactive`` (single closes), ``celery`` (th
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import tempfile
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_shutdown, worker_ready
 from kombu import Queue  # type: ignore[attr-defined]
 
 from config.settings import Settings, get_settings
@@ -20,6 +23,7 @@ from worker.logging_setup import configure_logging
 
 TASK_NAME = "worker.tasks.close_conversation"
 SWEEP_TASK_NAME = "worker.tasks.sweep"
+PROBE_TASK_NAME = "worker.tasks.health_probe"
 QUEUE_INTERACTIVE = "interactive"
 QUEUE_DEFAULT = "celery"
 QUEUE_BULK = "bulk"
@@ -65,6 +69,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_routes": {TASK_NAME: {"queue": QUEUE_INTERACTIVE}, SWEEP_TASK_NAME: {"queue": QUEUE_DEFAULT}},
         "beat_schedule": beat_schedule(settings),
         "worker_hijack_root_logger": False,
+        "worker_direct": True,
         "enable_utc": True,
     }
 
@@ -89,7 +94,34 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
+def _prepare_metrics_dir(settings: Settings) -> None:
+    """Multiprocess metrics need a shared directory before prometheus_client is first imported."""
+    if settings.metrics_port and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="genesys-closer-metrics-")
+        values = sys.modules.get("prometheus_client.values")
+        if values is not None:  # imported early (Flower's celery plugin does): pick the multiprocess values now
+            values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+
+
+_prepare_metrics_dir(get_settings())
 app = create_app(get_settings())
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _serve_metrics(**_: Any) -> None:
+    settings = get_settings()
+    if settings.metrics_port:
+        from worker import metrics
+
+        metrics.serve(settings.metrics_port)
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _metrics_process_exited(pid: int | None = None, **_: Any) -> None:
+    if get_settings().metrics_port:
+        from worker import metrics
+
+        metrics.process_exited(pid or os.getpid())
 
 
 @setup_logging.connect  # type: ignore[untyped-decorator]

@@ -108,7 +108,8 @@ class RedisTokenProvider:
 
     def __init__(self, client: redis.Redis, fetch: TokenFetcher, client_id: str, client_secret: str, *,
                  margin_seconds: float = 300.0, lock_seconds: float = 15.0, wait_seconds: float = 20.0,
-                 prefix: str = "genesys-closer", sleep: Callable[[float], None] = time.sleep) -> None:
+                 prefix: str = "genesys-closer", sleep: Callable[[float], None] = time.sleep,
+                 on_refresh: Callable[[], None] | None = None) -> None:
         self.redis = client
         self._fetch = fetch
         self._fernet = Fernet(encryption_key(client_id, client_secret))
@@ -120,6 +121,7 @@ class RedisTokenProvider:
         self._lock_ms = round(lock_seconds * 1000)
         self._wait_seconds = wait_seconds
         self._sleep = sleep
+        self._on_refresh = on_refresh
         self._release = client.register_script(_RELEASE_LOCK)
         self._invalidate = client.register_script(_INVALIDATE)
 
@@ -163,6 +165,8 @@ class RedisTokenProvider:
         pipe.pexpire(self.key, ttl_ms)
         pipe.incr(self.refresh_counter_key)
         pipe.execute()
+        if self._on_refresh is not None:
+            self._on_refresh()
         return grant.access_token
 
     def invalidate(self, token: str) -> None:

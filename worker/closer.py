@@ -201,12 +201,14 @@ class Closer:
                 return
         patched = self._disconnect(conversation_id, tally, on_patched)
         result.action = "patch"
+        patched_at = self.clock()
         conversation = self._confirm(conversation_id, tally)
         if not is_closed(conversation) and options.policy is not ClosePolicy.FAIL:
             result.action = self._escalate(conversation_id, conversation, options.policy, tally)
             conversation = self._confirm(conversation_id, tally)
         result.participant_states = summarize_participants(conversation)
         if is_closed(conversation):
+            result.confirm_seconds = round(self.clock() - patched_at, 4)
             already = not patched and not options.previously_patched
             result.outcome = Outcome.ALREADY_CLOSED if already else Outcome.CLOSED
             result.wrapups_applied = self._apply_wrapups(conversation_id, conversation, options, tally)

@@ -30,9 +30,17 @@ def bucket_name(client_id: str) -> str:
     return hashlib.sha256(client_id.encode()).hexdigest()[:12]
 
 
+def metric_hooks() -> TransportHooks:
+    from worker import metrics
+
+    return TransportHooks(on_reply=metrics.on_reply, on_transport_error=metrics.on_transport_error,
+                          on_limiter_wait=metrics.on_limiter_wait, on_pause=metrics.on_pause)
+
+
 def build_service(settings: Settings, redis_client: redis.Redis | None = None,
                   hooks: TransportHooks | None = None) -> Service:
     """Build the closer. With ``redis_client`` the token and the rate limit are shared by the fleet."""
+    from worker import metrics
     client_id, secret = settings.require_credentials()
     limiter: RateLimiter
     if redis_client is not None:
@@ -46,13 +54,14 @@ def build_service(settings: Settings, redis_client: redis.Redis | None = None,
         read_timeout_seconds=settings.genesys_read_timeout_seconds,
         default_pause_seconds=settings.genesys_default_cooldown_seconds,
         max_limiter_wait_seconds=settings.retry_inline_max_wait_seconds,
-        hooks=hooks,
+        hooks=hooks or metric_hooks(),
     )
     oauth = OAuthClient(transport, settings.login_url, client_id, secret.get_secret_value())
     tokens: TokenProvider
     if redis_client is not None:
         tokens = RedisTokenProvider(redis_client, oauth.fetch_token, client_id, secret.get_secret_value(),
-                                    margin_seconds=settings.genesys_token_expiry_margin_seconds)
+                                    margin_seconds=settings.genesys_token_expiry_margin_seconds,
+                                    on_refresh=metrics.TOKEN_REFRESHES.inc)
     else:
         tokens = InProcessTokenProvider(oauth.fetch_token, settings.genesys_token_expiry_margin_seconds)
     client = GenesysClient(transport, settings.api_url, tokens)

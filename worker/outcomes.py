@@ -36,6 +36,7 @@ class CloseResult:
     participant_states: list[dict[str, str]] = field(default_factory=list)
     correlation_ids: list[str] = field(default_factory=list)
     wrapups_applied: int = 0
+    confirm_seconds: float | None = None
     action: str | None = None
     error: str | None = None
     error_code: str | None = None

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from config.settings import Settings, get_settings
+from worker import metrics
 from worker.breaker import CircuitBreaker
 from worker.closer import CloseOptions
 from worker.errors import InvalidConversationId, RetryableError
@@ -167,6 +168,9 @@ class WorkerRuntime:
         result.attempts = context.retries + 1
         result.batch_id = context.batch_id
         counted = self.results.record(result)
+        metrics.CLOSES.labels(result.outcome.value).inc()
+        if result.confirm_seconds is not None:
+            metrics.CONFIRM_LATENCY.observe(result.confirm_seconds)
         log.info("close finished: %s", result.outcome.value,
                  extra={"conversation_id": result.conversation_id, "batch_id": context.batch_id,
                         "correlation_id": result.correlation_ids[-1] if result.correlation_ids else None,

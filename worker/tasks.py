@@ -5,12 +5,13 @@ Arguments are IDs and plain options only (Flower shows them); results are outcom
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config.settings import get_settings
-from worker.app import SWEEP_TASK_NAME, TASK_NAME, app
+from worker.app import PROBE_TASK_NAME, SWEEP_TASK_NAME, TASK_NAME, app
 from worker.runtime import RetryLater, TaskContext, get_runtime
 
 
@@ -37,3 +38,9 @@ def sweep(self: Any, filters: dict[str, Any] | None = None, dry_run: bool = Fals
     """
     return get_runtime().sweep(str(self.request.id), filters or {}, dry_run=dry_run, options=options or {},
                                scheduled=scheduled)
+
+
+@app.task(name=PROBE_TASK_NAME, acks_late=False, ignore_result=False)  # type: ignore[untyped-decorator]
+def health_probe() -> dict[str, Any]:
+    """Answered by the worker that consumed it: proof that it still takes tasks from the broker."""
+    return {"ok": True, "pid": os.getpid()}

@@ -21,8 +21,10 @@ def start(redis_url: str, emulator: EmulatorServer, logdir: Path) -> Iterator[St
     """Start N real workers against this test's Redis and emulator; stopped at teardown."""
     started: list[CeleryWorker] = []
 
-    def launch(count: int = 1, concurrency: int = 4, queues: str | None = None, **env: Any) -> list[CeleryWorker]:
-        workers = start_workers(count, worker_env(redis_url, emulator.base_url, **env), logdir, concurrency, queues)
+    def launch(count: int = 1, concurrency: int = 4, queues: str | None = None, loglevel: str = "INFO",
+               **env: Any) -> list[CeleryWorker]:
+        workers = start_workers(count, worker_env(redis_url, emulator.base_url, **env), logdir, concurrency, queues,
+                                loglevel=loglevel)
         started.extend(workers)
         return workers
 

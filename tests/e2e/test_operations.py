@@ -1,0 +1,118 @@
+"""Operations through the real pieces: Flower with basic auth, Prometheus metrics, liveness, redacted logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from emulator import EmulatorServer
+from emulator.admin import EmulatorAdmin
+from producer.api import CloseClient
+from tests.e2e.conftest import StartWorkers
+from tests.services import FlowerProcess, free_port, worker_env
+
+
+def test_flower_shows_tasks_behind_basic_auth(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
+                                              redis_url: str, emulator: EmulatorServer, logdir: Path) -> None:
+    flower = FlowerProcess(worker_env(redis_url, emulator.base_url), logdir).start()
+    try:
+        start(1, concurrency=2)
+        ids = admin.create(3)
+        for cid in ids:
+            client.close(cid, wait=True, timeout=60)
+        assert requests.get(f"{flower.url}/api/tasks", timeout=10).status_code == 401
+        assert requests.get(f"{flower.url}/api/tasks", auth=(flower.user, "wrong"), timeout=10).status_code == 401
+        deadline = time.monotonic() + 30
+        while True:
+            tasks = requests.get(f"{flower.url}/api/tasks", auth=(flower.user, flower.password), timeout=10).json()
+            done = {t["args"]: t for t in tasks.values() if t.get("state") == "SUCCESS"}
+            if len(done) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        for cid in ids:
+            task = next(t for args, t in done.items() if cid in args)
+            assert task["name"] == "worker.tasks.close_conversation"
+            assert "'outcome': 'closed'" in task["result"]
+        page = json.dumps(tasks)
+        assert "demo-secret" not in page and "Bearer" not in page
+        for token in list(emulator.state.tokens):
+            assert token not in page
+    finally:
+        flower.stop()
+
+
+def test_worker_metrics(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
+    port = free_port()
+    start(1, concurrency=2, metrics_port=port)
+    for cid in admin.create(3):
+        client.close(cid, wait=True, timeout=60)
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert 'genesys_closer_closes_total{outcome="closed"} 3.0' in text
+    assert 'genesys_closer_api_requests_total{route="PATCH /api/v2/conversations/messages/{conversationId}",' \
+           'status="200"} 3.0' in text
+    assert "genesys_closer_confirm_seconds_count 3.0" in text
+    assert "genesys_closer_token_refreshes_total 1.0" in text
+
+
+def test_liveness_probe_fails_when_the_worker_stops_consuming(start: StartWorkers, redis_url: str,
+                                                               emulator: EmulatorServer) -> None:
+    [worker] = start(1, concurrency=1)
+    env = worker_env(redis_url, emulator.base_url)
+    command = [sys.executable, "-m", "worker.health", "--hostname", worker.hostname, "--timeout", "5"]
+    healthy = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert worker.process is not None
+    import os
+
+    os.killpg(worker.process.pid, signal.SIGSTOP)  # alive but not consuming
+    try:
+        frozen = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+        assert frozen.returncode == 1 and "NOT consuming" in frozen.stdout
+    finally:
+        os.killpg(worker.process.pid, signal.SIGCONT)
+
+
+def test_no_secret_or_token_anywhere_after_a_debug_batch(start: StartWorkers, admin: EmulatorAdmin,
+                                                         client: CloseClient, redis_url: str,
+                                                         emulator: EmulatorServer, logdir: Path) -> None:
+    start(2, concurrency=3, loglevel="DEBUG", log_format="json")
+    ids = admin.create(60)
+    batch = client.close_many(ids)
+    deadline = time.monotonic() + 60
+    while batch.status().done < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first_tokens = list(emulator.state.tokens)
+    admin.revoke_tokens()  # 401s and a refresh happen mid-batch
+    assert batch.wait(timeout=120).counts == {"closed": 60}
+    tokens = first_tokens + list(emulator.state.tokens)
+    assert len(set(tokens)) == 2
+    forbidden = [b"demo-secret", *(t.encode() for t in tokens)]
+    haystacks = {path.name: path.read_bytes() for path in logdir.glob("*.log")}
+    assert all(b"DEBUG" in text for text in haystacks.values())
+    raw = redis.Redis.from_url(redis_url)
+    haystacks["redis"] = b"".join((raw.dump(key) or b"") + key for key in raw.keys("*"))
+    haystacks["results"] = "".join(json.dumps(r.as_dict()) for r in batch.results()).encode()
+    for name, text in haystacks.items():
+        for needle in forbidden:
+            assert needle not in text, f"{needle[:6]!r}... found in {name}"
+        assert b"Bearer " not in text and b"Basic " not in text, name
+
+
+@pytest.mark.parametrize("secret_line", [
+    "Authorization: Bearer abcdefghijklmnop", "token={'access_token': 'abcdefghijkl'}",
+    "redis://:hunter22@redis:6379/0", "client_secret=demo-secret",
+])
+def test_redactor_patterns(secret_line: str) -> None:
+    from worker.logging_setup import Redactor
+
+    cleaned = Redactor(["demo-secret"])(secret_line)
+    assert "abcdefghijkl" not in cleaned and "hunter22" not in cleaned and "demo-secret" not in cleaned
+    assert "[REDACTED]" in cleaned

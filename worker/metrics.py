@@ -1,0 +1,59 @@
+"""Prometheus metrics of the workers (``prometheus-client``).
+
+With ``METRICS_PORT`` set, the worker's main process serves ``/metrics`` and every pool process writes its
+samples to ``PROMETHEUS_MULTIPROC_DIR`` (set up by ``worker.app`` before anything imports prometheus_client),
+so the numbers cover the whole worker, not one child.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+
+CLOSES = Counter("genesys_closer_closes_total", "Closes finished, by outcome.", ["outcome"])
+API_REQUESTS = Counter("genesys_closer_api_requests_total", "HTTP requests to Genesys Cloud, by route and status.",
+                       ["route", "status"])
+TRANSPORT_ERRORS = Counter("genesys_closer_transport_errors_total",
+                           "Requests without an HTTP response (timeouts, dropped connections).", ["route"])
+RATE_LIMITED = Counter("genesys_closer_rate_limited_total", "HTTP 429 responses from Genesys Cloud.")
+FLEET_PAUSES = Counter("genesys_closer_fleet_pauses_total", "Fleet-wide pauses started after a 429.")
+LIMITER_WAIT = Histogram("genesys_closer_limiter_wait_seconds", "Time spent waiting for a rate-limit slot.",
+                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+CONFIRM_LATENCY = Histogram("genesys_closer_confirm_seconds", "From the disconnect PATCH to a confirming read.",
+                            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+TOKEN_REFRESHES = Counter("genesys_closer_token_refreshes_total", "OAuth tokens fetched for the fleet.")
+
+
+def on_reply(label: str, status: int) -> None:
+    API_REQUESTS.labels(label, str(status)).inc()
+    if status == 429:
+        RATE_LIMITED.inc()
+
+
+def on_transport_error(label: str) -> None:
+    TRANSPORT_ERRORS.labels(label).inc()
+
+
+def on_limiter_wait(seconds: float) -> None:
+    LIMITER_WAIT.observe(seconds)
+
+
+def on_pause(seconds: float, started: bool) -> None:
+    if started:
+        FLEET_PAUSES.inc()
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a container's metrics port
+    """Serve /metrics for the whole worker (all pool processes) from the main process."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(port, addr=address, registry=registry)
+    else:
+        start_http_server(port, addr=address)
+
+
+def process_exited(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
