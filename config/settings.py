@@ -24,7 +24,7 @@ class ClosePolicy(StrEnum):
 class Settings(BaseSettings):
     """Every setting, named exactly as its environment variable (case-insensitive)."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     # Genesys Cloud
     genesys_client_id: str | None = None

@@ -73,3 +73,23 @@ def test_visibility_timeout_must_cover_time_limits(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_SECONDS", "50")
     with pytest.raises(ConfigError, match="BROKER_VISIBILITY_TIMEOUT_SECONDS"):
         load_settings()
+
+
+def test_env_example_is_valid_and_complete() -> None:
+    from pathlib import Path
+
+    from config.settings import Settings
+
+    example = Path(__file__).resolve().parents[2] / "config" / ".env.example"
+    settings = load_settings(_env_file=str(example))
+    assert settings.genesys_rate_limit_per_minute == 300 and settings.sweep_idle_minutes is None
+    documented = {line.split("=", 1)[0] for line in example.read_text().splitlines() if "=" in line
+                  and not line.startswith("#")}
+    assert {name.upper() for name in Settings.model_fields} <= documented
+
+
+def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENESYS_API_URL", "")
+    monkeypatch.setenv("SWEEP_IDLE_MINUTES", "")
+    settings = load_settings()
+    assert settings.genesys_api_url is None and settings.sweep_idle_minutes is None
