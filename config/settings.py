@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(0.5, gt=0, le=60)
     retry_cap_seconds: float = Field(60.0, gt=0, le=3600)
     retry_inline_max_wait_seconds: float = Field(5.0, ge=0, le=120)
-    task_max_retries: int = Field(12, ge=0, le=100)
+    task_max_retries: int = Field(100, ge=0, le=1000)
+    task_retry_window_seconds: int = Field(3600, ge=0, le=7 * 86_400)
     circuit_breaker_threshold: int = Field(5, ge=1, le=1000)
     circuit_breaker_open_seconds: float = Field(300.0, ge=1, le=86_400)
 
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
     worker_concurrency: int = Field(8, ge=1, le=256)
     inflight_lock_seconds: int = Field(90, ge=10)
+    batch_stall_seconds: int = Field(300, ge=30)
     log_level: str = "INFO"
 
     # Scheduled sweeps (Celery beat); off while SWEEP_SCHEDULE_SECONDS is 0
@@ -113,6 +115,10 @@ class Settings(BaseSettings):
                 "BROKER_VISIBILITY_TIMEOUT_SECONDS must exceed TASK_TIME_LIMIT_SECONDS + "
                 f"TASK_MAX_COUNTDOWN_SECONDS ({longest})"
             )
+        recovery = self.broker_visibility_timeout_seconds + self.broker_restore_interval_seconds
+        if self.batch_stall_seconds <= recovery:
+            raise ValueError("BATCH_STALL_SECONDS must exceed BROKER_VISIBILITY_TIMEOUT_SECONDS + "
+                             f"BROKER_RESTORE_INTERVAL_SECONDS ({recovery}): the broker recovers first")
         return self
 
     @property

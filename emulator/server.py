@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import math
+import sys
 import threading
 import time
 import uuid
@@ -86,6 +87,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], state: EmulatorState) -> None:
         super().__init__(address, RequestHandler)
         self.state = state
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout) and closed its socket is normal here; anything else is reported."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class RequestHandler(BaseHTTPRequestHandler):

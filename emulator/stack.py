@@ -199,6 +199,27 @@ def start_workers(count: int, env: dict[str, str], logdir: Path, concurrency: in
 
 
 @dataclass
+class BeatProcess:
+    """``celery -A worker.app beat``: scheduled sweeps and the stalled-batch redrive."""
+
+    env: dict[str, str]
+    logdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BeatProcess:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "INFO", "--schedule",
+             str(self.logdir / "beat-schedule")],
+            env=self.env, cwd=self.logdir, start_new_session=True, stdout=_log(self.logdir / "beat.log"),
+            stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process, group=True)
+
+
+@dataclass
 class FlowerProcess:
     """Flower on loopback with basic auth."""
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 import time
 import uuid
@@ -131,14 +132,14 @@ class CloseClient:
             raise ValueError("on_invalid must be 'record' or 'abort'")
         kwargs = validate_options(options)
         batch_id = batch_id or uuid.uuid4().hex
-        self.results.create_batch(batch_id, label=label, source=source)
+        self.results.create_batch(batch_id, label=label, source=source, options=json.dumps(kwargs), queue=queue)
         with tempfile.TemporaryFile("w+", encoding="ascii") as spool:
             valid, invalid, samples = self._validate_into(spool, batch_id, conversation_ids)
             if invalid and on_invalid == "abort":
                 self.results.discard_batch(batch_id)
                 raise InvalidBatch(invalid, samples)
             spool.seek(0)
-            self._publish(spool, batch_id, kwargs, queue)
+            self.publish_items(batch_id, (line.strip() for line in spool), kwargs, queue)
         self.results.mark_enqueued(batch_id, valid + invalid)
         return Batch(self, batch_id)
 
@@ -173,11 +174,16 @@ class CloseClient:
             valid += flush()
         return valid, invalid, samples
 
-    def _publish(self, spool: Iterable[str], batch_id: str, kwargs: dict[str, Any], queue: str) -> None:
+    def publish_items(self, batch_id: str, conversation_ids: Iterable[str], kwargs: dict[str, Any],
+                      queue: str) -> int:
+        """Publish one close task per (already validated) ID, all over one broker connection."""
+        count = 0
         with self.app.producer_or_acquire() as producer:
-            for line in spool:
-                self.app.send_task(TASK_NAME, args=[line.strip()], kwargs={"batch_id": batch_id, **kwargs},
+            for conversation_id in conversation_ids:
+                self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={"batch_id": batch_id, **kwargs},
                                    queue=queue, producer=producer)
+                count += 1
+        return count
 
     def batch(self, batch_id: str) -> Batch:
         batch = Batch(self, batch_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator.stack import CeleryWorker, FlowerProcess, RedisServer, free_port, start_workers
+from emulator.stack import BeatProcess, CeleryWorker, FlowerProcess, RedisServer, free_port, start_workers
 from emulator.stack import closer_env as _closer_env
 
 
@@ -21,9 +21,10 @@ def worker_env(redis_url: str, emulator_url: str, **overrides: object) -> dict[s
         "TASK_MAX_COUNTDOWN_SECONDS": 5,
         "BROKER_VISIBILITY_TIMEOUT_SECONDS": 35,
         "BROKER_RESTORE_INTERVAL_SECONDS": 2,
+        "BATCH_STALL_SECONDS": 45,
     }
     defaults.update({k.upper(): v for k, v in overrides.items()})
     return _closer_env(redis_url, emulator_url, **defaults)
 
 
-__all__ = ["CeleryWorker", "FlowerProcess", "RedisServer", "free_port", "start_workers", "worker_env"]
+__all__ = ["BeatProcess", "CeleryWorker", "FlowerProcess", "RedisServer", "free_port", "start_workers", "worker_env"]

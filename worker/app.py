@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging, worker_process_shutdown, worker_ready
-from kombu import Queue  # type: ignore[attr-defined]
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from config.settings import Settings, get_settings
 from worker.logging_setup import configure_logging
@@ -24,6 +24,7 @@ from worker.logging_setup import configure_logging
 TASK_NAME = "worker.tasks.close_conversation"
 SWEEP_TASK_NAME = "worker.tasks.sweep"
 PROBE_TASK_NAME = "worker.tasks.health_probe"
+REDRIVE_TASK_NAME = "worker.tasks.redrive_stalled_batches"
 QUEUE_INTERACTIVE = "interactive"
 QUEUE_DEFAULT = "celery"
 QUEUE_BULK = "bulk"
@@ -36,6 +37,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "queue_order_strategy": "priority",
         "unacked_restore_interval": settings.broker_restore_interval_seconds,
         "unacked_restore_throttle": 1,
+        # kombu's restore sweep holds this lock for milliseconds; its default 300 s TTL would, after a Redis restart
+        # with the lock persisted in the AOF, block every restore of a lost worker's messages for five minutes.
+        "unacked_mutex_expire": 15,
         "health_check_interval": 10,
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
@@ -65,8 +69,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "task_default_queue": QUEUE_DEFAULT,
-        "task_queues": [Queue(name) for name in (QUEUE_INTERACTIVE, QUEUE_DEFAULT, QUEUE_BULK)],  # type: ignore[no-untyped-call]
-        "task_routes": {TASK_NAME: {"queue": QUEUE_INTERACTIVE}, SWEEP_TASK_NAME: {"queue": QUEUE_DEFAULT}},
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+                        for name in (QUEUE_INTERACTIVE, QUEUE_DEFAULT, QUEUE_BULK)],
+        "task_routes": {TASK_NAME: {"queue": QUEUE_INTERACTIVE}, SWEEP_TASK_NAME: {"queue": QUEUE_DEFAULT},
+                        REDRIVE_TASK_NAME: {"queue": QUEUE_INTERACTIVE}},
         "beat_schedule": beat_schedule(settings),
         "worker_hijack_root_logger": False,
         "worker_direct": True,
@@ -75,10 +81,15 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
-    """The scheduled idle sweep, when SWEEP_SCHEDULE_SECONDS is set."""
+    """Re-driving stalled batches (always), and the idle sweep when SWEEP_SCHEDULE_SECONDS is set."""
+    interval = max(10.0, settings.batch_stall_seconds / 5)
+    schedule: dict[str, dict[str, object]] = {
+        "redrive-stalled-batches": {"task": REDRIVE_TASK_NAME, "schedule": interval,
+                                    "options": {"expires": interval}},
+    }
     if not settings.sweep_schedule_seconds:
-        return {}
-    return {
+        return schedule
+    return schedule | {
         "idle-sweep": {
             "task": SWEEP_TASK_NAME,
             "schedule": float(settings.sweep_schedule_seconds),

@@ -93,12 +93,13 @@ class ResultStore:
         return None if raw is None else CloseResult.from_dict(json.loads(raw))
 
     # -- batches -----------------------------------------------------------------------------------------------
-    def create_batch(self, batch_id: str, *, label: str = "", source: str = "") -> None:
+    def create_batch(self, batch_id: str, *, label: str = "", source: str = "", options: str = "{}",
+                     queue: str = "bulk") -> None:
         now = time.time()
         key = self.batch_key(batch_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"state": "enqueuing", "done": 0, "created_at": repr(now), "label": label[:200],
-                                "source": source[:200]})
+                                "source": source[:200], "options": options, "queue": queue})
         pipe.expire(key, self.retention)
         pipe.zadd(f"{self.prefix}:batches", {batch_id: now})
         pipe.zremrangebyscore(f"{self.prefix}:batches", 0, now - self.retention)
@@ -153,6 +154,50 @@ class ResultStore:
             duplicates=int(raw.get("duplicates", 0)),
             reason=raw.get("reason", ""),
         )
+
+    def missing_items(self, batch_id: str, chunk: int = 500) -> Iterator[str]:
+        """Valid IDs of the batch that have no recorded outcome yet."""
+        items = f"{self.batch_key(batch_id)}:items"
+        members: list[str] = []
+        for member in self.redis.sscan_iter(f"{self.batch_key(batch_id)}:seen", count=chunk):
+            members.append(text(member))
+            if len(members) >= chunk:
+                yield from self._without_outcome(items, members)
+                members = []
+        if members:
+            yield from self._without_outcome(items, members)
+
+    def _without_outcome(self, items_key: str, members: list[str]) -> Iterator[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.hexists(items_key, member)
+        for member, recorded in zip(members, pipe.execute(), strict=True):
+            if not recorded:
+                yield member
+
+    def stalled_batches(self, stall_seconds: float, now: float | None = None) -> list[str]:
+        """Unfinished, fully enqueued batches without progress (and not re-driven) for ``stall_seconds``."""
+        now = now or time.time()
+        stalled = []
+        for raw in self.redis.zrangebyscore(f"{self.prefix}:batches", now - self.retention, now - stall_seconds):
+            batch_id = text(raw)
+            fields = self.redis.hmget(self.batch_key(batch_id), ["state", "finished_at", "updated_at", "redriven_at"])
+            state, finished_at, updated_at, redriven_at = (None if v is None else text(v) for v in fields)
+            if state in (None, "enqueuing", "finished") or finished_at is not None:
+                continue
+            last = max(float(updated_at or 0), float(redriven_at or 0))
+            if now - last >= stall_seconds:
+                stalled.append(batch_id)
+        return stalled
+
+    def mark_redriven(self, batch_id: str, count: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.batch_key(batch_id), "redriven_at", repr(time.time()))
+        pipe.hincrby(self.batch_key(batch_id), "redriven", count)
+        pipe.execute()
+
+    def batch_fields(self, batch_id: str, *names: str) -> list[str | None]:
+        return [None if v is None else text(v) for v in self.redis.hmget(self.batch_key(batch_id), list(names))]
 
     def iter_items(self, batch_id: str, count: int = 500) -> Iterator[CloseResult]:
         """Every recorded item of a batch, streamed with HSCAN."""

@@ -135,12 +135,18 @@ class WorkerRuntime:
             result = self.service.closer.close(conversation_id, options, on_patched=remember_patch)
         except RetryableError as exc:
             calls = int(getattr(exc, "api_calls", 0))
-            if calls:
-                self.redis.hincrby(progress_key, "api_calls", calls)
-                self.redis.expire(progress_key, PROGRESS_TTL_SECONDS)
-            if context.retries >= self.settings.task_max_retries:
-                result = CloseResult(conversation_id, Outcome.FAILED, error=f"retries exhausted: {exc}",
-                                     error_code=exc.code, http_status=exc.status, api_calls=calls,
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hincrby(progress_key, "api_calls", calls)
+            pipe.hsetnx(progress_key, "first_attempt_at", repr(time.time()))
+            pipe.hget(progress_key, "first_attempt_at")
+            pipe.expire(progress_key, PROGRESS_TTL_SECONDS)
+            total_calls, _, first_attempt_at, _ = pipe.execute()
+            trying_for = time.time() - float(text(first_attempt_at))
+            if (context.retries >= self.settings.task_max_retries
+                    or trying_for >= self.settings.task_retry_window_seconds):
+                result = CloseResult(conversation_id, Outcome.FAILED,
+                                     error=f"retries exhausted after {trying_for:.0f} s: {exc}",
+                                     error_code=exc.code, http_status=exc.status, api_calls=int(total_calls),
                                      started_at=time.time(), finished_at=time.time())
             else:
                 countdown = min(backoff_seconds(context.retries, exc.retry_after_seconds,
@@ -151,8 +157,9 @@ class WorkerRuntime:
                          extra={"conversation_id": conversation_id, "batch_id": context.batch_id,
                                 "correlation_id": exc.correlation_id})
                 raise RetryLater(countdown, str(exc)) from None
-        earlier_calls = self.redis.hget(progress_key, "api_calls")
-        result.api_calls += int(text(earlier_calls)) if earlier_calls is not None else 0
+        else:
+            earlier_calls = self.redis.hget(progress_key, "api_calls")
+            result.api_calls += int(text(earlier_calls)) if earlier_calls is not None else 0
         self.redis.delete(progress_key)
         self._update_breaker(result)
         return self._finish(result, context)
@@ -177,6 +184,29 @@ class WorkerRuntime:
                         "outcome": result.outcome.value, "api_calls": result.api_calls, "counted": counted})
         return result.as_dict()
 
+
+    # -- batch recovery ----------------------------------------------------------------------------------------
+    def redrive_stalled_batches(self) -> dict[str, int]:
+        from producer.api import CloseClient
+        from worker.app import app as celery_app
+
+        lock_key = f"{PREFIX}:redrive-lock"
+        if not self.redis.set(lock_key, "1", nx=True, ex=60):
+            return {}
+        redriven: dict[str, int] = {}
+        try:
+            for batch_id in self.results.stalled_batches(self.settings.batch_stall_seconds):
+                options, queue = self.results.batch_fields(batch_id, "options", "queue")
+                missing = list(self.results.missing_items(batch_id))
+                count = CloseClient(self.settings, app=celery_app).publish_items(
+                    batch_id, missing, json.loads(options or "{}"), queue or "bulk")
+                self.results.mark_redriven(batch_id, count)
+                redriven[batch_id] = count
+                log.warning("batch stalled for %d s: re-queued %d item(s) without an outcome",
+                            self.settings.batch_stall_seconds, count, extra={"batch_id": batch_id})
+        finally:
+            self.redis.delete(lock_key)
+        return redriven
 
     # -- sweeps ------------------------------------------------------------------------------------------------
     def sweep(self, sweep_id: str, filters: dict[str, Any], *, dry_run: bool, options: dict[str, Any],

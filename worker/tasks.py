@@ -11,7 +11,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config.settings import get_settings
-from worker.app import PROBE_TASK_NAME, SWEEP_TASK_NAME, TASK_NAME, app
+from worker.app import PROBE_TASK_NAME, REDRIVE_TASK_NAME, SWEEP_TASK_NAME, TASK_NAME, app
 from worker.runtime import RetryLater, TaskContext, get_runtime
 
 
@@ -44,3 +44,13 @@ def sweep(self: Any, filters: dict[str, Any] | None = None, dry_run: bool = Fals
 def health_probe() -> dict[str, Any]:
     """Answered by the worker that consumed it: proof that it still takes tasks from the broker."""
     return {"ok": True, "pid": os.getpid()}
+
+
+@app.task(name=REDRIVE_TASK_NAME, acks_late=False)  # type: ignore[untyped-decorator]
+def redrive_stalled_batches() -> dict[str, int]:
+    """Re-queue the items without an outcome of batches that made no progress for BATCH_STALL_SECONDS.
+
+    The broker already returns a lost worker's messages after the visibility timeout; this covers what it cannot
+    (messages lost with a Redis failover or restart). Safe to repeat: closes are idempotent and counted once.
+    """
+    return get_runtime().redrive_stalled_batches()

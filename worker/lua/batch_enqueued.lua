@@ -1,5 +1,5 @@
 -- Mark a batch fully enqueued. KEYS[1] batch hash. ARGV[1] total items, ARGV[2] now (epoch seconds).
-redis.call('HSET', KEYS[1], 'total', ARGV[1])
+redis.call('HSET', KEYS[1], 'total', ARGV[1], 'updated_at', ARGV[2])
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'enqueuing' then
   state = 'running'

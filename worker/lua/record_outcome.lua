@@ -13,6 +13,7 @@ if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return 0
 end
 redis.call('HINCRBY', KEYS[3], 'done', 1)
+redis.call('HSET', KEYS[3], 'updated_at', ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'outcome:' .. ARGV[3], 1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])

@@ -1,0 +1,169 @@
+"""Chaos through the real pieces: crashes, a Redis restart, fault storms, missing permissions, an outage.
+
+Each test asserts on the emulator's state and on the stored outcomes, and prints one RELIABILITY row (scenario,
+load, faults, items lost, duplicate PATCHes, time to recover) that docs/reliability.md reports.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from emulator import EmulatorConfig, EmulatorServer
+from emulator.admin import EmulatorAdmin
+from producer.api import Batch, CloseClient
+from tests.e2e.conftest import StartWorkers
+from tests.e2e.test_batches import max_in_window
+from tests.services import BeatProcess, RedisServer, worker_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(consistency_delay_ms=50, seed=11, rate_limit_per_minute=100_000)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.1)
+
+
+def report(scenario: str, load: str, faults: str, lost: int, duplicates: int, recover: str) -> None:
+    print(f"\nRELIABILITY | {scenario} | {load} | {faults} | {lost} | {duplicates} | {recover}")
+
+
+def lost_items(batch: Batch, admin: EmulatorAdmin, ids: list[str]) -> int:
+    """Items without a final outcome, plus conversations recorded as closed that are still open."""
+    status = batch.status()
+    recorded = {r.conversation_id: r for r in batch.results()}
+    claimed_closed_but_open = sum(
+        1 for cid in ids if recorded.get(cid) and recorded[cid].outcome.succeeded and admin.conversation(cid)["open"])
+    return (len(ids) - status.done) + claimed_closed_but_open
+
+
+def test_sigkill_workers_mid_batch_of_3000(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
+    limit = 12_000
+    admin.faults(rate_limit_per_minute=limit)
+    first, second = start(2, concurrency=10, genesys_rate_limit_per_minute=limit)
+    ids = admin.create(3000)
+    batch = client.close_many(ids, label="chaos-sigkill")
+    wait_until(lambda: batch.status().done >= 800)
+    first.kill()
+    killed_at = time.monotonic()
+    first.start().wait_ready()
+    wait_until(lambda: batch.status().done >= 2000)
+    second.kill()
+    second_kill = time.monotonic()
+    status = batch.wait(timeout=300)
+    recovered = time.monotonic() - second_kill
+    assert status.done == status.total == 3000
+    assert set(status.counts) <= {"closed", "already_closed"}
+    assert admin.stats()["conversations_open"] == 0
+    assert lost_items(batch, admin, ids) == 0
+    duplicates = admin.stats()["duplicate_conversation_patches"]
+    assert recovered < 120 and time.monotonic() - killed_at < 240
+    report("SIGKILL a worker at 800/3000, restart it, SIGKILL the other at 2000/3000", "3,000 conversations, "
+           "2 workers x 10", "2 x SIGKILL (whole process group)", 0, duplicates,
+           f"{recovered:.0f} s from the 2nd kill to the last outcome")
+
+
+def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
+                                 redis_server: RedisServer, redis_url: str, emulator: EmulatorServer,
+                                 logdir: Path) -> None:
+    workers = start(2, concurrency=4, genesys_rate_limit_per_minute=6000)
+    beat = BeatProcess(worker_env(redis_url, emulator.base_url), logdir).start()
+    try:
+        ids = admin.create(600)
+        batch = client.close_many(ids, label="chaos-redis-restart")
+        wait_until(lambda: batch.status().done >= 150)
+        restarted_at = time.monotonic()
+        redis_server.restart()  # SIGTERM (AOF flushed), same port and data directory
+        status = batch.wait(timeout=240)
+        recovered = time.monotonic() - restarted_at
+    finally:
+        beat.stop()
+    redriven = int(client.results.batch_fields(batch.id, "redriven")[0] or 0)
+    assert status.done == status.total == 600
+    assert set(status.counts) <= {"closed", "already_closed"}
+    assert admin.stats()["conversations_open"] == 0
+    for worker in workers:  # still consuming after the reconnect (the silent-stop failure would fail this)
+        probe = subprocess.run([sys.executable, "-m", "worker.health", "--hostname", worker.hostname,
+                                "--timeout", "15"], env=worker_env(redis_url, emulator.base_url),
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+    report("Redis restarted (AOF) mid-batch", "600 conversations, 2 workers x 4", "redis-server SIGTERM + start",
+           lost_items(batch, admin, ids), admin.stats()["duplicate_conversation_patches"],
+           f"{recovered:.0f} s from the restart to the last outcome ({redriven} item(s) re-driven after the "
+           "stall timeout); both workers pass the liveness probe")
+
+
+def test_emulator_faults_together(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
+    limit = 6000
+    admin.faults(rate_limit_per_minute=limit, error_rate=0.05, drop_rate=0.02, spike_rate=0.02, spike_ms=1500)
+    start(2, concurrency=6, genesys_rate_limit_per_minute=limit, genesys_read_timeout_seconds=1.0)
+    ids = admin.create(600)
+    batch = client.close_many(ids, label="chaos-faults")
+    wait_until(lambda: batch.status().done >= 100)
+    admin.faults(burst_429=10, burst_429_retry_after=None)
+    wait_until(lambda: batch.status().done >= 300)
+    admin.revoke_tokens()
+    status = batch.wait(timeout=300)
+    stats = admin.stats()
+    assert status.counts == {"closed": 600}
+    assert stats["conversations_open"] == 0
+    by_status = stats["responses_by_status"]
+    server_errors = sum(n for code, n in by_status.items() if code.startswith("5"))
+    assert server_errors > 0 and stats["connections_dropped"] > 0 and by_status.get("429", 0) >= 1
+    assert by_status.get("401", 0) >= 1 and stats["token_requests"] == 2
+    times = [r["t"] for r in admin.requests()]
+    assert max_in_window(times, 60.0) <= limit
+    rows = list(batch.results())
+    assert sum(r.api_calls for r in rows) > 3 * 600  # the retries are counted
+    report("5% 5xx, 2% dropped connections, 2% 1.5 s latency spikes (1 s read timeout), a 429 burst without "
+           "Retry-After, token revocation", "600 conversations, 2 workers x 6, limit 6000/min",
+           f"{server_errors} x 5xx, {stats['connections_dropped']} drops, {by_status.get('429', 0)} x 429, "
+           f"{by_status.get('401', 0)} x 401", lost_items(batch, admin, ids), stats["duplicate_conversation_patches"],
+           f"all closed; max {max_in_window(times, 60.0)} requests in any 60 s (limit {limit})")
+
+
+def test_missing_permission_stops_the_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
+    admin.add_client("no-disconnect", "pw", deny=["conversation:communication:disconnect"])
+    start(1, concurrency=4, genesys_client_id="no-disconnect", genesys_client_secret="pw")
+    ids = admin.create(1000)
+    batch = client.close_many(ids, label="chaos-403")
+    status = batch.wait(timeout=180)
+    stats = admin.stats()
+    patches = stats["requests_by_route"].get("PATCH /api/v2/conversations/messages/{conversationId}", 0)
+    assert status.done == 1000 and status.counts == {"forbidden": 1000}
+    assert status.state == "stopped" and "conversation:communication:disconnect" in status.reason
+    assert patches <= 5 + 4  # the breaker threshold plus what was already in flight
+    assert stats["conversations_open"] == 1000  # nothing marked closed that was not
+    report("OAuth client without conversation:communication:disconnect", "1,000 conversations", "403 on every PATCH",
+           0, 0, f"breaker stopped the batch after {patches} PATCHes; every item recorded as forbidden")
+
+
+def test_emulator_unreachable_for_60_seconds(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
+    start(2, concurrency=4, genesys_rate_limit_per_minute=6000, task_max_countdown_seconds=8)
+    ids = admin.create(300)
+    batch = client.close_many(ids, label="chaos-outage")
+    wait_until(lambda: batch.status().done >= 60)
+    admin.faults(unavailable_seconds=60)
+    outage_end = time.monotonic() + 60
+    time.sleep(30)
+    assert batch.status().counts.get("failed", 0) == 0  # paused, not failing
+    status = batch.wait(timeout=240)
+    recovered = time.monotonic() - outage_end
+    assert status.counts == {"closed": 300}
+    assert admin.stats()["conversations_open"] == 0
+    report("Genesys unreachable for 60 s mid-batch", "300 conversations, 2 workers x 4", "every connection dropped",
+           lost_items(batch, admin, ids), admin.stats()["duplicate_conversation_patches"],
+           f"{recovered:.0f} s after the outage ended to the last outcome")
