@@ -43,7 +43,7 @@ def wait_until(predicate: object, timeout: float = 60.0) -> None:
 @pytest.mark.slow
 def test_batch_of_2000_two_workers_hold_the_fleet_limit(start: StartWorkers, admin: EmulatorAdmin,
                                                         client: CloseClient) -> None:
-    limit = 6000  # per minute, for the fleet: about a minute of work
+    limit = 12_000  # per minute, for the fleet: 6,000 requests in about 30 s
     admin.faults(rate_limit_per_minute=limit)
     start(2, concurrency=8, genesys_rate_limit_per_minute=limit)
     ids = admin.create(2000)
@@ -149,23 +149,3 @@ def test_batch_with_invalid_ids_records_them_and_closes_the_rest(start: StartWor
     status: BatchStatus = batch.wait(timeout=60)
     assert status.total == 10 and status.counts == {"closed": 5, "invalid_id": 5}
     assert admin.stats()["requests_by_route"].get("GET /api/v2/conversations/messages/{conversationId}") == 10
-
-
-@pytest.mark.slow
-def test_sigkill_a_worker_mid_batch_loses_nothing(start: StartWorkers, admin: EmulatorAdmin,
-                                                  client: CloseClient) -> None:
-    doomed, survivor = start(2, concurrency=4, genesys_rate_limit_per_minute=3000)
-    ids = admin.create(400)
-    batch = client.close_many(ids)
-    wait_until(lambda: batch.status().done >= 100)
-    doomed.kill()
-    killed_at = time.monotonic()
-    status = batch.wait(timeout=180)
-    recovered = time.monotonic() - killed_at
-    assert status.done == status.total == 400
-    assert set(status.counts) <= {"closed", "already_closed"}
-    assert admin.stats()["conversations_open"] == 0
-    print(f"\nSIGKILL at 100/400: finished {recovered:.1f} s later; outcomes {status.counts}; "
-          f"duplicate PATCHes {admin.stats()['duplicate_conversation_patches']}")
-    assert recovered < 120
-    assert survivor.process is not None and survivor.process.poll() is None

@@ -146,8 +146,8 @@ def test_sweep_idle_filter_reads_the_conversation(start: StartWorkers, admin: Em
 
 
 def test_status_cancel_and_retry(start: StartWorkers, admin: EmulatorAdmin, redis_url: str, tmp_path: Path) -> None:
-    start(1, concurrency=2, genesys_rate_limit_per_minute=600, task_max_retries=0)
-    ids = admin.create(60)
+    start(1, concurrency=2, genesys_rate_limit_per_minute=600, task_max_retries=0, retry_max_attempts=1)
+    ids = admin.create(40)
     source = tmp_path / "ids.txt"
     source.write_text("\n".join(ids))
     started = cli(redis_url, "bulk", str(source), "--detach")

@@ -1,0 +1,466 @@
+"""Benchmarks: ``python -m bench.run`` (``scripts/bench``) runs every scenario in one go against the emulator and
+writes ``docs/benchmarks.md`` with PNG plots. ``--smoke`` runs tiny versions that only check everything works.
+
+1. Rate-limit use: our fleet with 1, 2 and 4 worker processes, the tutorial's approach, and Celery's own
+   per-worker ``rate_limit`` (limit split across workers, and the full limit per worker), same batch and limit.
+2. Overhead: no limit, 5 ms added latency: closes per second per process and CPU seconds per 1,000 closes.
+3. Enqueue: 10,000 IDs with ``close_many`` against a ``.delay()`` loop; producer peak RSS (1,000 and 10,000).
+4. Latency: one close on an idle system, enqueue to confirmed, p50/p95/p99, and the share in the confirm poll.
+5. Requests per second over time with a 429 storm in the middle, ours against baseline (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from config import load_settings
+from emulator.admin import EmulatorAdmin
+from emulator.stack import CeleryWorker, EmulatorProcess, RedisServer, closer_env, start_workers
+from producer.api import CloseClient
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Sizes:
+    batch: int = 3000
+    limit: int = 9000
+    latency_ms: float = 10.0
+    concurrency: int = 16
+    overhead_closes: int = 600
+    enqueue: tuple[int, ...] = (1000, 10_000)
+    latency_runs: int = 200
+    storm_batch: int = 1500
+    storm_limit: int = 6000
+
+    @classmethod
+    def smoke(cls) -> Sizes:
+        return cls(batch=120, limit=6000, concurrency=4, overhead_closes=40, enqueue=(200, 1000), latency_runs=10,
+                   storm_batch=150, storm_limit=6000)
+
+
+@dataclass
+class Run:
+    name: str
+    limit: int
+    total: int
+    closed: int
+    requests: int
+    rate_limited: int
+    duration: float
+    calls_per_close: float
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def achieved_per_minute(self) -> float:
+        return self.requests / self.duration * 60 if self.duration else 0.0
+
+    @property
+    def share_of_limit(self) -> float:
+        return self.achieved_per_minute / self.limit if self.limit else 0.0
+
+    @property
+    def share_429(self) -> float:
+        return self.rate_limited / self.requests if self.requests else 0.0
+
+
+class Bench:
+    def __init__(self, sizes: Sizes, workdir: Path) -> None:
+        self.sizes = sizes
+        self.workdir = workdir
+        self.redis = RedisServer(workdir / "redis").start()
+        self.emulator = EmulatorProcess(["--seed", "1"], workdir / "logs").start()
+        self.admin: EmulatorAdmin = self.emulator.admin
+
+    def close(self) -> None:
+        self.emulator.stop()
+        self.redis.stop()
+
+    def fresh(self, count: int, **faults: Any) -> list[str]:
+        redis.Redis.from_url(self.redis.url).flushall()
+        self.admin.reset(conversations=True)
+        self.admin.faults(error_rate=0, drop_rate=0, spike_rate=0, burst_429=0, storm_429_seconds=0,
+                          latency_ms=0, rate_limit_per_minute=10**9, consistency_delay_ms=300, **faults)
+        self.admin.revoke_tokens()
+        return self.admin.create(count) if count else []
+
+    def env(self, **overrides: Any) -> dict[str, str]:
+        return closer_env(self.redis.url, self.emulator.base_url, **overrides)
+
+    def measure(self, name: str, limit: int, ids: list[str], work: Callable[[], None], **extra: Any) -> Run:
+        self.admin.reset()
+        work()
+        log = [r for r in self.admin.requests() if r["route"] != "/oauth/token"]
+        times = [r["t"] for r in log]
+        stats = self.admin.stats()
+        closed = len(ids) - sum(1 for c in self.admin.conversations(open="true") if c["id"] in set(ids))
+        duration = (max(times) - min(times)) if len(times) > 1 else 0.0
+        return Run(name, limit, len(ids), closed, len(log), stats["responses_by_status"].get("429", 0), duration,
+                   len(log) / max(closed, 1), [(r["t"], r["status"]) for r in log], extra)
+
+    # -- the systems under test -------------------------------------------------------------------------------
+    def ours(self, name: str, ids: list[str], limit: int, workers: int, concurrency: int,
+             during: Callable[[], None] | None = None, options: dict[str, Any] | None = None, **env: Any) -> Run:
+        fleet = start_workers(workers, self.env(GENESYS_RATE_LIMIT_PER_MINUTE=limit, **env),
+                              self.workdir / "logs", concurrency, prefix=f"ours{workers}-")
+        client = CloseClient(load_settings(redis_url=self.redis.url))
+        try:
+            def work() -> None:
+                batch = client.close_many(ids, options=options)
+                if during is not None:
+                    during()
+                batch.wait(timeout=1800)
+            return self.measure(name, limit, ids, work)
+        finally:
+            for worker in fleet:
+                worker.stop()
+
+    def tutorial(self, name: str, ids: list[str], limit: int) -> Run:
+        from bench.tutorial_baseline import TutorialCloser
+
+        closer = TutorialCloser(self.emulator.base_url, "demo-client", "demo-secret")
+
+        def work() -> None:
+            for cid in ids:
+                closer.close_conversation_with_retry(cid)
+        return self.measure(name, limit, ids, work, failures=len(closer.failures))
+
+    def celery_rate_limit(self, name: str, ids: list[str], limit: int, workers: int, per_worker_tasks_per_minute: float,
+                          concurrency: int, during: Callable[[], None] | None = None) -> Run:
+        env = self.env(BENCH_TASK_RATE_LIMIT=f"{per_worker_tasks_per_minute:.0f}/m",
+                       PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+        procs = [self._start_baseline_worker(CeleryWorker(f"baseline{i + 1}", env, self.workdir / "logs", concurrency))
+                 for i in range(workers)]
+        try:
+            from bench.celery_baseline import TASK, app
+
+            app.conf.broker_url = app.conf.result_backend = self.redis.url
+
+            def work() -> None:
+                results = [app.send_task(TASK, args=[cid]) for cid in ids]
+                if during is not None:
+                    during()
+                deadline = time.monotonic() + 1800
+                for result in results:
+                    with contextlib.suppress(Exception):
+                        result.get(timeout=max(1.0, deadline - time.monotonic()), propagate=False)
+            return self.measure(name, limit, ids, work)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+
+    def _start_baseline_worker(self, worker: CeleryWorker) -> subprocess.Popen[bytes]:
+        log = (self.workdir / "logs" / f"{worker.name}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.celery_baseline", "worker", "-n",
+                                 worker.hostname, "-c", str(worker.concurrency), "-Q", "baseline", "-l", "WARNING",
+                                 "--without-gossip", "--without-mingle"], env=worker.env, cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(4)  # the baseline has no readiness probe of its own; its first tasks simply wait in the queue
+        return proc
+
+
+# -- scenarios ----------------------------------------------------------------------------------------------------
+def scenario_rate_limit(bench: Bench) -> list[Run]:
+    s = bench.sizes
+    runs = []
+    for workers in (1, 2, 4):
+        ids = bench.fresh(s.batch, rate_limit_per_minute=s.limit, latency_ms=s.latency_ms)
+        runs.append(bench.ours(f"genesys-closer, {workers} worker process(es) x {s.concurrency}", ids, s.limit,
+                               workers, s.concurrency))
+    ids = bench.fresh(s.batch, rate_limit_per_minute=s.limit, latency_ms=s.latency_ms)
+    runs.append(bench.tutorial("(a) tutorial approach", ids, s.limit))
+    per_close = 3.0  # the same algorithm: GET, PATCH, GET
+    ids = bench.fresh(s.batch, rate_limit_per_minute=s.limit, latency_ms=s.latency_ms)
+    runs.append(bench.celery_rate_limit("(b) Celery rate_limit, limit split over 2 workers", ids, s.limit, 2,
+                                        s.limit / per_close / 2, s.concurrency))
+    ids = bench.fresh(s.batch, rate_limit_per_minute=s.limit, latency_ms=s.latency_ms)
+    runs.append(bench.celery_rate_limit("(b) Celery rate_limit, full limit per worker (2 workers)", ids, s.limit, 2,
+                                        s.limit / per_close, s.concurrency))
+    return runs
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+    return total
+
+
+def scenario_overhead(bench: Bench) -> dict[str, dict[str, float]]:
+    s = bench.sizes
+    results: dict[str, dict[str, float]] = {}
+    ids = bench.fresh(s.overhead_closes, latency_ms=5, consistency_delay_ms=0)
+    [worker] = start_workers(1, bench.env(GENESYS_RATE_LIMIT_PER_MINUTE=10**6, CONFIRM_INITIAL_DELAY_SECONDS=0),
+                             bench.workdir / "logs", concurrency=1, prefix="overhead-")
+    try:
+        assert worker.process is not None
+        proc = psutil.Process(worker.process.pid)
+        client = CloseClient(load_settings(redis_url=bench.redis.url))
+        before = cpu_seconds([proc])
+        started = time.monotonic()
+        client.close_many(ids).wait(timeout=900)
+        elapsed = time.monotonic() - started
+        used = cpu_seconds([proc]) - before
+        results["genesys-closer (1 process, GET + PATCH + confirming GET)"] = {
+            "closes_per_second": len(ids) / elapsed, "cpu_seconds_per_1000": used / len(ids) * 1000}
+    finally:
+        worker.stop()
+    ids = bench.fresh(s.overhead_closes, latency_ms=5, consistency_delay_ms=0)
+    from bench.tutorial_baseline import TutorialCloser
+
+    closer = TutorialCloser(bench.emulator.base_url, "demo-client", "demo-secret")
+    me = psutil.Process()
+    before = sum(me.cpu_times()[:2])
+    started = time.monotonic()
+    for cid in ids:
+        closer.close_conversation_with_retry(cid)
+    elapsed = time.monotonic() - started
+    used = sum(me.cpu_times()[:2]) - before
+    results["(a) tutorial approach (1 process, PATCH only)"] = {
+        "closes_per_second": len(ids) / elapsed, "cpu_seconds_per_1000": used / len(ids) * 1000}
+    return results
+
+
+ENQUEUE_SCRIPT = """
+import json, resource, sys, time, uuid
+from config import load_settings
+from producer.api import CloseClient
+mode, count, url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+client = CloseClient(load_settings(redis_url=url))
+ids = (str(uuid.uuid4()) for _ in range(count))
+started = time.perf_counter()
+if mode == "close_many":
+    client.close_many(ids)
+else:
+    from worker.tasks import close_conversation
+    for cid in ids:
+        close_conversation.delay(cid)
+elapsed = time.perf_counter() - started
+print(json.dumps({"seconds": elapsed, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def scenario_enqueue(bench: Bench) -> dict[str, dict[str, float]]:
+    results = {}
+    for mode in ("close_many", "delay loop"):
+        for count in bench.sizes.enqueue:
+            redis.Redis.from_url(bench.redis.url).flushall()
+            out = subprocess.run([sys.executable, "-c", ENQUEUE_SCRIPT, mode.split()[0], str(count), bench.redis.url],
+                                 capture_output=True, text=True, check=True, cwd=REPO,
+                                 env={**os.environ, "REDIS_URL": bench.redis.url})
+            results[f"{mode} {count:,}"] = json.loads(out.stdout.strip().splitlines()[-1])
+    return results
+
+
+def scenario_latency(bench: Bench) -> dict[str, float]:
+    s = bench.sizes
+    ids = bench.fresh(s.latency_runs)
+    [worker] = start_workers(1, bench.env(), bench.workdir / "logs", concurrency=2, prefix="latency-")
+    try:
+        client = CloseClient(load_settings(redis_url=bench.redis.url))
+        totals, confirms = [], []
+        for cid in ids:
+            started = time.perf_counter()
+            result = client.close(cid, wait=True, timeout=60)
+            totals.append(time.perf_counter() - started)
+            confirms.append(result.confirm_seconds or 0.0)  # type: ignore[union-attr]
+    finally:
+        worker.stop()
+    quantiles = statistics.quantiles(totals, n=100)
+    return {"p50": quantiles[49], "p95": quantiles[94], "p99": quantiles[98],
+            "confirm_share": statistics.mean(confirms) / statistics.mean(totals), "runs": len(totals),
+            "consistency_delay": 0.3}
+
+
+def scenario_storm(bench: Bench) -> list[Run]:
+    s = bench.sizes
+    runs = []
+
+    def storm() -> None:
+        time.sleep(max(3.0, s.storm_batch * 3 / (s.storm_limit / 60) / 3))
+        bench.admin.faults(storm_429_seconds=10)
+
+    ids = bench.fresh(s.storm_batch, rate_limit_per_minute=s.storm_limit, latency_ms=s.latency_ms)
+    runs.append(bench.ours("genesys-closer (2 workers)", ids, s.storm_limit, 2, s.concurrency, during=storm))
+    ids = bench.fresh(s.storm_batch, rate_limit_per_minute=s.storm_limit, latency_ms=s.latency_ms)
+    runs.append(bench.celery_rate_limit("(b) Celery rate_limit, split (2 workers)", ids, s.storm_limit, 2,
+                                        s.storm_limit / 3 / 2, s.concurrency, during=storm))
+    return runs
+
+
+# -- report -------------------------------------------------------------------------------------------------------
+def plot_timelines(runs: list[Run], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs)), sharex=True)
+    for ax, run in zip(axes if len(runs) > 1 else [axes], runs, strict=True):
+        if not run.timeline:
+            continue
+        start = run.timeline[0][0]
+        ok, limited = Counter(), Counter()
+        for t, status in run.timeline:
+            (limited if status == 429 else ok)[int(t - start)] += 1
+        seconds = range(int(run.timeline[-1][0] - start) + 1)
+        ax.bar(seconds, [ok[x] for x in seconds], width=1.0, color="#2b7bba", label="answered")
+        ax.bar(seconds, [limited[x] for x in seconds], bottom=[ok[x] for x in seconds], width=1.0,
+               color="#d7301f", label="429")
+        ax.axhline(run.limit / 60, color="black", linestyle="--", linewidth=1, label="limit")
+        ax.set_title(run.name, fontsize=10)
+        ax.set_ylabel("requests/s")
+        ax.legend(loc="upper right", fontsize=8)
+    axes_list = axes if len(runs) > 1 else [axes]
+    axes_list[-1].set_xlabel("seconds since the first request")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_bars(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    names = [r.name.replace(", ", ",\n", 1) for r in runs]
+    ax.barh(names, [r.share_of_limit for r in runs], color=["#2b7bba"] * 3 + ["#999999"] * (len(runs) - 3))
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("achieved request rate / limit")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    versions = {}
+    for package in ("celery", "kombu", "redis", "requests", "tenacity"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:
+            versions[package] = "?"
+    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout.split()
+    redis_version = next((w.split("=")[1] for w in server if w.startswith("v=")), "?")
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB; Python {platform.python_version()}, "
+            + ", ".join(f"{k} {v}" for k, v in versions.items()) + f", redis-server {redis_version}")
+
+
+def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[str, float]],
+           enqueue: dict[str, dict[str, float]], latency: dict[str, float], storm: list[Run], out: Path,
+           elapsed: float) -> str:
+    img = out / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    plot_bars(rate, img / "rate-limit-use.png")
+    plot_timelines(storm, img / "429-storm.png", "Requests per second, 10 s 429 storm in the middle")
+    plot_timelines(rate[1:2] + rate[4:6], img / "timelines.png", "Requests per second over a batch")
+    lines = [
+        "# Benchmarks", "",
+        f"Generated by `scripts/bench` (`python -m bench.run`) on {time.strftime('%Y-%m-%d')} in {elapsed / 60:.1f} "
+        "minutes. Every figure below comes from that one run, measured side by side against the bundled emulator.",
+        "", f"Machine: {machine()}.", "",
+        "## 1. Rate-limit use", "",
+        f"Batch of {sizes.batch:,} open web messaging conversations, emulator limit L = {sizes.limit:,} requests/min "
+        f"per token, {sizes.latency_ms:g} ms added latency, 300 ms eventual consistency. The fleet is configured "
+        f"with the same L (it uses 97% of it by default).", "",
+        "| system | achieved rate / L | 429s / requests | API calls per closed conversation | closed | time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in [*rate, sweep]:
+        lines.append(f"| {run.name} | {run.share_of_limit:.3f} | {run.share_429:.2%} | {run.calls_per_close:.2f} | "
+                     f"{run.closed:,}/{run.total:,} | {run.duration:.0f} s |")
+    lines += ["", "![rate-limit use](img/rate-limit-use.png)", "", "![timelines](img/timelines.png)", "",
+              "The sweep row closes candidates already known to be open web messaging (`skip_initial_get`), as "
+              "`genesys-closer sweep` does.", "",
+              "## 2. Overhead", "",
+              "No rate limit, 5 ms added latency, no consistency delay; one worker process with concurrency 1.", "",
+              "| system | closes per second per process | CPU seconds per 1,000 closes |", "|---|---|---|"]
+    for name, row in overhead.items():
+        lines.append(f"| {name} | {row['closes_per_second']:.1f} | {row['cpu_seconds_per_1000']:.1f} |")
+    lines += ["", "## 3. Enqueue", "", "| producer | seconds | IDs per second | peak RSS |", "|---|---|---|---|"]
+    for name, row in enqueue.items():
+        count = int(name.split()[-1].replace(",", ""))
+        lines.append(f"| {name} | {row['seconds']:.2f} | {count / row['seconds']:,.0f} | "
+                     f"{row['peak_rss_mib']:.0f} MiB |")
+    lines += ["", "## 4. Latency of one close on an idle system", "",
+              f"{latency['runs']:.0f} closes, enqueue to confirmed outcome (`close(wait=True)`), emulator with no "
+              "added "
+              f"latency and its default {latency['consistency_delay'] * 1000:.0f} ms eventual consistency.", "",
+              "| p50 | p95 | p99 | share of the time spent in the confirm poll |", "|---|---|---|---|",
+              f"| {latency['p50'] * 1000:.0f} ms | {latency['p95'] * 1000:.0f} ms | {latency['p99'] * 1000:.0f} ms | "
+              f"{latency['confirm_share']:.0%} |", "",
+              "## 5. A 429 storm in the middle of a batch", "",
+              "| system | 429s | 429s / requests | closed | time |", "|---|---|---|---|---|"]
+    for run in storm:
+        lines.append(f"| {run.name} | {run.rate_limited:,} | {run.share_429:.2%} | {run.closed:,}/{run.total:,} | "
+                     f"{run.duration:.0f} s |")
+    lines += ["", "![429 storm](img/429-storm.png)", ""]
+    text = "\n".join(lines)
+    (out / "benchmarks.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that every scenario works")
+    parser.add_argument("--out", type=Path, default=REPO / "docs", help="where benchmarks.md and img/ go")
+    args = parser.parse_args(argv)
+    sizes = Sizes.smoke() if args.smoke else Sizes()
+    workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
+    started = time.monotonic()
+    bench = Bench(sizes, workdir)
+    try:
+        rate = scenario_rate_limit(bench)
+        sweep_ids = bench.fresh(min(sizes.batch, 600), rate_limit_per_minute=sizes.limit, latency_ms=sizes.latency_ms)
+        sweep = bench.ours("genesys-closer, sweep candidates (2 workers)", sweep_ids, sizes.limit, 2,
+                           sizes.concurrency, options={"skip_initial_get": True})
+        overhead = scenario_overhead(bench)
+        enqueue = scenario_enqueue(bench)
+        latency = scenario_latency(bench)
+        storm = scenario_storm(bench)
+    finally:
+        bench.close()
+    text = report(sizes, rate, sweep, overhead, enqueue, latency, storm, args.out, time.monotonic() - started)
+    print(text)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
