@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -97,6 +98,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
 class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body must not wait for the client's delayed ACK
     server: EmulatorHTTPServer
     server_version = "genesys-emulator"
     sys_version = ""
@@ -128,15 +130,15 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
         data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
+        lines = [f"{self.protocol_version} {status} {HTTPStatus(status).phrase}",
+                 f"Server: {self.server_version}", f"Date: {self.date_time_string()}",
+                 f"Content-Length: {len(data)}"]
         if body is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
+            lines.append("Content-Type: application/json")
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if self.close_connection:
+            lines.append("Connection: close")
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)  # one write per response
 
     def _dispatch(self, method: str) -> None:
         path, _, query = self.path.partition("?")

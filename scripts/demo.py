@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +19,7 @@ from rich.table import Table
 from config import load_settings
 from emulator.stack import EmulatorProcess, FlowerProcess, RedisServer, closer_env, start_workers
 from producer.api import CloseClient
-from producer.cli import State, follow
+from producer.cli import EXIT_DETACHED, State, follow
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +35,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds the ExitStack, which stops every process the demo started
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     args = parse_args()
     console = Console()
     workdir = REPO / ".demo"
@@ -61,7 +68,9 @@ def main() -> int:
                       f"limit {limit}/min per token. Closing them all:")
         started = time.monotonic()
         batch = client.close_many(ids, label="demo")
-        follow(State(redis_server.url, None, False), batch)
+        if follow(State(redis_server.url, None, False), batch) == EXIT_DETACHED:
+            console.print("Interrupted: stopping everything the demo started.")
+            return EXIT_DETACHED
         elapsed = time.monotonic() - started
 
         status = batch.status()
