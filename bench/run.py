@@ -417,7 +417,12 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
                      f"{run.closed:,}/{run.total:,} | {run.duration:.0f} s |")
     lines += ["", "Baseline (b) runs stop after 150 s (90 s in section 5); `closed` shows how far they got. The "
               "tutorial approach sends only the PATCH (no read, no confirmation), so its calls per close are lower "
-              "and its `closed` count is what the emulator holds, not something it verified."]
+              "and its `closed` count is what the emulator holds, not something it verified. Baseline (b) fetches "
+              "one token per worker process; the emulator counts the limit per token (Genesys documents "
+              "`client.credentials.token.rate.per.minute`), so with the full limit per worker its many tokens went "
+              "past L without 429s, which a per-client limit would have refused. `close_many` publishes no faster "
+              "than a `.delay()` loop here (Celery's per-message cost dominates); what it adds is validation of "
+              "every ID first, de-duplication and flat memory."]
     lines += ["", "![rate-limit use](img/rate-limit-use.png)", "", "![timelines](img/timelines.png)", "",
               "The sweep row closes candidates already known to be open web messaging (`skip_initial_get`), as "
               "`genesys-closer sweep` does.", "",
