@@ -10,7 +10,7 @@ def worker_env(redis_url: str, emulator_url: str, **overrides: object) -> dict[s
     """Worker settings tuned for fast tests: short confirm polls and time limits."""
     defaults: dict[str, object] = {
         "GENESYS_RATE_LIMIT_PER_MINUTE": 60000,
-        "CONFIRM_INITIAL_DELAY_SECONDS": 0.1,
+        "CONFIRM_INITIAL_DELAY_SECONDS": 0.2,  # > the test emulators' consistency delay: one confirming read
         "CONFIRM_MAX_INTERVAL_SECONDS": 0.3,
         "CONFIRM_TIMEOUT_SECONDS": 5,
         "RETRY_BASE_SECONDS": 0.1,

@@ -33,6 +33,8 @@ from worker.errors import (
     NotFound,
     PermanentError,
     RetryableError,
+    ServerError,
+    TransportError,
 )
 from worker.genesys_client import CallTally, GenesysClient
 from worker.ids import parse_conversation_id
@@ -219,15 +221,27 @@ class Closer:
                             f"{self.confirm.timeout_seconds:g} s (policy {options.policy.value})")
 
     def _disconnect(self, conversation_id: str, tally: CallTally, on_patched: Callable[[str], None] | None) -> bool:
-        """PATCH the conversation; False when Genesys answered 409 (its state no longer permits it)."""
+        """PATCH the conversation. True when we closed it; False when Genesys answered 409 to our first attempt
+        (someone else had closed it). A 409 after one of our attempts ended without a usable answer (a timeout, a
+        dropped connection, a 5xx after which the server may have applied it) means our own PATCH went through."""
+        if on_patched is not None:
+            on_patched(conversation_id)  # recorded before sending: a retried task knows a PATCH may have landed
+        unknown_result = False
+
+        def attempt() -> None:
+            nonlocal unknown_result
+            try:
+                self.client.disconnect_message_conversation(conversation_id, tally)
+            except (TransportError, ServerError):
+                unknown_result = True
+                raise
+
         try:
-            self._retrying(lambda: self.client.disconnect_message_conversation(conversation_id, tally))
+            self._retrying(attempt)
         except BadRequest as exc:
             if exc.status != 409:
                 raise
-            return False
-        if on_patched is not None:
-            on_patched(conversation_id)
+            return unknown_result
         return True
 
     def _confirm(self, conversation_id: str, tally: CallTally) -> dict[str, Any]:

@@ -163,3 +163,4 @@ def test_wrong_secret_is_forbidden_not_retried(emulator: EmulatorServer, admin: 
     result = service.closer.close(cid)
     assert result.outcome is Outcome.FORBIDDEN and "GENESYS_CLIENT_SECRET" in (result.error or "")
     assert admin.stats()["token_requests"] == 1
+

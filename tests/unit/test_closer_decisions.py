@@ -1,0 +1,62 @@
+"""The close algorithm's attribution decisions, with a scripted in-process client (no HTTP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker.closer import CloseOptions, Closer, ConfirmSettings, RetrySettings
+from worker.errors import BadRequest, ServerError, TransportError
+from worker.outcomes import Outcome
+
+CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
+
+
+def conversation(state: str) -> dict[str, Any]:
+    return {"id": CID, "participants": [
+        {"id": "p1", "purpose": "customer", "state": state, "type": "webmessaging"},
+        {"id": "p2", "purpose": "agent", "state": state, "type": "webmessaging"}]}
+
+
+class ScriptedClient:
+    def __init__(self, patch_results: list[Exception | None], reads: list[str]) -> None:
+        self.patch_results = patch_results
+        self.reads = reads
+
+    def get_message_conversation(self, conversation_id: str, tally: Any = None) -> dict[str, Any]:
+        return conversation(self.reads.pop(0) if len(self.reads) > 1 else self.reads[0])
+
+    def disconnect_message_conversation(self, conversation_id: str, tally: Any = None) -> None:
+        result = self.patch_results.pop(0)
+        if result is not None:
+            raise result
+
+
+def closer(client: ScriptedClient) -> Closer:
+    return Closer(client, retry=RetrySettings(max_attempts=3, base_seconds=0.0),  # type: ignore[arg-type]
+                  confirm=ConfirmSettings(timeout_seconds=1.0, initial_delay_seconds=0.0),
+                  sleep=lambda _: None, rng=lambda: 0.0)
+
+
+CONFLICT = BadRequest("conflict", 409, "conflict")
+
+
+@pytest.mark.parametrize(("patch_results", "outcome"), [
+    ([None], Outcome.CLOSED),  # plain success
+    ([CONFLICT], Outcome.ALREADY_CLOSED),  # someone else closed it between our read and our PATCH
+    ([TransportError("read timed out"), CONFLICT], Outcome.CLOSED),  # our PATCH landed, its answer was lost
+    ([ServerError("bad gateway", 502), CONFLICT], Outcome.CLOSED),  # a 5xx that was applied anyway
+])
+def test_who_closed_it(patch_results: list[Exception | None], outcome: Outcome) -> None:
+    client = ScriptedClient(list(patch_results), ["connected", "disconnected"])
+    patched: list[str] = []
+    result = closer(client).close(CID, CloseOptions(), on_patched=patched.append)
+    assert result.outcome is outcome
+    assert patched == [CID]  # recorded before sending, so a retried task attributes it correctly
+
+
+def test_retried_task_after_a_sent_patch_reports_closed() -> None:
+    client = ScriptedClient([], ["disconnected"])
+    result = closer(client).close(CID, CloseOptions(previously_patched=True))
+    assert result.outcome is Outcome.CLOSED
