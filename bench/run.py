@@ -150,7 +150,7 @@ class Bench:
 
     def celery_rate_limit(self, name: str, ids: list[str], limit: int, workers: int, per_worker_tasks_per_minute: float,
                           concurrency: int, during: Callable[[], None] | None = None,
-                          deadline_seconds: float = 150.0) -> Run:
+                          deadline_seconds: float = 100.0) -> Run:
         """Runs until every task finished or ``deadline_seconds`` passed; the table shows how many closed."""
         env = self.env(BENCH_TASK_RATE_LIMIT=f"{per_worker_tasks_per_minute:.0f}/m",
                        PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
@@ -320,7 +320,7 @@ def scenario_storm(bench: Bench) -> list[Run]:
     runs.append(bench.ours("genesys-closer (2 workers)", ids, s.storm_limit, 2, s.concurrency, during=storm))
     ids = bench.fresh(s.storm_batch, rate_limit_per_minute=s.storm_limit, latency_ms=s.latency_ms)
     runs.append(bench.celery_rate_limit("(b) Celery rate_limit, split (2 workers)", ids, s.storm_limit, 2,
-                                        s.storm_limit / 3 / 2, s.concurrency, during=storm, deadline_seconds=90))
+                                        s.storm_limit / 3 / 2, s.concurrency, during=storm, deadline_seconds=60))
     return runs
 
 
@@ -415,7 +415,7 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
     for run in [*rate, sweep]:
         lines.append(f"| {run.name} | {run.share_of_limit:.3f} | {run.share_429:.2%} | {run.calls_per_close:.2f} | "
                      f"{run.closed:,}/{run.total:,} | {run.duration:.0f} s |")
-    lines += ["", "Baseline (b) runs stop after 150 s (90 s in section 5); `closed` shows how far they got. The "
+    lines += ["", "Baseline (b) runs stop after 100 s (60 s in section 5); `closed` shows how far they got. The "
               "tutorial approach sends only the PATCH (no read, no confirmation), so its calls per close are lower "
               "and its `closed` count is what the emulator holds, not something it verified. Baseline (b) fetches "
               "one token per worker process; the emulator counts the limit per token (Genesys documents "
