@@ -45,7 +45,7 @@ def test_batch_of_2000_two_workers_hold_the_fleet_limit(start: StartWorkers, adm
                                                         client: CloseClient) -> None:
     limit = 12_000  # per minute, for the fleet: 6,000 requests in about 30 s
     admin.faults(rate_limit_per_minute=limit)
-    start(2, concurrency=8, genesys_rate_limit_per_minute=limit)
+    start(2, concurrency=12, genesys_rate_limit_per_minute=limit, confirm_initial_delay_seconds=0.1)
     ids = admin.create(2000)
     started = time.monotonic()
     batch = client.close_many(ids, label="e2e-2000")
