@@ -57,8 +57,8 @@ class CloseResult:
 
 def summarize_participants(conversation: dict[str, Any]) -> list[dict[str, str]]:
     """Purpose and state of each participant, for the outcome record."""
-    return [
-        {"purpose": str(p.get("purpose", "")), "state": str(p.get("state", ""))}
-        for p in conversation.get("participants") or []
-        if isinstance(p, dict)
-    ]
+    participants = conversation.get("participants")
+    if not isinstance(participants, list):
+        return []
+    return [{"purpose": str(p.get("purpose", "")), "state": str(p.get("state", ""))}
+            for p in participants if isinstance(p, dict)]

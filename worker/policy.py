@@ -88,8 +88,16 @@ def backoff_seconds(
     return delay
 
 
+def participants_of(conversation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The participant objects of a conversation; anything malformed (not a list, not objects) is ignored."""
+    participants = conversation.get("participants")
+    if not isinstance(participants, list):
+        return []
+    return [p for p in participants if isinstance(p, Mapping)]
+
+
 def participant_states(conversation: Mapping[str, Any]) -> list[str]:
-    return [str(p.get("state", "")) for p in conversation.get("participants") or [] if isinstance(p, Mapping)]
+    return [str(p.get("state", "")) for p in participants_of(conversation)]
 
 
 def is_closed(conversation: Mapping[str, Any]) -> bool:
@@ -103,8 +111,8 @@ def is_closed(conversation: Mapping[str, Any]) -> bool:
 def message_types(conversation: Mapping[str, Any]) -> set[str]:
     """The message channel types of a MessageConversation (``webmessaging``, ``sms``, ...)."""
     found = set()
-    for participant in conversation.get("participants") or []:
-        if isinstance(participant, Mapping) and isinstance(participant.get("type"), str):
+    for participant in participants_of(conversation):
+        if isinstance(participant.get("type"), str):
             found.add(participant["type"])
     return found
 
@@ -117,8 +125,8 @@ def is_web_messaging(conversation: Mapping[str, Any]) -> bool:
 def pending_wrapups(conversation: Mapping[str, Any]) -> list[str]:
     """IDs of agent participants that are disconnected but still owe a wrap-up."""
     pending = []
-    for p in conversation.get("participants") or []:
-        if not isinstance(p, Mapping) or p.get("purpose") not in {"agent", "user"}:
+    for p in participants_of(conversation):
+        if p.get("purpose") not in {"agent", "user"}:
             continue
         if p.get("wrapupRequired") and not p.get("wrapup") and not p.get("wrapupSkipped") and isinstance(
             p.get("id"), str
@@ -131,8 +139,8 @@ def open_participants(conversation: Mapping[str, Any]) -> list[str]:
     """IDs of participants not yet disconnected or terminated."""
     return [
         p["id"]
-        for p in conversation.get("participants") or []
-        if isinstance(p, Mapping) and p.get("state") not in CLOSED_PARTICIPANT_STATES and isinstance(p.get("id"), str)
+        for p in participants_of(conversation)
+        if p.get("state") not in CLOSED_PARTICIPANT_STATES and isinstance(p.get("id"), str)
     ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -208,7 +208,3 @@ class ResultStore:
         ids = self.redis.zrevrange(f"{self.prefix}:batches", 0, limit - 1)
         statuses = (self.batch_status(text(raw)) for raw in ids)
         return [status for status in statuses if status is not None]
-
-    def record_many(self, results: Iterable[tuple[CloseResult, str]]) -> None:
-        for result, item_key in results:
-            self.record(result, item_key)

@@ -16,7 +16,7 @@ from typing import Any
 
 from worker.genesys_client import GenesysClient
 from worker.ids import parse_conversation_id
-from worker.policy import is_closed, is_web_messaging
+from worker.policy import is_closed, is_web_messaging, participants_of
 
 PAGE_SIZE = 100
 Retrying = Callable[[Callable[[], Any]], Any]
@@ -155,7 +155,7 @@ def iter_rows(client: GenesysClient, filters: SweepFilters, now: datetime,
 
 
 def _agent_connected(row: dict[str, Any]) -> bool:
-    for participant in row.get("participants") or []:
+    for participant in participants_of(row):
         if participant.get("purpose") not in {"agent", "user"}:
             continue
         for session in participant.get("sessions") or []:
@@ -165,7 +165,7 @@ def _agent_connected(row: dict[str, Any]) -> bool:
 
 
 def _queue_of(row: dict[str, Any]) -> str | None:
-    for participant in row.get("participants") or []:
+    for participant in participants_of(row):
         for session in participant.get("sessions") or []:
             for segment in session.get("segments") or []:
                 if segment.get("queueId"):
@@ -173,9 +173,13 @@ def _queue_of(row: dict[str, Any]) -> str | None:
     return None
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def last_message_time(conversation: dict[str, Any]) -> datetime | None:
-    times = [parse_time(m["messageTime"]) for p in conversation.get("participants") or []
-             for m in p.get("messages") or [] if isinstance(m, dict) and m.get("messageTime")]
+    times = [parse_time(m["messageTime"]) for p in participants_of(conversation)
+             for m in _list(p.get("messages")) if isinstance(m, dict) and isinstance(m.get("messageTime"), str)]
     return max(times) if times else None
 
 

@@ -136,3 +136,9 @@ def test_conversation_without_participants_is_not_treated_as_closed() -> None:
     closer, _ = closer_over([(200, {}, json.dumps({"id": CID}).encode())])
     result = closer.close(CID)
     assert result.outcome is not Outcome.ALREADY_CLOSED
+
+
+@pytest.mark.parametrize("participants", [True, 7, "x", {"a": 1}, [True, None, "x"]])
+def test_malformed_participants_found_by_the_fuzzer(participants: object) -> None:
+    """Hypothesis found ``{"participants": true}`` crashing the participant helpers; kept as a regression."""
+    assert_well_behaved([(200, {}, json.dumps({"id": CID, "participants": participants}).encode())], CloseOptions())
