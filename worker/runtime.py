@@ -73,12 +73,10 @@ class WorkerRuntime:
             options = self.service.default_options.with_overrides(overrides)
         except (InvalidConversationId, ValueError) as exc:
             shown = raw_id if isinstance(raw_id, str) else repr(raw_id)
-            result = CloseResult(conversation_id=shown[:MAX_ID_ECHO], outcome=Outcome.INVALID_ID, api_calls=0,
+            outcome = Outcome.INVALID_ID if isinstance(exc, InvalidConversationId) else Outcome.FAILED  # bad options
+            result = CloseResult(conversation_id=shown[:MAX_ID_ECHO], outcome=outcome, api_calls=0,
                                  attempts=context.retries + 1, started_at=started, finished_at=time.time(),
                                  error=str(exc), batch_id=context.batch_id)
-            if not isinstance(exc, InvalidConversationId):
-                result.outcome = Outcome.FAILED
-                result.conversation_id = shown[:MAX_ID_ECHO]
             self.results.record(result, item_key=f"invalid:{context.task_id}")
             log.warning("rejected close: %s", exc, extra={"batch_id": context.batch_id})
             return result.as_dict()
