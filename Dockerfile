@@ -6,6 +6,7 @@ COPY config ./config
 COPY worker ./worker
 COPY producer ./producer
 COPY emulator ./emulator
+COPY genesys_closer ./genesys_closer
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 closer
 USER closer
-CMD ["celery", "-A", "worker.app", "worker", "--loglevel=INFO"]
+CMD ["celery", "-A", "genesys_closer.worker.app", "worker", "--loglevel=INFO"]

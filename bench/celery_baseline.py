@@ -14,20 +14,20 @@ from typing import Any
 
 from celery import Celery
 
-from config.settings import get_settings
-from worker.app import celery_config
-from worker.errors import RetryableError
-from worker.factory import Service, build_service
+from genesys_closer.config.settings import get_worker_settings
+from genesys_closer.worker.celery_config import worker_config
+from genesys_closer.worker.factory import Service, build_service
+from genesys_closer.worker.genesys.errors import RetryableError
 
 TASK = "bench.close_with_celery_rate_limit"
 app = Celery("celery_baseline")
-app.conf.update(celery_config(get_settings()))
+app.conf.update(worker_config(get_worker_settings()))
 app.conf.task_routes = {TASK: {"queue": "baseline"}}
 
 
 @functools.cache
 def service(pid: int) -> Service:
-    settings = get_settings().model_copy(update={"genesys_rate_limit_per_minute": 1_000_000,
+    settings = get_worker_settings().model_copy(update={"genesys_rate_limit_per_minute": 1_000_000,
                                                  "retry_max_attempts": 1})
     return build_service(settings)  # no Redis: per-process token, per-process (effectively no) limiter
 

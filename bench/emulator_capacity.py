@@ -17,7 +17,7 @@ import sys
 import time
 from urllib.parse import urlparse
 
-from emulator.admin import EmulatorAdmin
+from genesys_closer.emulator.admin import EmulatorAdmin
 
 
 def _client(base_url: str, token: str, cid: str, seconds: float, queue: multiprocessing.Queue[int]) -> None:
@@ -38,7 +38,8 @@ def _client(base_url: str, token: str, cid: str, seconds: float, queue: multipro
 
 def measure(seconds: float = 5.0, clients: int = 2) -> dict[str, float]:
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-    process = subprocess.Popen([*pin, sys.executable, "-m", "emulator", "--port", "0", "--conversations", "1",
+    process = subprocess.Popen([*pin, sys.executable, "-m", "genesys_closer.emulator", "--port", "0",
+                                "--conversations", "1",
                                 "--rate-limit-per-minute", "100000000"], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -32,10 +32,10 @@ import psutil
 import redis
 
 from bench.emulator_capacity import measure as measure_emulator_capacity
-from config import load_settings
-from emulator.admin import EmulatorAdmin
-from emulator.stack import CeleryWorker, EmulatorProcess, RedisServer, closer_env, start_workers
-from producer.api import CloseClient
+from genesys_closer.config import load_producer_settings
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.emulator.stack import CeleryWorker, EmulatorProcess, RedisServer, closer_env, start_workers
+from genesys_closer.producer.api import CloseClient
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -126,7 +126,7 @@ class Bench:
              during: Callable[[], None] | None = None, options: dict[str, Any] | None = None, **env: Any) -> Run:
         fleet = start_workers(workers, self.env(GENESYS_RATE_LIMIT_PER_MINUTE=limit, **env),
                               self.workdir / "logs", concurrency, prefix=f"ours{workers}-")
-        client = CloseClient(load_settings(redis_url=self.redis.url))
+        client = CloseClient(load_producer_settings(redis_url=self.redis.url))
         try:
             def work() -> None:
                 batch = client.close_many(ids, options=options)
@@ -229,7 +229,7 @@ def scenario_overhead(bench: Bench) -> dict[str, dict[str, float]]:
     try:
         assert worker.process is not None
         proc = psutil.Process(worker.process.pid)
-        client = CloseClient(load_settings(redis_url=bench.redis.url))
+        client = CloseClient(load_producer_settings(redis_url=bench.redis.url))
         before = cpu_seconds([proc])
         started = time.monotonic()
         client.close_many(ids).wait(timeout=900)
@@ -257,17 +257,17 @@ def scenario_overhead(bench: Bench) -> dict[str, dict[str, float]]:
 
 ENQUEUE_SCRIPT = """
 import json, resource, sys, time, uuid
-from config import load_settings
+from genesys_closer.config import load_producer_settings
 from bench.emulator_capacity import measure as measure_emulator_capacity
-from producer.api import CloseClient
+from genesys_closer.producer.api import CloseClient
 mode, count, url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-client = CloseClient(load_settings(redis_url=url))
+client = CloseClient(load_producer_settings(redis_url=url))
 ids = (str(uuid.uuid4()) for _ in range(count))
 started = time.perf_counter()
 if mode == "close_many":
     client.close_many(ids)
 else:
-    from worker.tasks import close_conversation
+    from genesys_closer.worker.tasks import close_conversation
     for cid in ids:
         close_conversation.delay(cid)
 elapsed = time.perf_counter() - started
@@ -293,7 +293,7 @@ def scenario_latency(bench: Bench) -> dict[str, float]:
     [worker] = start_workers(1, bench.env(GENESYS_RATE_LIMIT_PER_MINUTE=10**6), bench.workdir / "logs", concurrency=2,
                              prefix="latency-")
     try:
-        client = CloseClient(load_settings(redis_url=bench.redis.url))
+        client = CloseClient(load_producer_settings(redis_url=bench.redis.url))
         totals, confirms = [], []
         for cid in ids:
             started = time.perf_counter()

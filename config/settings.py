@@ -1,30 +1,58 @@
-"""All configuration of genesys-closer, read once from the environment and an optional ``.env`` file."""
+"""All configuration of genesys-closer, read once from the environment and an optional ``.env`` file.
+
+Two views of one set of variables:
+
+- ``ProducerSettings``: what apps, the CLI and the HTTP side need (Redis, broker, retention). Nothing about
+  Genesys: a producer starts with only ``REDIS_URL`` set, whatever else is in the environment.
+- ``WorkerSettings``: the producer's settings plus everything a worker needs to talk to Genesys Cloud.
+"""
 
 from __future__ import annotations
 
 import functools
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.regions import resolve_domain
-from worker.errors import ConfigError
+from genesys_closer.config.errors import ConfigError
+from genesys_closer.config.regions import resolve_domain
 
 
 class ClosePolicy(StrEnum):
-    """What to do when the conversation PATCH did not close every participant."""
+    """What to do when the conversation PATCH did not close every participant (narrowest first)."""
 
     FAIL = "fail"
     PARTICIPANTS = "participants"
     TEARDOWN = "teardown"
 
 
-class Settings(BaseSettings):
-    """Every setting, named exactly as its environment variable (case-insensitive)."""
+class ProducerSettings(BaseSettings):
+    """Redis, broker and retention: every setting a producer (app, CLI) reads. Needs only ``REDIS_URL``."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
+
+    # Redis, Celery, results
+    redis_url: str = "redis://localhost:6379/0"
+    results_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    broker_visibility_timeout_seconds: int = Field(90, ge=10)
+    broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
+
+    # Logging
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern="^(text|json)$")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class WorkerSettings(ProducerSettings):
+    """Every setting, named exactly as its environment variable (case-insensitive)."""
 
     # Genesys Cloud
     genesys_client_id: str | None = None
@@ -48,7 +76,7 @@ class Settings(BaseSettings):
     confirm_initial_delay_seconds: float = Field(0.4, ge=0, le=60)
     confirm_max_interval_seconds: float = Field(2.0, gt=0, le=60)
 
-    # Retries
+    # Retries and the circuit breaker
     retry_max_attempts: int = Field(4, ge=1, le=20)
     retry_base_seconds: float = Field(0.5, gt=0, le=60)
     retry_cap_seconds: float = Field(60.0, gt=0, le=3600)
@@ -58,18 +86,14 @@ class Settings(BaseSettings):
     circuit_breaker_threshold: int = Field(5, ge=1, le=1000)
     circuit_breaker_open_seconds: float = Field(300.0, ge=1, le=86_400)
 
-    # Redis, Celery, results
-    redis_url: str = "redis://localhost:6379/0"
-    results_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    # Worker processes and tasks
     task_soft_time_limit_seconds: int = Field(45, ge=5)
     task_time_limit_seconds: int = Field(60, ge=6)
     task_max_countdown_seconds: int = Field(25, ge=1)
-    broker_visibility_timeout_seconds: int = Field(90, ge=10)
-    broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
     worker_concurrency: int = Field(8, ge=1, le=256)
     inflight_lock_seconds: int = Field(90, ge=10)
     batch_stall_seconds: int = Field(300, ge=30)
-    log_level: str = "INFO"
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     # Scheduled sweeps (Celery beat); off while SWEEP_SCHEDULE_SECONDS is 0
     sweep_schedule_seconds: int = Field(0, ge=0, le=86_400)
@@ -81,8 +105,6 @@ class Settings(BaseSettings):
     sweep_lookback_days: float = Field(7.0, gt=0, le=366)
     sweep_interval_days: float = Field(7.0, gt=0, le=31)
     sweep_time_limit_seconds: int = Field(1800, ge=60)
-    log_format: str = Field("text", pattern="^(text|json)$")
-    metrics_port: int = Field(0, ge=0, le=65535)
 
     @field_validator("genesys_environment")
     @classmethod
@@ -98,15 +120,8 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
-
     @model_validator(mode="after")
-    def _consistent_limits(self) -> Settings:
+    def _consistent_limits(self) -> WorkerSettings:
         if self.task_time_limit_seconds <= self.task_soft_time_limit_seconds:
             raise ValueError("TASK_TIME_LIMIT_SECONDS must be greater than TASK_SOFT_TIME_LIMIT_SECONDS")
         longest = self.task_time_limit_seconds + self.task_max_countdown_seconds
@@ -134,7 +149,7 @@ class Settings(BaseSettings):
         return f"https://login.{self.genesys_environment}"
 
     def sweep_filters(self) -> dict[str, Any]:
-        """The scheduled sweep's filters, as ``worker.sweep.SweepFilters`` takes them."""
+        """The scheduled sweep's filters, as ``SweepFilters.from_dict`` takes them."""
         return {
             "min_age_minutes": self.sweep_min_age_minutes,
             "idle_minutes": self.sweep_idle_minutes,
@@ -147,11 +162,14 @@ class Settings(BaseSettings):
 
     def require_credentials(self) -> tuple[str, SecretStr]:
         """The OAuth client credentials; only workers need them."""
-        if not self.genesys_client_id:
+        if not self.genesys_client_id or not self.genesys_client_id.strip():
             raise ConfigError("GENESYS_CLIENT_ID is not set (workers need OAuth client credentials)")
-        if self.genesys_client_secret is None or not self.genesys_client_secret.get_secret_value():
+        if self.genesys_client_secret is None or not self.genesys_client_secret.get_secret_value().strip():
             raise ConfigError("GENESYS_CLIENT_SECRET is not set (workers need OAuth client credentials)")
         return self.genesys_client_id, self.genesys_client_secret
+
+
+S = TypeVar("S", bound=ProducerSettings)
 
 
 def _describe(error: ValidationError) -> str:
@@ -164,15 +182,30 @@ def _describe(error: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(problems)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment (and ``.env``); raise ConfigError naming each bad variable."""
+def _load(cls: type[S], overrides: dict[str, Any]) -> S:
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
 
 
+def load_producer_settings(**overrides: Any) -> ProducerSettings:
+    """Producer settings from the environment (and ``.env``); worker-only variables are not read."""
+    return _load(ProducerSettings, overrides)
+
+
+def load_worker_settings(**overrides: Any) -> WorkerSettings:
+    """Worker settings from the environment (and ``.env``); raise ConfigError naming each bad variable."""
+    return _load(WorkerSettings, overrides)
+
+
 @functools.cache
-def get_settings() -> Settings:
-    """The process-wide settings, built once."""
-    return load_settings()
+def get_producer_settings() -> ProducerSettings:
+    """The process-wide producer settings, built on first use."""
+    return load_producer_settings()
+
+
+@functools.cache
+def get_worker_settings() -> WorkerSettings:
+    """The process-wide worker settings, built on first use."""
+    return load_worker_settings()

@@ -4,7 +4,7 @@ It speaks the real paths, JSON shapes, status codes, headers and error bodies of
 calls that genesys-closer makes (see ``docs/emulator.md``), plus a test-only admin API under ``/__emulator__/``.
 """
 
-from emulator.server import EmulatorServer, start_in_thread
-from emulator.state import EmulatorConfig, EmulatorState
+from genesys_closer.emulator.server import EmulatorServer, start_in_thread
+from genesys_closer.emulator.state import EmulatorConfig, EmulatorState
 
 __all__ = ["EmulatorConfig", "EmulatorServer", "EmulatorState", "start_in_thread"]

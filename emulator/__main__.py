@@ -1,4 +1,4 @@
-"""``python -m emulator``: run the Genesys Cloud emulator. Prints its base URL on the first line."""
+"""``python -m genesys_closer.emulator``: run the Genesys Cloud emulator. Prints its base URL on the first line."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import time
 from types import FrameType
 
-from emulator.model import KINDS
-from emulator.server import EmulatorServer
-from emulator.state import EmulatorConfig, Faults
+from genesys_closer.emulator.model import KINDS
+from genesys_closer.emulator.server import EmulatorServer
+from genesys_closer.emulator.state import EmulatorConfig, Faults
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -25,7 +25,7 @@ def parse_mix(text: str) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m genesys_closer.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--conversations", type=int, default=0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from emulator.model import Conversation, Participant, conversation_end, parse_iso, render_analytics
+from genesys_closer.emulator.model import Conversation, Participant, conversation_end, parse_iso, render_analytics
 
 CONVERSATION_DIMENSIONS = {"conversationEnd", "conversationStart", "conversationId"}
 SEGMENT_DIMENSIONS = {"mediaType", "messageType", "queueId", "purpose", "direction"}

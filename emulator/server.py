@@ -19,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from emulator import analytics
-from emulator.model import CLOSED_STATES, KINDS, render_conversation, render_message_conversation
-from emulator.state import EmulatorConfig, EmulatorState, Token
+from genesys_closer.emulator import analytics
+from genesys_closer.emulator.model import CLOSED_STATES, KINDS, render_conversation, render_message_conversation
+from genesys_closer.emulator.state import EmulatorConfig, EmulatorState, Token
 
 MAX_BODY_BYTES = 512_000  # request.bytes.max
 ROUTES: list[tuple[str, tuple[str, ...], str]] = []  # (method, segments, template)

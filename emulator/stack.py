@@ -16,7 +16,7 @@ from typing import IO
 
 import redis
 
-from emulator.admin import EmulatorAdmin
+from genesys_closer.emulator.admin import EmulatorAdmin
 
 CLOSER_ENV_PREFIXES = ("GENESYS_", "CLOSE_", "CONFIRM_", "RETRY_", "TASK_", "BROKER_", "SWEEP_", "LOG_")
 
@@ -93,7 +93,7 @@ class RedisServer:
 
 @dataclass
 class EmulatorProcess:
-    """``python -m emulator`` in its own process (so it has a core of its own)."""
+    """``python -m genesys_closer.emulator`` in its own process (so it has a core of its own)."""
 
     args: list[str]
     logdir: Path
@@ -102,7 +102,7 @@ class EmulatorProcess:
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen([sys.executable, "-m", "emulator", "--port", "0", *self.args],
+        self.process = subprocess.Popen([sys.executable, "-m", "genesys_closer.emulator", "--port", "0", *self.args],
                                         stdout=subprocess.PIPE, stderr=_log(self.logdir / "emulator.log"))
         assert self.process.stdout is not None
         self.base_url = self.process.stdout.readline().decode().strip()
@@ -136,7 +136,7 @@ def closer_env(redis_url: str, emulator_url: str, **overrides: object) -> dict[s
 
 @dataclass
 class CeleryWorker:
-    """``celery -A worker.app worker`` in its own process group."""
+    """``celery -A genesys_closer.worker.app worker`` in its own process group."""
 
     name: str
     env: dict[str, str]
@@ -158,7 +158,7 @@ class CeleryWorker:
 
     def start(self) -> CeleryWorker:
         self.logdir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-n", self.hostname,
+        command = [sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "worker", "-n", self.hostname,
                    "-c", str(self.concurrency), "-l", self.loglevel, "--without-gossip", "--without-mingle",
                    *self.extra_args]
         if self.queues:
@@ -200,7 +200,7 @@ def start_workers(count: int, env: dict[str, str], logdir: Path, concurrency: in
 
 @dataclass
 class BeatProcess:
-    """``celery -A worker.app beat``: scheduled sweeps and the stalled-batch redrive."""
+    """``celery -A genesys_closer.worker.app beat``: scheduled sweeps and the stalled-batch redrive."""
 
     env: dict[str, str]
     logdir: Path
@@ -209,7 +209,7 @@ class BeatProcess:
     def start(self) -> BeatProcess:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "INFO", "--schedule",
+            [sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "beat", "-l", "INFO", "--schedule",
              str(self.logdir / "beat-schedule")],
             env=self.env, cwd=self.logdir, start_new_session=True, stdout=_log(self.logdir / "beat.log"),
             stderr=subprocess.STDOUT)
@@ -237,7 +237,7 @@ class FlowerProcess:
     def start(self, timeout: float = 60.0) -> FlowerProcess:
         env = {**self.env, "FLOWER_BASIC_AUTH": f"{self.user}:{self.password}"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "flower", "--address=127.0.0.1",
+            [sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "flower", "--address=127.0.0.1",
              f"--port={self.port}", "--persistent=False"],
             env=env, cwd=self.logdir, start_new_session=True, stdout=_log(self.logdir / "flower.log"),
             stderr=subprocess.STDOUT)

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emulator.model import CLOSED_STATES, WEB_MESSAGING, Conversation, build_conversation
+from genesys_closer.emulator.model import CLOSED_STATES, WEB_MESSAGING, Conversation, build_conversation
 
 ALL_PERMISSIONS = frozenset({
     "conversation:communication:disconnect",

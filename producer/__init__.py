@@ -1,5 +1,13 @@
 """Producer side of genesys-closer: a Python API and a thin command line. Needs only Redis."""
 
-from producer.api import Batch, BatchNotFound, CloseClient, InvalidBatch, close, close_many
+from genesys_closer.producer.api import (
+    Batch,
+    BatchNotFound,
+    CloseClient,
+    InvalidBatch,
+    close,
+    close_conversation,
+    close_many,
+)
 
-__all__ = ["Batch", "BatchNotFound", "CloseClient", "InvalidBatch", "close", "close_many"]
+__all__ = ["Batch", "BatchNotFound", "CloseClient", "InvalidBatch", "close", "close_conversation", "close_many"]

@@ -1,7 +1,11 @@
-"""The producer API: enqueue closes and follow batches. Needs only ``REDIS_URL``, never Genesys credentials.
+"""The producer API: enqueue closes and follow batches. Needs only ``REDIS_URL``, never Genesys credentials, and
+imports none of the worker's Genesys dependencies (requests, tenacity, cryptography).
+
+    from genesys_closer import close_conversation
+    close_conversation.delay("3b47a74f-...")      # -> AsyncResult (interactive queue)
 
     client = CloseClient()                      # settings from the environment
-    client.close("3b47a74f-...")                 # -> task id (interactive queue)
+    client.close("3b47a74f-...")                 # -> task id
     client.close("3b47a74f-...", wait=True)      # -> CloseResult
     batch = client.close_many(open("ids.txt"))   # validates every ID first, streams, publishes on one connection
     batch.wait(progress=print)                   # -> BatchStatus
@@ -10,38 +14,35 @@
 from __future__ import annotations
 
 import functools
-import json
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from celery import Celery
+from celery.result import AsyncResult
 
-from config.settings import Settings, get_settings
-from worker.app import QUEUE_BULK, QUEUE_INTERACTIVE, TASK_NAME, create_app
-from worker.closer import CloseOptions
-from worker.errors import CloserError, InvalidConversationId
-from worker.ids import parse_conversation_id
-from worker.outcomes import CloseResult, Outcome
-from worker.redis_client import connect
-from worker.results import BatchStatus, ResultStore
+from genesys_closer.config.errors import CloserError
+from genesys_closer.config.settings import ClosePolicy, ProducerSettings, get_producer_settings
+from genesys_closer.worker.batches import BatchWriter, IdCheck, InvalidBatch, check_ids
+from genesys_closer.worker.celery_config import producer_app
+from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.closing.outcomes import CloseResult
+from genesys_closer.worker.genesys.ids import parse_conversation_id
+from genesys_closer.worker.genesys.redis_connection import connect
+from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
+from genesys_closer.worker.results import BatchStatus, ResultStore
 
-DEDUPE_CHUNK = 1000
-MAX_INVALID_SAMPLES = 20
-
-
-class InvalidBatch(CloserError):
-    """``close_many(..., on_invalid="abort")`` found invalid IDs; nothing was enqueued."""
-
-    def __init__(self, invalid_count: int, samples: list[str]) -> None:
-        super().__init__(invalid_count, samples)
-        self.invalid_count = invalid_count
-        self.samples = samples
-
-    def __str__(self) -> str:
-        return f"{self.invalid_count} invalid conversation id(s), nothing enqueued: " + "; ".join(self.samples)
+__all__ = [
+    "Batch",
+    "BatchNotFound",
+    "CloseClient",
+    "IdCheck",
+    "InvalidBatch",
+    "SweepRequest",
+    "close",
+    "close_conversation",
+    "close_many",
+]
 
 
 class BatchNotFound(CloserError):
@@ -50,14 +51,14 @@ class BatchNotFound(CloserError):
         self.batch_id = batch_id
 
     def __str__(self) -> str:
-        return f"no batch {self.batch_id!r} (unknown, or older than the retention period)"
+        return f"no batch {self.batch_id[:100]!r} (unknown, or older than the retention period)"
 
 
 def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """Close options as sent with each task, checked now rather than in every worker."""
     options = dict(options or {})
     CloseOptions().with_overrides(options)
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in options.items()}
+    return {k: (v.value if isinstance(v, ClosePolicy) else v) for k, v in options.items()}
 
 
 class Batch:
@@ -100,14 +101,33 @@ class Batch:
         return self.client.results.iter_items(self.id)
 
 
+class SweepRequest:
+    """A sweep queued for a worker (the query needs Genesys credentials)."""
+
+    def __init__(self, client: CloseClient, task: AsyncResult) -> None:
+        self.client = client
+        self.task = task
+        self.id = str(task.id)
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """The sweep's summary: candidates, chosen, pages, intervals, ``batch_id`` (or ``error``/``skipped``)."""
+        summary: dict[str, Any] = self.task.get(timeout=timeout)
+        return summary
+
+    def candidates(self) -> Iterator[dict[str, Any]]:
+        """Every candidate the sweep considered, with ``chosen`` and its ``reason``."""
+        return self.client.results.iter_sweep_candidates(self.id)
+
+
 class CloseClient:
     """Enqueue closes and follow batches, over Redis only."""
 
-    def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
-        self.settings = settings or get_settings()
-        self.app = app or create_app(self.settings)
+    def __init__(self, settings: ProducerSettings | None = None, *, app: Celery | None = None) -> None:
+        self.settings = settings or get_producer_settings()
+        self.app = app or producer_app(self.settings)
         self.redis = connect(self.settings.redis_url)
         self.results = ResultStore(self.redis, self.settings.results_ttl_seconds)
+        self.batches_writer = BatchWriter(self.app, self.results, time.time)
 
     def close(self, conversation_id: str, *, wait: bool = False, timeout: float = 60.0,
               **options: Any) -> str | CloseResult:
@@ -117,73 +137,39 @@ class CloseClient:
                                   queue=QUEUE_INTERACTIVE)
         if not wait:
             return str(task.id)
-        return CloseResult.from_dict(task.get(timeout=timeout, propagate=True))
+        return self.result(str(task.id), timeout=timeout)
+
+    def result(self, task_id: str, timeout: float = 60.0) -> CloseResult:
+        """The outcome record of a close enqueued with ``close``; TimeoutError if it has not ended in time."""
+        task = self.app.AsyncResult(task_id)
+        try:
+            return CloseResult.from_dict(task.get(timeout=timeout, propagate=True))
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "TimeoutError":  # celery.exceptions.TimeoutError
+                raise TimeoutError(f"close {task_id} has no outcome after {timeout:g} s; it stays queued") from None
+            raise
 
     def close_many(self, conversation_ids: Iterable[object], *, label: str = "", source: str = "",
                    options: dict[str, Any] | None = None, on_invalid: str = "record",
                    queue: str = QUEUE_BULK, batch_id: str | None = None) -> Batch:
-        """Start a batch. Every ID is validated before any is enqueued; the input is streamed (spooled to a
-        temporary file, never held in memory); duplicates are dropped; all tasks go out over one connection.
-
-        ``on_invalid="record"`` records each invalid ID as an ``invalid_id`` item and still closes the valid
-        ones; ``"abort"`` raises InvalidBatch and enqueues nothing.
-        """
-        if on_invalid not in {"record", "abort"}:
-            raise ValueError("on_invalid must be 'record' or 'abort'")
-        kwargs = validate_options(options)
-        batch_id = batch_id or uuid.uuid4().hex
-        self.results.create_batch(batch_id, label=label, source=source, options=json.dumps(kwargs), queue=queue)
-        with tempfile.TemporaryFile("w+", encoding="ascii") as spool:
-            valid, invalid, samples = self._validate_into(spool, batch_id, conversation_ids)
-            if invalid and on_invalid == "abort":
-                self.results.discard_batch(batch_id)
-                raise InvalidBatch(invalid, samples)
-            spool.seek(0)
-            self.publish_items(batch_id, (line.strip() for line in spool), kwargs, queue)
-        self.results.mark_enqueued(batch_id, valid + invalid)
+        """Start a batch (see ``BatchWriter.start``): every ID is validated before any is enqueued, the input is
+        streamed, duplicates are dropped, all tasks go out over one connection."""
+        batch_id = self.batches_writer.start(conversation_ids, options=validate_options(options), label=label,
+                                             source=source, on_invalid=on_invalid, queue=queue, batch_id=batch_id)
         return Batch(self, batch_id)
 
-    def _validate_into(self, spool: Any, batch_id: str, raw_ids: Iterable[object]) -> tuple[int, int, list[str]]:
-        valid = invalid = 0
-        samples: list[str] = []
-        chunk: list[str] = []
+    def check_ids(self, conversation_ids: Iterable[object]) -> IdCheck:
+        """Validate and count without enqueuing anything (a dry run)."""
+        return check_ids(conversation_ids)
 
-        def flush() -> int:
-            fresh = self.results.add_unseen(batch_id, chunk)
-            spool.writelines(f"{cid}\n" for cid in fresh)
-            chunk.clear()
-            return len(fresh)
-
-        for position, raw in enumerate(raw_ids, start=1):
-            try:
-                chunk.append(parse_conversation_id(raw))
-            except InvalidConversationId as exc:
-                invalid += 1
-                if len(samples) < MAX_INVALID_SAMPLES:
-                    samples.append(f"item {position}: {exc}")
-                shown = raw if isinstance(raw, str) else repr(raw)
-                self.results.record(
-                    CloseResult(conversation_id=shown[:100], outcome=Outcome.INVALID_ID, attempts=0,
-                                started_at=time.time(), finished_at=time.time(), error=f"item {position}: {exc}",
-                                batch_id=batch_id),
-                    item_key=f"invalid:{position}")
-                continue
-            if len(chunk) >= DEDUPE_CHUNK:
-                valid += flush()
-        if chunk:
-            valid += flush()
-        return valid, invalid, samples
-
-    def publish_items(self, batch_id: str, conversation_ids: Iterable[str], kwargs: dict[str, Any],
-                      queue: str) -> int:
-        """Publish one close task per (already validated) ID, all over one broker connection."""
-        count = 0
-        with self.app.producer_or_acquire() as producer:
-            for conversation_id in conversation_ids:
-                self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={"batch_id": batch_id, **kwargs},
-                                   queue=queue, producer=producer)
-                count += 1
-        return count
+    def sweep(self, filters: dict[str, Any], *, dry_run: bool = False,
+              options: dict[str, Any] | None = None) -> SweepRequest:
+        """Queue a sweep; a worker queries Genesys and (unless ``dry_run``) starts a batch of the chosen ones."""
+        task = self.app.send_task(SWEEP_TASK_NAME, kwargs={"filters": filters, "dry_run": dry_run,
+                                                            "options": validate_options(options)})
+        return SweepRequest(self, task)
 
     def batch(self, batch_id: str) -> Batch:
         batch = Batch(self, batch_id)
@@ -200,6 +186,28 @@ class CloseClient:
 @functools.cache
 def default_client() -> CloseClient:
     return CloseClient()
+
+
+class CloseConversationTask:
+    """``close_conversation.delay(id)`` for apps that install this package: validates the ID and options, then
+    sends the worker's task by name over the producer's app (only ``REDIS_URL`` is read)."""
+
+    name = TASK_NAME
+
+    def delay(self, conversation_id: str, **options: Any) -> AsyncResult:
+        return self.apply_async((conversation_id,), options)
+
+    def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+                    **send_options: Any) -> AsyncResult:
+        if len(args) != 1:
+            raise TypeError("close_conversation takes one conversation id")
+        canonical = parse_conversation_id(args[0])
+        send_options.setdefault("queue", QUEUE_INTERACTIVE)
+        return default_client().app.send_task(TASK_NAME, args=[canonical], kwargs=validate_options(kwargs),
+                                              **send_options)
+
+
+close_conversation = CloseConversationTask()
 
 
 def close(conversation_id: str, *, wait: bool = False, timeout: float = 60.0, **options: Any) -> str | CloseResult:

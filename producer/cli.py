@@ -15,23 +15,27 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from config.settings import ClosePolicy, load_settings
-from producer.api import Batch, CloseClient
-from producer.export import write_csv, write_jsonl
-from producer.inputs import FORMATS, InputError, read_ids
-from worker.app import SWEEP_TASK_NAME
-from worker.errors import CloserError, InvalidConversationId
-from worker.ids import parse_conversation_id
-from worker.outcomes import CloseResult, Outcome
+from genesys_closer.config.errors import CloserError, ConfigError
+from genesys_closer.config.settings import ClosePolicy, load_producer_settings
+from genesys_closer.producer.api import Batch, CloseClient
+from genesys_closer.producer.export import write_csv, write_jsonl
+from genesys_closer.producer.inputs import FORMATS, InputError, read_ids
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.genesys.errors import InvalidConversationId
+from genesys_closer.worker.results import BatchStatus
 
+EXIT_OK = 0
 EXIT_NOT_ALL_SUCCEEDED = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 EXIT_DETACHED = 130
+EXIT_CODES_HELP = ("Exit status: 0 every item succeeded (closed or already_closed); 1 some item did not; "
+                   "2 usage or input error; 3 Redis or the workers unreachable; 130 detached with Ctrl-C.")
 
 app = typer.Typer(
     name="genesys-closer",
     help="Close Genesys Cloud web messaging conversations through the genesys-closer workers.\n\n"
-    "Only REDIS_URL is needed here: the workers hold the Genesys credentials.",
+    "Only REDIS_URL is needed here: the workers hold the Genesys credentials.\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -55,7 +59,7 @@ class State:
                 overrides["redis_url"] = self.redis_url
             if self.env_file:
                 overrides["_env_file"] = str(self.env_file)
-            self._client = CloseClient(load_settings(**overrides))
+            self._client = CloseClient(load_producer_settings(**overrides))
         return self._client
 
     def emit(self, data: dict[str, Any]) -> None:
@@ -125,8 +129,13 @@ def close(
                 state.emit({"conversation_id": raw[:100], "outcome": "invalid_id", "error": str(exc)})
             else:
                 errors.print(f"{raw[:100]}  invalid_id ({exc})")
-    for _, task_id in pending:
-        result = CloseResult.from_dict(state.client.app.AsyncResult(task_id).get(timeout=timeout))
+    for raw, task_id in pending:
+        try:
+            result = state.client.result(task_id, timeout=timeout)
+        except TimeoutError:
+            errors.print(f"{raw[:100]}  queued, no outcome after {timeout:g} s (no worker running?); it runs when a "
+                         f"worker takes it: follow with 'genesys-closer outcome {raw[:100]}'", markup=False)
+            raise typer.Exit(EXIT_UNREACHABLE) from None
         ok &= result.outcome.succeeded
         state.emit(result.as_dict()) if state.json else console.print(_outcome_line(result), markup=False)
     raise typer.Exit(0 if ok else EXIT_NOT_ALL_SUCCEEDED)
@@ -136,39 +145,40 @@ def _counts_text(counts: dict[str, int]) -> str:
     return " ".join(f"{name}={n}" for name, n in sorted(counts.items())) or "-"
 
 
-def follow(state: State, batch: Batch, *, quiet_hint: bool = False) -> int:
+def follow(state: State, batch: Batch) -> int:
     """Show live progress until the batch finishes; Ctrl-C detaches (the batch keeps running)."""
     try:
-        status = batch.status()
         if state.json:
-            while not status.finished:
-                state.emit({"event": "progress", **status.as_dict()})
-                time.sleep(2.0)
-                status = batch.status()
+            status = batch.wait(poll_seconds=2.0, progress=lambda s: None if s.finished else state.emit(
+                {"event": "progress", **s.as_dict()}))
         else:
-            first_done, first_time = status.done, time.monotonic()
-            columns = (TextColumn("[bold]{task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]}/min"), TimeElapsedColumn(), TextColumn("ETA"),
-                       TimeRemainingColumn(), TextColumn("{task.fields[counts]}"))
-            with Progress(*columns, console=console, transient=False) as progress:
-                task = progress.add_task("batch", total=status.total, label=batch.id[:8], rate="-",
-                                         counts=_counts_text(status.counts))
-                while True:
-                    elapsed = time.monotonic() - first_time
-                    rate = (status.done - first_done) / elapsed * 60 if elapsed > 1 else 0.0
-                    progress.update(task, completed=status.done, total=status.total, rate=f"{rate:.0f}",
-                                    counts=_counts_text(status.counts))
-                    if status.finished:
-                        break
-                    time.sleep(0.5)
-                    status = batch.status()
+            status = _follow_with_bar(batch)
     except KeyboardInterrupt:
         errors.print(f"\nDetached; batch {batch.id} keeps running. Re-attach with:\n"
                      f"  genesys-closer status {batch.id} --watch")
         return EXIT_DETACHED
     _print_status(state, status.as_dict())
-    failed = sum(n for name, n in status.counts.items() if not Outcome(name).succeeded)
-    return 0 if failed == 0 else EXIT_NOT_ALL_SUCCEEDED
+    return EXIT_OK if status.unsuccessful == 0 else EXIT_NOT_ALL_SUCCEEDED
+
+
+def _follow_with_bar(batch: Batch) -> BatchStatus:
+    columns = (TextColumn("[bold]{task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}/min"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn(), TextColumn("{task.fields[counts]}"))
+    first: list[tuple[int, float]] = []
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("batch", total=None, label=batch.id[:8], rate="-", counts="-")
+
+        def show(status: BatchStatus) -> None:
+            if not first:
+                first.append((status.done, time.monotonic()))
+            done0, time0 = first[0]
+            elapsed = time.monotonic() - time0
+            rate = (status.done - done0) / elapsed * 60 if elapsed > 1 else 0.0
+            progress.update(bar, completed=status.done, total=status.total, rate=f"{rate:.0f}",
+                            counts=_counts_text(status.counts))
+
+        return batch.wait(poll_seconds=0.5, progress=show)
 
 
 def _print_status(state: State, data: dict[str, Any]) -> None:
@@ -233,32 +243,15 @@ def bulk(
 
 
 def _dry_run(state: State, ids: Iterator[object]) -> int:
-    valid = invalid = duplicates = 0
-    seen: set[bytes] = set()
-    samples: list[str] = []
-    for position, raw in enumerate(ids, start=1):
-        try:
-            key = bytes.fromhex(parse_conversation_id(raw).replace("-", ""))
-        except InvalidConversationId as exc:
-            invalid += 1
-            if len(samples) < 20:
-                samples.append(f"item {position}: {exc}")
-            continue
-        if key in seen:
-            duplicates += 1
-        else:
-            seen.add(key)
-            valid += 1
-    summary = {"dry_run": True, "valid": valid, "invalid": invalid, "duplicates": duplicates,
-               "invalid_samples": samples}
+    check = state.client.check_ids(ids)
     if state.json:
-        state.emit(summary)
+        state.emit(check.as_dict())
     else:
-        console.print(f"dry run: {valid} valid unique IDs would be enqueued; {invalid} invalid; "
-                      f"{duplicates} duplicates dropped", markup=False)
-        for sample in samples:
+        console.print(f"dry run: {check.valid} valid unique IDs would be enqueued; {check.invalid} invalid; "
+                      f"{check.duplicates} duplicates dropped", markup=False)
+        for sample in check.samples:
             console.print(f"  {sample}", markup=False)
-    return 0 if invalid == 0 else EXIT_NOT_ALL_SUCCEEDED
+    return EXIT_OK if check.invalid == 0 else EXIT_NOT_ALL_SUCCEEDED
 
 
 @app.command()
@@ -291,16 +284,21 @@ def sweep(
     filters = {"min_age_minutes": min_age_minutes, "idle_minutes": idle_minutes, "queue_ids": queue_id or [],
                "started_after": started_after, "started_before": started_before,
                "skip_connected_agent": skip_connected_agent, "max_count": max_count, "lookback_days": lookback_days}
-    task = state.client.app.send_task(SWEEP_TASK_NAME, kwargs={
-        "filters": filters, "dry_run": dry_run, "options": _options(policy, False)})
+    request = state.client.sweep(filters, dry_run=dry_run, options=_options(policy, False))
     if not state.json:
-        console.print(f"sweep {task.id} queued; waiting for a worker to run the query...")
-    summary: dict[str, Any] = task.get(timeout=timeout)
+        console.print(f"sweep {request.id} queued; waiting for a worker to run the query...")
+    try:
+        summary = request.wait(timeout=timeout)
+    except Exception as exc:
+        if type(exc).__name__ != "TimeoutError":
+            raise
+        errors.print(f"sweep {request.id} not answered after {timeout:g} s: is a worker running?")
+        raise typer.Exit(EXIT_UNREACHABLE) from None
     if "error" in summary or "skipped" in summary:
         errors.print(summary.get("error") or summary.get("skipped"))
         raise typer.Exit(EXIT_USAGE if "error" in summary else EXIT_NOT_ALL_SUCCEEDED)
     if dry_run:
-        _print_candidates(state, task.id)
+        _print_candidates(state, request.candidates())
     if state.json:
         state.emit({"event": "sweep", **summary})
     else:
@@ -316,24 +314,35 @@ def sweep(
     raise typer.Exit(follow(state, batch))
 
 
-def _print_candidates(state: State, sweep_id: str) -> None:
-    key = f"genesys-closer:sweep:{sweep_id}:candidates"
+def _print_candidates(state: State, candidates: Iterator[dict[str, Any]]) -> None:
     table = Table(Column("conversation", no_wrap=True), "decision", "started", "reason") if not state.json else None
-    start = 0
-    while True:
-        chunk = state.client.redis.lrange(key, start, start + 499)
-        if not chunk:
-            break
-        start += len(chunk)
-        for raw in chunk:
-            item = json.loads(raw)
-            if table is None:
-                state.emit({"event": "candidate", **item})
-            else:
-                table.add_row(item["conversation_id"], "close" if item["chosen"] else "skip",
-                              item.get("started") or "", item["reason"])
+    for item in candidates:
+        if table is None:
+            state.emit({"event": "candidate", **item})
+        else:
+            table.add_row(item["conversation_id"], "close" if item["chosen"] else "skip", item.get("started") or "",
+                          item["reason"])
     if table is not None:
         console.print(table)
+
+
+@app.command()
+def outcome(
+    ctx: typer.Context,
+    conversation_id: Annotated[str, typer.Argument(help="Conversation ID (UUID).")],
+) -> None:
+    """Show the latest outcome recorded for a conversation (exit 1 when there is none yet or it did not succeed).
+
+    Example: genesys-closer outcome 3b47a74f-a827-4166-ae62-f6ba6d7268ae
+    """
+    state = _state(ctx)
+    result = state.client.outcome(conversation_id)
+    if result is None:
+        errors.print(f"{conversation_id[:100]}  no outcome recorded (queued, running, or older than the retention)",
+                     markup=False)
+        raise typer.Exit(EXIT_NOT_ALL_SUCCEEDED)
+    state.emit(result.as_dict()) if state.json else console.print(_outcome_line(result), markup=False)
+    raise typer.Exit(EXIT_OK if result.outcome.succeeded else EXIT_NOT_ALL_SUCCEEDED)
 
 
 @app.command()
@@ -398,17 +407,21 @@ def retry(
     ctx: typer.Context,
     batch_id: Annotated[str, typer.Argument(help="Batch id.")],
     outcome: Annotated[list[str] | None, typer.Option("--outcome", help="Outcomes to retry (repeatable).")] = None,
+    policy: PolicyOption = None,
     detach: DetachOption = False,
 ) -> None:
     """Start a new batch with the items of BATCH that ended with the given outcomes (default: failed).
 
-    Example: genesys-closer retry 5f0c... --outcome failed --outcome unconfirmed
+    Examples:
+      genesys-closer retry 5f0c... --outcome failed --outcome unconfirmed
+      genesys-closer retry 5f0c... --outcome unconfirmed --policy participants
     """
     state = _state(ctx)
     wanted = {Outcome(o) for o in (outcome or ["failed"])}
     old = state.client.batch(batch_id)
     ids = (r.conversation_id for r in old.results() if r.outcome in wanted)
-    batch = state.client.close_many(ids, label=f"retry of {batch_id[:8]}", source=f"retry:{batch_id}")
+    batch = state.client.close_many(ids, label=f"retry of {batch_id[:8]}", source=f"retry:{batch_id}",
+                                    options=_options(policy, False))
     total = batch.status().total
     if state.json:
         state.emit({"event": "started", "retry_of": batch_id, **batch.status().as_dict()})
@@ -443,15 +456,23 @@ def batches(
 
 
 def main() -> None:
-    """Console entry point: library errors become one clear line and exit status 1."""
+    """Console entry point: errors become one clear line and a documented exit status (see --help)."""
     try:
         app()
-    except (CloserError, InputError, ValueError) as exc:
-        errors.print(f"{type(exc).__name__}: {exc}", markup=False)
+    except (ConfigError, InputError, ValueError) as exc:
+        errors.print(f"error: {str(exc)[:1000]}", markup=False)
+        sys.exit(EXIT_USAGE)
+    except CloserError as exc:
+        errors.print(f"error: {str(exc)[:1000]}", markup=False)
         sys.exit(EXIT_NOT_ALL_SUCCEEDED)
-    except redis.ConnectionError as exc:
-        errors.print(f"cannot reach Redis: {exc} (check REDIS_URL / --redis-url)", markup=False)
-        sys.exit(EXIT_NOT_ALL_SUCCEEDED)
+    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
+        errors.print(f"cannot reach Redis: {type(exc).__name__}: {str(exc)[:300]} (check REDIS_URL / --redis-url)",
+                     markup=False)
+        sys.exit(EXIT_UNREACHABLE)
+    except redis.ResponseError as exc:
+        errors.print(f"Redis refused a command: {str(exc)[:300]} (check the database number in REDIS_URL)",
+                     markup=False)
+        sys.exit(EXIT_UNREACHABLE)
 
 
 if __name__ == "__main__":

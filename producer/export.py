@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO
 
-from worker.outcomes import CloseResult
+from genesys_closer.worker.closing.outcomes import CloseResult
 
 CSV_COLUMNS = ("conversation_id", "outcome", "attempts", "api_calls", "started_at", "finished_at", "action",
                "wrapups_applied", "http_status", "error_code", "error", "participant_states", "correlation_ids",

@@ -7,11 +7,13 @@ import json
 from collections.abc import Iterator
 from typing import IO
 
+from genesys_closer.config.errors import CloserError
+
 ID_COLUMNS = ("conversation_id", "conversationId", "id")
 FORMATS = ("auto", "lines", "csv", "jsonl")
 
 
-class InputError(ValueError):
+class InputError(CloserError, ValueError):
     """The file's format or column cannot be used."""
 
 

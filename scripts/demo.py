@@ -16,10 +16,10 @@ from types import FrameType
 from rich.console import Console
 from rich.table import Table
 
-from config import load_settings
-from emulator.stack import EmulatorProcess, FlowerProcess, RedisServer, closer_env, start_workers
-from producer.api import CloseClient
-from producer.cli import EXIT_DETACHED, State, follow
+from genesys_closer.config import load_producer_settings
+from genesys_closer.emulator.stack import EmulatorProcess, FlowerProcess, RedisServer, closer_env, start_workers
+from genesys_closer.producer.api import CloseClient
+from genesys_closer.producer.cli import EXIT_DETACHED, State, follow
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def main() -> int:
 
         admin = emulator.admin
         ids = [c["id"] for c in admin.conversations(open="true")]
-        client = CloseClient(load_settings(redis_url=redis_server.url))
+        client = CloseClient(load_producer_settings(redis_url=redis_server.url))
         console.print(f"Emulator {emulator.base_url}: {len(ids)} open web messaging conversations, "
                       f"limit {limit}/min per token. Closing them all:")
         started = time.monotonic()

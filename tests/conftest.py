@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from config import Settings, load_settings
-from emulator import EmulatorConfig, EmulatorServer, start_in_thread
-from emulator.admin import EmulatorAdmin
+from genesys_closer.config import WorkerSettings, load_worker_settings
+from genesys_closer.emulator import EmulatorConfig, EmulatorServer, start_in_thread
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.worker.factory import Service, build_service
 from tests.services import RedisServer
-from worker.factory import Service, build_service
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def admin(emulator: EmulatorServer) -> EmulatorAdmin:
     return EmulatorAdmin(emulator.base_url)
 
 
-def emulator_settings(base_url: str, **overrides: object) -> Settings:
+def emulator_settings(base_url: str, **overrides: object) -> WorkerSettings:
     values: dict[str, object] = {
         "genesys_client_id": "demo-client",
         "genesys_client_secret": "demo-secret",
@@ -59,16 +59,16 @@ def emulator_settings(base_url: str, **overrides: object) -> Settings:
         "retry_max_attempts": 5,
     }
     values.update(overrides)
-    return load_settings(**values)
+    return load_worker_settings(**values)
 
 
 @pytest.fixture
-def settings(emulator: EmulatorServer) -> Settings:
+def settings(emulator: EmulatorServer) -> WorkerSettings:
     return emulator_settings(emulator.base_url)
 
 
 @pytest.fixture
-def service(settings: Settings) -> Service:
+def service(settings: WorkerSettings) -> Service:
     return build_service(settings)
 
 
@@ -92,7 +92,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> redis.Redis:
-    from worker.redis_client import connect
+    from genesys_closer.worker.genesys.redis_connection import connect
 
     return connect(redis_url)
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from emulator.stack import BeatProcess, CeleryWorker, FlowerProcess, RedisServer, free_port, start_workers
-from emulator.stack import closer_env as _closer_env
+from genesys_closer.emulator.stack import (
+    BeatProcess,
+    CeleryWorker,
+    FlowerProcess,
+    RedisServer,
+    free_port,
+    start_workers,
+)
+from genesys_closer.emulator.stack import closer_env as _closer_env
 
 
 def worker_env(redis_url: str, emulator_url: str, **overrides: object) -> dict[str, str]:

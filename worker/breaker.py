@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from worker.redis_client import text
+from genesys_closer.config.redis_keys import KEYS, RedisKeys
+from genesys_closer.worker.genesys.redis_connection import text
 
 
 class CircuitBreaker:
@@ -16,12 +17,12 @@ class CircuitBreaker:
     """
 
     def __init__(self, client: redis.Redis, bucket: str, threshold: int = 5, open_seconds: float = 300.0,
-                 prefix: str = "genesys-closer") -> None:
+                 keys: RedisKeys = KEYS) -> None:
         self.redis = client
         self.threshold = threshold
         self.open_seconds = open_seconds
-        self.count_key = f"{prefix}:breaker:{bucket}:failures"
-        self.open_key = f"{prefix}:breaker:{bucket}:open"
+        self.count_key = keys.breaker(bucket, "failures")
+        self.open_key = keys.breaker(bucket, "open")
 
     def open_reason(self) -> str | None:
         reason = self.redis.get(self.open_key)

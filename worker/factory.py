@@ -1,17 +1,31 @@
-"""Wiring: settings in, a ready ``Closer`` out. The only place that reads settings for the worker's parts."""
+"""Wiring: settings in, a ready ``Closer`` (and a worker process's parts) out. The only place that turns settings
+into the worker's objects."""
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from celery import Celery
 
-from config.settings import Settings
-from worker.auth import InProcessTokenProvider, RedisTokenProvider, TokenProvider
-from worker.closer import CloseOptions, Closer, ConfirmSettings, RetrySettings
-from worker.genesys_client import GenesysClient, OAuthClient, Transport, TransportHooks
-from worker.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from genesys_closer.config.redis_keys import client_digest
+from genesys_closer.config.settings import WorkerSettings, get_worker_settings
+from genesys_closer.worker.batch_recovery import BatchRecovery
+from genesys_closer.worker.batches import BatchWriter
+from genesys_closer.worker.breaker import CircuitBreaker
+from genesys_closer.worker.close_run import CloseRunner
+from genesys_closer.worker.closing.closer import Closer, ConfirmSettings, RetrySettings
+from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Transport, TransportHooks
+from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from genesys_closer.worker.genesys.redis_connection import connect
+from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
+from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.sweep_run import SweepRunner
 
 
 @dataclass
@@ -26,21 +40,22 @@ class Service:
 
 
 def bucket_name(client_id: str) -> str:
-    """The rate-limit bucket of an OAuth client (a digest: client ids stay out of key names)."""
-    return hashlib.sha256(client_id.encode()).hexdigest()[:12]
+    """The rate-limit and breaker bucket of an OAuth client (a digest: client ids stay out of key names)."""
+    return client_digest(client_id)
 
 
 def metric_hooks() -> TransportHooks:
-    from worker import metrics
+    from genesys_closer.worker import metrics
 
     return TransportHooks(on_reply=metrics.on_reply, on_transport_error=metrics.on_transport_error,
                           on_limiter_wait=metrics.on_limiter_wait, on_pause=metrics.on_pause)
 
 
-def build_service(settings: Settings, redis_client: redis.Redis | None = None,
+def build_service(settings: WorkerSettings, redis_client: redis.Redis | None = None,
                   hooks: TransportHooks | None = None) -> Service:
     """Build the closer. With ``redis_client`` the token and the rate limit are shared by the fleet."""
-    from worker import metrics
+    from genesys_closer.worker import metrics
+
     client_id, secret = settings.require_credentials()
     limiter: RateLimiter
     if redis_client is not None:
@@ -73,3 +88,44 @@ def build_service(settings: Settings, redis_client: redis.Redis | None = None,
                                 settings.confirm_max_interval_seconds),
     )
     return Service(closer, client, limiter, tokens, CloseOptions.from_settings(settings))
+
+
+@dataclass
+class WorkerParts:
+    """What one worker process uses: one close, batch recovery, sweeps (built after fork, on first use)."""
+
+    service: Service
+    close_runner: CloseRunner
+    recovery: BatchRecovery
+    sweeps: SweepRunner
+
+
+def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app: Celery,
+                       clock: Callable[[], float] = time.time) -> WorkerParts:
+    client_id, _ = settings.require_credentials()
+    service = build_service(settings, redis_client)
+    results = ResultStore(redis_client, settings.results_ttl_seconds, clock=clock)
+    breaker = CircuitBreaker(redis_client, bucket_name(client_id), settings.circuit_breaker_threshold,
+                             settings.circuit_breaker_open_seconds)
+    batches = BatchWriter(app, results, clock)
+    return WorkerParts(
+        service=service,
+        close_runner=CloseRunner(settings, redis_client, service.closer, service.default_options, results, breaker,
+                                 clock=clock),
+        recovery=BatchRecovery(redis_client, results, batches, settings.batch_stall_seconds),
+        sweeps=SweepRunner(redis_client, service.client, service.closer.retrying, results, batches,
+                           settings.sweep_time_limit_seconds + 60, clock=clock),
+    )
+
+
+@functools.cache
+def _parts_for(pid: int) -> WorkerParts:
+    from genesys_closer.worker.app import app
+
+    settings = get_worker_settings()
+    return build_worker_parts(settings, connect(settings.redis_url), app)
+
+
+def worker_parts() -> WorkerParts:
+    """The parts of this worker process (built after fork, on first use)."""
+    return _parts_for(os.getpid())

@@ -1,4 +1,4 @@
-"""Worker liveness: ``python -m worker.health [--hostname celery@HOST]``; exit 0 when the worker consumes.
+"""Worker liveness: ``python -m genesys_closer.worker.health [--hostname celery@HOST]``; exit 0 when it consumes.
 
 A Celery worker on Redis can stay up, answer control pings, and yet stop taking tasks after broker reconnects.
 This probe therefore sends a real task through the broker to the worker's own direct queue (``worker_direct``)
@@ -13,11 +13,12 @@ import sys
 
 from celery.utils.nodenames import worker_direct
 
-from worker.app import PROBE_TASK_NAME, app
+from genesys_closer.worker.app import build_app
+from genesys_closer.worker.names import PROBE_TASK_NAME
 
 
 def probe(hostname: str, timeout_seconds: float) -> bool:
-    result = app.send_task(PROBE_TASK_NAME, queue=worker_direct(hostname), expires=timeout_seconds)
+    result = build_app().send_task(PROBE_TASK_NAME, queue=worker_direct(hostname), expires=timeout_seconds)
     try:
         reply = result.get(timeout=timeout_seconds)
     except Exception:

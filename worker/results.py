@@ -1,31 +1,26 @@
 """Outcomes and batch progress in Redis: they outlive Flower and the Celery result backend.
 
-Keys (prefix ``genesys-closer:``): ``outcome:{conversationId}`` (latest outcome record), ``batch:{id}`` (one hash:
-state, total, done and a counter per outcome), ``batch:{id}:items`` (one record per item, written once),
-``batch:{id}:seen`` (de-duplication while enqueuing) and ``batches`` (recent batches by creation time).
-Every key expires after the retention period (``RESULTS_TTL_SECONDS``, 7 days by default).
+Keys (see ``config.redis_keys``): the latest outcome record per conversation, one hash per batch (state, total,
+done and a counter per outcome), the batch's items (one record per item, written once), its members (every valid
+ID enqueued in it, which also de-duplicates) and the recent-batches index. Every key expires after the retention
+period (``RESULTS_TTL_SECONDS``, 7 days by default).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import redis
 
-from worker.outcomes import CloseResult, Outcome
-from worker.redis_client import text
+from genesys_closer.config.redis_keys import KEYS, RedisKeys
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.genesys.redis_connection import register_lua, text
 
-PREFIX = "genesys-closer"
 BATCH_STATES = ("enqueuing", "running", "finished", "cancelled", "stopped")
-
-
-def _script(name: str) -> str:
-    return resources.files("worker").joinpath(f"lua/{name}").read_text(encoding="utf-8")
 
 
 @dataclass
@@ -50,6 +45,10 @@ class BatchStatus:
     def succeeded(self) -> int:
         return sum(n for name, n in self.counts.items() if Outcome(name).succeeded)
 
+    @property
+    def unsuccessful(self) -> int:
+        return sum(n for name, n in self.counts.items() if not Outcome(name).succeeded)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "batch_id": self.batch_id, "state": self.state, "total": self.total, "done": self.done,
@@ -59,19 +58,14 @@ class BatchStatus:
 
 
 class ResultStore:
-    def __init__(self, client: redis.Redis, retention_seconds: int = 7 * 24 * 3600, prefix: str = PREFIX) -> None:
+    def __init__(self, client: redis.Redis, retention_seconds: int = 7 * 24 * 3600, *,
+                 keys: RedisKeys = KEYS, clock: Callable[[], float] = time.time) -> None:
         self.redis = client
         self.retention = retention_seconds
-        self.prefix = prefix
-        self._record = client.register_script(_script("record_outcome.lua"))
-        self._enqueued = client.register_script(_script("batch_enqueued.lua"))
-
-    # -- keys --------------------------------------------------------------------------------------------------
-    def outcome_key(self, conversation_id: str) -> str:
-        return f"{self.prefix}:outcome:{conversation_id}"
-
-    def batch_key(self, batch_id: str) -> str:
-        return f"{self.prefix}:batch:{batch_id}"
+        self.keys = keys
+        self.clock = clock
+        self._record = register_lua(client, "batch_finish.lua", "record_outcome.lua")
+        self._enqueued = register_lua(client, "batch_finish.lua", "batch_enqueued.lua")
 
     # -- outcomes ----------------------------------------------------------------------------------------------
     def record(self, result: CloseResult, item_key: str | None = None) -> bool:
@@ -79,35 +73,35 @@ class ResultStore:
         payload = json.dumps(result.as_dict(), separators=(",", ":"))
         key = item_key or result.conversation_id
         if result.batch_id:
-            keys = [self.outcome_key(result.conversation_id), f"{self.batch_key(result.batch_id)}:items",
-                    self.batch_key(result.batch_id)]
+            keys = [self.keys.outcome(result.conversation_id), self.keys.batch_items(result.batch_id),
+                    self.keys.batch(result.batch_id)]
         else:
-            keys = [self.outcome_key(result.conversation_id), "", ""]
+            keys = [self.keys.outcome(result.conversation_id), "", ""]
         by_conversation = "0" if result.outcome is Outcome.INVALID_ID else "1"
         counted = self._record(keys=keys, args=[key, payload, result.outcome.value, self.retention,
-                                                repr(time.time()), by_conversation])
+                                                repr(self.clock()), by_conversation])
         return bool(counted)
 
     def outcome(self, conversation_id: str) -> CloseResult | None:
-        raw = self.redis.get(self.outcome_key(conversation_id))
+        raw = self.redis.get(self.keys.outcome(conversation_id))
         return None if raw is None else CloseResult.from_dict(json.loads(raw))
 
     # -- batches -----------------------------------------------------------------------------------------------
     def create_batch(self, batch_id: str, *, label: str = "", source: str = "", options: str = "{}",
                      queue: str = "bulk") -> None:
-        now = time.time()
-        key = self.batch_key(batch_id)
+        now = self.clock()
+        key = self.keys.batch(batch_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"state": "enqueuing", "done": 0, "created_at": repr(now), "label": label[:200],
                                 "source": source[:200], "options": options, "queue": queue})
         pipe.expire(key, self.retention)
-        pipe.zadd(f"{self.prefix}:batches", {batch_id: now})
-        pipe.zremrangebyscore(f"{self.prefix}:batches", 0, now - self.retention)
+        pipe.zadd(self.keys.batches, {batch_id: now})
+        pipe.zremrangebyscore(self.keys.batches, 0, now - self.retention)
         pipe.execute()
 
-    def add_unseen(self, batch_id: str, conversation_ids: list[str]) -> list[str]:
-        """The IDs not yet seen in this batch (duplicates are dropped and counted)."""
-        key = f"{self.batch_key(batch_id)}:seen"
+    def add_members(self, batch_id: str, conversation_ids: list[str]) -> list[str]:
+        """Add IDs to the batch's members; return those that were new (duplicates are dropped and counted)."""
+        key = self.keys.batch_members(batch_id)
         pipe = self.redis.pipeline(transaction=False)
         for conversation_id in conversation_ids:
             pipe.sadd(key, conversation_id)
@@ -116,29 +110,34 @@ class ResultStore:
         fresh = [cid for cid, new in zip(conversation_ids, added, strict=True) if new]
         duplicates = len(conversation_ids) - len(fresh)
         if duplicates:
-            self.redis.hincrby(self.batch_key(batch_id), "duplicates", duplicates)
+            self.redis.hincrby(self.keys.batch(batch_id), "duplicates", duplicates)
         return fresh
 
+    def is_member(self, batch_id: str, conversation_id: str) -> bool:
+        return bool(self.redis.sismember(self.keys.batch_members(batch_id), conversation_id))
+
     def mark_enqueued(self, batch_id: str, total: int) -> None:
-        self._enqueued(keys=[self.batch_key(batch_id)], args=[total, repr(time.time())])
+        self._enqueued(keys=[self.keys.batch(batch_id)], args=[total, repr(self.clock())])
 
     def set_state(self, batch_id: str, state: str, reason: str = "") -> None:
-        assert state in BATCH_STATES
-        self.redis.hset(self.batch_key(batch_id), "state", state)
+        if state not in BATCH_STATES:
+            raise ValueError(f"unknown batch state {state!r}; one of {', '.join(BATCH_STATES)}")
+        mapping: dict[str | bytes, str | bytes] = {"state": state}
         if reason:
-            self.redis.hset(self.batch_key(batch_id), "reason", reason[:500])
+            mapping["reason"] = reason[:500]
+        self.redis.hset(self.keys.batch(batch_id), mapping=mapping)  # type: ignore[arg-type]
 
     def batch_state(self, batch_id: str) -> tuple[str | None, str]:
-        state, reason = self.redis.hmget(self.batch_key(batch_id), ["state", "reason"])
+        state, reason = self.redis.hmget(self.keys.batch(batch_id), ["state", "reason"])
         return (text(state) if state else None), (text(reason) if reason else "")
 
     def discard_batch(self, batch_id: str) -> None:
-        key = self.batch_key(batch_id)
-        self.redis.delete(key, f"{key}:items", f"{key}:seen")
-        self.redis.zrem(f"{self.prefix}:batches", batch_id)
+        self.redis.delete(self.keys.batch(batch_id), self.keys.batch_items(batch_id),
+                          self.keys.batch_members(batch_id))
+        self.redis.zrem(self.keys.batches, batch_id)
 
     def batch_status(self, batch_id: str) -> BatchStatus | None:
-        raw = {text(k): text(v) for k, v in self.redis.hgetall(self.batch_key(batch_id)).items()}
+        raw = {text(k): text(v) for k, v in self.redis.hgetall(self.keys.batch(batch_id)).items()}
         if not raw:
             return None
         return BatchStatus(
@@ -157,9 +156,9 @@ class ResultStore:
 
     def missing_items(self, batch_id: str, chunk: int = 500) -> Iterator[str]:
         """Valid IDs of the batch that have no recorded outcome yet."""
-        items = f"{self.batch_key(batch_id)}:items"
+        items = self.keys.batch_items(batch_id)
         members: list[str] = []
-        for member in self.redis.sscan_iter(f"{self.batch_key(batch_id)}:seen", count=chunk):
+        for member in self.redis.sscan_iter(self.keys.batch_members(batch_id), count=chunk):
             members.append(text(member))
             if len(members) >= chunk:
                 yield from self._without_outcome(items, members)
@@ -175,13 +174,13 @@ class ResultStore:
             if not recorded:
                 yield member
 
-    def stalled_batches(self, stall_seconds: float, now: float | None = None) -> list[str]:
+    def stalled_batches(self, stall_seconds: float) -> list[str]:
         """Unfinished, fully enqueued batches without progress (and not re-driven) for ``stall_seconds``."""
-        now = now or time.time()
+        now = self.clock()
         stalled = []
-        for raw in self.redis.zrangebyscore(f"{self.prefix}:batches", now - self.retention, now - stall_seconds):
+        for raw in self.redis.zrangebyscore(self.keys.batches, now - self.retention, now - stall_seconds):
             batch_id = text(raw)
-            fields = self.redis.hmget(self.batch_key(batch_id), ["state", "finished_at", "updated_at", "redriven_at"])
+            fields = self.redis.hmget(self.keys.batch(batch_id), ["state", "finished_at", "updated_at", "redriven_at"])
             state, finished_at, updated_at, redriven_at = (None if v is None else text(v) for v in fields)
             if state in (None, "enqueuing", "finished") or finished_at is not None:
                 continue
@@ -192,19 +191,44 @@ class ResultStore:
 
     def mark_redriven(self, batch_id: str, count: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(self.batch_key(batch_id), "redriven_at", repr(time.time()))
-        pipe.hincrby(self.batch_key(batch_id), "redriven", count)
+        pipe.hset(self.keys.batch(batch_id), "redriven_at", repr(self.clock()))
+        pipe.hincrby(self.keys.batch(batch_id), "redriven", count)
         pipe.execute()
 
     def batch_fields(self, batch_id: str, *names: str) -> list[str | None]:
-        return [None if v is None else text(v) for v in self.redis.hmget(self.batch_key(batch_id), list(names))]
+        return [None if v is None else text(v) for v in self.redis.hmget(self.keys.batch(batch_id), list(names))]
 
     def iter_items(self, batch_id: str, count: int = 500) -> Iterator[CloseResult]:
         """Every recorded item of a batch, streamed with HSCAN."""
-        for _, raw in self.redis.hscan_iter(f"{self.batch_key(batch_id)}:items", count=count):
+        for _, raw in self.redis.hscan_iter(self.keys.batch_items(batch_id), count=count):
             yield CloseResult.from_dict(json.loads(raw))
 
     def recent_batches(self, limit: int = 20) -> list[BatchStatus]:
-        ids = self.redis.zrevrange(f"{self.prefix}:batches", 0, limit - 1)
+        ids = self.redis.zrevrange(self.keys.batches, 0, limit - 1)
         statuses = (self.batch_status(text(raw)) for raw in ids)
         return [status for status in statuses if status is not None]
+
+    # -- sweeps ------------------------------------------------------------------------------------------------
+    def save_sweep(self, sweep_id: str, summary: dict[str, Any], candidates: list[str]) -> None:
+        """A sweep's summary and its candidates (JSON lines), kept for the retention period."""
+        key = self.keys.sweep_candidates(sweep_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for chunk_start in range(0, len(candidates), 500):
+            pipe.rpush(key, *candidates[chunk_start:chunk_start + 500])
+        pipe.expire(key, self.retention)
+        pipe.set(self.keys.sweep(sweep_id), json.dumps(summary), ex=self.retention)
+        pipe.execute()
+
+    def sweep_summary(self, sweep_id: str) -> dict[str, Any] | None:
+        raw = self.redis.get(self.keys.sweep(sweep_id))
+        return None if raw is None else dict(json.loads(raw))
+
+    def iter_sweep_candidates(self, sweep_id: str, chunk: int = 500) -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+            rows = self.redis.lrange(self.keys.sweep_candidates(sweep_id), start, start + chunk - 1)
+            if not rows:
+                return
+            start += len(rows)
+            for raw in rows:
+                yield dict(json.loads(raw))

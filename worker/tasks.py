@@ -1,6 +1,8 @@
-"""Celery tasks. Thin: the work is in ``worker.runtime`` and ``worker.closer``.
+"""Celery tasks. Thin: the work is in ``close_run``, ``batch_recovery`` and ``sweep_run``.
 
 Arguments are IDs and plain options only (Flower shows them); results are outcome records (no token, no secret).
+Time limits come from the app's configuration (the sweep's from ``task_annotations``), never from settings read
+here.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from config.settings import get_settings
-from worker.app import PROBE_TASK_NAME, REDRIVE_TASK_NAME, SWEEP_TASK_NAME, TASK_NAME, app
-from worker.runtime import RetryLater, TaskContext, get_runtime
+from genesys_closer.worker.app import app
+from genesys_closer.worker.close_run import RetryLater, TaskContext
+from genesys_closer.worker.factory import worker_parts
+from genesys_closer.worker.names import PROBE_TASK_NAME, REDRIVE_TASK_NAME, SWEEP_TASK_NAME, TASK_NAME
 
 
 @app.task(bind=True, name=TASK_NAME, max_retries=None)  # type: ignore[untyped-decorator]
@@ -20,15 +23,14 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
     """Close one Genesys Cloud web messaging conversation; returns its outcome record."""
     context = TaskContext(task_id=str(self.request.id), retries=int(self.request.retries), batch_id=batch_id)
     try:
-        return get_runtime().close(conversation_id, context, options)
+        return worker_parts().close_runner.run(conversation_id, context, options)
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from None
     except SoftTimeLimitExceeded:
         raise self.retry(countdown=5) from None
 
 
-@app.task(bind=True, name=SWEEP_TASK_NAME, acks_late=False, soft_time_limit=get_settings().sweep_time_limit_seconds,
-          time_limit=get_settings().sweep_time_limit_seconds + 60)  # type: ignore[untyped-decorator]
+@app.task(bind=True, name=SWEEP_TASK_NAME, acks_late=False)  # type: ignore[untyped-decorator]
 def sweep(self: Any, filters: dict[str, Any] | None = None, dry_run: bool = False,
           options: dict[str, Any] | None = None, scheduled: bool = False) -> dict[str, Any]:
     """Find open web messaging conversations and (unless ``dry_run``) start a batch closing the chosen ones.
@@ -36,8 +38,8 @@ def sweep(self: Any, filters: dict[str, Any] | None = None, dry_run: bool = Fals
     Acknowledged on receipt: a sweep can outlive the broker's visibility timeout, and a lost sweep is simply
     run again (by the schedule or the operator), whereas a redelivered one would run twice at once.
     """
-    return get_runtime().sweep(str(self.request.id), filters or {}, dry_run=dry_run, options=options or {},
-                               scheduled=scheduled)
+    return worker_parts().sweeps.run(str(self.request.id), filters or {}, dry_run=dry_run, options=options or {},
+                                     scheduled=scheduled)
 
 
 @app.task(name=PROBE_TASK_NAME, acks_late=False, ignore_result=False)  # type: ignore[untyped-decorator]
@@ -48,9 +50,5 @@ def health_probe() -> dict[str, Any]:
 
 @app.task(name=REDRIVE_TASK_NAME, acks_late=False)  # type: ignore[untyped-decorator]
 def redrive_stalled_batches() -> dict[str, int]:
-    """Re-queue the items without an outcome of batches that made no progress for BATCH_STALL_SECONDS.
-
-    The broker already returns a lost worker's messages after the visibility timeout; this covers what it cannot
-    (messages lost with a Redis failover or restart). Safe to repeat: closes are idempotent and counted once.
-    """
-    return get_runtime().redrive_stalled_batches()
+    """Re-queue the items without an outcome of batches that made no progress for BATCH_STALL_SECONDS."""
+    return worker_parts().recovery.redrive_stalled()

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from config import Settings, load_settings
-from emulator import EmulatorServer
-from producer.api import CloseClient
+from genesys_closer.config import ProducerSettings, load_producer_settings
+from genesys_closer.emulator import EmulatorServer
+from genesys_closer.producer.api import CloseClient
 from tests.services import CeleryWorker, start_workers, worker_env
 
 StartWorkers = Callable[..., list[CeleryWorker]]
@@ -34,10 +34,10 @@ def start(redis_url: str, emulator: EmulatorServer, logdir: Path) -> Iterator[St
 
 
 @pytest.fixture
-def producer_settings(redis_url: str) -> Settings:
-    return load_settings(redis_url=redis_url)
+def producer_settings(redis_url: str) -> ProducerSettings:
+    return load_producer_settings(redis_url=redis_url)
 
 
 @pytest.fixture
-def client(producer_settings: Settings) -> CloseClient:
+def client(producer_settings: ProducerSettings) -> CloseClient:
     return CloseClient(producer_settings)

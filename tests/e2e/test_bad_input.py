@@ -13,10 +13,10 @@ import pytest
 import redis
 from celery import Celery
 
-from emulator.admin import EmulatorAdmin
-from producer.api import CloseClient, InvalidBatch
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.producer.api import CloseClient, InvalidBatch
+from genesys_closer.worker.genesys.errors import InvalidConversationId
 from tests.e2e.conftest import StartWorkers
-from worker.errors import InvalidConversationId
 
 HOSTILE: list[object] = [
     "../../api/v2/users/me", "..%2F..%2Fx", "%2e%2e%2f", "3b47a74f-a827-4166-ae62-f6ba6d7268ae/../x",
@@ -52,7 +52,7 @@ def test_every_boundary_processes_valid_items_only(start: StartWorkers, admin: E
     # CLI file
     source = tmp_path / "ids.txt"
     source.write_text("\n".join([good[2], *TEXT_HOSTILE, good[3]]) + "\n")
-    run = subprocess.run([sys.executable, "-m", "producer.cli", "--redis-url", redis_url, "bulk", str(source)],
+    run = subprocess.run([sys.executable, "-m", "genesys_closer.producer.cli", "--redis-url", redis_url, "bulk", str(source)],
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 1 and "closed=2" in run.stdout and f"invalid_id={len(TEXT_HOSTILE)}" in run.stdout
     # A foreign app with only Celery
@@ -73,7 +73,7 @@ def test_million_line_file_dry_run_is_streamed(tmp_path: Path, redis_url: str) -
     with source.open("w") as out:
         for i in range(1_000_000):
             out.write(f"{i:08x}-0000-4000-8000-{i % 7:012x}\n" if i % 10 else f"bad-{i}\n")
-    process = subprocess.Popen([sys.executable, "-m", "producer.cli", "--redis-url", redis_url, "--json", "bulk",
+    process = subprocess.Popen([sys.executable, "-m", "genesys_closer.producer.cli", "--redis-url", redis_url, "--json", "bulk",
                                 str(source), "--dry-run"], stdout=subprocess.PIPE, text=True)
     peak = 0
     watcher = psutil.Process(process.pid)

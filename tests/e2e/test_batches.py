@@ -8,13 +8,13 @@ from collections import Counter
 import pytest
 import redis
 
-from emulator import EmulatorConfig
-from emulator.admin import EmulatorAdmin
-from producer.api import CloseClient
+from genesys_closer.emulator import EmulatorConfig
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.producer.api import CloseClient
+from genesys_closer.worker.closing.outcomes import Outcome
+from genesys_closer.worker.factory import bucket_name
+from genesys_closer.worker.results import BatchStatus
 from tests.e2e.conftest import StartWorkers
-from worker.factory import bucket_name
-from worker.outcomes import Outcome
-from worker.results import BatchStatus
 
 
 @pytest.fixture

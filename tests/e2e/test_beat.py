@@ -9,12 +9,12 @@ from pathlib import Path
 
 import redis
 
-from emulator import EmulatorServer
-from emulator.admin import EmulatorAdmin
-from producer.api import CloseClient
+from genesys_closer.emulator import EmulatorServer
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.producer.api import CloseClient
+from genesys_closer.worker.names import SWEEP_TASK_NAME
 from tests.e2e.conftest import StartWorkers
 from tests.services import worker_env
-from worker.app import SWEEP_TASK_NAME
 
 
 def test_scheduled_sweep_closes_idle_conversations(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
@@ -24,7 +24,7 @@ def test_scheduled_sweep_closes_idle_conversations(start: StartWorkers, admin: E
     idle = admin.create(5, age_minutes=120, idle_minutes=60)
     busy = admin.create(2, age_minutes=120, idle_minutes=1)
     env = worker_env(redis_url, emulator.base_url, **schedule)
-    beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "INFO",
+    beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "beat", "-l", "INFO",
                              "--schedule", str(logdir / "beat-schedule")], env=env, cwd=logdir,
                             stdout=(logdir / "beat.log").open("ab"), stderr=subprocess.STDOUT)
     try:

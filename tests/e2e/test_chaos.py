@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from emulator import EmulatorConfig, EmulatorServer
-from emulator.admin import EmulatorAdmin
-from producer.api import Batch, CloseClient
+from genesys_closer.emulator import EmulatorConfig, EmulatorServer
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.producer.api import Batch, CloseClient
 from tests.e2e.conftest import StartWorkers
 from tests.e2e.test_batches import max_in_window
 from tests.services import BeatProcess, RedisServer, worker_env
@@ -98,7 +98,7 @@ def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, clie
     assert set(status.counts) <= {"closed", "already_closed"}
     assert admin.stats()["conversations_open"] == 0
     for worker in workers:  # still consuming after the reconnect (the silent-stop failure would fail this)
-        probe = subprocess.run([sys.executable, "-m", "worker.health", "--hostname", worker.hostname,
+        probe = subprocess.run([sys.executable, "-m", "genesys_closer.worker.health", "--hostname", worker.hostname,
                                 "--timeout", "15"], env=worker_env(redis_url, emulator.base_url),
                                capture_output=True, text=True, timeout=60, check=False)
         assert probe.returncode == 0, probe.stdout + probe.stderr

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from emulator import EmulatorConfig
-from emulator.admin import EmulatorAdmin
+from genesys_closer.emulator import EmulatorConfig
+from genesys_closer.emulator.admin import EmulatorAdmin
 from tests.e2e.conftest import StartWorkers
 
-CLI = [sys.executable, "-m", "producer.cli"]
+CLI = [sys.executable, "-m", "genesys_closer.producer.cli"]
 
 
 @pytest.fixture

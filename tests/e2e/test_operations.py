@@ -13,9 +13,9 @@ import pytest
 import redis
 import requests
 
-from emulator import EmulatorServer
-from emulator.admin import EmulatorAdmin
-from producer.api import CloseClient
+from genesys_closer.emulator import EmulatorServer
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.producer.api import CloseClient
 from tests.e2e.conftest import StartWorkers
 from tests.services import FlowerProcess, free_port, worker_env
 
@@ -66,7 +66,7 @@ def test_liveness_probe_fails_when_the_worker_stops_consuming(start: StartWorker
                                                                emulator: EmulatorServer) -> None:
     [worker] = start(1, concurrency=1)
     env = worker_env(redis_url, emulator.base_url)
-    command = [sys.executable, "-m", "worker.health", "--hostname", worker.hostname, "--timeout", "5"]
+    command = [sys.executable, "-m", "genesys_closer.worker.health", "--hostname", worker.hostname, "--timeout", "5"]
     healthy = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert worker.process is not None
@@ -111,7 +111,7 @@ def test_no_secret_or_token_anywhere_after_a_debug_batch(start: StartWorkers, ad
     "redis://:hunter22@redis:6379/0", "client_secret=demo-secret",
 ])
 def test_redactor_patterns(secret_line: str) -> None:
-    from worker.logging_setup import Redactor
+    from genesys_closer.worker.logging_setup import Redactor
 
     cleaned = Redactor(["demo-secret"])(secret_line)
     assert "abcdefghijkl" not in cleaned and "hunter22" not in cleaned and "demo-secret" not in cleaned

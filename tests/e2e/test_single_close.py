@@ -8,21 +8,22 @@ import pytest
 import redis
 from celery import Celery
 
-from emulator.admin import EmulatorAdmin
-from producer.api import CloseClient
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.producer.api import CloseClient
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from tests.e2e.conftest import StartWorkers
-from worker.app import celery_config
-from worker.outcomes import CloseResult, Outcome
 
 
 def test_delay_from_an_app_with_the_package(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     start(1, concurrency=2)
-    from worker import app as app_module
-    from worker.tasks import close_conversation
+    from genesys_closer import close_conversation
+    from genesys_closer.config.settings import get_producer_settings
+    from genesys_closer.producer.api import default_client
 
-    monkeypatch.setattr(app_module.app.conf, "broker_url", client.settings.redis_url)
-    app_module.app.conf.update(celery_config(client.settings))
+    monkeypatch.setenv("REDIS_URL", client.settings.redis_url)
+    get_producer_settings.cache_clear()
+    default_client.cache_clear()
     [cid] = admin.create(1)
     record = close_conversation.delay(cid).get(timeout=60)
     assert record["outcome"] == "closed" and record["conversation_id"] == cid

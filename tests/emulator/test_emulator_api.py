@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from emulator import EmulatorConfig, EmulatorServer
-from emulator.admin import EmulatorAdmin
+from genesys_closer.emulator import EmulatorConfig, EmulatorServer
+from genesys_closer.emulator.admin import EmulatorAdmin
 
 MESSAGES = "/api/v2/conversations/messages/{conversationId}"
 
@@ -171,7 +171,7 @@ def test_analytics_paging_filters_and_limits(emulator: EmulatorServer, admin: Em
 
 
 def test_cli_prints_base_url_first(tmp_path: object) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "emulator", "--port", "0", "--conversations", "5",
+    process = subprocess.Popen([sys.executable, "-m", "genesys_closer.emulator", "--port", "0", "--conversations", "5",
                                 "--mix", "sms=2,queued=1"], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from emulator import EmulatorConfig, EmulatorServer
-from emulator.admin import EmulatorAdmin
+from genesys_closer.emulator import EmulatorConfig, EmulatorServer
+from genesys_closer.emulator.admin import EmulatorAdmin
 
 gc = pytest.importorskip("PureCloudPlatformClientV2")
 from PureCloudPlatformClientV2.rest import ApiException  # noqa: E402

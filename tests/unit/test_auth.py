@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from worker.auth import InProcessTokenProvider, TokenGrant, encryption_key, fingerprint, lifetime_seconds
+from genesys_closer.worker.genesys.tokens import (
+    InProcessTokenProvider,
+    TokenGrant,
+    encryption_key,
+    fingerprint,
+    lifetime_seconds,
+)
 
 
 class Fetcher:

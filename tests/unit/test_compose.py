@@ -33,7 +33,7 @@ def test_compose_is_valid_and_protected() -> None:
     assert "appendonly" in text and "everysec" in text and "noeviction" in text
     assert "FLOWER_BASIC_AUTH: admin:s3cret-flower" in text
     assert "127.0.0.1:5555:5555" in text or "host_ip: 127.0.0.1" in text
-    assert "worker.health" in text
+    assert "genesys_closer.worker.health" in text
 
 
 @needs_compose

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from config import load_settings
-from config.regions import REGION_DOMAINS
-from worker.errors import ConfigError
+from genesys_closer.config import load_worker_settings as load_settings
+from genesys_closer.config.errors import ConfigError
+from genesys_closer.config.regions import REGION_DOMAINS
 
 
 @pytest.mark.parametrize(("value", "api", "login"), [
@@ -78,7 +78,7 @@ def test_visibility_timeout_must_cover_time_limits(monkeypatch: pytest.MonkeyPat
 def test_env_example_is_valid_and_complete() -> None:
     from pathlib import Path
 
-    from config.settings import Settings
+    from genesys_closer.config.settings import WorkerSettings as Settings
 
     example = Path(__file__).resolve().parents[2] / "config" / ".env.example"
     settings = load_settings(_env_file=str(example))

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
 
-from worker.auth import InProcessTokenProvider, TokenGrant
-from worker.closer import CloseOptions, Closer, ConfirmSettings, RetrySettings
-from worker.errors import CloserError
-from worker.genesys_client import MAX_RESPONSE_BYTES, GenesysClient, Transport
-from worker.outcomes import CloseResult, Outcome
-from worker.rate_limit import InMemoryRateLimiter
+from genesys_closer.config.errors import CloserError
+from genesys_closer.worker.closing.closer import CloseOptions, Closer, ConfirmSettings, RetrySettings
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.genesys.client import MAX_RESPONSE_BYTES, GenesysClient, Transport
+from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter
+from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, TokenGrant
 
 CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.errors import CloserError, InvalidConversationId
-from worker.ids import parse_conversation_id
+from genesys_closer.config.errors import CloserError
+from genesys_closer.worker.genesys.errors import InvalidConversationId
+from genesys_closer.worker.genesys.ids import parse_conversation_id
 
 GOOD = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
 

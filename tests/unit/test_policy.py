@@ -1,4 +1,4 @@
-"""Table-driven tests of the pure decisions in worker.policy."""
+"""Table-driven tests of the pure decisions: HTTP (worker.genesys.http_policy) and conversation state."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker import errors
-from worker.policy import (
+from genesys_closer.worker.closing.conversation_state import (
+    is_closed,
+    is_web_messaging,
+    open_participants,
+    pending_wrapups,
+)
+from genesys_closer.worker.genesys import errors
+from genesys_closer.worker.genesys.http_policy import (
     RateLimitHeaders,
     backoff_seconds,
     error_for_status,
-    is_closed,
-    is_retryable_status,
-    is_web_messaging,
-    open_participants,
     parse_retry_after,
-    pending_wrapups,
 )
 
 STATUS_TABLE = [
@@ -38,7 +39,8 @@ STATUS_TABLE = [
 @pytest.mark.parametrize(("status", "cls", "retryable"), STATUS_TABLE)
 def test_status_classification(status: int, cls: type, retryable: bool) -> None:
     assert error_for_status(status) is cls
-    assert is_retryable_status(status) is retryable
+    assert issubclass(cls, errors.RetryableError) is retryable
+    assert issubclass(cls, errors.PermanentError) is not retryable
     assert issubclass(cls, errors.RetryableError) is retryable
     assert issubclass(cls, errors.PermanentError) is not retryable
 

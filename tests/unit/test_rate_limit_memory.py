@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.policy import RateLimitHeaders
-from worker.rate_limit import InMemoryRateLimiter
+from genesys_closer.worker.genesys.http_policy import RateLimitHeaders
+from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter
 
 
 class FakeClock:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from config import ClosePolicy
-from emulator import EmulatorServer
-from emulator.admin import EmulatorAdmin
+from genesys_closer.config import ClosePolicy
+from genesys_closer.emulator import EmulatorServer
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.worker.closing.closer import CloseOptions
+from genesys_closer.worker.closing.outcomes import Outcome
+from genesys_closer.worker.factory import Service, build_service
+from genesys_closer.worker.genesys.errors import InvalidConversationId, RateLimited
 from tests.conftest import emulator_settings
-from worker.closer import CloseOptions
-from worker.errors import InvalidConversationId, RateLimited
-from worker.factory import Service, build_service
-from worker.outcomes import Outcome
 
 KIND_OUTCOMES = [
     ("webmessaging", Outcome.CLOSED, 3),

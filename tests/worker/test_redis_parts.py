@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from worker.auth import RedisTokenProvider, TokenGrant
-from worker.breaker import CircuitBreaker
-from worker.outcomes import CloseResult, Outcome
-from worker.policy import RateLimitHeaders
-from worker.rate_limit import RedisRateLimiter
-from worker.redis_client import connect
-from worker.results import ResultStore
+from genesys_closer.worker.breaker import CircuitBreaker
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.genesys.http_policy import RateLimitHeaders
+from genesys_closer.worker.genesys.rate_limit import RedisRateLimiter
+from genesys_closer.worker.genesys.redis_connection import connect
+from genesys_closer.worker.genesys.tokens import RedisTokenProvider, TokenGrant
+from genesys_closer.worker.results import ResultStore
 
 
 def test_limiter_spaces_requests_across_threads_and_clients(redis_url: str) -> None:
@@ -119,7 +119,7 @@ def test_batch_counts_each_item_once_and_finishes(redis_client: redis.Redis) -> 
     store = ResultStore(redis_client, 3600)
     store.create_batch("b1", label="test")
     ids = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
-    assert store.add_unseen("b1", [*ids, ids[0]]) == ids
+    assert store.add_members("b1", [*ids, ids[0]]) == ids
     store.mark_enqueued("b1", 3)
     assert store.record(result(ids[0], Outcome.CLOSED))
     assert not store.record(result(ids[0], Outcome.ALREADY_CLOSED))  # the same item again

@@ -17,13 +17,5 @@ redis.call('HSET', KEYS[3], 'updated_at', ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'outcome:' .. ARGV[3], 1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
-local done = tonumber(redis.call('HGET', KEYS[3], 'done'))
-local total = tonumber(redis.call('HGET', KEYS[3], 'total') or '-1')
-local state = redis.call('HGET', KEYS[3], 'state')
-if total >= 0 and done >= total and state ~= 'enqueuing' and not redis.call('HGET', KEYS[3], 'finished_at') then
-  redis.call('HSET', KEYS[3], 'finished_at', ARGV[5])
-  if state == 'running' then
-    redis.call('HSET', KEYS[3], 'state', 'finished')
-  end
-end
+finish_if_done(KEYS[3], ARGV[5])
 return 1

@@ -12,12 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Protocol
 
 import redis
 
-from worker.policy import RateLimitHeaders
+from genesys_closer.config.redis_keys import KEYS, RedisKeys
+from genesys_closer.worker.genesys.http_policy import RateLimitHeaders
+from genesys_closer.worker.genesys.redis_connection import register_lua
 
 MICROS = 1_000_000
 IMPOSED_INTERVAL_TTL_SECONDS = 600
@@ -89,23 +90,19 @@ class InMemoryRateLimiter:
             self.pause(pause)
 
 
-def _script(name: str) -> str:
-    return resources.files("worker").joinpath(f"lua/{name}").read_text(encoding="utf-8")
-
-
 class RedisRateLimiter:
     """Fleet-wide limiter: every worker process that uses the same Redis and OAuth client shares one bucket."""
 
     def __init__(self, client: redis.Redis, bucket: str, limit_per_minute: float, headroom: float = 0.97,
-                 *, prefix: str = "genesys-closer") -> None:
+                 *, keys: RedisKeys = KEYS) -> None:
         self.redis = client
         self.headroom = headroom
         self.interval_us = round(emission_interval_seconds(limit_per_minute, headroom) * MICROS)
-        base = f"{prefix}:ratelimit:{bucket}"
-        self.keys = [f"{base}:tat", f"{base}:pause", f"{base}:imposed-interval"]
-        self.pauses_key = f"{base}:pauses"
-        self._reserve = client.register_script(_script("gcra_reserve.lua"))
-        self._pause = client.register_script(_script("pause.lua"))
+        self.keys = [keys.rate_limit(bucket, "tat"), keys.rate_limit(bucket, "pause"),
+                     keys.rate_limit(bucket, "imposed-interval")]
+        self.pauses_key = keys.rate_limit(bucket, "pauses")
+        self._reserve = register_lua(client, "gcra_reserve.lua")
+        self._pause = register_lua(client, "pause.lua")
 
     def reserve(self, max_wait_seconds: float) -> Grant:
         granted, wait_us = self._reserve(keys=self.keys, args=[self.interval_us, round(max_wait_seconds * MICROS)])

@@ -1,9 +1,12 @@
-"""The Redis connection used for the shared token, the rate limiter, outcomes and batches."""
+"""The Redis connection genesys-closer uses everywhere, and its Lua scripts (files under ``worker/lua``)."""
 
 from __future__ import annotations
 
+from importlib import resources
+
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 
@@ -24,3 +27,14 @@ def connect(url: str) -> redis.Redis:
 def text(value: object) -> str:
     """Redis replies as text, whatever the client's decode setting."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def lua_source(*names: str) -> str:
+    """The text of one or more Lua files, joined in order (a shared file of functions goes first)."""
+    package = resources.files("genesys_closer.worker").joinpath("lua")
+    return "\n".join(package.joinpath(name).read_text(encoding="utf-8") for name in names)
+
+
+def register_lua(client: redis.Redis, *names: str) -> Script:
+    """Register the script made of ``names`` (see ``lua_source``) on ``client``."""
+    return client.register_script(lua_source(*names))

@@ -1,4 +1,4 @@
-"""Pure decisions: what a response means, whether to retry, how long to wait, whether a conversation is closed.
+"""Pure HTTP decisions: what a response means, whether to retry, how long to wait, what the rate-limit headers say.
 
 Nothing here does I/O, reads a clock or draws randomness of its own: time and randomness are arguments.
 """
@@ -10,9 +10,8 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from worker.errors import (
+from genesys_closer.worker.genesys.errors import (
     AuthenticationFailed,
     BadRequest,
     Forbidden,
@@ -22,8 +21,6 @@ from worker.errors import (
     ServerError,
 )
 
-CLOSED_PARTICIPANT_STATES = frozenset({"disconnected", "terminated"})
-WEB_MESSAGING = "webmessaging"
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
@@ -64,10 +61,6 @@ def error_for_status(status: int) -> type[GenesysError]:
     return BadRequest
 
 
-def is_retryable_status(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
 def backoff_seconds(
     attempt: int,
     retry_after_seconds: float | None = None,
@@ -86,62 +79,6 @@ def backoff_seconds(
     if retry_after_seconds is not None:
         delay = max(delay, min(retry_after_seconds, cap_seconds) + rng())
     return delay
-
-
-def participants_of(conversation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The participant objects of a conversation; anything malformed (not a list, not objects) is ignored."""
-    participants = conversation.get("participants")
-    if not isinstance(participants, list):
-        return []
-    return [p for p in participants if isinstance(p, Mapping)]
-
-
-def participant_states(conversation: Mapping[str, Any]) -> list[str]:
-    return [str(p.get("state", "")) for p in participants_of(conversation)]
-
-
-def is_closed(conversation: Mapping[str, Any]) -> bool:
-    """Closed in genesys-closer's sense: at least one participant, and every one disconnected or terminated."""
-    participants = conversation.get("participants")
-    if not isinstance(participants, list) or not participants:
-        return False
-    return all(isinstance(p, Mapping) and p.get("state") in CLOSED_PARTICIPANT_STATES for p in participants)
-
-
-def message_types(conversation: Mapping[str, Any]) -> set[str]:
-    """The message channel types of a MessageConversation (``webmessaging``, ``sms``, ...)."""
-    found = set()
-    for participant in participants_of(conversation):
-        if isinstance(participant.get("type"), str):
-            found.add(participant["type"])
-    return found
-
-
-def is_web_messaging(conversation: Mapping[str, Any]) -> bool:
-    """True when the customer side of the conversation is web messaging (and no other channel)."""
-    return message_types(conversation) == {WEB_MESSAGING}
-
-
-def pending_wrapups(conversation: Mapping[str, Any]) -> list[str]:
-    """IDs of agent participants that are disconnected but still owe a wrap-up."""
-    pending = []
-    for p in participants_of(conversation):
-        if p.get("purpose") not in {"agent", "user"}:
-            continue
-        if p.get("wrapupRequired") and not p.get("wrapup") and not p.get("wrapupSkipped") and isinstance(
-            p.get("id"), str
-        ):
-            pending.append(p["id"])
-    return pending
-
-
-def open_participants(conversation: Mapping[str, Any]) -> list[str]:
-    """IDs of participants not yet disconnected or terminated."""
-    return [
-        p["id"]
-        for p in participants_of(conversation)
-        if p.get("state") not in CLOSED_PARTICIPANT_STATES and isinstance(p.get("id"), str)
-    ]
 
 
 @dataclass(frozen=True)

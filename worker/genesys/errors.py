@@ -1,9 +1,9 @@
-"""The one error hierarchy of genesys-closer.
+"""The Genesys client's part of the one error hierarchy (its root, ``CloserError``, is in ``config.errors``).
 
     CloserError
-     ├── ConfigError                 invalid configuration (names the variable)
-     ├── InvalidConversationId       rejected before any URL is built
-     ├── CircuitOpen                 a batch was stopped after repeated 401/403
+     ├── ConfigError                 invalid configuration (names the variable)                 config.errors
+     ├── InvalidId                   an ID not in its form (participant, queue, batch), no request made
+     │    └── InvalidConversationId  rejected before any URL is built
      └── GenesysError                an HTTP exchange with Genesys Cloud failed
           ├── RetryableError         worth trying again (carries retry_after_seconds)
           │    ├── RateLimited       429, or the fleet-wide limiter asked for a long wait
@@ -23,39 +23,33 @@ from __future__ import annotations
 
 from typing import Any
 
-
-class CloserError(Exception):
-    """Base of every error raised by genesys-closer."""
+from genesys_closer.config.errors import CloserError
 
 
-class ConfigError(CloserError):
-    """The configuration is invalid; the message names the variable."""
+class InvalidId(CloserError, ValueError):
+    """An ID (participant, queue, batch...) that is not in its expected form. Raised before any request."""
 
-
-class InvalidConversationId(CloserError, ValueError):
-    """A conversation ID is not a UUID. Raised before any URL is built."""
-
-    def __init__(self, value: object, reason: str = "not a UUID") -> None:
-        super().__init__(value, reason)
+    def __init__(self, value: object, reason: str = "not a UUID", what: str = "id") -> None:
+        super().__init__(value, reason, what)
         self.value = value
         self.reason = reason
+        self.what = what
 
     def __str__(self) -> str:
         shown = repr(self.value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        return f"invalid conversation id {shown}: {self.reason}"
+        return f"invalid {self.what} {shown}: {self.reason}"
 
 
-class CircuitOpen(CloserError):
-    """Repeated authentication/permission failures stopped the work."""
+class InvalidConversationId(InvalidId):
+    """A conversation ID is not a UUID. Raised before any URL is built."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, value: object, reason: str = "not a UUID") -> None:
+        super().__init__(value, reason, "conversation id")
 
-    def __str__(self) -> str:
-        return self.message
+    def __reduce__(self) -> tuple[type[InvalidConversationId], tuple[object, str]]:
+        return type(self), (self.value, self.reason)
 
 
 class GenesysError(CloserError):

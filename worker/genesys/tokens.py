@@ -23,17 +23,10 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from worker.errors import TransportError
-from worker.redis_client import text
-
-_RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_INVALIDATE = """
-if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+from genesys_closer.config.redis_keys import KEYS, RedisKeys
+from genesys_closer.worker.genesys.errors import TransportError
+from genesys_closer.worker.genesys.locks import OwnedLock
+from genesys_closer.worker.genesys.redis_connection import register_lua, text
 
 
 @dataclass(frozen=True)
@@ -108,22 +101,20 @@ class RedisTokenProvider:
 
     def __init__(self, client: redis.Redis, fetch: TokenFetcher, client_id: str, client_secret: str, *,
                  margin_seconds: float = 300.0, lock_seconds: float = 15.0, wait_seconds: float = 20.0,
-                 prefix: str = "genesys-closer", sleep: Callable[[float], None] = time.sleep,
+                 keys: RedisKeys = KEYS, sleep: Callable[[float], None] = time.sleep,
                  on_refresh: Callable[[], None] | None = None) -> None:
         self.redis = client
         self._fetch = fetch
         self._fernet = Fernet(encryption_key(client_id, client_secret))
-        digest = hashlib.sha256(client_id.encode()).hexdigest()[:12]
-        self.key = f"{prefix}:token:{digest}"
-        self.lock_key = f"{self.key}:lock"
-        self.refresh_counter_key = f"{self.key}:refreshes"
+        self.key = keys.token(client_id)
+        self.lock_key = keys.token_lock(client_id)
+        self.refresh_counter_key = keys.token_refreshes(client_id)
         self._margin = margin_seconds
-        self._lock_ms = round(lock_seconds * 1000)
+        self._lock_seconds = lock_seconds
         self._wait_seconds = wait_seconds
         self._sleep = sleep
         self._on_refresh = on_refresh
-        self._release = client.register_script(_RELEASE_LOCK)
-        self._invalidate = client.register_script(_INVALIDATE)
+        self._invalidate = register_lua(client, "invalidate_token.lua")
 
     def _read(self) -> str | None:
         sealed = self.redis.hget(self.key, "ct")
@@ -140,15 +131,13 @@ class RedisTokenProvider:
             token = self._read()
             if token is not None:
                 return token
-            owner = uuid.uuid4().hex
-            if self.redis.set(self.lock_key, owner, nx=True, px=self._lock_ms):
-                try:
+            lock = OwnedLock(self.redis, self.lock_key, self._lock_seconds)
+            if lock.acquire(uuid.uuid4().hex):
+                with lock:
                     token = self._read()  # re-check: another worker may have just stored one
                     if token is not None:
                         return token
                     return self._refresh()
-                finally:
-                    self._release(keys=[self.lock_key], args=[owner])
             if time.monotonic() >= deadline:
                 raise TransportError("timed out waiting for another worker to fetch the access token")
             self._sleep(0.05)

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.genesys_client import GenesysClient
-from worker.ids import parse_conversation_id
-from worker.policy import is_closed, is_web_messaging, participants_of
+from genesys_closer.worker.closing.conversation_state import is_closed, is_web_messaging, participants_of
+from genesys_closer.worker.genesys.client import GenesysClient
+from genesys_closer.worker.genesys.ids import parse_conversation_id, parse_uuid
 
 PAGE_SIZE = 100
 Retrying = Callable[[Callable[[], Any]], Any]
@@ -41,7 +41,7 @@ class SweepFilters:
         if unknown:
             raise ValueError(f"unknown sweep filter(s): {', '.join(sorted(unknown))}")
         values = dict(data)
-        values["queue_ids"] = tuple(parse_conversation_id(q) for q in values.get("queue_ids") or ())
+        values["queue_ids"] = tuple(parse_uuid(q, "queue id") for q in values.get("queue_ids") or ())
         for name in ("started_after", "started_before"):
             if values.get(name):
                 parse_time(values[name])

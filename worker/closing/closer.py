@@ -19,14 +19,23 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 
-from config.settings import ClosePolicy, Settings
-from worker.errors import (
+from genesys_closer.config.settings import ClosePolicy
+from genesys_closer.worker.closing.conversation_state import (
+    is_closed,
+    is_web_messaging,
+    open_participants,
+    pending_wrapups,
+)
+from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome, summarize_participants
+from genesys_closer.worker.genesys.client import CallTally, GenesysClient
+from genesys_closer.worker.genesys.errors import (
     AuthenticationFailed,
     BadRequest,
     Forbidden,
@@ -36,51 +45,10 @@ from worker.errors import (
     ServerError,
     TransportError,
 )
-from worker.genesys_client import CallTally, GenesysClient
-from worker.ids import parse_conversation_id
-from worker.outcomes import CloseResult, Outcome, summarize_participants
-from worker.policy import backoff_seconds, is_closed, is_web_messaging, open_participants, pending_wrapups
+from genesys_closer.worker.genesys.http_policy import backoff_seconds
+from genesys_closer.worker.genesys.ids import parse_conversation_id
 
 T = TypeVar("T")
-OPTION_NAMES = frozenset({"policy", "allow_other_message_types", "wrapup_code", "wrapup_notes",
-                          "skip_initial_get"})
-
-
-@dataclass(frozen=True)
-class CloseOptions:
-    policy: ClosePolicy = ClosePolicy.FAIL
-    allow_other_message_types: bool = False
-    wrapup_code: str | None = None
-    wrapup_notes: str = "Closed by genesys-closer"
-    skip_initial_get: bool = False
-    previously_patched: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CloseOptions:
-        return cls(policy=settings.close_policy,
-                   allow_other_message_types=settings.close_allow_other_message_types,
-                   wrapup_code=settings.close_wrapup_code, wrapup_notes=settings.close_wrapup_notes)
-
-    def with_overrides(self, overrides: dict[str, Any]) -> CloseOptions:
-        """Apply per-task options; unknown names or wrong types raise ValueError (never silently ignored)."""
-        unknown = set(overrides) - OPTION_NAMES
-        if unknown:
-            raise ValueError(f"unknown close option(s): {', '.join(sorted(map(str, unknown)))}")
-        changes: dict[str, Any] = {}
-        for name, value in overrides.items():
-            if name == "policy":
-                changes[name] = ClosePolicy(value)
-            elif name in {"allow_other_message_types", "skip_initial_get"}:
-                if not isinstance(value, bool):
-                    raise ValueError(f"close option {name} must be true or false")
-                changes[name] = value
-            elif value is not None and (not isinstance(value, str) or len(value) > 500):
-                raise ValueError(f"close option {name} must be a string of at most 500 characters")
-            else:
-                changes[name] = value
-        return replace(self, **changes)
-
-
 class _StopWhen(stop_base):
     """Adapt a predicate to tenacity's stop combinators."""
 

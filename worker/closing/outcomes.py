@@ -17,6 +17,7 @@ class Outcome(StrEnum):
     FAILED = "failed"                        # a permanent error or retries exhausted
     INVALID_ID = "invalid_id"                # not a UUID: rejected before any request
     CANCELLED = "cancelled"                  # its batch was cancelled before it ran
+    NOT_ATTEMPTED = "not_attempted"          # no request made: its batch was stopped or the circuit breaker is open
 
     @property
     def succeeded(self) -> bool:

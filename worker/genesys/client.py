@@ -23,11 +23,22 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from worker.auth import TokenGrant, TokenProvider
-from worker.errors import AuthenticationFailed, GenesysError, RateLimited, ServerError, TransportError
-from worker.ids import parse_conversation_id
-from worker.policy import RateLimitHeaders, error_for_status, first_header, parse_retry_after
-from worker.rate_limit import RateLimiter
+from genesys_closer.worker.genesys.errors import (
+    AuthenticationFailed,
+    GenesysError,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
+from genesys_closer.worker.genesys.http_policy import (
+    RateLimitHeaders,
+    error_for_status,
+    first_header,
+    parse_retry_after,
+)
+from genesys_closer.worker.genesys.ids import parse_conversation_id, parse_uuid
+from genesys_closer.worker.genesys.rate_limit import RateLimiter
+from genesys_closer.worker.genesys.tokens import TokenGrant, TokenProvider
 
 log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
@@ -290,7 +301,7 @@ class GenesysClient:
     def patch_participant(self, conversation_id: str, participant_id: str, body: dict[str, Any],
                           tally: CallTally | None = None) -> None:
         """``PATCH .../messages/{conversationId}/participants/{participantId}`` (MediaParticipantRequest)."""
-        segment = quote(parse_conversation_id(participant_id), safe="")
+        segment = quote(parse_uuid(participant_id, "participant id"), safe="")
         self._call("PATCH", "/api/v2/conversations/messages/{conversationId}/participants/{participantId}",
                    f"/api/v2/conversations/messages/{self._segment(conversation_id)}/participants/{segment}",
                    json_body=body, tally=tally)
@@ -299,12 +310,6 @@ class GenesysClient:
         """``POST /api/v2/conversations/{conversationId}/disconnect``: the full teardown (opt-in only)."""
         self._call("POST", "/api/v2/conversations/{conversationId}/disconnect",
                    f"/api/v2/conversations/{self._segment(conversation_id)}/disconnect", tally=tally)
-
-    def get_conversation(self, conversation_id: str, tally: CallTally | None = None) -> dict[str, Any]:
-        """``GET /api/v2/conversations/{conversationId}`` -> Conversation (has ``endTime``)."""
-        body = self._call("GET", "/api/v2/conversations/{conversationId}",
-                          f"/api/v2/conversations/{self._segment(conversation_id)}", tally=tally)
-        return _require_object(body, "Conversation")
 
     def query_conversation_details(self, query: dict[str, Any]) -> dict[str, Any]:
         """``POST /api/v2/analytics/conversations/details/query`` -> AnalyticsConversationQueryResponse."""

@@ -1,0 +1,84 @@
+"""Every Redis key name genesys-closer uses, in one place.
+
+All keys start with ``genesys-closer:``. Per-client keys use a digest of the OAuth client id (client ids stay out of
+key names). Batch ids and conversation ids are validated before they reach a key (``parse_batch_id``,
+``parse_conversation_id``), so no caller can build a key outside its own namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+PREFIX = "genesys-closer"
+
+
+def client_digest(client_id: str) -> str:
+    """The short digest that names one OAuth client's keys (rate-limit bucket, token, breaker)."""
+    return hashlib.sha256(client_id.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = PREFIX
+
+    # -- outcomes and batches (service layer) ------------------------------------------------------------------
+    def outcome(self, conversation_id: str) -> str:
+        return f"{self.prefix}:outcome:{conversation_id}"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}:batch:{batch_id}"
+
+    def batch_items(self, batch_id: str) -> str:
+        return f"{self.batch(batch_id)}:items"
+
+    def batch_members(self, batch_id: str) -> str:
+        return f"{self.batch(batch_id)}:seen"
+
+    @property
+    def batches(self) -> str:
+        return f"{self.prefix}:batches"
+
+    # -- one close ---------------------------------------------------------------------------------------------
+    def inflight(self, conversation_id: str) -> str:
+        return f"{self.prefix}:inflight:{conversation_id}"
+
+    def progress(self, conversation_id: str, batch_id: str | None) -> str:
+        """What earlier attempts of this close did (PATCH sent, calls made); survives re-driven tasks."""
+        return f"{self.prefix}:progress:{batch_id or 'single'}:{conversation_id}"
+
+    # -- fleet jobs --------------------------------------------------------------------------------------------
+    @property
+    def redrive_lock(self) -> str:
+        return f"{self.prefix}:redrive-lock"
+
+    @property
+    def sweep_lock(self) -> str:
+        return f"{self.prefix}:sweep-lock"
+
+    def sweep(self, sweep_id: str) -> str:
+        return f"{self.prefix}:sweep:{sweep_id}"
+
+    def sweep_candidates(self, sweep_id: str) -> str:
+        return f"{self.sweep(sweep_id)}:candidates"
+
+    # -- per OAuth client (Genesys client layer) ---------------------------------------------------------------
+    def token(self, client_id: str) -> str:
+        return f"{self.prefix}:token:{client_digest(client_id)}"
+
+    def token_lock(self, client_id: str) -> str:
+        return f"{self.token(client_id)}:lock"
+
+    def token_refreshes(self, client_id: str) -> str:
+        return f"{self.token(client_id)}:refreshes"
+
+    def rate_limit(self, bucket: str, part: str) -> str:
+        """``part``: ``tat`` (next slot), ``pause`` (fleet pause flag), ``imposed-interval``, ``pauses`` (count)."""
+        return f"{self.prefix}:ratelimit:{bucket}:{part}"
+
+    def breaker(self, bucket: str, part: str) -> str:
+        """``part``: ``failures`` (consecutive count) or ``open`` (the open reason)."""
+        return f"{self.prefix}:breaker:{bucket}:{part}"
+
+
+KEYS = RedisKeys()

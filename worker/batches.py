@@ -1,0 +1,161 @@
+"""Starting batches: validate every ID, de-duplicate, publish one close task per item, mark the batch enqueued.
+
+Shared by the producer API (bulk lists, retries) and the worker (sweeps, the stalled-batch redrive), so that every
+batch is built the same way. Needs Redis and a Celery app that can publish; no Genesys credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from celery import Celery
+
+from genesys_closer.config.errors import CloserError
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.genesys.errors import InvalidConversationId
+from genesys_closer.worker.genesys.ids import parse_conversation_id
+from genesys_closer.worker.names import QUEUE_BULK, TASK_NAME
+from genesys_closer.worker.results import ResultStore
+
+DEDUPE_CHUNK = 1000
+MAX_INVALID_SAMPLES = 20
+MAX_ECHO = 100
+
+
+class InvalidBatch(CloserError):
+    """``on_invalid="abort"`` found invalid IDs; nothing was enqueued."""
+
+    def __init__(self, invalid_count: int, samples: list[str]) -> None:
+        super().__init__(invalid_count, samples)
+        self.invalid_count = invalid_count
+        self.samples = samples
+
+    def __str__(self) -> str:
+        return f"{self.invalid_count} invalid conversation id(s), nothing enqueued: " + "; ".join(self.samples)
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class IdCheck:
+    """What validating a list of IDs found (a dry run)."""
+
+    valid: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    samples: list[str] = field(default_factory=list)
+
+    def add_invalid(self, position: int, error: InvalidConversationId) -> str:
+        self.invalid += 1
+        sample = f"item {position}: {error}"
+        if len(self.samples) < MAX_INVALID_SAMPLES:
+            self.samples.append(sample)
+        return sample
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": True, "valid": self.valid, "invalid": self.invalid, "duplicates": self.duplicates,
+                "invalid_samples": list(self.samples)}
+
+
+def check_ids(raw_ids: Iterable[object]) -> IdCheck:
+    """Validate and de-duplicate without enqueuing (memory grows with the number of unique IDs: 16 bytes each)."""
+    report = IdCheck()
+    seen: set[bytes] = set()
+    for position, raw in enumerate(raw_ids, start=1):
+        try:
+            key = bytes.fromhex(parse_conversation_id(raw).replace("-", ""))
+        except InvalidConversationId as exc:
+            report.add_invalid(position, exc)
+            continue
+        if key in seen:
+            report.duplicates += 1
+        else:
+            seen.add(key)
+            report.valid += 1
+    return report
+
+
+class BatchWriter:
+    """Builds batches in Redis and publishes their close tasks through ``app``."""
+
+    def __init__(self, app: Celery, results: ResultStore, clock: Callable[[], float]) -> None:
+        self.app = app
+        self.results = results
+        self.clock = clock
+
+    def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
+              source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
+              batch_id: str | None = None) -> str:
+        """Start a batch and return its id. Every ID is validated before any is enqueued; the input is streamed
+        (spooled to a temporary file, never held in memory); duplicates are dropped; all tasks go out over one
+        connection. ``on_invalid="record"`` records each invalid ID as an ``invalid_id`` item and still closes the
+        valid ones; ``"abort"`` raises InvalidBatch and enqueues nothing. An input that fails while being read
+        discards the batch (no half-made batch is left behind)."""
+        if on_invalid not in {"record", "abort"}:
+            raise ValueError("on_invalid must be 'record' or 'abort'")
+        batch_id = batch_id or new_batch_id()
+        self.results.create_batch(batch_id, label=label, source=source, options=json.dumps(options), queue=queue)
+        abort = False
+        try:
+            with tempfile.TemporaryFile("w+", encoding="ascii") as spool:
+                check = self._validate_into(spool, batch_id, conversation_ids, record_invalid=on_invalid == "record")
+                abort = bool(check.invalid) and on_invalid == "abort"
+                if not abort:
+                    spool.seek(0)
+                    self.publish(batch_id, (line.strip() for line in spool), options, queue)
+        except BaseException:
+            self.results.discard_batch(batch_id)
+            raise
+        if abort:
+            self.results.discard_batch(batch_id)
+            raise InvalidBatch(check.invalid, check.samples)
+        self.results.mark_enqueued(batch_id, check.valid + check.invalid)
+        return batch_id
+
+    def _validate_into(self, spool: IO[str], batch_id: str, raw_ids: Iterable[object], *,
+                       record_invalid: bool) -> IdCheck:
+        check = IdCheck()
+        chunk: list[str] = []
+
+        def flush() -> None:
+            fresh = self.results.add_members(batch_id, chunk)
+            check.valid += len(fresh)
+            check.duplicates += len(chunk) - len(fresh)
+            spool.writelines(f"{cid}\n" for cid in fresh)
+            chunk.clear()
+
+        for position, raw in enumerate(raw_ids, start=1):
+            try:
+                chunk.append(parse_conversation_id(raw))
+            except InvalidConversationId as exc:
+                sample = check.add_invalid(position, exc)
+                if record_invalid:
+                    shown = raw if isinstance(raw, str) else repr(raw)
+                    now = self.clock()
+                    self.results.record(
+                        CloseResult(conversation_id=shown[:MAX_ECHO], outcome=Outcome.INVALID_ID, attempts=0,
+                                    started_at=now, finished_at=now, error=sample, batch_id=batch_id),
+                        item_key=f"invalid:{position}")
+                continue
+            if len(chunk) >= DEDUPE_CHUNK:
+                flush()
+        if chunk:
+            flush()
+        return check
+
+    def publish(self, batch_id: str, conversation_ids: Iterable[str], options: dict[str, Any], queue: str) -> int:
+        """Publish one close task per (already validated) ID, all over one broker connection."""
+        count = 0
+        with self.app.producer_or_acquire() as producer:
+            for conversation_id in conversation_ids:
+                self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={"batch_id": batch_id, **options},
+                                   queue=queue, producer=producer)
+                count += 1
+        return count

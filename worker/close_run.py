@@ -1,0 +1,178 @@
+"""One close, as a worker process runs it around the closer: the decisions the Celery task must not hold itself.
+
+Per task run: reject a bad ID (outcome ``invalid_id``, no request), honour a cancelled or stopped batch, respect
+the circuit breaker, take the per-conversation in-flight lock (duplicates close once), run the closer, and then
+either record the outcome (exactly once per batch item) or ask the task to retry later with a countdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis
+
+from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.config.settings import WorkerSettings
+from genesys_closer.worker import metrics
+from genesys_closer.worker.breaker import CircuitBreaker
+from genesys_closer.worker.closing.closer import Closer
+from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.genesys.errors import InvalidConversationId, RetryableError
+from genesys_closer.worker.genesys.http_policy import backoff_seconds
+from genesys_closer.worker.genesys.ids import parse_conversation_id
+from genesys_closer.worker.genesys.locks import OwnedLock
+from genesys_closer.worker.genesys.redis_connection import text
+from genesys_closer.worker.results import ResultStore
+
+log = logging.getLogger("genesys_closer.worker")
+PROGRESS_TTL_SECONDS = 86_400
+MAX_ECHO = 100
+
+
+class RetryLater(Exception):
+    """Not a failure: run this task again after ``countdown`` seconds."""
+
+    def __init__(self, countdown: float, reason: str) -> None:
+        super().__init__(countdown, reason)
+        self.countdown = countdown
+        self.reason = reason
+
+
+@dataclass
+class TaskContext:
+    task_id: str
+    retries: int
+    batch_id: str | None
+
+
+class CloseRunner:
+    """Runs one close per ``run`` call; one per worker process, shared by its threads."""
+
+    def __init__(self, settings: WorkerSettings, client: redis.Redis, closer: Closer, default_options: CloseOptions,
+                 results: ResultStore, breaker: CircuitBreaker, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.redis = client
+        self.closer = closer
+        self.default_options = default_options
+        self.results = results
+        self.breaker = breaker
+        self.clock = clock
+
+    def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Run one close; returns the outcome record or raises RetryLater."""
+        started = self.clock()
+        try:
+            conversation_id = parse_conversation_id(raw_id)
+            options = self.default_options.with_overrides(overrides)
+        except (InvalidConversationId, ValueError) as exc:
+            return self._reject(raw_id, exc, context, started)
+
+        not_attempted = self._not_attempted_reason(context)
+        if not_attempted is not None:
+            outcome, reason = not_attempted
+            return self._finish(CloseResult(conversation_id, outcome, started_at=started, finished_at=self.clock(),
+                                            error=reason), context)
+
+        lock = OwnedLock(self.redis, KEYS.inflight(conversation_id), self.settings.inflight_lock_seconds)
+        if not lock.acquire(context.task_id, reenter=True):  # the same task redelivered takes its lock over
+            raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0), "another task is closing it")
+        try:
+            return self._close(conversation_id, options, context)
+        finally:
+            lock.release()
+
+    # -- steps -------------------------------------------------------------------------------------------------
+    def _reject(self, raw_id: object, exc: Exception, context: TaskContext, started: float) -> dict[str, Any]:
+        shown = raw_id if isinstance(raw_id, str) else repr(raw_id)
+        outcome = Outcome.INVALID_ID if isinstance(exc, InvalidConversationId) else Outcome.FAILED  # bad options
+        result = CloseResult(conversation_id=shown[:MAX_ECHO], outcome=outcome, api_calls=0,
+                             attempts=context.retries + 1, started_at=started, finished_at=self.clock(),
+                             error=str(exc)[:1000], batch_id=context.batch_id)
+        self.results.record(result, item_key=f"invalid:{context.task_id}")
+        log.warning("rejected close: %s", str(exc)[:1000], extra={"batch_id": context.batch_id})
+        return result.as_dict()
+
+    def _not_attempted_reason(self, context: TaskContext) -> tuple[Outcome, str] | None:
+        if context.batch_id:
+            state, reason = self.results.batch_state(context.batch_id)
+            if state == "cancelled":
+                return Outcome.CANCELLED, "batch cancelled before this item ran"
+            if state == "stopped":
+                return Outcome.NOT_ATTEMPTED, f"batch stopped ({reason})"
+        breaker = self.breaker.open_reason()
+        if breaker is not None:
+            if context.batch_id:
+                self.results.set_state(context.batch_id, "stopped", breaker)
+            return Outcome.NOT_ATTEMPTED, breaker
+        return None
+
+    def _close(self, conversation_id: str, options: CloseOptions, context: TaskContext) -> dict[str, Any]:
+        progress_key = KEYS.progress(conversation_id, context.batch_id)
+        if self.redis.hget(progress_key, "patched") is not None:
+            options = replace(options, previously_patched=True)
+
+        def remember_patch(_: str) -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(progress_key, "patched", "1")
+            pipe.expire(progress_key, PROGRESS_TTL_SECONDS)
+            pipe.execute()
+
+        try:
+            result = self.closer.close(conversation_id, options, on_patched=remember_patch)
+        except RetryableError as exc:
+            result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
+        else:
+            earlier_calls = self.redis.hget(progress_key, "api_calls")
+            result.api_calls += int(text(earlier_calls)) if earlier_calls is not None else 0
+        self.redis.delete(progress_key)
+        self._update_breaker(result)
+        return self._finish(result, context)
+
+    def _exhausted_or_retry(self, conversation_id: str, exc: RetryableError, progress_key: str,
+                            context: TaskContext) -> CloseResult:
+        """The failed result once retries are exhausted; otherwise raise RetryLater with a jittered countdown."""
+        now = self.clock()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(progress_key, "api_calls", int(getattr(exc, "api_calls", 0)))
+        pipe.hsetnx(progress_key, "first_attempt_at", repr(now))
+        pipe.hget(progress_key, "first_attempt_at")
+        pipe.expire(progress_key, PROGRESS_TTL_SECONDS)
+        total_calls, _, first_attempt_at, _ = pipe.execute()
+        trying_for = now - float(text(first_attempt_at))
+        if context.retries >= self.settings.task_max_retries or trying_for >= self.settings.task_retry_window_seconds:
+            return CloseResult(conversation_id, Outcome.FAILED, api_calls=int(total_calls), started_at=now,
+                               finished_at=now, error=f"retries exhausted after {trying_for:.0f} s: {exc}",
+                               error_code=exc.code, http_status=exc.status)
+        countdown = min(backoff_seconds(context.retries, exc.retry_after_seconds,
+                                        base_seconds=self.settings.retry_base_seconds,
+                                        cap_seconds=self.settings.retry_cap_seconds),
+                        self.settings.task_max_countdown_seconds)
+        log.info("deferring close by %.1f s: %s", countdown, exc,
+                 extra={"conversation_id": conversation_id, "batch_id": context.batch_id,
+                        "correlation_id": exc.correlation_id})
+        raise RetryLater(countdown, str(exc)) from None
+
+    def _update_breaker(self, result: CloseResult) -> None:
+        if result.outcome is Outcome.FORBIDDEN:
+            self.breaker.record_failure(result.error or "authorization failed")
+        elif result.outcome in {Outcome.CLOSED, Outcome.ALREADY_CLOSED, Outcome.NOT_FOUND,
+                                Outcome.NOT_WEB_MESSAGING}:
+            self.breaker.record_success()
+
+    def _finish(self, result: CloseResult, context: TaskContext) -> dict[str, Any]:
+        result.attempts = context.retries + 1
+        result.batch_id = context.batch_id
+        counted = self.results.record(result)
+        metrics.CLOSES.labels(result.outcome.value).inc()
+        if result.confirm_seconds is not None:
+            metrics.CONFIRM_LATENCY.observe(result.confirm_seconds)
+        log.info("close finished: %s", result.outcome.value,
+                 extra={"conversation_id": result.conversation_id, "batch_id": context.batch_id,
+                        "correlation_id": result.correlation_ids[-1] if result.correlation_ids else None,
+                        "outcome": result.outcome.value, "api_calls": result.api_calls, "counted": counted})
+        return result.as_dict()

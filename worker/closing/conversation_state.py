@@ -1,0 +1,65 @@
+"""Pure decisions about a conversation read from Genesys: is it closed, is it web messaging, who is still on it.
+
+"Closed" in genesys-closer's sense: the conversation has participants and every one of them is ``disconnected`` or
+``terminated`` (Genesys has no conversation-level "closed" state). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+CLOSED_PARTICIPANT_STATES = frozenset({"disconnected", "terminated"})
+WEB_MESSAGING = "webmessaging"
+
+
+def participants_of(conversation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The participant objects of a conversation; anything malformed (not a list, not objects) is ignored."""
+    participants = conversation.get("participants")
+    if not isinstance(participants, list):
+        return []
+    return [p for p in participants if isinstance(p, Mapping)]
+
+
+def is_closed(conversation: Mapping[str, Any]) -> bool:
+    """Closed in genesys-closer's sense: at least one participant, and every one disconnected or terminated."""
+    participants = conversation.get("participants")
+    if not isinstance(participants, list) or not participants:
+        return False
+    return all(isinstance(p, Mapping) and p.get("state") in CLOSED_PARTICIPANT_STATES for p in participants)
+
+
+def message_types(conversation: Mapping[str, Any]) -> set[str]:
+    """The message channel types of a MessageConversation (``webmessaging``, ``sms``, ...)."""
+    found = set()
+    for participant in participants_of(conversation):
+        if isinstance(participant.get("type"), str):
+            found.add(participant["type"])
+    return found
+
+
+def is_web_messaging(conversation: Mapping[str, Any]) -> bool:
+    """True when the customer side of the conversation is web messaging (and no other channel)."""
+    return message_types(conversation) == {WEB_MESSAGING}
+
+
+def pending_wrapups(conversation: Mapping[str, Any]) -> list[str]:
+    """IDs of agent participants that are disconnected but still owe a wrap-up."""
+    pending = []
+    for p in participants_of(conversation):
+        if p.get("purpose") not in {"agent", "user"}:
+            continue
+        if p.get("wrapupRequired") and not p.get("wrapup") and not p.get("wrapupSkipped") and isinstance(
+            p.get("id"), str
+        ):
+            pending.append(p["id"])
+    return pending
+
+
+def open_participants(conversation: Mapping[str, Any]) -> list[str]:
+    """IDs of participants not yet disconnected or terminated."""
+    return [
+        p["id"]
+        for p in participants_of(conversation)
+        if p.get("state") not in CLOSED_PARTICIPANT_STATES and isinstance(p.get("id"), str)
+    ]

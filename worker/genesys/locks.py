@@ -1,0 +1,55 @@
+"""Redis locks with owner tokens (redis-py's ``Lock``): only the owner can extend or release a lock.
+
+Every lock in genesys-closer goes through ``OwnedLock``: the fleet token refresh, the per-conversation in-flight
+lock, the single sweep and the stalled-batch redrive. A lock always has a time-to-live, so a process that dies
+holding one delays the others by at most that long.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.exceptions import LockError
+
+
+class OwnedLock:
+    """A non-blocking lock named ``name`` that expires after ``ttl_seconds`` unless its owner extends it."""
+
+    def __init__(self, client: redis.Redis, name: str, ttl_seconds: float) -> None:
+        self.redis = client
+        self.name = name
+        self.ttl_seconds = ttl_seconds
+        self._lock = client.lock(name, timeout=ttl_seconds, blocking=False, thread_local=False)
+
+    def acquire(self, owner: str, *, reenter: bool = False) -> bool:
+        """Take the lock for ``owner``. With ``reenter``, an owner that already holds it takes it over again
+        (a redelivered task whose earlier run died holding the lock) and its time-to-live starts over."""
+        if self._lock.acquire(blocking=False, token=owner):
+            return True
+        if reenter and self.owner() == owner:
+            self._lock.local.token = owner.encode()
+            try:
+                self._lock.reacquire()
+            except LockError:
+                return False  # it expired or changed hands between the read and the reacquire
+            return True
+        return False
+
+    def owner(self) -> str | None:
+        value = self.redis.get(self.name)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def release(self) -> bool:
+        """Release the lock if this handle still owns it; False when it had expired or changed hands."""
+        try:
+            self._lock.release()
+        except LockError:
+            return False
+        return True
+
+    def __enter__(self) -> OwnedLock:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()

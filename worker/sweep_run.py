@@ -1,0 +1,63 @@
+"""Sweeps as the worker runs them: at most one at a time in the fleet, candidates recorded, a batch started."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.worker.batches import BatchWriter
+from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.closing.sweep_query import Retrying, SweepFilters, run_sweep
+from genesys_closer.worker.genesys.client import GenesysClient
+from genesys_closer.worker.genesys.locks import OwnedLock
+from genesys_closer.worker.results import ResultStore
+
+log = logging.getLogger("genesys_closer.worker")
+
+
+class SweepRunner:
+    def __init__(self, client: redis.Redis, genesys: GenesysClient, retrying: Retrying, results: ResultStore,
+                 batches: BatchWriter, lock_seconds: float, *, clock: Callable[[], float] = time.time) -> None:
+        self.redis = client
+        self.genesys = genesys
+        self.retrying = retrying
+        self.results = results
+        self.batches = batches
+        self.lock_seconds = lock_seconds
+        self.clock = clock
+
+    def run(self, sweep_id: str, filters: dict[str, Any], *, dry_run: bool, options: dict[str, Any],
+            scheduled: bool) -> dict[str, Any]:
+        """Run one sweep; record its candidates; start its batch (unless ``dry_run``). Returns the summary."""
+        summary: dict[str, Any] = {"sweep_id": sweep_id, "dry_run": dry_run, "scheduled": scheduled}
+        try:
+            parsed = SweepFilters.from_dict(filters)
+            overrides = {**options, "skip_initial_get": True}  # candidates are known open web messaging
+            CloseOptions().with_overrides(overrides)
+        except ValueError as exc:
+            return {**summary, "error": f"invalid sweep: {str(exc)[:1000]}"}
+        lock = OwnedLock(self.redis, KEYS.sweep_lock, self.lock_seconds)
+        if not lock.acquire(sweep_id):
+            return {**summary, "skipped": "another sweep is running"}
+        with lock:
+            now = datetime.fromtimestamp(self.clock(), tz=UTC)
+            report = run_sweep(self.genesys, parsed, now=now, retrying=self.retrying)
+            summary.update({"filters": parsed.as_dict(), "candidates": len(report.candidates),
+                            "chosen": len(report.chosen), "pages": report.pages, "intervals": report.intervals,
+                            "duplicates_dropped": report.duplicates_dropped, "api_calls": report.api_calls,
+                            "batch_id": None})
+            if report.chosen and not dry_run:
+                summary["batch_id"] = self.batches.start(
+                    report.chosen, options=overrides, label="scheduled sweep" if scheduled else "sweep",
+                    source=json.dumps(parsed.as_dict(), separators=(",", ":")))
+            self.results.save_sweep(sweep_id, summary, [c.as_json() for c in report.candidates])
+            log.info("sweep finished: %d candidates, %d chosen", summary["candidates"], summary["chosen"],
+                     extra={"batch_id": summary["batch_id"]})
+            return summary
