@@ -43,8 +43,10 @@ class EmulatorAdmin:
         rows: list[dict[str, Any]] = self._call("GET", f"requests?since={since}")["requests"]
         return rows
 
-    def reset(self, conversations: bool = False) -> None:
-        self._call("POST", "reset", {"conversations": conversations})
+    def reset(self, conversations: bool = False, faults: bool = False) -> None:
+        """Clear the statistics and request log; with ``conversations`` every conversation, with ``faults`` every
+        injected fault (back to a healthy emulator)."""
+        self._call("POST", "reset", {"conversations": conversations, "faults": faults})
 
     def faults(self, **changes: Any) -> dict[str, Any]:
         view: dict[str, Any] = self._call("POST", "faults", changes)

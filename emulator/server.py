@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import asdict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.parse import parse_qs, unquote
 
 from genesys_closer.emulator import analytics
 from genesys_closer.emulator.model import CLOSED_STATES, KINDS, render_conversation, render_message_conversation
-from genesys_closer.emulator.state import EmulatorConfig, EmulatorState, Token
+from genesys_closer.emulator.state import EmulatorConfig, EmulatorState, Faults, Token
 
 MAX_BODY_BYTES = 512_000  # request.bytes.max
 ROUTES: list[tuple[str, tuple[str, ...], str]] = []  # (method, segments, template)
@@ -367,6 +368,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                 token.window_start, token.window_count = 0.0, 0
             if payload.get("conversations"):
                 state.conversations.clear()
+            if payload.get("faults"):
+                state.set_faults(asdict(Faults()))
             return 200, {"ok": True}, {}
         if (method, action) == ("GET", "faults"):
             return 200, state.faults_view(), {}

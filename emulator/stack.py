@@ -145,6 +145,7 @@ class CeleryWorker:
     queues: str | None = None
     extra_args: tuple[str, ...] = ()
     loglevel: str = "INFO"
+    python: str = sys.executable
     process: subprocess.Popen[bytes] | None = None
     _offset: int = 0
 
@@ -158,7 +159,7 @@ class CeleryWorker:
 
     def start(self) -> CeleryWorker:
         self.logdir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "worker", "-n", self.hostname,
+        command = [self.python, "-m", "celery", "-A", "genesys_closer.worker.app", "worker", "-n", self.hostname,
                    "-c", str(self.concurrency), "-l", self.loglevel, "--without-gossip", "--without-mingle",
                    *self.extra_args]
         if self.queues:

@@ -455,24 +455,30 @@ def batches(
     console.print(table)
 
 
+def exit_status_for(exc: BaseException) -> tuple[int, str] | None:
+    """The exit status and the one line to print for an error that ends a command, or None for a bug."""
+    if isinstance(exc, (ConfigError, InputError, ValueError)):
+        return EXIT_USAGE, f"error: {str(exc)[:1000]}"
+    if isinstance(exc, CloserError):
+        return EXIT_NOT_ALL_SUCCEEDED, f"error: {str(exc)[:1000]}"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError)):
+        return EXIT_UNREACHABLE, (f"cannot reach Redis: {type(exc).__name__}: {str(exc)[:300]} "
+                                  "(check REDIS_URL / --redis-url)")
+    if isinstance(exc, redis.ResponseError):
+        return EXIT_UNREACHABLE, f"Redis refused a command: {str(exc)[:300]} (check the database number in REDIS_URL)"
+    return None
+
+
 def main() -> None:
     """Console entry point: errors become one clear line and a documented exit status (see --help)."""
     try:
         app()
-    except (ConfigError, InputError, ValueError) as exc:
-        errors.print(f"error: {str(exc)[:1000]}", markup=False)
-        sys.exit(EXIT_USAGE)
-    except CloserError as exc:
-        errors.print(f"error: {str(exc)[:1000]}", markup=False)
-        sys.exit(EXIT_NOT_ALL_SUCCEEDED)
-    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
-        errors.print(f"cannot reach Redis: {type(exc).__name__}: {str(exc)[:300]} (check REDIS_URL / --redis-url)",
-                     markup=False)
-        sys.exit(EXIT_UNREACHABLE)
-    except redis.ResponseError as exc:
-        errors.print(f"Redis refused a command: {str(exc)[:300]} (check the database number in REDIS_URL)",
-                     markup=False)
-        sys.exit(EXIT_UNREACHABLE)
+    except Exception as exc:
+        status = exit_status_for(exc)
+        if status is None:
+            raise
+        errors.print(status[1], markup=False)
+        sys.exit(status[0])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from genesys_closer.config import WorkerSettings, load_worker_settings
 from genesys_closer.emulator import EmulatorConfig, EmulatorServer, start_in_thread
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.worker.factory import Service, build_service
-from tests.services import RedisServer
+from genesys_closer.worker.names import QUEUES
+from tests.services import CeleryWorker, RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -84,9 +86,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """The session's Redis, emptied for this test."""
+    """Database 0 of the session's Redis, emptied for this test (the shared fleet lives in database 1)."""
     redis_server.wait_ready()
-    redis.Redis.from_url(redis_server.url).flushall()
+    redis.Redis.from_url(redis_server.url).flushdb()
     return redis_server.url
 
 
@@ -100,3 +102,57 @@ def redis_client(redis_url: str) -> redis.Redis:
 @pytest.fixture
 def logdir(tmp_path: Path) -> Path:
     return tmp_path / "logs"
+
+
+# -- the shared fleet ------------------------------------------------------------------------------------------------
+FLEET_DB = 1
+FLEET_EMULATOR = EmulatorConfig(consistency_delay_ms=50, seed=7, rate_limit_per_minute=100_000, max_interval_days=7)
+
+
+@dataclass
+class Fleet:
+    """Two real `celery worker` processes (4 slots each) on database 1 of the session's Redis, against one emulator,
+    shared by every test that runs with the default worker settings. ``reset`` gives each test a clean slate."""
+
+    redis_url: str
+    emulator: EmulatorServer
+    workers: list[CeleryWorker]
+
+    @property
+    def admin(self) -> EmulatorAdmin:
+        return EmulatorAdmin(self.emulator.base_url)
+
+    def reset(self) -> None:
+        """Healthy emulator without conversations, no genesys-closer state in Redis, empty queues. The broker's own
+        keys (bindings) stay: the running workers need them."""
+        self.admin.reset(conversations=True, faults=True)
+        self.emulator.state.config = replace(FLEET_EMULATOR, faults=self.emulator.state.faults)
+        client = redis.Redis.from_url(self.redis_url)
+        stale = list(client.scan_iter("genesys-closer:*", count=1000))
+        if stale:
+            client.delete(*stale)
+        for queue in QUEUES:  # kombu's priority steps live in lists named queue + "\x06\x16" + step
+            client.delete(queue, *client.scan_iter(f"{queue}\x06\x16*"))
+
+
+@pytest.fixture(scope="session")
+def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    from tests.services import start_workers, worker_env
+
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{FLEET_DB}"
+    emulator = start_in_thread(config=replace(FLEET_EMULATOR))
+    workers = start_workers(2, worker_env(url, emulator.base_url), tmp_path_factory.mktemp("fleet-logs"), 4,
+                            prefix="fleet")
+    try:
+        yield Fleet(url, emulator, workers)
+    finally:
+        for worker in workers:
+            worker.kill()
+        emulator.stop()
+
+
+@pytest.fixture
+def on_fleet(fleet: Fleet) -> Fleet:
+    """The shared fleet, reset for this test."""
+    fleet.reset()
+    return fleet

@@ -1,0 +1,6 @@
+"""The worker service: the Celery app and thin tasks, batches, outcomes and results in Redis, the circuit breaker,
+metrics, logging and the liveness probe. Its sub-packages are the layers below it: ``closing`` (the close domain)
+and ``genesys`` (the Genesys Cloud client).
+
+Run a worker with ``celery -A genesys_closer.worker.app worker``.
+"""

@@ -1,43 +1,22 @@
-"""Batches through real workers: the fleet-wide limit, shared pause and token, duplicates, cancel, crashes."""
+"""Batches through workers started for one test: the fleet-wide limit at scale, cancel, the interactive lane."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 import pytest
-import redis
 
 from genesys_closer.emulator import EmulatorConfig
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.worker.closing.outcomes import Outcome
-from genesys_closer.worker.factory import bucket_name
-from genesys_closer.worker.results import BatchStatus
 from tests.e2e.conftest import StartWorkers
+from tests.waiting import max_in_window, wait_until
 
 
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
     return EmulatorConfig(consistency_delay_ms=50, seed=42, rate_limit_per_minute=100_000)
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
-def wait_until(predicate: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -68,53 +47,6 @@ def test_batch_of_2000_two_workers_hold_the_fleet_limit(start: StartWorkers, adm
     assert calls_per_close == pytest.approx(3.0, abs=0.05)
 
 
-def test_429_storm_pauses_the_fleet_once(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
-                                         redis_client: redis.Redis) -> None:
-    start(2, concurrency=4)
-    ids = admin.create(300)
-    batch = client.close_many(ids)
-    wait_until(lambda: batch.status().done >= 40)
-    admin.faults(storm_429_seconds=3)
-    status = batch.wait(timeout=120)
-    assert status.counts == {"closed": 300}
-    pauses = int(redis_client.get(f"genesys-closer:ratelimit:{bucket_name('demo-client')}:pauses") or 0)
-    limited = admin.stats()["responses_by_status"].get("429", 0)
-    assert pauses == 1
-    assert 1 <= limited <= 2 * 8  # only what was in flight when the storm began
-    assert admin.stats()["conversations_open"] == 0
-
-
-def test_token_revocation_mid_batch_fetches_one_token(start: StartWorkers, admin: EmulatorAdmin,
-                                                      client: CloseClient) -> None:
-    start(2, concurrency=4)
-    ids = admin.create(300)
-    batch = client.close_many(ids)
-    wait_until(lambda: batch.status().done >= 60)
-    assert admin.stats()["token_requests"] == 1
-    admin.revoke_tokens()
-    status = batch.wait(timeout=120)
-    assert status.counts == {"closed": 300}
-    assert admin.stats()["token_requests"] == 2
-    assert admin.stats()["responses_by_status"].get("401", 0) >= 1
-
-
-def test_duplicate_ids_and_messages_close_once(start: StartWorkers, admin: EmulatorAdmin,
-                                               client: CloseClient) -> None:
-    start(2, concurrency=4)
-    a, b, c = admin.create(3)
-    batch = client.close_many([a, a, b, b, b, c, a.upper()])
-    singles = [client.close(a) for _ in range(3)] + [client.close(b)]
-    status = batch.wait(timeout=60)
-    assert status.total == 3 and status.duplicates == 4 and status.done == 3
-    for task_id in singles:
-        client.app.AsyncResult(task_id).get(timeout=60)
-    for cid in (a, b, c):
-        assert admin.conversation(cid)["patches"] == 1
-        assert admin.conversation(cid)["open"] is False
-    outcomes = Counter(r.outcome for r in batch.results())
-    assert sum(outcomes.values()) == 3 and set(outcomes) <= {Outcome.CLOSED, Outcome.ALREADY_CLOSED}
-
-
 def test_cancel_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
     start(1, concurrency=2, genesys_rate_limit_per_minute=900)
     ids = admin.create(150)
@@ -141,11 +73,3 @@ def test_interactive_work_is_served_before_bulk(start: StartWorkers, admin: Emul
     assert batch.status().done < 50
 
 
-def test_batch_with_invalid_ids_records_them_and_closes_the_rest(start: StartWorkers, admin: EmulatorAdmin,
-                                                                 client: CloseClient) -> None:
-    start(1, concurrency=2)
-    good = admin.create(5)
-    batch = client.close_many([*good, "../etc/passwd", "", "nope", None, 7])
-    status: BatchStatus = batch.wait(timeout=60)
-    assert status.total == 10 and status.counts == {"closed": 5, "invalid_id": 5}
-    assert admin.stats()["requests_by_route"].get("GET /api/v2/conversations/messages/{conversationId}") == 10

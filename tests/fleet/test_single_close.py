@@ -11,12 +11,10 @@ from celery import Celery
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from tests.e2e.conftest import StartWorkers
 
 
-def test_delay_from_an_app_with_the_package(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
+def test_delay_from_an_app_with_the_package(admin: EmulatorAdmin, client: CloseClient,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    start(1, concurrency=2)
     from genesys_closer import close_conversation
     from genesys_closer.config.settings import get_producer_settings
     from genesys_closer.producer.api import default_client
@@ -34,16 +32,14 @@ def test_delay_from_an_app_with_the_package(start: StartWorkers, admin: Emulator
     assert stored is not None and stored.outcome is Outcome.CLOSED
 
 
-def test_send_task_from_an_app_with_only_celery(start: StartWorkers, admin: EmulatorAdmin, redis_url: str) -> None:
-    start(1, concurrency=2)
+def test_send_task_from_an_app_with_only_celery(admin: EmulatorAdmin, redis_url: str) -> None:
     foreign = Celery("someone-else", broker=redis_url, backend=redis_url)
     [cid] = admin.create(1)
     record = foreign.send_task("worker.tasks.close_conversation", args=[cid]).get(timeout=60)
     assert record["outcome"] == "closed"
 
 
-def test_producer_close_and_wait(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
-    start(1, concurrency=2)
+def test_producer_close_and_wait(admin: EmulatorAdmin, client: CloseClient) -> None:
     closed, gone, sms = admin.create(1)[0], admin.create(1, "disconnected")[0], admin.create(1, "sms")[0]
     results = {cid: client.close(cid, wait=True, timeout=60) for cid in (closed, gone, sms)}
     assert all(isinstance(r, CloseResult) for r in results.values())
@@ -54,8 +50,7 @@ def test_producer_close_and_wait(start: StartWorkers, admin: EmulatorAdmin, clie
 
 
 @pytest.mark.parametrize("raw", ["../x", "", "x" * 10_000, 12345, None])
-def test_foreign_app_sends_garbage(start: StartWorkers, admin: EmulatorAdmin, redis_url: str, raw: object) -> None:
-    start(1, concurrency=1)
+def test_foreign_app_sends_garbage(admin: EmulatorAdmin, redis_url: str, raw: object) -> None:
     foreign = Celery("someone-else", broker=redis_url, backend=redis_url)
     record = foreign.send_task("worker.tasks.close_conversation", args=[raw]).get(timeout=60)
     assert record["outcome"] == "invalid_id" and "invalid conversation id" in record["error"]
@@ -63,8 +58,7 @@ def test_foreign_app_sends_garbage(start: StartWorkers, admin: EmulatorAdmin, re
     assert admin.stats()["requests_total"] == 0
 
 
-def test_unknown_option_fails_clearly(start: StartWorkers, admin: EmulatorAdmin, redis_url: str) -> None:
-    start(1, concurrency=1)
+def test_unknown_option_fails_clearly(admin: EmulatorAdmin, redis_url: str) -> None:
     foreign = Celery("someone-else", broker=redis_url, backend=redis_url)
     [cid] = admin.create(1)
     record = foreign.send_task("worker.tasks.close_conversation", args=[cid], kwargs={"explode": True}).get(timeout=60)
@@ -72,9 +66,8 @@ def test_unknown_option_fails_clearly(start: StartWorkers, admin: EmulatorAdmin,
     assert admin.stats()["requests_total"] == 0
 
 
-def test_results_and_redis_hold_no_secret_or_token(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
+def test_results_and_redis_hold_no_secret_or_token(admin: EmulatorAdmin, client: CloseClient,
                                                    redis_url: str) -> None:
-    start(1, concurrency=2)
     ids = admin.create(3)
     for cid in ids:
         client.close(cid, wait=True, timeout=60)

@@ -1,0 +1,67 @@
+"""Batches on the shared fleet: the shared pause and token, duplicates, invalid IDs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import redis
+
+from genesys_closer.config.redis_keys import KEYS, client_digest
+from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.producer.api import CloseClient
+from genesys_closer.worker.closing.outcomes import Outcome
+from genesys_closer.worker.results import BatchStatus
+from tests.waiting import wait_until
+
+
+def test_429_storm_pauses_the_fleet_once(admin: EmulatorAdmin, client: CloseClient,
+                                         redis_client: redis.Redis) -> None:
+    ids = admin.create(160)
+    batch = client.close_many(ids)
+    wait_until(lambda: batch.status().done >= 40)
+    admin.faults(storm_429_seconds=3)
+    status = batch.wait(timeout=120)
+    assert status.counts == {"closed": 160}
+    pauses = int(redis_client.get(KEYS.rate_limit(client_digest("demo-client"), "pauses")) or 0)
+    limited = admin.stats()["responses_by_status"].get("429", 0)
+    assert pauses == 1
+    assert 1 <= limited <= 2 * 8  # only what was in flight when the storm began
+    assert admin.stats()["conversations_open"] == 0
+
+
+def test_token_revocation_mid_batch_fetches_one_token(admin: EmulatorAdmin,
+                                                      client: CloseClient) -> None:
+    ids = admin.create(160)
+    batch = client.close_many(ids)
+    wait_until(lambda: batch.status().done >= 60)
+    assert admin.stats()["token_requests"] == 1
+    admin.revoke_tokens()
+    status = batch.wait(timeout=120)
+    assert status.counts == {"closed": 160}
+    assert admin.stats()["token_requests"] == 2
+    assert admin.stats()["responses_by_status"].get("401", 0) >= 1
+
+
+def test_duplicate_ids_and_messages_close_once(admin: EmulatorAdmin,
+                                               client: CloseClient) -> None:
+    a, b, c = admin.create(3)
+    batch = client.close_many([a, a, b, b, b, c, a.upper()])
+    singles = [client.close(a) for _ in range(3)] + [client.close(b)]
+    status = batch.wait(timeout=60)
+    assert status.total == 3 and status.duplicates == 4 and status.done == 3
+    for task_id in singles:
+        client.app.AsyncResult(task_id).get(timeout=60)
+    for cid in (a, b, c):
+        assert admin.conversation(cid)["patches"] == 1
+        assert admin.conversation(cid)["open"] is False
+    outcomes = Counter(r.outcome for r in batch.results())
+    assert sum(outcomes.values()) == 3 and set(outcomes) <= {Outcome.CLOSED, Outcome.ALREADY_CLOSED}
+
+
+def test_batch_with_invalid_ids_records_them_and_closes_the_rest(admin: EmulatorAdmin,
+                                                                 client: CloseClient) -> None:
+    good = admin.create(5)
+    batch = client.close_many([*good, "../etc/passwd", "", "nope", None, 7])
+    status: BatchStatus = batch.wait(timeout=60)
+    assert status.total == 10 and status.counts == {"closed": 5, "invalid_id": 5}
+    assert admin.stats()["requests_by_route"].get("GET /api/v2/conversations/messages/{conversationId}") == 10
