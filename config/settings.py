@@ -92,7 +92,7 @@ class WorkerSettings(ProducerSettings):
     task_max_countdown_seconds: int = Field(25, ge=1)
     worker_concurrency: int = Field(8, ge=1, le=256)
     inflight_lock_seconds: int = Field(90, ge=10)
-    batch_stall_seconds: int = Field(300, ge=30)
+    batch_stall_seconds: int = Field(300, ge=10)
     metrics_port: int = Field(0, ge=0, le=65535)
 
     # Scheduled sweeps (Celery beat); off while SWEEP_SCHEDULE_SECONDS is 0

@@ -49,21 +49,29 @@ def lost_items(batch: Batch, admin: EmulatorAdmin, ids: list[str]) -> int:
     return (len(ids) - status.done) + claimed_closed_but_open
 
 
-def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
+def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient, redis_url: str,
+                                   emulator: EmulatorServer, logdir: Path) -> None:
+    """Beat runs, as in production: a message a SIGKILL catches between kombu's BRPOP and its unacked record is
+    lost by the broker, and only the stalled-batch redrive brings it back."""
     limit = 12_000
     admin.faults(rate_limit_per_minute=limit)
     first, second = start(2, concurrency=10, genesys_rate_limit_per_minute=limit, **SCALED)
-    ids = admin.create(1500)
-    batch = client.close_many(ids, label="chaos-sigkill")
-    wait_until(lambda: batch.status().done >= 400, timeout=120)
-    first.kill()
-    killed_at = time.monotonic()
-    first.start().wait_ready()
-    wait_until(lambda: batch.status().done >= 1000, timeout=120)
-    second.kill()
-    second_kill = time.monotonic()
-    status = batch.wait(timeout=300)
-    recovered = time.monotonic() - second_kill
+    beat = BeatProcess(worker_env(redis_url, emulator.base_url, **SCALED), logdir).start()
+    try:
+        ids = admin.create(1500)
+        batch = client.close_many(ids, label="chaos-sigkill")
+        wait_until(lambda: batch.status().done >= 400, timeout=120)
+        first.kill()
+        killed_at = time.monotonic()
+        first.start().wait_ready()
+        wait_until(lambda: batch.status().done >= 1000, timeout=120)
+        second.kill()
+        second_kill = time.monotonic()
+        status = batch.wait(timeout=300)
+        recovered = time.monotonic() - second_kill
+    finally:
+        beat.stop()
+    redriven = int(client.results.batch_fields(batch.id, "redriven")[0] or 0)
     assert status.done == status.total == 1500
     assert set(status.counts) <= {"closed", "already_closed"}
     assert admin.stats()["conversations_open"] == 0
@@ -72,7 +80,8 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
     assert recovered < 60 and time.monotonic() - killed_at < 120
     report("SIGKILL a worker at 400/1500, restart it, SIGKILL the other at 1000/1500", "1,500 conversations, "
            "2 workers x 10", "2 x SIGKILL (whole process group)", 0, duplicates,
-           f"{recovered:.0f} s from the 2nd kill to the last outcome (visibility timeout 15 s)")
+           f"{recovered:.0f} s from the 2nd kill to the last outcome (visibility timeout 15 s, stall window 20 s; "
+           f"{redriven} item(s) re-driven)")
 
 
 def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
@@ -81,9 +90,9 @@ def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, clie
     workers = start(2, concurrency=4, genesys_rate_limit_per_minute=6000, **SCALED)
     beat = BeatProcess(worker_env(redis_url, emulator.base_url, **SCALED), logdir).start()
     try:
-        ids = admin.create(600)
+        ids = admin.create(400)
         batch = client.close_many(ids, label="chaos-redis-restart")
-        wait_until(lambda: batch.status().done >= 150, timeout=120)
+        wait_until(lambda: batch.status().done >= 100, timeout=120)
         restarted_at = time.monotonic()
         redis_server.restart()  # SIGTERM (AOF flushed), same port and data directory
         status = batch.wait(timeout=240)
@@ -91,7 +100,7 @@ def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, clie
     finally:
         beat.stop()
     redriven = int(client.results.batch_fields(batch.id, "redriven")[0] or 0)
-    assert status.done == status.total == 600
+    assert status.done == status.total == 400
     assert set(status.counts) <= {"closed", "already_closed"}
     assert admin.stats()["conversations_open"] == 0
     for worker in workers:  # still consuming after the reconnect (the silent-stop failure would fail this)
@@ -99,7 +108,7 @@ def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, clie
                                 "--timeout", "15"], env=worker_env(redis_url, emulator.base_url),
                                capture_output=True, text=True, timeout=60, check=False)
         assert probe.returncode == 0, probe.stdout + probe.stderr
-    report("Redis restarted (AOF) mid-batch", "600 conversations, 2 workers x 4", "redis-server SIGTERM + start",
+    report("Redis restarted (AOF) mid-batch", "400 conversations, 2 workers x 4", "redis-server SIGTERM + start",
            lost_items(batch, admin, ids), admin.stats()["duplicate_conversation_patches"],
            f"{recovered:.0f} s from the restart to the last outcome ({redriven} item(s) re-driven after the "
            "stall timeout); both workers pass the liveness probe")
@@ -110,7 +119,7 @@ def test_emulator_faults_together(start: StartWorkers, admin: EmulatorAdmin, cli
     limit = 6000
     admin.faults(rate_limit_per_minute=limit, error_rate=0.05, drop_rate=0.02, spike_rate=0.02, spike_ms=1500)
     start(2, concurrency=6, genesys_rate_limit_per_minute=limit, genesys_read_timeout_seconds=1.0)
-    ids = admin.create(400)
+    ids = admin.create(300)
     batch = client.close_many(ids, label="chaos-faults")
     wait_until(lambda: batch.status().done >= 70, timeout=120)
     admin.faults(burst_429=10, burst_429_retry_after=None)
@@ -118,7 +127,7 @@ def test_emulator_faults_together(start: StartWorkers, admin: EmulatorAdmin, cli
     admin.revoke_tokens()
     status = batch.wait(timeout=300)
     stats = admin.stats()
-    assert status.counts == {"closed": 400}
+    assert status.counts == {"closed": 300}
     assert stats["conversations_open"] == 0
     by_status = stats["responses_by_status"]
     server_errors = sum(n for code, n in by_status.items() if code.startswith("5"))
@@ -128,9 +137,9 @@ def test_emulator_faults_together(start: StartWorkers, admin: EmulatorAdmin, cli
     times = [r["t"] for r in admin.requests()]
     assert max_in_window(times, 60.0) <= limit
     rows = list(batch.results())
-    assert sum(r.api_calls for r in rows) > 3 * 400  # the retries are counted
+    assert sum(r.api_calls for r in rows) > 3 * 300  # the retries are counted
     report("5% 5xx, 2% dropped connections, 2% 1.5 s latency spikes (1 s read timeout), a 429 burst without "
-           "Retry-After, token revocation", "400 conversations, 2 workers x 6, limit 6000/min",
+           "Retry-After, token revocation", "300 conversations, 2 workers x 6, limit 6000/min",
            f"{server_errors} x 5xx, {stats['connections_dropped']} drops, {by_status.get('429', 0)} x 429, "
            f"{by_status.get('401', 0)} x 401", lost_items(batch, admin, ids), stats["duplicate_conversation_patches"],
            f"all closed; max {max_in_window(times, 60.0)} requests in any 60 s (limit {limit})")
@@ -154,7 +163,7 @@ def test_missing_permission_stops_the_batch(start: StartWorkers, admin: Emulator
 
 
 def test_emulator_unreachable_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
-    outage = 20.0
+    outage = 12.0
     start(2, concurrency=4, genesys_rate_limit_per_minute=6000, **SCALED)
     ids = admin.create(300)
     batch = client.close_many(ids, label="chaos-outage")

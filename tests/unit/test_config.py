@@ -59,9 +59,12 @@ def test_overrides_for_the_emulator() -> None:
 
 def test_secret_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENESYS_CLIENT_SECRET", "s3cr3t-value")
+    monkeypatch.setenv("GENESYS_CLIENT_ID", "client-1")
     settings = load_settings()
     assert "s3cr3t-value" not in repr(settings) and "s3cr3t-value" not in str(settings)
-    assert settings.require_credentials is not None
+    assert "s3cr3t-value" not in settings.model_dump_json()
+    client_id, secret = settings.require_credentials()
+    assert (client_id, secret.get_secret_value()) == ("client-1", "s3cr3t-value")
 
 
 def test_workers_need_credentials() -> None:

@@ -17,7 +17,8 @@ from requests.adapters import BaseAdapter
 from genesys_closer.config.errors import CloserError
 from genesys_closer.worker.closing.closer import CloseOptions, Closer, ConfirmSettings, RetrySettings
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from genesys_closer.worker.genesys.client import MAX_RESPONSE_BYTES, GenesysClient, Transport
+from genesys_closer.worker.genesys.client import GenesysClient, Transport
+from genesys_closer.worker.genesys.errors import PermanentError, RetryableError, ServerError, TransportError
 from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, TokenGrant
 
@@ -112,12 +113,30 @@ def test_any_response_sequence_ends_well(replies: list[tuple[int, dict[str, str]
     assert_well_behaved(replies, options)
 
 
+def conversation_of_size(size: int) -> bytes:
+    """A valid, closed MessageConversation padded to exactly ``size`` bytes."""
+    body = {"id": CID, "participants": [{"id": CID, "purpose": "customer", "state": "disconnected",
+                                         "type": "webmessaging"}], "pad": ""}
+    base = len(json.dumps(body).encode())
+    body["pad"] = "x" * (size - base)
+    encoded = json.dumps(body).encode()
+    assert len(encoded) == size
+    return encoded
+
+
+DOCUMENTED_LIMIT = 10 * 1024 * 1024  # README, Limits: responses over 10 MiB are refused
+
+
 def test_huge_body_is_refused_not_buffered() -> None:
-    huge = b"[" + b"0," * (MAX_RESPONSE_BYTES // 2 + 10) + b"0]"
-    closer, adapter = closer_over([(200, {}, huge)])
-    with pytest.raises(CloserError):
+    closer, adapter = closer_over([(200, {}, conversation_of_size(DOCUMENTED_LIMIT + 1))])
+    with pytest.raises(TransportError, match="larger than"):
         closer.close(CID)
-    assert adapter.sent >= 1
+    assert adapter.sent == 2  # the first read and its one retry: the limit refuses each, nothing else is sent
+
+
+def test_body_at_the_limit_is_read() -> None:
+    closer, _ = closer_over([(200, {}, conversation_of_size(DOCUMENTED_LIMIT))])
+    assert closer.close(CID).outcome is Outcome.ALREADY_CLOSED
 
 
 def test_html_error_page_from_a_proxy() -> None:
@@ -127,9 +146,11 @@ def test_html_error_page_from_a_proxy() -> None:
 
 
 def test_200_that_is_not_json_is_retryable_not_a_crash() -> None:
-    closer, _ = closer_over([(200, {}, b"<html>login page</html>")])
-    with pytest.raises(CloserError, match="not JSON"):
+    closer, adapter = closer_over([(200, {}, b"<html>login page</html>")])
+    with pytest.raises(ServerError, match="not JSON") as caught:
         closer.close(CID)
+    assert isinstance(caught.value, RetryableError) and not isinstance(caught.value, PermanentError)
+    assert adapter.sent == 2  # retried inline (max_attempts=2), then raised for a deferred retry
 
 
 def test_conversation_without_participants_is_not_treated_as_closed() -> None:

@@ -155,6 +155,9 @@ class Transport:
         except requests.Timeout:
             self._failed(label, tally)
             raise TransportError(f"{label}: timed out") from None
+        except ResponseTooLarge as exc:
+            self._failed(label, tally)
+            raise TransportError(f"{label}: {exc}") from None
         except requests.RequestException as exc:
             self._failed(label, tally)
             raise TransportError(f"{label}: connection failed ({type(exc).__name__})") from None
@@ -186,12 +189,16 @@ class Transport:
             self.hooks.on_transport_error(label)
 
 
+class ResponseTooLarge(requests.RequestException):
+    """The body passed MAX_RESPONSE_BYTES: the rest is not read."""
+
+
 def _read_limited(response: requests.Response) -> bytes:
     chunks, size = [], 0
     for chunk in response.iter_content(chunk_size=65536):
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
-            raise requests.exceptions.ContentDecodingError(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+            raise ResponseTooLarge(f"response larger than {MAX_RESPONSE_BYTES} bytes (not read further)")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -1,0 +1,229 @@
+"""The worker's service parts, one job each, against a real Redis with in-process doubles for Genesys and Celery
+and an injected clock: one close (``CloseRunner``), batch recovery (``BatchRecovery``), sweeps (``SweepRunner``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+
+from genesys_closer.config import load_worker_settings
+from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.worker.batch_recovery import BatchRecovery
+from genesys_closer.worker.batches import BatchWriter
+from genesys_closer.worker.breaker import CircuitBreaker
+from genesys_closer.worker.close_run import CloseRunner, RetryLater, TaskContext
+from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.genesys.errors import ServerError
+from genesys_closer.worker.genesys.locks import OwnedLock
+from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.sweep_run import SweepRunner
+
+CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
+OTHER = "00000000-0000-4000-8000-000000000001"
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class ScriptedCloser:
+    """Closes as told: each call pops the next step, a CloseResult outcome or an exception; ``patch`` steps call
+    ``on_patched`` first (as the real closer does before it sends the PATCH)."""
+
+    steps: list[tuple[str, Outcome | Exception]] = field(default_factory=list)
+    calls: list[CloseOptions] = field(default_factory=list)
+
+    def close(self, conversation_id: str, options: CloseOptions,
+              on_patched: Callable[[str], None] | None = None) -> CloseResult:
+        self.calls.append(options)
+        kind, what = self.steps.pop(0)
+        if kind == "patch" and on_patched is not None:
+            on_patched(conversation_id)
+        if isinstance(what, Exception):
+            what.api_calls = 2  # type: ignore[attr-defined]
+            raise what
+        return CloseResult(conversation_id, what, api_calls=3)
+
+
+@dataclass
+class FakeApp:
+    """The two Celery calls BatchWriter makes, recorded."""
+
+    sent: list[tuple[str, list[Any], dict[str, Any], str]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def producer_or_acquire(self) -> Iterator[None]:
+        yield None
+
+    def send_task(self, name: str, args: list[Any], kwargs: dict[str, Any], queue: str, producer: Any) -> None:
+        self.sent.append((name, args, kwargs, queue))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def results(redis_client: redis.Redis, clock: Clock) -> ResultStore:
+    return ResultStore(redis_client, 3600, clock=clock)
+
+
+def runner(redis_client: redis.Redis, results: ResultStore, closer: ScriptedCloser, clock: Clock,
+           **settings: Any) -> CloseRunner:
+    values = {"task_retry_window_seconds": 600, "task_max_retries": 50, **settings}
+    worker_settings = load_worker_settings(**values)
+    breaker = CircuitBreaker(redis_client, "bucket", threshold=2, open_seconds=60)
+    return CloseRunner(worker_settings, redis_client, closer, CloseOptions(), results,  # type: ignore[arg-type]
+                       breaker, clock=clock)
+
+
+# -- one close -------------------------------------------------------------------------------------------------------
+def test_invalid_id_is_recorded_without_calling_the_closer(redis_client: redis.Redis, results: ResultStore,
+                                                           clock: Clock) -> None:
+    closer = ScriptedCloser()
+    record = runner(redis_client, results, closer, clock).run("../x", TaskContext("t1", 0, None), {})
+    assert record["outcome"] == "invalid_id" and record["finished_at"] == clock.now and closer.calls == []
+
+
+def test_cancelled_and_stopped_batches_are_not_attempted(redis_client: redis.Redis, results: ResultStore,
+                                                         clock: Clock) -> None:
+    closer = ScriptedCloser()
+    run = runner(redis_client, results, closer, clock)
+    for batch_id, state, outcome in (("b-cancel", "cancelled", "cancelled"), ("b-stop", "stopped", "not_attempted")):
+        results.create_batch(batch_id)
+        results.set_state(batch_id, state, "why")
+        assert run.run(CID, TaskContext("t", 0, batch_id), {})["outcome"] == outcome
+    assert closer.calls == []
+
+
+def test_open_breaker_stops_the_batch(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+    closer = ScriptedCloser([("get", Outcome.FORBIDDEN), ("get", Outcome.FORBIDDEN)])
+    run = runner(redis_client, results, closer, clock)
+    results.create_batch("b")
+    assert [run.run(cid, TaskContext(cid, 0, "b"), {})["outcome"] for cid in (CID, OTHER)] == ["forbidden"] * 2
+    third = run.run("00000000-0000-4000-8000-000000000002", TaskContext("t3", 0, "b"), {})
+    assert third["outcome"] == "not_attempted" and "circuit breaker open" in third["error"]
+    assert results.batch_state("b")[0] == "stopped" and len(closer.calls) == 2
+
+
+def test_inflight_lock_defers_a_second_task_and_lets_the_same_task_back_in(redis_client: redis.Redis,
+                                                                          results: ResultStore, clock: Clock) -> None:
+    closer = ScriptedCloser([("patch", Outcome.CLOSED)])
+    run = runner(redis_client, results, closer, clock)
+    assert OwnedLock(redis_client, KEYS.inflight(CID), 60).acquire("first-task")
+    with pytest.raises(RetryLater, match="another task"):
+        run.run(CID, TaskContext("second-task", 0, None), {})
+    assert run.run(CID, TaskContext("first-task", 1, None), {})["outcome"] == "closed"  # redelivered: re-enters
+    assert redis_client.get(KEYS.inflight(CID)) is None  # released by its owner
+
+
+def test_retry_window_on_the_injected_clock(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+    closer = ScriptedCloser([("get", ServerError("boom", 503)), ("get", ServerError("boom", 503))])
+    run = runner(redis_client, results, closer, clock, task_retry_window_seconds=600, task_max_countdown_seconds=5)
+    with pytest.raises(RetryLater) as later:
+        run.run(CID, TaskContext("t", 0, None), {})
+    assert 0 <= later.value.countdown <= 5
+    clock.now += 601  # past the retry window: the next failure is final, with every call counted
+    record = run.run(CID, TaskContext("t", 1, None), {})
+    assert record["outcome"] == "failed" and "retries exhausted after 601 s" in record["error"]
+    assert record["api_calls"] == 4 and record["attempts"] == 2
+
+
+def test_redriven_task_knows_our_patch_landed(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+    """The progress marker is keyed by batch and conversation, not task id: a re-driven task (a new task id) still
+    knows an earlier attempt sent the PATCH, so the closer can attribute the close to us."""
+    closer = ScriptedCloser([("patch", ServerError("lost answer", 502)), ("get", Outcome.CLOSED)])
+    run = runner(redis_client, results, closer, clock)
+    results.create_batch("b")
+    results.add_members("b", [CID])
+    with pytest.raises(RetryLater):
+        run.run(CID, TaskContext("original", 0, "b"), {})
+    assert run.run(CID, TaskContext("redriven", 0, "b"), {})["outcome"] == "closed"
+    assert [options.previously_patched for options in closer.calls] == [False, True]
+    assert redis_client.get(KEYS.progress(CID, "b")) is None
+
+
+# -- batch recovery --------------------------------------------------------------------------------------------------
+def test_redrive_requeues_only_stalled_items(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+    app = FakeApp()
+    writer = BatchWriter(app, results, clock)  # type: ignore[arg-type]
+    batch_id = writer.start([CID, OTHER], options={"policy": "fail"})
+    app.sent.clear()
+    results.record(CloseResult(CID, Outcome.CLOSED, batch_id=batch_id))
+    recovery = BatchRecovery(redis_client, results, writer, stall_seconds=300)
+    clock.now += 299
+    assert recovery.redrive_stalled() == {}
+    clock.now += 2
+    assert recovery.redrive_stalled() == {batch_id: 1}
+    assert app.sent == [("worker.tasks.close_conversation", [OTHER], {"batch_id": batch_id, "policy": "fail"},
+                         "bulk")]
+    assert recovery.redrive_stalled() == {}  # just re-driven: it waits another stall window
+    clock.now += 301
+    assert recovery.redrive_stalled() == {batch_id: 1}
+
+
+def test_redrive_runs_once_at_a_time(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+    writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
+    batch_id = writer.start([CID], options={})
+    clock.now += 1000
+    held = OwnedLock(redis_client, KEYS.redrive_lock, 60)
+    assert held.acquire("another-worker")
+    recovery = BatchRecovery(redis_client, results, writer, stall_seconds=300)
+    assert recovery.redrive_stalled() == {}
+    assert held.owner() == "another-worker"  # not released by someone who does not own it
+    held.release()
+    assert recovery.redrive_stalled() == {batch_id: 1}
+
+
+# -- sweeps ----------------------------------------------------------------------------------------------------------
+class FakeAnalytics:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.queries: list[dict[str, Any]] = []
+
+    def query_conversation_details(self, query: dict[str, Any]) -> dict[str, Any]:
+        self.queries.append(query)
+        return {"conversations": self.rows, "totalHits": len(self.rows)}
+
+
+def row(cid: str, start: str, state: str = "connected") -> dict[str, Any]:
+    return {"conversationId": cid, "conversationStart": start,
+            "participants": [{"purpose": "customer", "sessions": [{"mediaType": "message",
+                                                                   "messageType": "webmessaging"}]}]}
+
+
+def test_sweep_records_candidates_and_starts_a_batch(redis_client: redis.Redis, results: ResultStore,
+                                                     clock: Clock) -> None:
+    app = FakeApp()
+    analytics = FakeAnalytics([row(CID, "2023-11-14T20:00:00.000Z"), row(OTHER, "2023-11-14T22:10:00.000Z")])
+    sweeps = SweepRunner(redis_client, analytics, lambda call: call(), results,  # type: ignore[arg-type]
+                         BatchWriter(app, results, clock), 60, clock=clock)
+    summary = sweeps.run("s1", {"min_age_minutes": 60, "lookback_days": 1}, dry_run=False, options={},
+                         scheduled=False)
+    assert summary["candidates"] == 2 and summary["chosen"] == 1  # clock: 2023-11-14T22:13:20Z
+    assert [task[1] for task in app.sent] == [[CID]] and app.sent[0][2]["skip_initial_get"] is True
+    reasons = {c["conversation_id"]: c["chosen"] for c in results.iter_sweep_candidates("s1")}
+    assert reasons == {CID: True, OTHER: False}
+    assert results.sweep_summary("s1") == summary
+    assert json.loads(json.dumps(summary))["batch_id"] == summary["batch_id"]
+
+
+def test_one_sweep_at_a_time_and_bad_filters(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+    sweeps = SweepRunner(redis_client, FakeAnalytics([]), lambda call: call(), results,  # type: ignore[arg-type]
+                         BatchWriter(FakeApp(), results, clock), 60, clock=clock)  # type: ignore[arg-type]
+    assert "invalid sweep" in sweeps.run("s0", {"nope": 1}, dry_run=True, options={}, scheduled=False)["error"]
+    assert OwnedLock(redis_client, KEYS.sweep_lock, 60).acquire("other-sweep")
+    assert sweeps.run("s2", {}, dry_run=True, options={}, scheduled=False)["skipped"] == "another sweep is running"
