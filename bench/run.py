@@ -36,6 +36,7 @@ from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.emulator.stack import CeleryWorker, EmulatorProcess, RedisServer, closer_env, start_workers
 from genesys_closer.producer.api import CloseClient
+from genesys_closer.worker.batches import ORIGIN_LIST, ORIGIN_SWEEP
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,13 +124,15 @@ class Bench:
 
     # -- the systems under test -------------------------------------------------------------------------------
     def ours(self, name: str, ids: list[str], limit: int, workers: int, concurrency: int,
-             during: Callable[[], None] | None = None, options: dict[str, Any] | None = None, **env: Any) -> Run:
+             during: Callable[[], None] | None = None, origin: str = ORIGIN_LIST, **env: Any) -> Run:
         fleet = start_workers(workers, self.env(GENESYS_RATE_LIMIT_PER_MINUTE=limit, **env),
                               self.workdir / "logs", concurrency, prefix=f"ours{workers}-")
         client = CloseClient(load_producer_settings(redis_url=self.redis.url))
         try:
             def work() -> None:
-                batch = client.close_many(ids, options=options)
+                # A sweep-origin batch is what the worker's sweep starts for its candidates (skips the first read).
+                batch_id = client.batches_writer.start(ids, options={}, origin=origin)
+                batch = client.batch(batch_id)
                 if during is not None:
                     during()
                 batch.wait(timeout=1800)
@@ -260,6 +263,7 @@ import json, resource, sys, time, uuid
 from genesys_closer.config import load_producer_settings
 from bench.emulator_capacity import measure as measure_emulator_capacity
 from genesys_closer.producer.api import CloseClient
+from genesys_closer.worker.batches import ORIGIN_LIST, ORIGIN_SWEEP
 mode, count, url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 client = CloseClient(load_producer_settings(redis_url=url))
 ids = (str(uuid.uuid4()) for _ in range(count))
@@ -475,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         capacity = measure_emulator_capacity(seconds=2.0 if args.smoke else 5.0)
         sweep_ids = bench.fresh(min(sizes.batch, 600), rate_limit_per_minute=sizes.limit, latency_ms=sizes.latency_ms)
         sweep = bench.ours("genesys-closer, sweep candidates (2 workers)", sweep_ids, sizes.limit, 2,
-                           sizes.concurrency, options={"skip_initial_get": True})
+                           sizes.concurrency, origin=ORIGIN_SWEEP)
         overhead = scenario_overhead(bench)
         enqueue = scenario_enqueue(bench)
         latency = scenario_latency(bench)

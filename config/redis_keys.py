@@ -47,7 +47,27 @@ class RedisKeys:
         """What earlier attempts of this close did (PATCH sent, calls made); survives re-driven tasks."""
         return f"{self.prefix}:progress:{batch_id or 'single'}:{conversation_id}"
 
+    @property
+    def rejected(self) -> str:
+        """The most recent messages refused before they ran (bounds, options), newest first."""
+        return f"{self.prefix}:rejected"
+
+    @property
+    def pending(self) -> str:
+        """Standalone closes (not in a batch) enqueued or running, by task id: what a redrive can re-send."""
+        return f"{self.prefix}:pending"
+
     # -- fleet jobs --------------------------------------------------------------------------------------------
+    @property
+    def restart_aftermath(self) -> str:
+        """Set for a while after a Redis restart: recovery looks for orphaned deliveries on every check."""
+        return f"{self.prefix}:restart-aftermath"
+
+    @property
+    def redis_run_id(self) -> str:
+        """The Redis ``run_id`` the last recovery check saw: a new one means Redis restarted."""
+        return f"{self.prefix}:redis-run-id"
+
     @property
     def redrive_lock(self) -> str:
         return f"{self.prefix}:redrive-lock"

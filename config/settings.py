@@ -38,6 +38,8 @@ class ProducerSettings(BaseSettings):
     results_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     broker_visibility_timeout_seconds: int = Field(90, ge=10)
     broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
+    task_soft_time_limit_seconds: int = Field(45, ge=5)
+    task_time_limit_seconds: int = Field(60, ge=6)
 
     # Logging
     log_level: str = "INFO"
@@ -49,6 +51,12 @@ class ProducerSettings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @property
+    def max_countdown_seconds(self) -> int:
+        """The longest countdown/ETA a close may carry: beyond the broker's visibility timeout minus the task time
+        limit, the broker would redeliver the message while the first copy still waits, and both would run."""
+        return max(0, self.broker_visibility_timeout_seconds - self.task_time_limit_seconds)
 
 
 class WorkerSettings(ProducerSettings):
@@ -69,6 +77,7 @@ class WorkerSettings(ProducerSettings):
 
     # Close algorithm
     close_policy: ClosePolicy = ClosePolicy.FAIL
+    close_allowed_policies: str = ""
     close_allow_other_message_types: bool = False
     close_wrapup_code: str | None = None
     close_wrapup_notes: str = "Closed by genesys-closer"
@@ -87,12 +96,10 @@ class WorkerSettings(ProducerSettings):
     circuit_breaker_open_seconds: float = Field(300.0, ge=1, le=86_400)
 
     # Worker processes and tasks
-    task_soft_time_limit_seconds: int = Field(45, ge=5)
-    task_time_limit_seconds: int = Field(60, ge=6)
     task_max_countdown_seconds: int = Field(25, ge=1)
     worker_concurrency: int = Field(8, ge=1, le=256)
-    inflight_lock_seconds: int = Field(90, ge=10)
     batch_stall_seconds: int = Field(300, ge=10)
+    recovery_check_seconds: float = Field(10.0, ge=1, le=300)
     metrics_port: int = Field(0, ge=0, le=65535)
 
     # Scheduled sweeps (Celery beat); off while SWEEP_SCHEDULE_SECONDS is 0
@@ -105,6 +112,26 @@ class WorkerSettings(ProducerSettings):
     sweep_lookback_days: float = Field(7.0, gt=0, le=366)
     sweep_interval_days: float = Field(7.0, gt=0, le=31)
     sweep_time_limit_seconds: int = Field(1800, ge=60)
+
+    @field_validator("close_allowed_policies")
+    @classmethod
+    def _known_policies(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in {p.value for p in ClosePolicy}]
+        if unknown:
+            raise ValueError(f"unknown policy {unknown[0]!r}; one of {', '.join(p.value for p in ClosePolicy)}")
+        return ",".join(names)
+
+    @property
+    def allowed_policies(self) -> set[ClosePolicy]:
+        """The policies a request may ask for: CLOSE_ALLOWED_POLICIES, or by default CLOSE_POLICY and the narrower
+        ones (fail < participants < teardown); CLOSE_POLICY itself is always allowed."""
+        if self.close_allowed_policies:
+            chosen = {ClosePolicy(name) for name in self.close_allowed_policies.split(",")}
+        else:
+            order = list(ClosePolicy)
+            chosen = set(order[: order.index(self.close_policy) + 1])
+        return chosen | {self.close_policy}
 
     @field_validator("genesys_environment")
     @classmethod
@@ -135,6 +162,12 @@ class WorkerSettings(ProducerSettings):
             raise ValueError("BATCH_STALL_SECONDS must exceed BROKER_VISIBILITY_TIMEOUT_SECONDS + "
                              f"BROKER_RESTORE_INTERVAL_SECONDS ({recovery}): the broker recovers first")
         return self
+
+    @property
+    def inflight_lock_seconds(self) -> int:
+        """The per-conversation lock outlives the longest run of a task (its hard time limit), so a second copy of
+        a close can never run while the first still can."""
+        return self.task_time_limit_seconds + 1
 
     @property
     def api_url(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -130,14 +131,36 @@ class CloseClient:
         self.batches_writer = BatchWriter(self.app, self.results, time.time)
 
     def close(self, conversation_id: str, *, wait: bool = False, timeout: float = 60.0,
-              **options: Any) -> str | CloseResult:
-        """Enqueue one close on the interactive queue; with ``wait`` return its outcome record."""
-        canonical = parse_conversation_id(conversation_id)
-        task = self.app.send_task(TASK_NAME, args=[canonical], kwargs=validate_options(options),
-                                  queue=QUEUE_INTERACTIVE)
+              countdown: float | None = None, **options: Any) -> str | CloseResult:
+        """Enqueue one close on the interactive queue; with ``wait`` return its outcome record. ``countdown``
+        delays it (at most the broker's safe window, see ``ProducerSettings.max_countdown_seconds``)."""
+        task_id = self.send_close(conversation_id, options, countdown=countdown)
         if not wait:
-            return str(task.id)
-        return self.result(str(task.id), timeout=timeout)
+            return task_id
+        return self.result(task_id, timeout=timeout)
+
+    def send_close(self, conversation_id: object, options: dict[str, Any] | None = None, *,
+                   countdown: float | None = None, queue: str = QUEUE_INTERACTIVE, **send_options: Any) -> str:
+        """Validate and enqueue one standalone close; returns its task id. The close is tracked until its outcome is
+        recorded, so a message the broker loses is sent again (``worker.recovery``)."""
+        canonical = parse_conversation_id(conversation_id)
+        kwargs = validate_options(options)
+        if "eta" in send_options:
+            raise ValueError("use countdown (seconds), not eta")
+        if countdown is not None:
+            window = self.settings.max_countdown_seconds
+            if not 0 <= float(countdown) <= window:
+                raise ValueError(f"countdown must be between 0 and {window} s (the broker would redeliver a message "
+                                 "waiting longer while the first copy waits; enqueue it later instead)")
+        task_id = str(uuid.uuid4())
+        self.results.track_pending(task_id, canonical, kwargs, queue)
+        try:
+            self.app.send_task(TASK_NAME, args=[canonical], kwargs=kwargs, queue=queue, task_id=task_id,
+                               countdown=countdown, **send_options)
+        except BaseException:
+            self.results.forget_pending(task_id)
+            raise
+        return task_id
 
     def result(self, task_id: str, timeout: float = 60.0) -> CloseResult:
         """The outcome record of a close enqueued with ``close``; TimeoutError if it has not ended in time."""
@@ -201,10 +224,8 @@ class CloseConversationTask:
                     **send_options: Any) -> AsyncResult:
         if len(args) != 1:
             raise TypeError("close_conversation takes one conversation id")
-        canonical = parse_conversation_id(args[0])
-        send_options.setdefault("queue", QUEUE_INTERACTIVE)
-        return default_client().app.send_task(TASK_NAME, args=[canonical], kwargs=validate_options(kwargs),
-                                              **send_options)
+        client = default_client()
+        return client.app.AsyncResult(client.send_close(args[0], kwargs, **send_options))
 
 
 close_conversation = CloseConversationTask()

@@ -78,8 +78,12 @@ def _require_credentials(**_: Any) -> None:
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
-def _serve_metrics(**_: Any) -> None:
+def _on_ready(**_: Any) -> None:
     settings = _settings()
+    from genesys_closer.worker.genesys.redis_connection import connect
+    from genesys_closer.worker.recovery import remember_redis_run_id
+
+    remember_redis_run_id(connect(settings.redis_url))
     if settings.metrics_port:
         from genesys_closer.worker import metrics
 

@@ -20,8 +20,10 @@ from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.names import QUEUE_BULK, TASK_NAME
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.results import ResultStore, is_batch_id
 
+ORIGIN_LIST = "list"
+ORIGIN_SWEEP = "sweep"
 DEDUPE_CHUNK = 1000
 MAX_INVALID_SAMPLES = 20
 MAX_ECHO = 100
@@ -92,16 +94,23 @@ class BatchWriter:
 
     def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
               source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
-              batch_id: str | None = None) -> str:
-        """Start a batch and return its id. Every ID is validated before any is enqueued; the input is streamed
-        (spooled to a temporary file, never held in memory); duplicates are dropped; all tasks go out over one
-        connection. ``on_invalid="record"`` records each invalid ID as an ``invalid_id`` item and still closes the
-        valid ones; ``"abort"`` raises InvalidBatch and enqueues nothing. An input that fails while being read
-        discards the batch (no half-made batch is left behind)."""
-        if on_invalid not in {"record", "abort"}:
-            raise ValueError("on_invalid must be 'record' or 'abort'")
+              batch_id: str | None = None, origin: str = ORIGIN_LIST) -> str:
+        """Start a batch and return its id.
+
+        Every ID is validated before any is enqueued; the input is streamed (spooled to a temporary file, never held
+        in memory); duplicates are dropped; all tasks go out over one connection. ``origin`` is ``list`` (any
+        producer) or ``sweep`` (only the worker's sweep, whose candidates are known open web messaging: their closes
+        skip the first read). ``on_invalid="record"`` records each invalid ID as an ``invalid_id`` item and still
+        closes the valid ones; ``"abort"`` raises InvalidBatch and enqueues nothing. An input that fails while
+        being read discards the batch (no half-made batch is left behind).
+        """
+        if origin not in {ORIGIN_LIST, ORIGIN_SWEEP}:
+            raise ValueError(f"unknown batch origin {origin!r}")
         batch_id = batch_id or new_batch_id()
-        self.results.create_batch(batch_id, label=label, source=source, options=json.dumps(options), queue=queue)
+        if not is_batch_id(batch_id):
+            raise ValueError("a batch id is 32 lower-case hexadecimal digits")
+        self.results.create_batch(batch_id, label=label, source=source, options=json.dumps(options), queue=queue,
+                                  origin=origin)
         abort = False
         try:
             with tempfile.TemporaryFile("w+", encoding="ascii") as spool:
@@ -150,12 +159,18 @@ class BatchWriter:
             flush()
         return check
 
+    def publish_close(self, conversation_id: str, options: dict[str, Any], queue: str) -> str:
+        """Publish one standalone close (no batch); returns its task id."""
+        return str(self.app.send_task(TASK_NAME, args=[conversation_id], kwargs=options, queue=queue,
+                                      ignore_result=True).id)
+
     def publish(self, batch_id: str, conversation_ids: Iterable[str], options: dict[str, Any], queue: str) -> int:
         """Publish one close task per (already validated) ID, all over one broker connection."""
         count = 0
         with self.app.producer_or_acquire() as producer:
             for conversation_id in conversation_ids:
+                # Batch items store no Celery result: their outcomes live in the batch (see ResultStore).
                 self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={"batch_id": batch_id, **options},
-                                   queue=queue, producer=producer)
+                                   queue=queue, producer=producer, ignore_result=True)
                 count += 1
         return count

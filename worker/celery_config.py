@@ -87,8 +87,9 @@ def worker_config(settings: WorkerSettings) -> dict[str, Any]:
 
 
 def beat_schedule(settings: WorkerSettings) -> dict[str, dict[str, object]]:
-    """Re-driving stalled batches (always), and the idle sweep when SWEEP_SCHEDULE_SECONDS is set."""
-    interval = max(10.0, settings.batch_stall_seconds / 5)
+    """The recovery check (always: Redis restarts, stalled batches, lost closes), and the idle sweep when
+    SWEEP_SCHEDULE_SECONDS is set."""
+    interval = settings.recovery_check_seconds
     schedule: dict[str, dict[str, object]] = {
         "redrive-stalled-batches": {"task": REDRIVE_TASK_NAME, "schedule": interval,
                                     "options": {"expires": interval}},

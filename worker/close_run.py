@@ -18,16 +18,18 @@ import redis
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.config.settings import WorkerSettings
 from genesys_closer.worker import metrics
+from genesys_closer.worker.batches import ORIGIN_SWEEP
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.closing.closer import Closer
-from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import InvalidConversationId, RetryableError
 from genesys_closer.worker.genesys.http_policy import backoff_seconds
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.genesys.redis_connection import text
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.names import QUEUE_INTERACTIVE
+from genesys_closer.worker.results import ResultStore, is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
 PROGRESS_TTL_SECONDS = 86_400
@@ -48,6 +50,7 @@ class TaskContext:
     task_id: str
     retries: int
     batch_id: str | None
+    queue: str = QUEUE_INTERACTIVE
 
 
 class CloseRunner:
@@ -59,6 +62,7 @@ class CloseRunner:
         self.redis = client
         self.closer = closer
         self.default_options = default_options
+        self.limits = OptionLimits.from_settings(settings)
         self.results = results
         self.breaker = breaker
         self.clock = clock
@@ -68,9 +72,14 @@ class CloseRunner:
         started = self.clock()
         try:
             conversation_id = parse_conversation_id(raw_id)
-            options = self.default_options.with_overrides(overrides)
+            options = self.default_options.with_overrides(overrides, self.limits)
         except (InvalidConversationId, ValueError) as exc:
             return self._reject(raw_id, exc, context, started)
+        context, origin = self._verified_batch(conversation_id, context)
+        if origin == ORIGIN_SWEEP:
+            options = options.for_sweep_candidate()
+        if context.batch_id is None:
+            self.results.track_pending_if_absent(context.task_id, conversation_id, overrides, context.queue)
 
         not_attempted = self._not_attempted_reason(context)
         if not_attempted is not None:
@@ -78,8 +87,10 @@ class CloseRunner:
             return self._finish(CloseResult(conversation_id, outcome, started_at=started, finished_at=self.clock(),
                                             error=reason), context)
 
+        # The lock outlives the task's hard time limit and is never re-entered: no second copy of a close (even one
+        # with the same task id, redelivered) runs while the first still can.
         lock = OwnedLock(self.redis, KEYS.inflight(conversation_id), self.settings.inflight_lock_seconds)
-        if not lock.acquire(context.task_id, reenter=True):  # the same task redelivered takes its lock over
+        if not lock.acquire(context.task_id):
             raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0), "another task is closing it")
         try:
             return self._close(conversation_id, options, context)
@@ -88,14 +99,34 @@ class CloseRunner:
 
     # -- steps -------------------------------------------------------------------------------------------------
     def _reject(self, raw_id: object, exc: Exception, context: TaskContext, started: float) -> dict[str, Any]:
+        """An invalid ID or a refused option: recorded, never attempted. It counts in its batch only when the
+        message really is an item of that batch (a valid member ID); otherwise it is kept with the rejected ones."""
         shown = raw_id if isinstance(raw_id, str) else repr(raw_id)
-        outcome = Outcome.INVALID_ID if isinstance(exc, InvalidConversationId) else Outcome.FAILED  # bad options
+        outcome = Outcome.INVALID_ID if isinstance(exc, InvalidConversationId) else Outcome.INVALID_REQUEST
+        batch_id = None
+        if outcome is Outcome.INVALID_REQUEST and isinstance(raw_id, str):
+            batch_id = self._verified_batch(raw_id, context)[0].batch_id
         result = CloseResult(conversation_id=shown[:MAX_ECHO], outcome=outcome, api_calls=0,
                              attempts=context.retries + 1, started_at=started, finished_at=self.clock(),
-                             error=str(exc)[:1000], batch_id=context.batch_id)
-        self.results.record(result, item_key=f"invalid:{context.task_id}")
-        log.warning("rejected close: %s", str(exc)[:1000], extra={"batch_id": context.batch_id})
+                             error=str(exc)[:1000], batch_id=batch_id)
+        self.results.record_rejected(result, context.task_id)
+        self.results.forget_pending(context.task_id)
+        log.warning("rejected close: %s", str(exc)[:1000], extra={"batch_id": batch_id})
         return result.as_dict()
+
+    def _verified_batch(self, conversation_id: str, context: TaskContext) -> tuple[TaskContext, str | None]:
+        """The context with ``batch_id`` kept only when this conversation is an item of that batch (its members),
+        and the batch's origin. A spoofed or malformed batch id makes the close standalone: the batch is
+        untouched."""
+        if context.batch_id is None:
+            return context, None
+        if is_batch_id(context.batch_id):
+            member, origin = self.results.membership(context.batch_id, conversation_id)
+            if member:
+                return context, origin
+        log.warning("batch id %s does not list this conversation: closing it standalone",
+                    repr(context.batch_id)[:80], extra={"conversation_id": conversation_id})
+        return replace(context, batch_id=None), None
 
     def _not_attempted_reason(self, context: TaskContext) -> tuple[Outcome, str] | None:
         if context.batch_id:
@@ -168,6 +199,8 @@ class CloseRunner:
         result.attempts = context.retries + 1
         result.batch_id = context.batch_id
         counted = self.results.record(result)
+        if context.batch_id is None:
+            self.results.forget_pending(context.task_id)
         metrics.CLOSES.labels(result.outcome.value).inc()
         if result.confirm_seconds is not None:
             metrics.CONFIRM_LATENCY.observe(result.confirm_seconds)

@@ -7,24 +7,27 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 from celery import Celery
 
 from genesys_closer.config.redis_keys import client_digest
 from genesys_closer.config.settings import WorkerSettings, get_worker_settings
-from genesys_closer.worker.batch_recovery import BatchRecovery
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.close_run import CloseRunner
 from genesys_closer.worker.closing.closer import Closer, ConfirmSettings, RetrySettings
 from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Transport, TransportHooks
 from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.message_bounds import CLOSE_BOUNDS, SWEEP_BOUNDS, Bounds
+from genesys_closer.worker.names import SWEEP_TASK_NAME, TASK_NAME
+from genesys_closer.worker.recovery import Recovery
+from genesys_closer.worker.results import ResultStore, is_batch_id
 from genesys_closer.worker.sweep_run import SweepRunner
 
 
@@ -96,7 +99,7 @@ class WorkerParts:
 
     service: Service
     close_runner: CloseRunner
-    recovery: BatchRecovery
+    recovery: Recovery
     sweeps: SweepRunner
 
 
@@ -112,10 +115,42 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
         service=service,
         close_runner=CloseRunner(settings, redis_client, service.closer, service.default_options, results, breaker,
                                  clock=clock),
-        recovery=BatchRecovery(redis_client, results, batches, settings.batch_stall_seconds),
+        recovery=Recovery(redis_client, results, batches, settings.batch_stall_seconds),
         sweeps=SweepRunner(redis_client, service.client, service.closer.retrying, results, batches,
                            settings.sweep_time_limit_seconds + 60, clock=clock),
     )
+
+
+def message_limits(task_name: str) -> Bounds:
+    """The bounds every message of ``task_name`` must keep (see ``message_bounds``)."""
+    if task_name == TASK_NAME:
+        settings = get_worker_settings()
+        return replace(CLOSE_BOUNDS, max_eta_seconds=float(settings.max_countdown_seconds))
+    if task_name == SWEEP_TASK_NAME:
+        return SWEEP_BOUNDS
+    return Bounds(max_args=0, max_kwargs=0)
+
+
+@functools.cache
+def _results_for(pid: int) -> ResultStore:
+    settings = get_worker_settings()
+    return ResultStore(connect(settings.redis_url), settings.results_ttl_seconds)
+
+
+def record_rejected(task_name: str, task_id: str, payload: object, problem: str) -> None:
+    """Record a refused message (in the consumer process: it never reached the pool)."""
+    results = _results_for(os.getpid())
+    shown, batch_id = f"<{task_name} message>", None
+    if isinstance(payload, list | tuple) and len(payload) == 3:
+        args, kwargs = payload[0], payload[1]
+        if isinstance(args, list | tuple) and args and isinstance(args[0], str):
+            shown = args[0][:100]
+        raw_batch = kwargs.get("batch_id") if isinstance(kwargs, dict) else None
+        if is_batch_id(raw_batch) and results.is_member(str(raw_batch), shown):
+            batch_id = str(raw_batch)
+    now = time.time()
+    results.record_rejected(CloseResult(shown, Outcome.INVALID_REQUEST, attempts=0, started_at=now, finished_at=now,
+                                        error=f"message refused: {problem}"[:1000], batch_id=batch_id), task_id)
 
 
 @functools.cache

@@ -9,6 +9,7 @@ period (``RESULTS_TTL_SECONDS``, 7 days by default).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,12 @@ from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.redis_connection import register_lua, text
 
 BATCH_STATES = ("enqueuing", "running", "finished", "cancelled", "stopped")
+_BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def is_batch_id(value: object) -> bool:
+    """Batch ids are what the producer makes (32 lower-case hex digits); anything else is not a batch id."""
+    return isinstance(value, str) and _BATCH_ID.fullmatch(value) is not None
 
 
 @dataclass
@@ -82,18 +89,33 @@ class ResultStore:
                                                 repr(self.clock()), by_conversation])
         return bool(counted)
 
+    def record_rejected(self, result: CloseResult, task_id: str, keep: int = 1000) -> None:
+        """A message refused before it ran: kept in a capped list (and counted in its batch when it is an item)."""
+        entry = json.dumps({"task_id": task_id, **result.as_dict()}, separators=(",", ":"))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.keys.rejected, entry)
+        pipe.ltrim(self.keys.rejected, 0, keep - 1)
+        pipe.expire(self.keys.rejected, self.retention)
+        pipe.execute()
+        if result.batch_id:
+            self.record(result)
+
+    def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [dict(json.loads(raw)) for raw in self.redis.lrange(self.keys.rejected, 0, limit - 1)]
+
     def outcome(self, conversation_id: str) -> CloseResult | None:
         raw = self.redis.get(self.keys.outcome(conversation_id))
         return None if raw is None else CloseResult.from_dict(json.loads(raw))
 
     # -- batches -----------------------------------------------------------------------------------------------
     def create_batch(self, batch_id: str, *, label: str = "", source: str = "", options: str = "{}",
-                     queue: str = "bulk") -> None:
+                     queue: str = "bulk", origin: str = "list") -> None:
         now = self.clock()
         key = self.keys.batch(batch_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"state": "enqueuing", "done": 0, "created_at": repr(now), "label": label[:200],
-                                "source": source[:200], "options": options, "queue": queue})
+                                "source": source[:200], "options": options, "queue": queue,
+                                "origin": origin})
         pipe.expire(key, self.retention)
         pipe.zadd(self.keys.batches, {batch_id: now})
         pipe.zremrangebyscore(self.keys.batches, 0, now - self.retention)
@@ -115,6 +137,14 @@ class ResultStore:
 
     def is_member(self, batch_id: str, conversation_id: str) -> bool:
         return bool(self.redis.sismember(self.keys.batch_members(batch_id), conversation_id))
+
+    def membership(self, batch_id: str, conversation_id: str) -> tuple[bool, str | None]:
+        """Whether the conversation is an item of the batch, and the batch's origin (``list`` or ``sweep``)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(self.keys.batch_members(batch_id), conversation_id)
+        pipe.hget(self.keys.batch(batch_id), "origin")
+        member, origin = pipe.execute()
+        return bool(member), (text(origin) if origin is not None else None)
 
     def mark_enqueued(self, batch_id: str, total: int) -> None:
         self._enqueued(keys=[self.keys.batch(batch_id)], args=[total, repr(self.clock())])
@@ -207,6 +237,43 @@ class ResultStore:
         ids = self.redis.zrevrange(self.keys.batches, 0, limit - 1)
         statuses = (self.batch_status(text(raw)) for raw in ids)
         return [status for status in statuses if status is not None]
+
+    def unfinished_batches(self) -> list[str]:
+        """Fully enqueued batches of the retention period that are running and not finished."""
+        now = self.clock()
+        found = []
+        for raw in self.redis.zrangebyscore(self.keys.batches, now - self.retention, "+inf"):
+            batch_id = text(raw)
+            state, finished_at = self.redis.hmget(self.keys.batch(batch_id), ["state", "finished_at"])
+            if state is not None and text(state) == "running" and finished_at is None:
+                found.append(batch_id)
+        return found
+
+    # -- standalone closes -------------------------------------------------------------------------------------
+    def track_pending(self, task_id: str, conversation_id: str, options: dict[str, Any], queue: str) -> None:
+        """Remember a standalone close until its outcome is recorded (so a lost message can be re-sent)."""
+        entry = json.dumps({"conversation_id": conversation_id, "options": options, "queue": queue,
+                            "at": self.clock()}, separators=(",", ":"))
+        self.redis.hset(self.keys.pending, task_id, entry)
+
+    def track_pending_if_absent(self, task_id: str, conversation_id: str, options: dict[str, Any],
+                                queue: str) -> None:
+        entry = json.dumps({"conversation_id": conversation_id, "options": options, "queue": queue,
+                            "at": self.clock()}, separators=(",", ":"))
+        self.redis.hsetnx(self.keys.pending, task_id, entry)
+
+    def forget_pending(self, task_id: str) -> None:
+        self.redis.hdel(self.keys.pending, task_id)
+
+    def pending(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(task id, entry) of every standalone close not yet recorded."""
+        for task_id, raw in self.redis.hscan_iter(self.keys.pending, count=500):
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                yield text(task_id), entry
 
     # -- sweeps ------------------------------------------------------------------------------------------------
     def save_sweep(self, sweep_id: str, summary: dict[str, Any], candidates: list[str]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.batches import BatchWriter
+from genesys_closer.worker.batches import ORIGIN_SWEEP, BatchWriter
 from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.sweep_query import Retrying, SweepFilters, run_sweep
 from genesys_closer.worker.genesys.client import GenesysClient
@@ -39,8 +39,7 @@ class SweepRunner:
         summary: dict[str, Any] = {"sweep_id": sweep_id, "dry_run": dry_run, "scheduled": scheduled}
         try:
             parsed = SweepFilters.from_dict(filters)
-            overrides = {**options, "skip_initial_get": True}  # candidates are known open web messaging
-            CloseOptions().with_overrides(overrides)
+            CloseOptions().with_overrides(options)
         except ValueError as exc:
             return {**summary, "error": f"invalid sweep: {str(exc)[:1000]}"}
         lock = OwnedLock(self.redis, KEYS.sweep_lock, self.lock_seconds)
@@ -55,8 +54,8 @@ class SweepRunner:
                             "batch_id": None})
             if report.chosen and not dry_run:
                 summary["batch_id"] = self.batches.start(
-                    report.chosen, options=overrides, label="scheduled sweep" if scheduled else "sweep",
-                    source=json.dumps(parsed.as_dict(), separators=(",", ":")))
+                    report.chosen, options=options, label="scheduled sweep" if scheduled else "sweep",
+                    source=json.dumps(parsed.as_dict(), separators=(",", ":")), origin=ORIGIN_SWEEP)
             self.results.save_sweep(sweep_id, summary, [c.as_json() for c in report.candidates])
             log.info("sweep finished: %d candidates, %d chosen", summary["candidates"], summary["chosen"],
                      extra={"batch_id": summary["batch_id"]})

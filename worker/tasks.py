@@ -1,4 +1,4 @@
-"""Celery tasks. Thin: the work is in ``close_run``, ``batch_recovery`` and ``sweep_run``.
+"""Celery tasks. Thin: the work is in ``close_run``, ``recovery`` and ``sweep_run``.
 
 Arguments are IDs and plain options only (Flower shows them); results are outcome records (no token, no secret).
 Time limits come from the app's configuration (the sweep's from ``task_annotations``), never from settings read
@@ -15,13 +15,27 @@ from celery.exceptions import SoftTimeLimitExceeded
 from genesys_closer.worker.app import app
 from genesys_closer.worker.close_run import RetryLater, TaskContext
 from genesys_closer.worker.factory import worker_parts
-from genesys_closer.worker.names import PROBE_TASK_NAME, REDRIVE_TASK_NAME, SWEEP_TASK_NAME, TASK_NAME
+from genesys_closer.worker.names import (
+    PROBE_TASK_NAME,
+    QUEUE_INTERACTIVE,
+    REDRIVE_TASK_NAME,
+    SWEEP_TASK_NAME,
+    TASK_NAME,
+)
+
+GUARDED: dict[str, Any] = {
+    "Strategy": "genesys_closer.worker.message_bounds:bounded_strategy",  # every message is bounded first
+    "Request": "genesys_closer.worker.safe_ack:SafeAckRequest",  # a lost ack never stops the worker
+}
 
 
-@app.task(bind=True, name=TASK_NAME, max_retries=None)  # type: ignore[untyped-decorator]
+@app.task(bind=True, name=TASK_NAME, max_retries=None, **GUARDED)  # type: ignore[untyped-decorator]
 def close_conversation(self: Any, conversation_id: str, batch_id: str | None = None, **options: Any) -> dict[str, Any]:
     """Close one Genesys Cloud web messaging conversation; returns its outcome record."""
-    context = TaskContext(task_id=str(self.request.id), retries=int(self.request.retries), batch_id=batch_id)
+    delivery = self.request.delivery_info or {}
+    context = TaskContext(task_id=str(self.request.id), retries=int(self.request.retries),
+                          batch_id=batch_id if isinstance(batch_id, str) or batch_id is None else repr(batch_id)[:80],
+                          queue=str(delivery.get("routing_key") or QUEUE_INTERACTIVE))
     try:
         return worker_parts().close_runner.run(conversation_id, context, options)
     except RetryLater as later:
@@ -30,7 +44,7 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
         raise self.retry(countdown=5) from None
 
 
-@app.task(bind=True, name=SWEEP_TASK_NAME, acks_late=False)  # type: ignore[untyped-decorator]
+@app.task(bind=True, name=SWEEP_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
 def sweep(self: Any, filters: dict[str, Any] | None = None, dry_run: bool = False,
           options: dict[str, Any] | None = None, scheduled: bool = False) -> dict[str, Any]:
     """Find open web messaging conversations and (unless ``dry_run``) start a batch closing the chosen ones.
@@ -42,13 +56,14 @@ def sweep(self: Any, filters: dict[str, Any] | None = None, dry_run: bool = Fals
                                      scheduled=scheduled)
 
 
-@app.task(name=PROBE_TASK_NAME, acks_late=False, ignore_result=False)  # type: ignore[untyped-decorator]
+@app.task(name=PROBE_TASK_NAME, acks_late=False, ignore_result=False, **GUARDED)  # type: ignore[untyped-decorator]
 def health_probe() -> dict[str, Any]:
     """Answered by the worker that consumed it: proof that it still takes tasks from the broker."""
     return {"ok": True, "pid": os.getpid()}
 
 
-@app.task(name=REDRIVE_TASK_NAME, acks_late=False)  # type: ignore[untyped-decorator]
-def redrive_stalled_batches() -> dict[str, int]:
-    """Re-queue the items without an outcome of batches that made no progress for BATCH_STALL_SECONDS."""
-    return worker_parts().recovery.redrive_stalled()
+@app.task(name=REDRIVE_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
+def redrive_stalled_batches() -> dict[str, object]:
+    """Re-send what the broker lost: everything in flight after a Redis restart, stalled batches and standalone
+    closes after BATCH_STALL_SECONDS (see ``worker.recovery``)."""
+    return worker_parts().recovery.run().as_dict()

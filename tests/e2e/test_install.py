@@ -11,6 +11,7 @@ visible there (its finder is only loaded from this environment's own site direct
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -37,11 +38,23 @@ print(json.dumps({"outcome": record["outcome"], "config": config.SETTING, "confi
 '''
 
 
+SOURCES = ("pyproject.toml", "README.md", "genesys_closer", "config", "worker", "producer", "emulator")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from a clean copy of the sources (an in-tree build would reuse a stale build/ directory)."""
+    source = tmp_path_factory.mktemp("source")
+    for name in SOURCES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(path, source / name)
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
-                    str(out), str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(out), str(source)], check=True, capture_output=True, timeout=300)
     [built] = out.glob("genesys_closer-*.whl")
     return built
 

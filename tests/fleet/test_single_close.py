@@ -62,7 +62,7 @@ def test_unknown_option_fails_clearly(admin: EmulatorAdmin, redis_url: str) -> N
     foreign = Celery("someone-else", broker=redis_url, backend=redis_url)
     [cid] = admin.create(1)
     record = foreign.send_task("worker.tasks.close_conversation", args=[cid], kwargs={"explode": True}).get(timeout=60)
-    assert record["outcome"] == "failed" and "unknown close option" in record["error"]
+    assert record["outcome"] == "invalid_request" and "unknown close option" in record["error"]
     assert admin.stats()["requests_total"] == 0
 
 

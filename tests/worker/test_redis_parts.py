@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
+from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.http_policy import RateLimitHeaders
@@ -141,8 +142,8 @@ def test_batch_counts_each_item_once_and_finishes(redis_client: redis.Redis) -> 
     assert status is not None and status.finished and status.state == "finished"
     assert status.counts == {"closed": 2, "not_found": 1} and status.duplicates == 1
     assert {r.conversation_id for r in store.iter_items("b1")} == set(ids)
-    assert store.outcome(ids[0]).outcome is Outcome.ALREADY_CLOSED  # latest by conversation
-    assert 0 < redis_client.ttl("genesys-closer:batch:b1") <= 3600
+    assert store.outcome(ids[0]).outcome is Outcome.CLOSED  # the duplicate copy changed nothing, not even this
+    assert 0 < redis_client.ttl(KEYS.batch("b1")) <= 3600
 
 
 def test_batch_finished_before_marked_enqueued(redis_client: redis.Redis) -> None:

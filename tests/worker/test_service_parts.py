@@ -1,5 +1,5 @@
 """The worker's service parts, one job each, against a real Redis with in-process doubles for Genesys and Celery
-and an injected clock: one close (``CloseRunner``), batch recovery (``BatchRecovery``), sweeps (``SweepRunner``)."""
+and an injected clock: one close (``CloseRunner``), recovery of lost work (``Recovery``), sweeps (``SweepRunner``)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ import redis
 
 from genesys_closer.config import load_worker_settings
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.batch_recovery import BatchRecovery
-from genesys_closer.worker.batches import BatchWriter
+from genesys_closer.worker.batches import ORIGIN_SWEEP, BatchWriter
 from genesys_closer.worker.breaker import CircuitBreaker
+from genesys_closer.worker.broker_scan import HeldClose
 from genesys_closer.worker.close_run import CloseRunner, RetryLater, TaskContext
 from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import ServerError
 from genesys_closer.worker.genesys.locks import OwnedLock
+from genesys_closer.worker.recovery import Recovery
 from genesys_closer.worker.results import ResultStore
 from genesys_closer.worker.sweep_run import SweepRunner
 
@@ -67,8 +68,10 @@ class FakeApp:
     def producer_or_acquire(self) -> Iterator[None]:
         yield None
 
-    def send_task(self, name: str, args: list[Any], kwargs: dict[str, Any], queue: str, producer: Any) -> None:
+    def send_task(self, name: str, args: list[Any], kwargs: dict[str, Any], queue: str, producer: Any = None,
+                  ignore_result: bool = False) -> Any:
         self.sent.append((name, args, kwargs, queue))
+        return type("Sent", (), {"id": f"task-{len(self.sent)}"})()
 
 
 @pytest.fixture
@@ -96,14 +99,16 @@ def test_invalid_id_is_recorded_without_calling_the_closer(redis_client: redis.R
     closer = ScriptedCloser()
     record = runner(redis_client, results, closer, clock).run("../x", TaskContext("t1", 0, None), {})
     assert record["outcome"] == "invalid_id" and record["finished_at"] == clock.now and closer.calls == []
+    assert results.rejected()[0]["task_id"] == "t1"
 
 
 def test_cancelled_and_stopped_batches_are_not_attempted(redis_client: redis.Redis, results: ResultStore,
                                                          clock: Clock) -> None:
     closer = ScriptedCloser()
     run = runner(redis_client, results, closer, clock)
-    for batch_id, state, outcome in (("b-cancel", "cancelled", "cancelled"), ("b-stop", "stopped", "not_attempted")):
-        results.create_batch(batch_id)
+    writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
+    for state, outcome in (("cancelled", "cancelled"), ("stopped", "not_attempted")):
+        batch_id = writer.start([CID], options={})
         results.set_state(batch_id, state, "why")
         assert run.run(CID, TaskContext("t", 0, batch_id), {})["outcome"] == outcome
     assert closer.calls == []
@@ -112,21 +117,28 @@ def test_cancelled_and_stopped_batches_are_not_attempted(redis_client: redis.Red
 def test_open_breaker_stops_the_batch(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
     closer = ScriptedCloser([("get", Outcome.FORBIDDEN), ("get", Outcome.FORBIDDEN)])
     run = runner(redis_client, results, closer, clock)
-    results.create_batch("b")
-    assert [run.run(cid, TaskContext(cid, 0, "b"), {})["outcome"] for cid in (CID, OTHER)] == ["forbidden"] * 2
-    third = run.run("00000000-0000-4000-8000-000000000002", TaskContext("t3", 0, "b"), {})
-    assert third["outcome"] == "not_attempted" and "circuit breaker open" in third["error"]
-    assert results.batch_state("b")[0] == "stopped" and len(closer.calls) == 2
+    third = "00000000-0000-4000-8000-000000000002"
+    batch_id = BatchWriter(FakeApp(), results, clock).start([CID, OTHER, third], options={})  # type: ignore[arg-type]
+    outcomes = [run.run(cid, TaskContext(cid, 0, batch_id), {})["outcome"] for cid in (CID, OTHER)]
+    assert outcomes == ["forbidden"] * 2
+    record = run.run(third, TaskContext("t3", 0, batch_id), {})
+    assert record["outcome"] == "not_attempted" and "circuit breaker open" in record["error"]
+    assert results.batch_state(batch_id)[0] == "stopped" and len(closer.calls) == 2
 
 
-def test_inflight_lock_defers_a_second_task_and_lets_the_same_task_back_in(redis_client: redis.Redis,
+def test_inflight_lock_never_lets_a_second_copy_run(redis_client: redis.Redis,
                                                                           results: ResultStore, clock: Clock) -> None:
     closer = ScriptedCloser([("patch", Outcome.CLOSED)])
-    run = runner(redis_client, results, closer, clock)
-    assert OwnedLock(redis_client, KEYS.inflight(CID), 60).acquire("first-task")
-    with pytest.raises(RetryLater, match="another task"):
-        run.run(CID, TaskContext("second-task", 0, None), {})
-    assert run.run(CID, TaskContext("first-task", 1, None), {})["outcome"] == "closed"  # redelivered: re-enters
+    run = runner(redis_client, results, closer, clock, task_time_limit_seconds=20, task_soft_time_limit_seconds=10)
+    first = OwnedLock(redis_client, KEYS.inflight(CID), run.settings.inflight_lock_seconds)
+    assert first.acquire("first-task")
+    assert 20 < redis_client.pttl(KEYS.inflight(CID)) / 1000 <= 21  # outlives the task's hard time limit
+    for task_id in ("second-task", "first-task"):  # another close, and the same task redelivered: both wait
+        with pytest.raises(RetryLater, match="another task"):
+            run.run(CID, TaskContext(task_id, 1, None), {})
+    assert closer.calls == []
+    first.release()
+    assert run.run(CID, TaskContext("first-task", 2, None), {})["outcome"] == "closed"
     assert redis_client.get(KEYS.inflight(CID)) is None  # released by its owner
 
 
@@ -156,36 +168,112 @@ def test_redriven_task_knows_our_patch_landed(redis_client: redis.Redis, results
     assert redis_client.get(KEYS.progress(CID, "b")) is None
 
 
-# -- batch recovery --------------------------------------------------------------------------------------------------
-def test_redrive_requeues_only_stalled_items(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+# -- recovery --------------------------------------------------------------------------------------------------------
+def recovery(redis_client: redis.Redis, results: ResultStore, writer: BatchWriter,
+             held: set[HeldClose] | None = None) -> Recovery:
+    return Recovery(redis_client, results, writer, stall_seconds=300, held=lambda _: set(held or ()))
+
+
+def test_redrive_requeues_only_stalled_items_the_broker_lost(redis_client: redis.Redis, results: ResultStore,
+                                                              clock: Clock) -> None:
     app = FakeApp()
     writer = BatchWriter(app, results, clock)  # type: ignore[arg-type]
-    batch_id = writer.start([CID, OTHER], options={"policy": "fail"})
+    third = "00000000-0000-4000-8000-000000000003"
+    batch_id = writer.start([CID, OTHER, third], options={"policy": "fail"})
     app.sent.clear()
     results.record(CloseResult(CID, Outcome.CLOSED, batch_id=batch_id))
-    recovery = BatchRecovery(redis_client, results, writer, stall_seconds=300)
+    still_queued = {HeldClose("t-3", third, batch_id)}
+    recover = recovery(redis_client, results, writer, still_queued)
+    recover.run()  # first check: remembers Redis' run id
     clock.now += 299
-    assert recovery.redrive_stalled() == {}
+    assert recover.run().batches == {}
     clock.now += 2
-    assert recovery.redrive_stalled() == {batch_id: 1}
+    report = recover.run()
+    assert report.batches == {batch_id: 1} and not report.redis_restarted
     assert app.sent == [("worker.tasks.close_conversation", [OTHER], {"batch_id": batch_id, "policy": "fail"},
                          "bulk")]
-    assert recovery.redrive_stalled() == {}  # just re-driven: it waits another stall window
+    assert recover.run().batches == {}  # just re-driven: it waits another stall window
     clock.now += 301
-    assert recovery.redrive_stalled() == {batch_id: 1}
+    assert recover.run().batches == {batch_id: 1}
 
 
-def test_redrive_runs_once_at_a_time(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+def test_redis_restart_resends_what_was_lost_at_once(redis_client: redis.Redis, results: ResultStore,
+                                                      clock: Clock) -> None:
+    app = FakeApp()
+    writer = BatchWriter(app, results, clock)  # type: ignore[arg-type]
+    batch_id = writer.start([CID, OTHER], options={})
+    results.track_pending("single-1", "00000000-0000-4000-8000-000000000009", {"policy": "fail"}, "interactive")
+    results.track_pending("single-2", "00000000-0000-4000-8000-00000000000a", {}, "interactive")
+    app.sent.clear()
+    held = {HeldClose("t-2", OTHER, batch_id), HeldClose("single-2", "00000000-0000-4000-8000-00000000000a", None)}
+    recover = recovery(redis_client, results, writer, held)
+    redis_client.set(KEYS.redis_run_id, "the-run-before-the-restart")
+    report = recover.run()  # no stall window waited: the restart is enough
+    assert report.redis_restarted and report.batches == {batch_id: 1} and report.standalone == 1
+    assert sorted(task[1][0] for task in app.sent) == sorted([CID, "00000000-0000-4000-8000-000000000009"])
+    pending = dict(results.pending())
+    assert "single-1" not in pending and "single-2" in pending  # the re-sent close is tracked under its new id
+    assert [e["options"] for e in pending.values() if e["conversation_id"].endswith("9")] == [{"policy": "fail"}]
+    assert not recover.run().redis_restarted  # the new run id is remembered
+
+
+def test_recovery_runs_once_at_a_time(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
     writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
     batch_id = writer.start([CID], options={})
     clock.now += 1000
     held = OwnedLock(redis_client, KEYS.redrive_lock, 60)
     assert held.acquire("another-worker")
-    recovery = BatchRecovery(redis_client, results, writer, stall_seconds=300)
-    assert recovery.redrive_stalled() == {}
+    recover = recovery(redis_client, results, writer)
+    assert recover.run().batches == {}
     assert held.owner() == "another-worker"  # not released by someone who does not own it
     held.release()
-    assert recovery.redrive_stalled() == {batch_id: 1}
+    assert recover.run().batches == {batch_id: 1}
+
+
+# -- what a message may ask for --------------------------------------------------------------------------------------
+def test_spoofed_batch_ids_leave_batches_untouched(redis_client: redis.Redis, results: ResultStore,
+                                                   clock: Clock) -> None:
+    writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
+    batch_id = writer.start([CID], options={})
+    closer = ScriptedCloser([("patch", Outcome.CLOSED)] * 6)
+    run = runner(redis_client, results, closer, clock)
+    for spoof in (batch_id, batch_id + ":items", "*", "1" * 32):  # OTHER is not an item of any of them
+        record = run.run(OTHER, TaskContext(f"t-{spoof}", 0, spoof), {})
+        assert record["outcome"] == "closed" and record["batch_id"] is None
+    status = results.batch_status(batch_id)
+    assert status is not None and status.done == 0 and status.total == 1
+    assert redis_client.type(KEYS.batch_items(batch_id)) in {"none", "hash"}
+    assert run.run(CID, TaskContext("real", 0, batch_id), {})["batch_id"] == batch_id
+    assert results.batch_status(batch_id).finished  # type: ignore[union-attr]
+
+
+def test_options_only_narrow_the_configuration(redis_client: redis.Redis, results: ResultStore,
+                                               clock: Clock) -> None:
+    closer = ScriptedCloser([("patch", Outcome.CLOSED)] * 3)
+    run = runner(redis_client, results, closer, clock)  # CLOSE_POLICY unset: fail only
+    for overrides, reason in (({"policy": "teardown"}, "not allowed on this worker"),
+                              ({"allow_other_message_types": True}, "CLOSE_ALLOW_OTHER_MESSAGE_TYPES"),
+                              ({"skip_initial_get": True}, "unknown close option"),
+                              ({"x" * 100_000: 1}, "unknown close option")):
+        record = run.run(CID, TaskContext("t", 0, None), overrides)
+        assert record["outcome"] == "invalid_request" and reason in record["error"]
+        assert len(record["error"]) <= 1000
+    assert closer.calls == []
+    widened = runner(redis_client, results, closer, clock, close_policy="participants")
+    assert widened.run(CID, TaskContext("t2", 0, None), {"policy": "participants"})["outcome"] == "closed"
+    allowed = runner(redis_client, results, closer, clock, close_allowed_policies="fail,teardown")
+    assert allowed.run(CID, TaskContext("t3", 0, None), {"policy": "teardown"})["outcome"] == "closed"
+
+
+def test_sweep_batches_skip_the_first_read(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+    writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
+    sweep_batch = writer.start([CID], options={}, origin=ORIGIN_SWEEP)
+    list_batch = writer.start([OTHER], options={})
+    closer = ScriptedCloser([("patch", Outcome.CLOSED)] * 2)
+    run = runner(redis_client, results, closer, clock)
+    run.run(CID, TaskContext("a", 0, sweep_batch), {})
+    run.run(OTHER, TaskContext("b", 0, list_batch), {})
+    assert [options.skip_initial_get for options in closer.calls] == [True, False]
 
 
 # -- sweeps ----------------------------------------------------------------------------------------------------------
@@ -214,7 +302,8 @@ def test_sweep_records_candidates_and_starts_a_batch(redis_client: redis.Redis, 
     summary = sweeps.run("s1", {"min_age_minutes": 60, "lookback_days": 1}, dry_run=False, options={},
                          scheduled=False)
     assert summary["candidates"] == 2 and summary["chosen"] == 1  # clock: 2023-11-14T22:13:20Z
-    assert [task[1] for task in app.sent] == [[CID]] and app.sent[0][2]["skip_initial_get"] is True
+    assert [task[1] for task in app.sent] == [[CID]] and app.sent[0][2] == {"batch_id": summary["batch_id"]}
+    assert results.batch_fields(summary["batch_id"], "origin") == [ORIGIN_SWEEP]
     reasons = {c["conversation_id"]: c["chosen"] for c in results.iter_sweep_candidates("s1")}
     assert reasons == {CID: True, OTHER: False}
     assert results.sweep_summary("s1") == summary

@@ -16,6 +16,7 @@ class Outcome(StrEnum):
     UNCONFIRMED = "unconfirmed"              # disconnect sent, but reads still show a participant connected
     FAILED = "failed"                        # a permanent error or retries exhausted
     INVALID_ID = "invalid_id"                # not a UUID: rejected before any request
+    INVALID_REQUEST = "invalid_request"      # the message asked for what this worker refuses (bounds, options)
     CANCELLED = "cancelled"                  # its batch was cancelled before it ran
     NOT_ATTEMPTED = "not_attempted"          # no request made: its batch was stopped or the circuit breaker is open
 

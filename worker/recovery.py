@@ -1,0 +1,165 @@
+"""Re-sending work the broker lost: stalled batches, lost standalone closes, and everything in flight when Redis
+restarted.
+
+kombu on Redis can lose a message: one a SIGKILL catches between the pop from the queue and its ``unacked`` record,
+or ones in flight when Redis restarts. Two checks, run by beat every ``RECOVERY_CHECK_SECONDS``, at most one run
+at a time in the fleet:
+
+- **Redis restarted** (its ``run_id`` changed since the last check): at once, and on every check for
+  ``AFTERMATH_SECONDS`` after it, the messages workers took and no longer run (kombu's ``unacked`` entries whose
+  task no worker reports as active, reserved or scheduled: the connection loss cancelled them) go back to their
+  queues through kombu's own restore, instead of after the visibility timeout; then every running batch's items
+  without an outcome, and every tracked standalone close, that the broker no longer holds are published again.
+- **Stalled**: a batch with no progress for ``BATCH_STALL_SECONDS``, or a standalone close older than that, gets
+  the same treatment.
+
+"What the broker still holds" (queued or unacknowledged, see ``broker_scan``) is never re-sent, so the re-driven
+copies are only the lost ones; a copy that races a late original is harmless (in-flight lock, counted once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import redis
+
+from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.worker.batches import BatchWriter
+from genesys_closer.worker.broker_scan import UNACKED_INDEX, HeldClose, held_closes, unacked_task_id
+from genesys_closer.worker.genesys.locks import OwnedLock
+from genesys_closer.worker.genesys.redis_connection import text
+from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
+from genesys_closer.worker.results import ResultStore
+
+log = logging.getLogger("genesys_closer.worker")
+LOCK_SECONDS = 60
+AFTERMATH_SECONDS = 60.0  # after a restart, orphaned deliveries are looked for on every check this long
+FRESH_DELIVERY_SECONDS = 5.0  # a delivery younger than this may not show in its worker's lists yet
+INSPECT_TIMEOUT_SECONDS = 1.0
+
+
+def remember_redis_run_id(client: redis.Redis) -> None:
+    """Note the current Redis run id unless one is noted (workers do this at start, so that a restart before the
+    first recovery check is still seen as one)."""
+    client.set(KEYS.redis_run_id, str(client.info("server").get("run_id", "")), nx=True)
+
+
+@dataclass
+class RecoveryReport:
+    redis_restarted: bool = False
+    restored: int = 0
+    batches: dict[str, int] = field(default_factory=dict)
+    standalone: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {"redis_restarted": self.redis_restarted, "restored": self.restored, "batches": dict(self.batches),
+                "standalone": self.standalone}
+
+
+class Recovery:
+    def __init__(self, client: redis.Redis, results: ResultStore, batches: BatchWriter, stall_seconds: float,
+                 *, held: Callable[[redis.Redis], Iterable[HeldClose]] = held_closes) -> None:
+        self.redis = client
+        self.results = results
+        self.batches = batches
+        self.stall_seconds = stall_seconds
+        self._held_source = held
+
+    def run(self) -> RecoveryReport:
+        """One recovery pass (a run that finds another in progress does nothing)."""
+        lock = OwnedLock(self.redis, KEYS.redrive_lock, LOCK_SECONDS)
+        report = RecoveryReport()
+        if not lock.acquire(uuid.uuid4().hex):
+            return report
+        with lock:
+            report.redis_restarted = self._redis_restarted()
+            if report.redis_restarted:
+                self.redis.set(KEYS.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))
+            if report.redis_restarted or self.redis.exists(KEYS.restart_aftermath):
+                report.restored = self._restore_orphans(time.time() - FRESH_DELIVERY_SECONDS)
+            batch_ids = (self.results.unfinished_batches() if report.redis_restarted
+                         else self.results.stalled_batches(self.stall_seconds))
+            stale_before = None if report.redis_restarted else self.results.clock() - self.stall_seconds
+            standalone = [(task_id, entry) for task_id, entry in self.results.pending()
+                          if stale_before is None or float(entry.get("at", 0)) <= stale_before]
+            if not batch_ids and not standalone:
+                return report
+            held = self._held()
+            held_tasks = {h.task_id for h in held}
+            held_items = {(h.batch_id, h.conversation_id) for h in held}
+            for batch_id in batch_ids:
+                report.batches[batch_id] = self._redrive_batch(batch_id, held_items, report.redis_restarted)
+            for task_id, entry in standalone:
+                if task_id not in held_tasks:
+                    report.standalone += self._resend(task_id, entry)
+        if report.standalone or any(report.batches.values()):
+            log.warning("recovery: re-sent %d batch item(s) and %d standalone close(s)%s",
+                        sum(report.batches.values()), report.standalone,
+                        " after a Redis restart" if report.redis_restarted else " (stalled)")
+        return report
+
+    def _redis_restarted(self) -> bool:
+        """Whether Redis restarted since the last check (its run id changed)."""
+        run_id = str(self.redis.info("server").get("run_id", ""))
+        previous = self.redis.getset(KEYS.redis_run_id, run_id)
+        return previous is not None and text(previous) != run_id
+
+    def _restore_orphans(self, delivered_before: float) -> int:
+        """Put back (kombu's restore) the unacknowledged deliveries older than ``delivered_before`` whose task no
+        worker runs, holds or has scheduled any more."""
+        tags = [text(tag) for tag in self.redis.zrangebyscore(UNACKED_INDEX, 0, delivered_before)]
+        if not tags:
+            return 0
+        known = self._tasks_on_workers()
+        orphans = [tag for tag in tags if unacked_task_id(self.redis, tag) not in known]
+        if not orphans:
+            return 0
+        with self.batches.app.connection_for_write() as connection:
+            qos = connection.default_channel.qos
+            for tag in orphans:
+                qos.restore_by_tag(tag)
+        log.warning("recovery: %d delivered message(s) no worker runs any more put back on their queues", len(orphans))
+        return len(orphans)
+
+    def _tasks_on_workers(self) -> set[str]:
+        inspect = self.batches.app.control.inspect(timeout=INSPECT_TIMEOUT_SECONDS)
+        ids: set[str] = set()
+        for reply in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+            for requests in (reply or {}).values():
+                for request in requests or []:
+                    inner = request.get("request", request) if isinstance(request, dict) else {}
+                    if isinstance(inner, dict) and inner.get("id"):
+                        ids.add(str(inner["id"]))
+        return ids
+
+    def _held(self) -> set[HeldClose]:
+        return set(self._held_source(self.redis))
+
+    def _redrive_batch(self, batch_id: str, held: set[tuple[str | None, str]], restarted: bool) -> int:
+        options, queue = self.results.batch_fields(batch_id, "options", "queue")
+        missing = [cid for cid in self.results.missing_items(batch_id) if (batch_id, cid) not in held]
+        count = self.batches.publish(batch_id, missing, json.loads(options or "{}"), queue or QUEUE_BULK)
+        self.results.mark_redriven(batch_id, count)
+        if count:
+            log.warning("batch %s: re-queued %d item(s) the broker no longer held", "after a Redis restart"
+                        if restarted else f"stalled for {self.stall_seconds:g} s", count, extra={"batch_id": batch_id})
+        return count
+
+    def _resend(self, task_id: str, entry: dict[str, object]) -> int:
+        conversation_id = entry.get("conversation_id")
+        options = entry.get("options")
+        if not isinstance(conversation_id, str) or not isinstance(options, dict):
+            self.results.forget_pending(task_id)
+            return 0
+        queue = entry.get("queue") if isinstance(entry.get("queue"), str) else QUEUE_INTERACTIVE
+        new_id = self.batches.publish_close(conversation_id, options, str(queue))
+        self.results.forget_pending(task_id)
+        self.results.track_pending(new_id, conversation_id, options, str(queue))
+        log.warning("standalone close re-sent (task %s -> %s)", task_id, new_id,
+                    extra={"conversation_id": conversation_id})
+        return 1
