@@ -205,6 +205,10 @@ class CloseClient:
     def outcome(self, conversation_id: str) -> CloseResult | None:
         return self.results.outcome(parse_conversation_id(conversation_id))
 
+    def rejected(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent messages the workers refused before running them, newest first."""
+        return self.results.rejected(limit)
+
 
 @functools.cache
 def default_client() -> CloseClient:

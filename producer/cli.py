@@ -41,7 +41,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(width=None if sys.stdout.isatty() else 200)  # piped output is not cut at 80 columns
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 
 class State:
@@ -343,6 +343,29 @@ def outcome(
         raise typer.Exit(EXIT_NOT_ALL_SUCCEEDED)
     state.emit(result.as_dict()) if state.json else console.print(_outcome_line(result), markup=False)
     raise typer.Exit(EXIT_OK if result.outcome.succeeded else EXIT_NOT_ALL_SUCCEEDED)
+
+
+@app.command()
+def rejected(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> None:
+    """List the most recent messages the workers refused before running them (outcome invalid_request), with why.
+
+    Example: genesys-closer rejected --limit 5
+    """
+    state = _state(ctx)
+    rows = state.client.rejected(limit)
+    if state.json:
+        for row in rows:
+            state.emit(row)
+        return
+    table = Table(Column("task", no_wrap=True), "conversation", "outcome", "reason", "at")
+    for row in rows:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(row.get("finished_at") or 0)))
+        table.add_row(str(row.get("task_id", ""))[:36], str(row.get("conversation_id", ""))[:40],
+                      str(row.get("outcome", "")), str(row.get("error", ""))[:200], at)
+    console.print(table)
 
 
 @app.command()

@@ -31,9 +31,22 @@ def detect_format(first_line: str, name: str) -> str:
     return "lines"
 
 
+MAX_LINE = 10_000  # an ID line longer than this is garbage: reported as an invalid item, never parsed
+
+
 def read_ids(stream: IO[str], *, fmt: str = "auto", column: str | None = None, name: str = "") -> Iterator[object]:
     """Yield each raw ID (not validated: ``close_many`` does that, per item). Blank lines and ``#`` comments are
-    skipped in plain files."""
+    skipped in plain files. A file that cannot be read as text (binary, not UTF-8, a broken CSV) raises InputError
+    naming the line; the batch being built from it is then discarded."""
+    try:
+        yield from _read_ids(stream, fmt=fmt, column=column, name=name)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name or 'input'} is not UTF-8 text (a binary file?): byte {exc.start}") from None
+    except csv.Error as exc:
+        raise InputError(f"{name or 'input'} is not readable CSV: {str(exc)[:200]}") from None
+
+
+def _read_ids(stream: IO[str], *, fmt: str, column: str | None, name: str) -> Iterator[object]:
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     first = stream.readline()
@@ -65,9 +78,12 @@ def read_ids(stream: IO[str], *, fmt: str = "auto", column: str | None = None, n
         for number, line in enumerate(lines(), start=1):
             if not line.strip():
                 continue
+            if len(line) > MAX_LINE:
+                yield f"<line {number}: longer than {MAX_LINE} characters>"
+                continue
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 yield f"<line {number}: not JSON>"
                 continue
             if isinstance(record, dict):

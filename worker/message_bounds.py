@@ -100,6 +100,7 @@ def bounded_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Call
 
     handler = default(task, app, consumer, **options)
     bounds = message_limits(task.name)
+    ack_errors = (*consumer.connection_errors, AttributeError)  # see worker.safe_ack
 
     def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any) -> Any:
         try:
@@ -117,7 +118,7 @@ def bounded_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Call
         try:
             record_rejected(task.name, task_id, payload if task.name == TASK_NAME else None, problem)
         finally:
-            ack()
+            ack(log, ack_errors)
         return None
 
     return handle

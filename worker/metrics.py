@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
 CLOSES = Counter("genesys_closer_closes_total", "Closes finished, by outcome.", ["outcome"])
 API_REQUESTS = Counter("genesys_closer_api_requests_total", "HTTP requests to Genesys Cloud, by route and status.",
@@ -23,6 +23,9 @@ LIMITER_WAIT = Histogram("genesys_closer_limiter_wait_seconds", "Time spent wait
 CONFIRM_LATENCY = Histogram("genesys_closer_confirm_seconds", "From the disconnect PATCH to a confirming read.",
                             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 TOKEN_REFRESHES = Counter("genesys_closer_token_refreshes_total", "OAuth tokens fetched for the fleet.")
+REDIS_MEMORY_USED = Gauge("genesys_closer_redis_memory_used_ratio",
+                          "Redis used_memory / maxmemory at the last recovery check (0 when maxmemory is unset).",
+                          multiprocess_mode="mostrecent")
 
 
 def on_reply(label: str, status: int) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.worker import metrics
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.broker_scan import UNACKED_INDEX, HeldClose, held_closes, unacked_task_id
 from genesys_closer.worker.genesys.locks import OwnedLock
@@ -38,6 +39,7 @@ from genesys_closer.worker.results import ResultStore
 
 log = logging.getLogger("genesys_closer.worker")
 LOCK_SECONDS = 60
+MEMORY_WARNING = 0.8
 AFTERMATH_SECONDS = 60.0  # after a restart, orphaned deliveries are looked for on every check this long
 FRESH_DELIVERY_SECONDS = 5.0  # a delivery younger than this may not show in its worker's lists yet
 INSPECT_TIMEOUT_SECONDS = 1.0
@@ -49,15 +51,30 @@ def remember_redis_run_id(client: redis.Redis) -> None:
     client.set(KEYS.redis_run_id, str(client.info("server").get("run_id", "")), nx=True)
 
 
+def check_redis_memory(client: redis.Redis, warn_at: float = MEMORY_WARNING) -> float:
+    """Redis' used_memory / maxmemory (0 without a maxmemory): a metric, and a warning from ``warn_at`` on. With
+    ``noeviction`` a full Redis refuses writes, so the warning comes before enqueues start failing."""
+    memory = client.info("memory")
+    limit = float(memory.get("maxmemory", 0) or 0)
+    used = float(memory.get("used_memory", 0) or 0) / limit if limit else 0.0
+    metrics.REDIS_MEMORY_USED.set(used)
+    if used >= warn_at:
+        log.warning("Redis memory at %.0f%% of maxmemory (%s): shorten RESULTS_TTL_SECONDS or raise maxmemory; at "
+                    "100%% new closes are refused", used * 100, memory.get("maxmemory_human", limit))
+    return used
+
+
 @dataclass
 class RecoveryReport:
     redis_restarted: bool = False
     restored: int = 0
+    memory_used: float = 0.0
     batches: dict[str, int] = field(default_factory=dict)
     standalone: int = 0
 
     def as_dict(self) -> dict[str, object]:
-        return {"redis_restarted": self.redis_restarted, "restored": self.restored, "batches": dict(self.batches),
+        return {"redis_restarted": self.redis_restarted, "restored": self.restored, "memory_used": self.memory_used,
+                "batches": dict(self.batches),
                 "standalone": self.standalone}
 
 
@@ -77,6 +94,7 @@ class Recovery:
         if not lock.acquire(uuid.uuid4().hex):
             return report
         with lock:
+            report.memory_used = check_redis_memory(self.redis)
             report.redis_restarted = self._redis_restarted()
             if report.redis_restarted:
                 self.redis.set(KEYS.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))

@@ -76,17 +76,22 @@ class ResultStore:
 
     # -- outcomes ----------------------------------------------------------------------------------------------
     def record(self, result: CloseResult, item_key: str | None = None) -> bool:
-        """Store ``result``; count it in its batch exactly once. True when it was counted now."""
-        payload = json.dumps(result.as_dict(), separators=(",", ":"))
+        """Store ``result``; count it in its batch exactly once. True when it was counted now.
+
+        A batch item's record is kept once, in its batch; the conversation's latest-outcome key then holds only a
+        reference to it (``{"batch_id": ...}``), which keeps a batched close under 1 kB of Redis memory."""
+        payload = json.dumps(result.stored(in_batch=bool(result.batch_id)), separators=(",", ":"))
         key = item_key or result.conversation_id
         if result.batch_id:
             keys = [self.keys.outcome(result.conversation_id), self.keys.batch_items(result.batch_id),
                     self.keys.batch(result.batch_id)]
+            latest = result.batch_id  # a reference: the record is in that batch, under the conversation id
         else:
             keys = [self.keys.outcome(result.conversation_id), "", ""]
+            latest = payload
         by_conversation = "0" if result.outcome is Outcome.INVALID_ID else "1"
         counted = self._record(keys=keys, args=[key, payload, result.outcome.value, self.retention,
-                                                repr(self.clock()), by_conversation])
+                                                repr(self.clock()), by_conversation, latest])
         return bool(counted)
 
     def record_rejected(self, result: CloseResult, task_id: str, keep: int = 1000) -> None:
@@ -104,8 +109,16 @@ class ResultStore:
         return [dict(json.loads(raw)) for raw in self.redis.lrange(self.keys.rejected, 0, limit - 1)]
 
     def outcome(self, conversation_id: str) -> CloseResult | None:
+        """The latest outcome recorded for a conversation (following a batch item's reference)."""
         raw = self.redis.get(self.keys.outcome(conversation_id))
-        return None if raw is None else CloseResult.from_dict(json.loads(raw))
+        if raw is None:
+            return None
+        raw = text(raw)
+        if raw.startswith("{"):
+            return CloseResult.from_dict(json.loads(raw))
+        batch_id = raw
+        item = self.redis.hget(self.keys.batch_items(batch_id), conversation_id)
+        return None if item is None else CloseResult.from_dict({**json.loads(item), "batch_id": batch_id})
 
     # -- batches -----------------------------------------------------------------------------------------------
     def create_batch(self, batch_id: str, *, label: str = "", source: str = "", options: str = "{}",
@@ -231,7 +244,7 @@ class ResultStore:
     def iter_items(self, batch_id: str, count: int = 500) -> Iterator[CloseResult]:
         """Every recorded item of a batch, streamed with HSCAN."""
         for _, raw in self.redis.hscan_iter(self.keys.batch_items(batch_id), count=count):
-            yield CloseResult.from_dict(json.loads(raw))
+            yield CloseResult.from_dict({**json.loads(raw), "batch_id": batch_id})
 
     def recent_batches(self, limit: int = 20) -> list[BatchStatus]:
         ids = self.redis.zrevrange(self.keys.batches, 0, limit - 1)

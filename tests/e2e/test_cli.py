@@ -3,8 +3,10 @@ the emulator. Most CLI behaviour is tested in-process on the shared fleet (tests
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer import cli as cli_module
 from genesys_closer.producer.api import CloseClient
 from tests.e2e.conftest import StartWorkers
+from tests.services import RedisServer, free_port
 from tests.waiting import wait_until
 
 CLI = [str(Path(sys.executable).with_name("genesys-closer"))]  # the installed console script
@@ -31,7 +34,7 @@ def cli(redis_url: str, *args: str, stdin: str | None = None, timeout: float = 1
                           timeout=timeout, check=False)
 
 
-COMMANDS = ("close", "bulk", "sweep", "status", "results", "cancel", "retry", "batches", "outcome")
+COMMANDS = ("close", "bulk", "sweep", "status", "results", "cancel", "retry", "batches", "outcome", "rejected")
 
 
 def test_help_for_every_command(redis_url: str) -> None:
@@ -55,7 +58,8 @@ def test_bulk_dry_run_enqueues_nothing(redis_url: str, tmp_path: Path) -> None:
 
 def test_status_cancel_and_retry(start: StartWorkers, admin: EmulatorAdmin, redis_url: str, tmp_path: Path) -> None:
     """Real processes for the batch command group: bulk --detach, cancel, status --watch, retry --policy."""
-    start(1, concurrency=2, genesys_rate_limit_per_minute=600, task_max_retries=0, retry_max_attempts=1)
+    start(1, concurrency=2, genesys_rate_limit_per_minute=600, task_max_retries=0, retry_max_attempts=1,
+          close_allowed_policies="fail,participants")  # as the runbook says for retry --policy participants
     client = CloseClient(load_producer_settings(redis_url=redis_url))
     ids = admin.create(40)
     source = tmp_path / "ids.txt"
@@ -80,3 +84,31 @@ def test_status_cancel_and_retry(start: StartWorkers, admin: EmulatorAdmin, redi
     assert "closed=8" in retried.stdout and "failed=" not in retried.stdout.splitlines()[-1]
     assert len(admin.conversations(open="true")) == len([r for r in client.batch(batch_id).results()
                                                            if r.outcome.value == "cancelled"])
+
+
+def test_errors_are_one_line_with_documented_exit_codes(redis_url: str, redis_server: RedisServer) -> None:
+    """The real console script, with nothing but Redis (no worker): every failure is one line and its exit code."""
+    cid = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
+    queued = cli(redis_url, "close", cid, "--timeout", "2")
+    assert queued.returncode == 3 and "queued" in queued.stderr and "genesys-closer outcome" in queued.stderr
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    wrong_password = redis_url.replace(redis_server.password, "wrong")
+    wrong_db = redis_url.rsplit("/", 1)[0] + "/99"
+    for url, says in ((down, "cannot reach Redis"), (wrong_password, "cannot reach Redis"),
+                      (wrong_db, "Redis refused a command")):
+        started = time.monotonic()
+        run = subprocess.run([*CLI, "--redis-url", url, "batches"], capture_output=True, text=True, timeout=120,
+                             check=False)
+        assert run.returncode == 3 and says in run.stderr, run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+        assert time.monotonic() - started < 15
+    usage = cli(redis_url, "bulk", "/no/such/file")
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+
+
+def test_producer_commands_need_only_redis(redis_url: str) -> None:
+    """Worker-only settings may be absent or invalid: the producer side never reads them."""
+    env = {"PATH": os.environ["PATH"], "REDIS_URL": redis_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "0",
+           "CLOSE_POLICY": "explode"}
+    run = subprocess.run([*CLI, "batches"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr

@@ -17,7 +17,7 @@ from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
 from tests.e2e.conftest import StartWorkers
-from tests.services import free_port, worker_env
+from tests.services import CeleryWorker, free_port, worker_env
 
 
 def test_worker_metrics(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
@@ -87,3 +87,20 @@ def test_redactor_patterns(secret_line: str) -> None:
     cleaned = Redactor(["demo-secret"])(secret_line)
     assert "abcdefghijkl" not in cleaned and "hunter22" not in cleaned and "demo-secret" not in cleaned
     assert "[REDACTED]" in cleaned
+
+
+@pytest.mark.parametrize(("variable", "env"), [
+    ("GENESYS_CLIENT_SECRET", {"GENESYS_CLIENT_SECRET": ""}),
+    ("GENESYS_CLIENT_ID", {"GENESYS_CLIENT_ID": " "}),
+    ("GENESYS_RATE_LIMIT_PER_MINUTE", {"GENESYS_RATE_LIMIT_PER_MINUTE": "0"}),
+    ("CLOSE_ALLOWED_POLICIES", {"CLOSE_ALLOWED_POLICIES": "fail,nuke"}),
+])
+def test_misconfigured_worker_refuses_to_start(redis_url: str, emulator: EmulatorServer, logdir: Path,
+                                               variable: str, env: dict[str, str]) -> None:
+    worker = CeleryWorker("misconfigured", {**worker_env(redis_url, emulator.base_url), **env}, logdir, 1).start()
+    assert worker.process is not None
+    code = worker.process.wait(timeout=60)
+    text = worker.log_path.read_text()
+    ours = [line for line in text.splitlines() if line.startswith("genesys-closer worker:")]
+    assert code == 78  # EX_CONFIG
+    assert len(ours) == 1 and variable in ours[0] and "Traceback" not in text, text  # (Celery may warn about root)

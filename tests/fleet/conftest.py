@@ -19,6 +19,7 @@ from genesys_closer.producer import cli as cli_module
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.worker.genesys.redis_connection import connect
 from tests.conftest import Fleet
+from tests.services import worker_env
 
 
 @pytest.fixture
@@ -43,7 +44,10 @@ def redis_client(redis_url: str) -> redis.Redis:
 
 @pytest.fixture
 def producer_settings(redis_url: str) -> ProducerSettings:
-    return load_producer_settings(redis_url=redis_url)
+    """The producer side of the fleet's configuration (as an app sharing the workers' environment has it)."""
+    shared = {k.lower(): v for k, v in worker_env(redis_url, "http://unused").items()
+              if k in {"BROKER_VISIBILITY_TIMEOUT_SECONDS", "TASK_TIME_LIMIT_SECONDS", "TASK_SOFT_TIME_LIMIT_SECONDS"}}
+    return load_producer_settings(redis_url=redis_url, **shared)
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from genesys_closer.worker.closing.closer import CloseOptions, Closer, ConfirmSettings, RetrySettings
-from genesys_closer.worker.closing.outcomes import Outcome
+from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import BadRequest, ServerError, TransportError
 
 CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
@@ -60,3 +61,15 @@ def test_retried_task_after_a_sent_patch_reports_closed() -> None:
     client = ScriptedClient([], ["disconnected"])
     result = closer(client).close(CID, CloseOptions(previously_patched=True))
     assert result.outcome is Outcome.CLOSED
+
+
+@pytest.mark.parametrize("result", [
+    CloseResult("", Outcome.INVALID_ID, attempts=0, error="empty"),
+    CloseResult("3b47a74f-a827-4166-ae62-f6ba6d7268ae", Outcome.CLOSED, api_calls=3, started_at=1.23456789,
+                finished_at=2.5, participant_states=[{"purpose": "agent", "state": "disconnected"}],
+                correlation_ids=["c"], confirm_seconds=0.2, action="patch", batch_id="b" * 32),
+])
+def test_stored_record_round_trips(result: CloseResult) -> None:
+    """What Redis keeps leaves defaults out but restores to the same record (times to the millisecond)."""
+    restored = CloseResult.from_dict({**result.stored(in_batch=True), "batch_id": result.batch_id})
+    assert restored == replace(result, started_at=round(result.started_at, 3))

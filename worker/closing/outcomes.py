@@ -50,6 +50,20 @@ class CloseResult:
         data["outcome"] = self.outcome.value
         return data
 
+    def stored(self, *, in_batch: bool = False) -> dict[str, Any]:
+        """The record as kept in Redis: fields at their defaults are left out (``from_dict`` restores them), times
+        are kept to the millisecond, and a batch item does not repeat its batch id (its batch holds it)."""
+        defaults = {"api_calls": 0, "attempts": 1, "wrapups_applied": 0}
+        data = {name: value for name, value in self.as_dict().items()
+                if name in {"conversation_id", "outcome"}
+                or (value not in (None, [], "") and defaults.get(name, object()) != value)}
+        for name in ("started_at", "finished_at"):
+            if name in data:
+                data[name] = round(data[name], 3)
+        if in_batch:
+            data.pop("batch_id", None)
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CloseResult:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
