@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="open web messaging conversations (connected agent) to seed")
     parser.add_argument("--mix", type=parse_mix, default={}, help="more conversations by kind: KIND=N,KIND=N")
     parser.add_argument("--age-minutes", type=float, default=90.0, help="age of seeded conversations")
-    parser.add_argument("--rate-limit-per-minute", type=int, default=300)
+    parser.add_argument("--rate-limit-per-minute", "--rate-limit-allowed", type=int, default=300,
+                        help="requests per minute per token, reported in inin-ratelimit-allowed (orgs differ: 180...)")
     parser.add_argument("--consistency-delay-ms", type=float, default=300.0)
     parser.add_argument("--client-id", default="demo-client")
     parser.add_argument("--client-secret", default="demo-secret")
@@ -49,6 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-retry-after", action="store_true", help="429 bursts carry no Retry-After")
     parser.add_argument("--unavailable-seconds", type=float, default=0.0,
                         help="drop every connection for this long after start")
+    answers = parser.add_argument_group("open answers", "where public evidence leaves Genesys' answer open, pick one")
+    answers.add_argument("--restricted-status", type=int, choices=(403, 404), default=403,
+                         help="answer for conversations in a division the client is not granted (kind restricted)")
+    answers.add_argument("--participant-type-on", choices=("customer", "all"), default="customer",
+                         help="which participants carry the message type")
+    answers.add_argument("--reclose-status", type=int, choices=(409, 400, 404, 200), default=409,
+                         help="answer to a PATCH of an already closed conversation")
+    answers.add_argument("--acw-after-patch", action=argparse.BooleanOptionalAction, default=True,
+                         help="agents are left in after-call work by the PATCH (else a system wrap-up is applied)")
+    answers.add_argument("--wrapup-code", action="append", default=[],
+                         help="a valid wrap-up code (repeatable); without any, every code is accepted")
+    answers.add_argument("--flow-purpose", choices=("workflow", "ivr"), default="workflow",
+                         help="purpose of the flow/bot participant")
+    answers.add_argument("--paging-cap", type=int, default=100_000,
+                         help="details query: pageNumber x pageSize may not exceed this")
+    answers.add_argument("--token-rate-limit-per-minute", type=int, default=0,
+                         help="POST /oauth/token per client per minute (0: unlimited)")
     return parser
 
 
@@ -62,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     config = EmulatorConfig(
         rate_limit_per_minute=args.rate_limit_per_minute, consistency_delay_ms=args.consistency_delay_ms,
         client_id=args.client_id, client_secret=args.client_secret, token_ttl_seconds=args.token_ttl_seconds,
-        seed=args.seed, denied_permissions=tuple(args.deny_permission), faults=faults)
+        seed=args.seed, denied_permissions=tuple(args.deny_permission), faults=faults,
+        restricted_status=args.restricted_status, participant_type_on=args.participant_type_on,
+        reclose_status=args.reclose_status, acw_after_patch=args.acw_after_patch,
+        wrapup_codes=tuple(args.wrapup_code), flow_purpose=args.flow_purpose, paging_cap=args.paging_cap,
+        token_rate_limit_per_minute=args.token_rate_limit_per_minute)
     server = EmulatorServer(args.host, args.port, config)
     with server.state.lock:
         server.state.create_conversations(args.conversations, "webmessaging", age_seconds=args.age_minutes * 60)

@@ -105,7 +105,7 @@ def matches(conversation: Conversation, participants: list[Participant], query: 
 
 def run_query(
     conversations: list[Conversation], query: dict[str, Any], now: float, *, max_page_size: int,
-    max_interval_days: int,
+    max_interval_days: int, paging_cap: int = 100_000,
 ) -> dict[str, Any]:
     if not isinstance(query, dict):
         raise QueryError("body must be a ConversationQuery object")
@@ -120,6 +120,8 @@ def run_query(
         raise QueryError(f"paging.pageSize must be between 1 and {max_page_size}")
     if page_number < 1:
         raise QueryError("paging.pageNumber must be at least 1")
+    if page_number * page_size > paging_cap:
+        raise QueryError(f"Pagination may not exceed {paging_cap} results")
     order_by = query.get("orderBy", "conversationStart")
     if order_by not in {"conversationStart", "conversationEnd"}:
         raise QueryError(f"unsupported orderBy {order_by!r}")

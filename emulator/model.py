@@ -1,8 +1,10 @@
 """Conversations as Genesys Cloud stores them, and their JSON renderings.
 
 Kinds (``KINDS``) cover the cases the closer must handle: open web messaging with a connected agent, waiting in
-queue, bot/flow only, customer left, agent in wrap-up, already disconnected, other message types, and a "stuck"
-conversation that ignores the conversation-level PATCH (only participant PATCHes or the teardown close it).
+queue, bot/flow only, customer left, agent in wrap-up, already disconnected, other message types, a "stuck"
+conversation that ignores the conversation-level PATCH (only participant PATCHes or the teardown close it), a
+"restricted" one in a division the OAuth client is not granted, and a "parked" one (an agent set it aside with a
+resume time).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ KINDS = (
     "whatsapp",
     "open",
     "stuck",
+    "restricted",
+    "parked",
 )
+RESTRICTED_DIVISION_ID = "4c1d5e6f-0000-4000-8000-0000000d1v00"  # a division no OAuth client is granted
 DEFAULT_QUEUE_ID = "6a1c2d3e-0000-4000-8000-00000000a11e"
 
 
@@ -59,6 +64,9 @@ class Participant:
     wrapup: dict[str, Any] | None = None
     wrapup_skipped: bool = False
     start_acw_time: float | None = None
+    end_acw_time: float | None = None
+    park_time: float | None = None
+    resume_time: float | None = None
     direction: str = "inbound"
     messages: list[dict[str, Any]] = field(default_factory=list)
 
@@ -68,8 +76,19 @@ class Participant:
         self.state = "disconnected"
         self.end_time = now
         self.disconnect_type = disconnect_type
+        self.park_time = self.resume_time = None
         if self.wrapup_required and self.wrapup is None and not self.wrapup_skipped:
             self.start_acw_time = now
+
+    def apply_wrapup(self, wrapup: dict[str, Any], now: float) -> None:
+        self.wrapup = wrapup
+        if self.start_acw_time is not None and self.end_acw_time is None:
+            self.end_acw_time = now
+
+    @property
+    def in_acw(self) -> bool:
+        """Disconnected, owing a wrap-up (after-call work)."""
+        return self.start_acw_time is not None and self.end_acw_time is None and self.wrapup is None
 
 
 @dataclass
@@ -125,6 +144,7 @@ def build_conversation(
     age_seconds: float = 600.0,
     idle_seconds: float | None = None,
     queue_id: str | None = None,
+    flow_purpose: str = "workflow",
 ) -> Conversation:
     """A conversation of ``kind`` that started ``age_seconds`` ago, last message ``idle_seconds`` ago."""
     if kind not in KINDS:
@@ -158,7 +178,7 @@ def build_conversation(
         participants = [customer, acd]
     elif kind == "bot":
         participants = [customer, Participant(
-            id=new_id(rng), purpose="ivr", state="connected", start_time=start + 1, connected_time=start + 1,
+            id=new_id(rng), purpose=flow_purpose, state="connected", start_time=start + 1, connected_time=start + 1,
         )]
     else:
         acd.disconnect(start + 6, "transfer")
@@ -171,6 +191,10 @@ def build_conversation(
         customer.disconnect(last_message + 1, "client")
         agent.disconnect(last_message + 2, "client")
         agent.wrapup = {"code": new_id(rng), "name": "Resolved", "durationSeconds": 5}
+    elif kind == "parked":
+        agent.state = "parked"
+        agent.park_time = last_message + 1
+        agent.resume_time = now + 3600
     return Conversation(
         id=new_id(rng),
         kind=kind,
@@ -180,6 +204,7 @@ def build_conversation(
         participants=participants,
         last_message_time=last_message,
         ignores_conversation_patch=kind == "stuck",
+        division_id=RESTRICTED_DIVISION_ID if kind == "restricted" else "4c1d5e6f-0000-4000-8000-00000000d1f5",
     )
 
 
@@ -192,8 +217,10 @@ def _ref(kind: str, ident: str | None) -> dict[str, str] | None:
     return None if ident is None else {"id": ident, "selfUri": f"/api/v2/{kind}/{ident}"}
 
 
-def render_message_conversation(conversation: Conversation, participants: list[Participant]) -> dict[str, Any]:
-    """``MessageConversation``: the body of GET /api/v2/conversations/messages/{conversationId}."""
+def render_message_conversation(conversation: Conversation, participants: list[Participant],
+                                type_on: str = "customer") -> dict[str, Any]:
+    """``MessageConversation``: the body of GET /api/v2/conversations/messages/{conversationId}. ``type_on`` says
+    which participants carry the message ``type``: ``customer`` (only the customer) or ``all``."""
     rendered = []
     for p in participants:
         rendered.append(_prune({
@@ -210,11 +237,14 @@ def render_message_conversation(conversation: Conversation, participants: list[P
             "wrapup": p.wrapup,
             "wrapupSkipped": p.wrapup_skipped if p.wrapup_required else None,
             "startAcwTime": iso(p.start_acw_time),
+            "endAcwTime": iso(p.end_acw_time),
+            "parkTime": iso(p.park_time),
+            "resumeTime": iso(p.resume_time),
             "user": _ref("users", p.user_id),
             "queue": _ref("routing/queues", p.queue_id),
             "attributes": {},
             "provider": "PureCloud Messaging",
-            "type": conversation.message_type,
+            "type": conversation.message_type if type_on == "all" or p.purpose == "customer" else None,
             "messages": p.messages or None,
         }))
     return {
@@ -271,14 +301,22 @@ def render_analytics(conversation: Conversation, participants: list[Participant]
     """``AnalyticsConversationWithoutAttributes``: one row of the conversation details query."""
     rows = []
     for p in participants:
+        interact_end = p.park_time if p.state == "parked" else p.end_time
         segments = [_prune({
             "segmentStart": iso(p.start_time),
-            "segmentEnd": iso(p.end_time),
+            "segmentEnd": iso(interact_end),
             "segmentType": "interact",
             "queueId": p.queue_id,
             "disconnectType": p.disconnect_type,
-            "wrapUpCode": (p.wrapup or {}).get("code"),
+            "wrapUpCode": (p.wrapup or {}).get("code") if p.start_acw_time is None else None,
         })]
+        if p.state == "parked":
+            segments.append(_prune({"segmentStart": iso(p.park_time), "segmentType": "parked",
+                                    "queueId": p.queue_id}))
+        if p.start_acw_time is not None:  # after-call work: a wrapup segment, open until the wrap-up is given
+            segments.append(_prune({"segmentStart": iso(p.start_acw_time), "segmentEnd": iso(p.end_acw_time),
+                                    "segmentType": "wrapup", "queueId": p.queue_id,
+                                    "wrapUpCode": (p.wrapup or {}).get("code")}))
         rows.append(_prune({
             "participantId": p.id,
             "purpose": p.purpose,

@@ -21,7 +21,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from genesys_closer.emulator import analytics
-from genesys_closer.emulator.model import CLOSED_STATES, KINDS, render_conversation, render_message_conversation
+from genesys_closer.emulator.model import (
+    CLOSED_STATES,
+    KINDS,
+    RESTRICTED_DIVISION_ID,
+    render_conversation,
+    render_message_conversation,
+)
 from genesys_closer.emulator.state import EmulatorConfig, EmulatorState, Faults, Token
 
 MAX_BODY_BYTES = 512_000  # request.bytes.max
@@ -176,7 +182,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         client_id: str | None = None
         with state.lock:
             if template == "/oauth/token":
-                status, body, headers = self._oauth(raw)
+                status, body, headers = self._oauth(raw, now)
                 state.token_requests += 1
             else:
                 status, body, headers, client_id = self._authorized(method, template, params, raw)
@@ -185,7 +191,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         headers.setdefault("ININ-Correlation-Id", correlation or str(uuid.uuid4()))
         self._send(status, body, headers)
 
-    def _oauth(self, raw: bytes) -> Reply:
+    def _oauth(self, raw: bytes, now: float) -> Reply:
         state = self.server.state
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
         if form.get("grant_type") != "client_credentials":
@@ -205,6 +211,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         if secret != client.secret:
             return 401, {"error": "invalid_client", "description": "authentication failed",
                          "error_description": "authentication failed"}, {}
+        allowed, reset = state.token_allowed(client.client_id, now)
+        if not allowed:
+            return 429, error_body(429, "too.many.requests.retry.after",
+                                   f"Rate limit exceeded the maximum. Retry the request in [{reset}] seconds",
+                                   {"seconds": str(reset)}), {"Retry-After": str(reset)}
         token, ttl = state.issue_token(client.client_id)
         return 200, {"access_token": token, "token_type": "bearer", "expires_in": ttl}, {}
 
@@ -220,7 +231,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         token: Token | None = state.tokens.get(token_value)
         if token is not None and token.expires_at <= now:
             del state.tokens[token_value]
-            token = None
+            return 401, error_body(401, "credentials.expired", "The provided credentials have expired."), {}, None
         if token is None:
             return 401, error_body(401, "bad.credentials", "Invalid login credentials."), {}, None
         allowed, count, reset = state.rate_check(token, now)
@@ -279,19 +290,28 @@ class RequestHandler(BaseHTTPRequestHandler):
             return 400, error_body(400, "bad.request", "The request could not be understood by the server "
                                    "due to malformed syntax."), {}
         if template == "/api/v2/analytics/conversations/details/query":
+            visible_to_client = [c for c in state.conversations.values() if c.division_id != RESTRICTED_DIVISION_ID]
             try:
                 body = analytics.run_query(
-                    list(state.conversations.values()), payload if isinstance(payload, dict) else {}, now,
-                    max_page_size=state.config.max_page_size, max_interval_days=state.config.max_interval_days)
+                    visible_to_client, payload if isinstance(payload, dict) else {}, now,
+                    max_page_size=state.config.max_page_size, max_interval_days=state.config.max_interval_days,
+                    paging_cap=state.config.paging_cap)
             except (analytics.QueryError, TypeError, ValueError) as exc:
                 return 400, error_body(400, "bad.request", str(exc)), {}
             return 200, body, {}
         conversation = state.conversations.get(params["conversationId"])
         if conversation is None:
             return not_found()
+        if conversation.division_id == RESTRICTED_DIVISION_ID:
+            if state.config.restricted_status == 404:
+                return not_found()
+            return 403, error_body(
+                403, "missing.division.permission",
+                "You are not authorized to perform the requested action on this conversation's division "
+                f"[{conversation.division_id}]", {"division": conversation.division_id}), {}
         visible = conversation.visible_participants(now)
         if method == "GET" and template.startswith("/api/v2/conversations/messages/"):
-            return 200, render_message_conversation(conversation, visible), {}
+            return 200, render_message_conversation(conversation, visible, state.config.participant_type_on), {}
         if method == "GET":
             return 200, render_conversation(conversation, visible), {}
         if template.endswith("/disconnect"):
@@ -306,11 +326,23 @@ class RequestHandler(BaseHTTPRequestHandler):
                                    {"fieldName": "state"}), {}
         state.patches_by_conversation[conversation.id] += 1
         if all(p.state in CLOSED_STATES for p in conversation.participants):
-            return 409, error_body(409, "conflict",
-                                   "The request conflicts with the current state of the target resource"), {}
+            return self._reclose(conversation)
         if not conversation.ignores_conversation_patch:
             state.disconnect_all(conversation, now)
         return 200, render_conversation(conversation, conversation.participants), {}
+
+    def _reclose(self, conversation: Any) -> Reply:
+        """The answer to a PATCH of a conversation that is already closed: undocumented, so configurable."""
+        status = self.server.state.config.reclose_status
+        if status == 200:
+            return 200, render_conversation(conversation, conversation.participants), {}
+        if status == 404:
+            return not_found()
+        if status == 400:
+            return 400, error_body(400, "bad.request", "The conversation is not in a state that allows this "
+                                   "change"), {}
+        return 409, error_body(409, "conflict",
+                               "The request conflicts with the current state of the target resource"), {}
 
     def _patch_participant(self, conversation: Any, participant_id: str, payload: Any, now: float) -> Reply:
         state = self.server.state
@@ -326,12 +358,16 @@ class RequestHandler(BaseHTTPRequestHandler):
         wrapup = payload.get("wrapup")
         if wrapup is not None and (not isinstance(wrapup, dict) or not wrapup.get("code")):
             return 400, error_body(400, "invalid.value", "wrapup.code is required", {"fieldName": "wrapup"}), {}
+        codes = state.config.wrapup_codes
+        if wrapup is not None and codes and wrapup.get("code") not in codes:
+            return 400, error_body(400, "invalid.value", f"Wrap-up code [{wrapup.get('code')}] was not found",
+                                   {"fieldName": "wrapup.code"}), {}
         conversation.before_change(now, state.config.consistency_delay_ms / 1000)
         if wanted == "disconnected":
             participant.disconnect(now, "client")
         if wrapup is not None:
-            participant.wrapup = {k: wrapup[k] for k in ("code", "name", "notes", "tags", "durationSeconds")
-                                  if k in wrapup}
+            participant.apply_wrapup({k: wrapup[k] for k in ("code", "name", "notes", "tags", "durationSeconds")
+                                      if k in wrapup}, now)
         if payload.get("wrapupSkipped") is True:
             participant.wrapup_skipped = True
         return 202, None, {}

@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from genesys_closer.emulator.model import CLOSED_STATES, WEB_MESSAGING, Conversation, build_conversation
@@ -24,6 +24,8 @@ ALL_PERMISSIONS = frozenset({
     "analytics:conversationDetail:view",
 })
 RATE_WINDOW_SECONDS = 60.0
+CONFIG_FAULTS = ("restricted_status", "participant_type_on", "reclose_status", "acw_after_patch", "wrapup_codes",
+                 "flow_purpose", "paging_cap", "token_rate_limit_per_minute")
 REQUEST_LOG_LIMIT = 2_000_000
 
 
@@ -47,7 +49,7 @@ class Faults:
                 self.unavailable_until = now + float(value)
             elif key == "storm_429_seconds":
                 self.storm_429_until = now + float(value)
-            elif key in {"rate_limit_per_minute", "consistency_delay_ms"}:
+            elif key in {"rate_limit_per_minute", "consistency_delay_ms", *CONFIG_FAULTS}:
                 continue
             elif key in self.__dataclass_fields__:
                 current = getattr(self, key)
@@ -71,6 +73,26 @@ class EmulatorConfig:
     max_page_size: int = 100
     max_interval_days: int = 31
     faults: Faults = field(default_factory=Faults)
+    # Where public evidence leaves Genesys' answer open, each plausible answer is an option (docs/emulator.md):
+    restricted_status: int = 403            # a conversation in a division the client is not granted: 403 or 404
+    participant_type_on: str = "customer"   # which participants carry the message type: customer | all
+    reclose_status: int = 409               # PATCH of an already closed conversation: 409 | 400 | 404 | 200
+    acw_after_patch: bool = True            # agents are left in after-call work by the PATCH (else a system wrap-up)
+    wrapup_codes: tuple[str, ...] = ()      # valid wrap-up codes; empty: any code is accepted
+    flow_purpose: str = "workflow"          # purpose of the flow/bot participant: workflow | ivr
+    paging_cap: int = 100_000               # details query: pageNumber x pageSize may not exceed this
+    token_rate_limit_per_minute: int = 0    # POST /oauth/token per client per minute (0: unlimited)
+
+    def __post_init__(self) -> None:
+        checks: dict[str, tuple[object, tuple[object, ...]]] = {
+            "restricted_status": (self.restricted_status, (403, 404)),
+            "participant_type_on": (self.participant_type_on, ("customer", "all")),
+            "reclose_status": (self.reclose_status, (409, 400, 404, 200)),
+            "flow_purpose": (self.flow_purpose, ("workflow", "ivr")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 
 @dataclass
@@ -99,6 +121,7 @@ class EmulatorState:
         self.clients: dict[str, OAuthClient] = {}
         self.tokens: dict[str, Token] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.token_windows: dict[str, tuple[float, int]] = {}
         self.add_client(
             self.config.client_id,
             self.config.client_secret,
@@ -163,12 +186,18 @@ class EmulatorState:
         view["storm_429_seconds"] = max(0.0, view.pop("storm_429_until") - time.time())
         view["rate_limit_per_minute"] = self.config.rate_limit_per_minute
         view["consistency_delay_ms"] = self.config.consistency_delay_ms
+        view.update({name: getattr(self.config, name) for name in CONFIG_FAULTS})
         return view
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
         self.faults.update(changes, time.time())
         if "rate_limit_per_minute" in changes:
             self.config.rate_limit_per_minute = int(changes["rate_limit_per_minute"])
+        options: dict[str, Any] = {name: changes[name] for name in CONFIG_FAULTS if name in changes}
+        if "wrapup_codes" in options:
+            options["wrapup_codes"] = tuple(options["wrapup_codes"])
+        if options:
+            self.config = replace(self.config, **options)  # validated by EmulatorConfig.__post_init__
         if "consistency_delay_ms" in changes:
             self.config.consistency_delay_ms = float(changes["consistency_delay_ms"])
         return self.faults_view()
@@ -205,7 +234,8 @@ class EmulatorState:
         ids = []
         for _ in range(count):
             conversation = build_conversation(kind, now, self.rng, age_seconds=age_seconds,
-                                              idle_seconds=idle_seconds, queue_id=queue_id)
+                                              idle_seconds=idle_seconds, queue_id=queue_id,
+                                              flow_purpose=self.config.flow_purpose)
             self.conversations[conversation.id] = conversation
             ids.append(conversation.id)
         return ids
@@ -231,6 +261,19 @@ class EmulatorState:
         conversation.before_change(now, self.config.consistency_delay_ms / 1000)
         for p in conversation.participants:
             p.disconnect(now, "peer" if p.purpose == "customer" else "client")
+            if not self.config.acw_after_patch and p.in_acw:
+                p.apply_wrapup({"code": "ININ-WRAP-UP-TIMEOUT", "name": "System wrap-up", "provisional": False}, now)
+
+    def token_allowed(self, client_id: str, now: float) -> tuple[bool, int]:
+        """Count one token request of ``client_id``: (allowed, seconds until the window resets)."""
+        limit = self.config.token_rate_limit_per_minute
+        if limit <= 0:
+            return True, 0
+        start, count = self.token_windows.get(client_id, (now, 0))
+        if now >= start + RATE_WINDOW_SECONDS:
+            start, count = now, 0
+        self.token_windows[client_id] = (start, count + 1)
+        return count + 1 <= limit, max(1, math.ceil(start + RATE_WINDOW_SECONDS - now))
 
     def teardown(self, conversation: Conversation, now: float) -> None:
         conversation.before_change(now, self.config.consistency_delay_ms / 1000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +62,14 @@ class State:
             self._client = CloseClient(load_producer_settings(**overrides))
         return self._client
 
+    def emit_all(self, rows: Iterable[dict[str, Any]]) -> bool:
+        """With --json, emit every row and say so; without, emit nothing (the caller prints a table)."""
+        if not self.json:
+            return False
+        for row in rows:
+            self.emit(row)
+        return True
+
     def emit(self, data: dict[str, Any]) -> None:
         console.print_json(json.dumps(data)) if sys.stdout.isatty() else print(json.dumps(data), flush=True)
 
@@ -96,6 +104,7 @@ PolicyOption = Annotated[ClosePolicy | None, typer.Option(
     "--policy", help="When the PATCH does not close everyone: fail, participants, or teardown (see README).")]
 AllowOption = Annotated[bool, typer.Option("--allow-other-types", help="Also close sms/whatsapp/open conversations.")]
 DetachOption = Annotated[bool, typer.Option("--detach", help="Start and return at once; follow with 'status --watch'.")]
+LimitOption = Annotated[int, typer.Option(help="How many, newest first.")]
 
 
 def _outcome_line(result: CloseResult) -> str:
@@ -348,7 +357,7 @@ def outcome(
 @app.command()
 def rejected(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    limit: LimitOption = 20,
 ) -> None:
     """List the most recent messages the workers refused before running them (outcome invalid_request), with why.
 
@@ -356,9 +365,7 @@ def rejected(
     """
     state = _state(ctx)
     rows = state.client.rejected(limit)
-    if state.json:
-        for row in rows:
-            state.emit(row)
+    if state.emit_all(rows):
         return
     table = Table(Column("task", no_wrap=True), "conversation", "outcome", "reason", "at")
     for row in rows:
@@ -458,7 +465,7 @@ def retry(
 @app.command()
 def batches(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    limit: LimitOption = 20,
 ) -> None:
     """List recent batches (bulk runs, sweeps, retries).
 
@@ -466,9 +473,7 @@ def batches(
     """
     state = _state(ctx)
     recent = state.client.batches(limit)
-    if state.json:
-        for status_ in recent:
-            state.emit(status_.as_dict())
+    if state.emit_all(s.as_dict() for s in recent):
         return
     table = Table("label", "state", "done", "outcomes", "created")
     table.columns.insert(0, Column("batch", no_wrap=True))

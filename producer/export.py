@@ -11,8 +11,8 @@ from typing import IO
 from genesys_closer.worker.closing.outcomes import CloseResult
 
 CSV_COLUMNS = ("conversation_id", "outcome", "attempts", "api_calls", "started_at", "finished_at", "action",
-               "wrapups_applied", "http_status", "error_code", "error", "participant_states", "correlation_ids",
-               "batch_id")
+               "wrapups_applied", "wrapups_pending", "http_status", "error_code", "error", "participant_states",
+               "correlation_ids", "batch_id")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "|", "%")
 
 

@@ -33,6 +33,8 @@ from genesys_closer.worker.results import ResultStore, is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
 PROGRESS_TTL_SECONDS = 86_400
+# 403 codes about one conversation, not the OAuth client (Genesys' error catalogue: division permissions)
+ITEM_ONLY_CODES = frozenset({"missing.division.permission", "missing.division.permissions", "not.authorized.division"})
 MAX_ECHO = 100
 
 
@@ -189,6 +191,10 @@ class CloseRunner:
         raise RetryLater(countdown, str(exc)) from None
 
     def _update_breaker(self, result: CloseResult) -> None:
+        """The breaker counts only evidence that the OAuth client itself is refused (401 after a refresh, a 403 for a
+        permission it lacks everywhere), never a 403 for one conversation's division: that ends its item alone."""
+        if result.outcome is Outcome.FORBIDDEN and result.error_code in ITEM_ONLY_CODES:
+            return
         if result.outcome is Outcome.FORBIDDEN:
             self.breaker.record_failure(result.error or "authorization failed")
         elif result.outcome in {Outcome.CLOSED, Outcome.ALREADY_CLOSED, Outcome.NOT_FOUND,

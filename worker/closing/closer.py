@@ -27,6 +27,7 @@ from tenacity.stop import stop_base
 
 from genesys_closer.config.settings import ClosePolicy
 from genesys_closer.worker.closing.conversation_state import (
+    closed_before,
     is_closed,
     is_web_messaging,
     open_participants,
@@ -165,14 +166,17 @@ class Closer:
             if is_closed(conversation):
                 result.outcome = Outcome.CLOSED if options.previously_patched else Outcome.ALREADY_CLOSED
                 result.wrapups_applied = self._apply_wrapups(conversation_id, conversation, options, tally)
+                result.wrapups_pending = max(0, len(pending_wrapups(conversation)) - result.wrapups_applied)
                 return
             if not options.allow_other_message_types and not is_web_messaging(conversation):
                 result.outcome = Outcome.NOT_WEB_MESSAGING
                 return
-        patched = self._disconnect(conversation_id, tally, on_patched)
+        patched, refusal = self._disconnect(conversation_id, tally, on_patched)
         result.action = "patch"
         patched_at = self.clock()
         conversation = self._confirm(conversation_id, tally)
+        if refusal is not None and not is_closed(conversation):
+            raise refusal  # the PATCH was refused and the conversation is open: a real error
         if not is_closed(conversation) and options.policy is not ClosePolicy.FAIL:
             result.action = self._escalate(conversation_id, conversation, options.policy, tally)
             conversation = self._confirm(conversation_id, tally)
@@ -182,35 +186,43 @@ class Closer:
             already = not patched and not options.previously_patched
             result.outcome = Outcome.ALREADY_CLOSED if already else Outcome.CLOSED
             result.wrapups_applied = self._apply_wrapups(conversation_id, conversation, options, tally)
+            result.wrapups_pending = max(0, len(pending_wrapups(conversation)) - result.wrapups_applied)
         else:
             result.outcome = Outcome.UNCONFIRMED
             open_ids = open_participants(conversation)
             result.error = (f"{len(open_ids)} participant(s) still connected after "
                             f"{self.confirm.timeout_seconds:g} s (policy {options.policy.value})")
 
-    def _disconnect(self, conversation_id: str, tally: CallTally, on_patched: Callable[[str], None] | None) -> bool:
-        """PATCH the conversation. True when we closed it; False when Genesys answered 409 to our first attempt
-        (someone else had closed it). A 409 after one of our attempts ended without a usable answer (a timeout, a
-        dropped connection, a 5xx after which the server may have applied it) means our own PATCH went through."""
+    def _disconnect(self, conversation_id: str, tally: CallTally,
+                    on_patched: Callable[[str], None] | None) -> tuple[bool, PermanentError | None]:
+        """PATCH the conversation: (whether we closed it, the refusal to check against a read).
+
+        Genesys' answer to a PATCH of a conversation that is already closed is not documented: 409, 400, 404, or 200
+        with the conversation as it was are all plausible. So a refusal (409/400/404) is never final here: the read
+        that follows decides (closed: someone else closed it; still open: the refusal stands). A 200 whose
+        participants all left before we sent it means it was already closed. When one of our attempts ended without a
+        usable answer (a timeout, a dropped connection, a 5xx after which the server may have applied it), a refusal
+        means our own PATCH went through."""
         if on_patched is not None:
             on_patched(conversation_id)  # recorded before sending: a retried task knows a PATCH may have landed
         unknown_result = False
+        sent_at = time.time()
 
-        def attempt() -> None:
+        def attempt() -> dict[str, Any] | None:
             nonlocal unknown_result
             try:
-                self.client.disconnect_message_conversation(conversation_id, tally)
+                return self.client.disconnect_message_conversation(conversation_id, tally)
             except (TransportError, ServerError):
                 unknown_result = True
                 raise
 
         try:
-            self._retrying(attempt)
-        except BadRequest as exc:
-            if exc.status != 409:
-                raise
-            return unknown_result
-        return True
+            answer = self._retrying(attempt)
+        except (BadRequest, NotFound) as exc:
+            return unknown_result, exc
+        if not unknown_result and answer is not None and closed_before(answer, sent_at):
+            return False, None
+        return True, None
 
     def _confirm(self, conversation_id: str, tally: CallTally) -> dict[str, Any]:
         """Poll until every participant has left or the confirm timeout passes; return the last read."""

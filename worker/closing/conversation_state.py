@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 CLOSED_PARTICIPANT_STATES = frozenset({"disconnected", "terminated"})
@@ -39,8 +40,15 @@ def message_types(conversation: Mapping[str, Any]) -> set[str]:
 
 
 def is_web_messaging(conversation: Mapping[str, Any]) -> bool:
-    """True when the customer side of the conversation is web messaging (and no other channel)."""
-    return message_types(conversation) == {WEB_MESSAGING}
+    """True when the customer's session is web messaging.
+
+    Decided from the customer participant: which other participants (acd, agent, workflow) carry a ``type`` is not
+    documented, and they may say ``unknown``. Without a typed customer, every typed participant must agree."""
+    customer_types = {p.get("type") for p in participants_of(conversation)
+                      if p.get("purpose") == "customer" and isinstance(p.get("type"), str)}
+    if customer_types:
+        return customer_types == {WEB_MESSAGING}
+    return message_types(conversation) - {"unknown"} == {WEB_MESSAGING}
 
 
 def pending_wrapups(conversation: Mapping[str, Any]) -> list[str]:
@@ -63,3 +71,21 @@ def open_participants(conversation: Mapping[str, Any]) -> list[str]:
         for p in participants_of(conversation)
         if p.get("state") not in CLOSED_PARTICIPANT_STATES and isinstance(p.get("id"), str)
     ]
+
+
+def closed_before(conversation: Mapping[str, Any], moment: float, tolerance_seconds: float = 1.0) -> bool:
+    """Every participant had left before ``moment`` (epoch seconds): the answer describes a conversation that was
+    already closed (for example a 200 to a PATCH of a closed conversation). Unreadable times mean no."""
+    participants = participants_of(conversation)
+    if not participants or not is_closed(conversation):
+        return False
+    latest = 0.0
+    for participant in participants:
+        end = participant.get("endTime")
+        if not isinstance(end, str):
+            return False
+        try:
+            latest = max(latest, datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return False
+    return latest < moment - tolerance_seconds

@@ -38,6 +38,7 @@ class CloseResult:
     participant_states: list[dict[str, str]] = field(default_factory=list)
     correlation_ids: list[str] = field(default_factory=list)
     wrapups_applied: int = 0
+    wrapups_pending: int = 0  # agents left owing a wrap-up (after-call work) when no CLOSE_WRAPUP_CODE applied one
     confirm_seconds: float | None = None
     action: str | None = None
     error: str | None = None
@@ -53,7 +54,7 @@ class CloseResult:
     def stored(self, *, in_batch: bool = False) -> dict[str, Any]:
         """The record as kept in Redis: fields at their defaults are left out (``from_dict`` restores them), times
         are kept to the millisecond, and a batch item does not repeat its batch id (its batch holds it)."""
-        defaults = {"api_calls": 0, "attempts": 1, "wrapups_applied": 0}
+        defaults = {"api_calls": 0, "attempts": 1, "wrapups_applied": 0, "wrapups_pending": 0}
         data = {name: value for name, value in self.as_dict().items()
                 if name in {"conversation_id", "outcome"}
                 or (value not in (None, [], "") and defaults.get(name, object()) != value)}

@@ -299,11 +299,14 @@ class GenesysClient:
                           f"/api/v2/conversations/messages/{self._segment(conversation_id)}", tally=tally)
         return _require_object(body, "MessageConversation")
 
-    def disconnect_message_conversation(self, conversation_id: str, tally: CallTally | None = None) -> None:
-        """``PATCH /api/v2/conversations/messages/{conversationId}`` with ``{"state": "disconnected"}``."""
-        self._call("PATCH", "/api/v2/conversations/messages/{conversationId}",
-                   f"/api/v2/conversations/messages/{self._segment(conversation_id)}",
-                   json_body={"state": "disconnected"}, tally=tally)
+    def disconnect_message_conversation(self, conversation_id: str,
+                                        tally: CallTally | None = None) -> dict[str, Any] | None:
+        """``PATCH /api/v2/conversations/messages/{conversationId}`` with ``{"state": "disconnected"}``; returns the
+        ``Conversation`` Genesys answers with (None for an empty or unreadable body)."""
+        body = self._call("PATCH", "/api/v2/conversations/messages/{conversationId}",
+                          f"/api/v2/conversations/messages/{self._segment(conversation_id)}",
+                          json_body={"state": "disconnected"}, tally=tally)
+        return body if isinstance(body, dict) and "_unparsed" not in body else None
 
     def patch_participant(self, conversation_id: str, participant_id: str, body: dict[str, Any],
                           tally: CallTally | None = None) -> None:
