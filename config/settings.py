@@ -109,8 +109,10 @@ class WorkerSettings(ProducerSettings):
     sweep_queue_ids: str = ""
     sweep_skip_connected_agent: bool = False
     sweep_max_count: int | None = Field(None, ge=1)
-    sweep_lookback_days: float = Field(7.0, gt=0, le=366)
+    sweep_lookback_days: float = Field(30.0, gt=0, le=90)
     sweep_interval_days: float = Field(7.0, gt=0, le=31)
+    sweep_include_parked: bool = False
+    sweep_paging_cap: int = Field(100_000, ge=100, le=100_000)
     sweep_time_limit_seconds: int = Field(1800, ge=60)
 
     @field_validator("close_allowed_policies")
@@ -191,6 +193,7 @@ class WorkerSettings(ProducerSettings):
             "max_count": self.sweep_max_count,
             "lookback_days": self.sweep_lookback_days,
             "interval_days": self.sweep_interval_days,
+            "include_parked": self.sweep_include_parked,
         }
 
     def require_credentials(self) -> tuple[str, SecretStr]:

@@ -274,7 +274,9 @@ def sweep(
     started_before: Annotated[str | None, typer.Option(help="ISO-8601: started before.")] = None,
     skip_connected_agent: Annotated[bool, typer.Option(help="Skip conversations an agent is still on.")] = False,
     max_count: Annotated[int | None, typer.Option(help="Close at most this many.")] = None,
-    lookback_days: Annotated[float, typer.Option(help="How far back to search.")] = 7.0,
+    lookback_days: Annotated[float, typer.Option(help="How far back to search (at most 90 days).")] = 30.0,
+    include_parked: Annotated[bool, typer.Option(
+        "--include-parked", help="Also close conversations an agent parked (set aside on purpose).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List candidates with reasons; close nothing.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the sweep query.")] = 900.0,
     policy: PolicyOption = None,
@@ -292,7 +294,8 @@ def sweep(
     state = _state(ctx)
     filters = {"min_age_minutes": min_age_minutes, "idle_minutes": idle_minutes, "queue_ids": queue_id or [],
                "started_after": started_after, "started_before": started_before,
-               "skip_connected_agent": skip_connected_agent, "max_count": max_count, "lookback_days": lookback_days}
+               "skip_connected_agent": skip_connected_agent, "max_count": max_count, "lookback_days": lookback_days,
+               "include_parked": include_parked}
     request = state.client.sweep(filters, dry_run=dry_run, options=_options(policy, False))
     if not state.json:
         console.print(f"sweep {request.id} queued; waiting for a worker to run the query...")

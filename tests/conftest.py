@@ -106,7 +106,9 @@ def logdir(tmp_path: Path) -> Path:
 
 # -- the shared fleet ------------------------------------------------------------------------------------------------
 FLEET_DB = 1
-FLEET_EMULATOR = EmulatorConfig(consistency_delay_ms=50, seed=7, rate_limit_per_minute=100_000, max_interval_days=7)
+FLEET_EMULATOR = EmulatorConfig(consistency_delay_ms=50, seed=7, rate_limit_per_minute=100_000, max_interval_days=7,
+                                paging_cap=200)
+FLEET_ENV = {"SWEEP_PAGING_CAP": 200}  # Genesys pages through 100,000 hits at most; the fleet's cap is scaled down
 
 
 @dataclass
@@ -141,8 +143,8 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
 
     url = redis_server.url.rsplit("/", 1)[0] + f"/{FLEET_DB}"
     emulator = start_in_thread(config=replace(FLEET_EMULATOR))
-    workers = start_workers(2, worker_env(url, emulator.base_url), tmp_path_factory.mktemp("fleet-logs"), 4,
-                            prefix="fleet")
+    workers = start_workers(2, worker_env(url, emulator.base_url, **FLEET_ENV), tmp_path_factory.mktemp("fleet-logs"),
+                            4, prefix="fleet")
     try:
         yield Fleet(url, emulator, workers)
     finally:

@@ -117,7 +117,8 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
                                  clock=clock),
         recovery=Recovery(redis_client, results, batches, settings.batch_stall_seconds),
         sweeps=SweepRunner(redis_client, service.client, service.closer.retrying, results, batches,
-                           settings.sweep_time_limit_seconds + 60, clock=clock),
+                           settings.sweep_time_limit_seconds + 60, clock=clock,
+                           paging_cap=settings.sweep_paging_cap),
     )
 
 

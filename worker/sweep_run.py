@@ -14,7 +14,7 @@ import redis
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.worker.batches import ORIGIN_SWEEP, BatchWriter
 from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.sweep_query import Retrying, SweepFilters, run_sweep
+from genesys_closer.worker.closing.sweep_query import PAGING_CAP, Retrying, SweepFilters, run_sweep
 from genesys_closer.worker.genesys.client import GenesysClient
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.results import ResultStore
@@ -24,7 +24,9 @@ log = logging.getLogger("genesys_closer.worker")
 
 class SweepRunner:
     def __init__(self, client: redis.Redis, genesys: GenesysClient, retrying: Retrying, results: ResultStore,
-                 batches: BatchWriter, lock_seconds: float, *, clock: Callable[[], float] = time.time) -> None:
+                 batches: BatchWriter, lock_seconds: float, *, clock: Callable[[], float] = time.time,
+                 paging_cap: int = PAGING_CAP) -> None:
+        self.paging_cap = paging_cap
         self.redis = client
         self.genesys = genesys
         self.retrying = retrying
@@ -47,9 +49,10 @@ class SweepRunner:
             return {**summary, "skipped": "another sweep is running"}
         with lock:
             now = datetime.fromtimestamp(self.clock(), tz=UTC)
-            report = run_sweep(self.genesys, parsed, now=now, retrying=self.retrying)
+            report = run_sweep(self.genesys, parsed, now=now, retrying=self.retrying, paging_cap=self.paging_cap)
             summary.update({"filters": parsed.as_dict(), "candidates": len(report.candidates),
                             "chosen": len(report.chosen), "pages": report.pages, "intervals": report.intervals,
+                            "splits": report.splits, "unreachable": report.unreachable,
                             "duplicates_dropped": report.duplicates_dropped, "api_calls": report.api_calls,
                             "batch_id": None})
             if report.chosen and not dry_run:

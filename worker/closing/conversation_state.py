@@ -74,18 +74,23 @@ def open_participants(conversation: Mapping[str, Any]) -> list[str]:
 
 
 def closed_before(conversation: Mapping[str, Any], moment: float, tolerance_seconds: float = 1.0) -> bool:
-    """Every participant had left before ``moment`` (epoch seconds): the answer describes a conversation that was
-    already closed (for example a 200 to a PATCH of a closed conversation). Unreadable times mean no."""
-    participants = participants_of(conversation)
-    if not participants or not is_closed(conversation):
-        return False
-    latest = 0.0
-    for participant in participants:
-        end = participant.get("endTime")
-        if not isinstance(end, str):
-            return False
+    """The answer describes a conversation that had ended before ``moment`` (epoch seconds), for example a 200 to a
+    PATCH of an already closed conversation: its ``endTime`` (``Conversation``), or else every participant's
+    ``endTime``, lies before it. Missing or unreadable times mean no."""
+
+    def epoch(value: object) -> float | None:
+        if not isinstance(value, str):
+            return None
         try:
-            latest = max(latest, datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp())
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
+            return None
+
+    ended = epoch(conversation.get("endTime"))
+    if ended is None:
+        participants = participants_of(conversation)
+        ends = [epoch(p.get("endTime")) for p in participants]
+        if not ends or any(end is None for end in ends):
             return False
-    return latest < moment - tolerance_seconds
+        ended = max(end for end in ends if end is not None)
+    return ended < moment - tolerance_seconds

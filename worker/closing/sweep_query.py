@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from genesys_closer.worker.closing.conversation_state import is_closed, is_web_messaging, participants_of
@@ -19,6 +20,8 @@ from genesys_closer.worker.genesys.client import GenesysClient
 from genesys_closer.worker.genesys.ids import parse_conversation_id, parse_uuid
 
 PAGE_SIZE = 100
+MAX_LOOKBACK_DAYS = 90.0
+PAGING_CAP = 100_000  # "Pagination may not exceed 100000 results" (400 from the details query)
 Retrying = Callable[[Callable[[], Any]], Any]
 MAX_PAGES_PER_INTERVAL = 10_000
 
@@ -31,8 +34,9 @@ class SweepFilters:
     started_after: str | None = None
     started_before: str | None = None
     skip_connected_agent: bool = False
+    include_parked: bool = False
     max_count: int | None = None
-    lookback_days: float = 7.0
+    lookback_days: float = 30.0
     interval_days: float = 7.0
 
     @classmethod
@@ -48,6 +52,8 @@ class SweepFilters:
         filters = cls(**values)
         if filters.interval_days <= 0 or filters.lookback_days <= 0:
             raise ValueError("lookback_days and interval_days must be positive")
+        if filters.lookback_days > MAX_LOOKBACK_DAYS:
+            raise ValueError(f"lookback_days may be at most {MAX_LOOKBACK_DAYS:g}")
         return filters
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,6 +79,8 @@ class SweepReport:
     candidates: list[Candidate] = field(default_factory=list)
     pages: int = 0
     intervals: int = 0
+    splits: int = 0
+    unreachable: int = 0
     duplicates_dropped: int = 0
     api_calls: int = 0
 
@@ -131,15 +139,31 @@ def query_body(interval: str, filters: SweepFilters, page: int) -> dict[str, Any
 
 
 def iter_rows(client: GenesysClient, filters: SweepFilters, now: datetime,
-              report: SweepReport, retrying: Retrying) -> Iterator[dict[str, Any]]:
-    """Every row of every page of every interval, each conversation once."""
+              report: SweepReport, retrying: Retrying, paging_cap: int = PAGING_CAP) -> Iterator[dict[str, Any]]:
+    """Every row of every page of every interval, each conversation once.
+
+    An interval with more hits than the details query pages through (``paging_cap``) is split at a day boundary
+    until each part fits: the query returns conversations that started on a day the interval touches (and an open
+    conversation is active in every later interval), so only days partition its results. A single day with more
+    open conversations than the cap is read up to the cap; the rest are counted as ``unreachable`` (they come up
+    in the next sweep, once these are closed)."""
     seen: set[str] = set()
-    for interval in intervals(filters, now):
+    pending = list(reversed(intervals(filters, now)))
+    while pending:
+        interval = pending.pop()
+        first = retrying(partial(client.query_conversation_details, query_body(interval, filters, 1)))
+        report.pages += 1
+        report.api_calls += 1
+        hits = int(first.get("totalHits") or 0)
+        halves = _day_halves(interval) if hits > paging_cap else None
+        if halves is not None:
+            report.splits += 1
+            pending.extend(reversed(halves))
+            continue
         report.intervals += 1
-        for page in range(1, MAX_PAGES_PER_INTERVAL + 1):
-            body = retrying(lambda: client.query_conversation_details(query_body(interval, filters, page)))  # noqa: B023
-            report.pages += 1
-            report.api_calls += 1
+        report.unreachable += max(0, hits - paging_cap)
+        body, page = first, 1
+        while True:
             rows = body.get("conversations") or []
             for row in rows:
                 cid = row.get("conversationId")
@@ -150,8 +174,29 @@ def iter_rows(client: GenesysClient, filters: SweepFilters, now: datetime,
                     continue
                 seen.add(cid)
                 yield row
-            if len(rows) < PAGE_SIZE or page * PAGE_SIZE >= int(body.get("totalHits") or 0):
+            page += 1
+            if (len(rows) < PAGE_SIZE or (page - 1) * PAGE_SIZE >= hits or page * PAGE_SIZE > paging_cap
+                    or page > MAX_PAGES_PER_INTERVAL):
                 break
+            body = retrying(partial(client.query_conversation_details, query_body(interval, filters, page)))
+            report.pages += 1
+            report.api_calls += 1
+
+
+def _bounds(interval: str) -> tuple[datetime, datetime]:
+    start, _, end = interval.partition("/")
+    return parse_time(start), parse_time(end)
+
+
+def _day_halves(interval: str) -> list[str] | None:
+    """The interval split at the (UTC) day boundary nearest its middle, or None when it lies within one day."""
+    start, end = _bounds(interval)
+    first_midnight = start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    if first_midnight >= end:
+        return None
+    days = (end - first_midnight).days
+    middle = first_midnight + timedelta(days=days // 2)
+    return [f"{fmt(start)}/{fmt(middle)}", f"{fmt(middle)}/{fmt(end)}"]
 
 
 def _agent_connected(row: dict[str, Any]) -> bool:
@@ -162,6 +207,17 @@ def _agent_connected(row: dict[str, Any]) -> bool:
             if any("segmentEnd" not in segment for segment in session.get("segments") or []):
                 return True
     return False
+
+
+def _parked(row: dict[str, Any]) -> str | None:
+    """When an agent parked the conversation (an open ``parked`` segment), or None."""
+    for participant in participants_of(row):
+        for session in _list(participant.get("sessions")):
+            for segment in _list(session.get("segments") if isinstance(session, dict) else None):
+                if (isinstance(segment, dict) and segment.get("segmentType") == "parked"
+                        and "segmentEnd" not in segment):
+                    return str(segment.get("segmentStart") or "an unknown time")
+    return None
 
 
 def _queue_of(row: dict[str, Any]) -> str | None:
@@ -196,6 +252,10 @@ def evaluate(row: dict[str, Any], filters: SweepFilters, now: datetime) -> Candi
         if age < filters.min_age_minutes:
             candidate.reason = f"too young ({age:.0f} min < {filters.min_age_minutes:g} min)"
             return candidate
+    parked = _parked(row)
+    if parked is not None and not filters.include_parked:
+        candidate.reason = f"parked by an agent since {parked} (set aside on purpose; --include-parked to close)"
+        return candidate
     if filters.skip_connected_agent and _agent_connected(row):
         candidate.reason = "an agent is still connected"
         return candidate
@@ -210,12 +270,12 @@ def _no_retry(call: Callable[[], Any]) -> Any:
 
 
 def run_sweep(client: GenesysClient, filters: SweepFilters, now: datetime | None = None,
-              retrying: Retrying = _no_retry) -> SweepReport:
+              retrying: Retrying = _no_retry, paging_cap: int = PAGING_CAP) -> SweepReport:
     """Query, page, de-duplicate and choose. Stops choosing at ``max_count``."""
     now = now or datetime.now(tz=UTC)
     report = SweepReport()
     chosen = 0
-    for row in iter_rows(client, filters, now, report, retrying):
+    for row in iter_rows(client, filters, now, report, retrying, paging_cap):
         candidate = evaluate(row, filters, now)
         if candidate.chosen and filters.max_count is not None and chosen >= filters.max_count:
             candidate.chosen, candidate.reason = False, f"over --max-count {filters.max_count}"
