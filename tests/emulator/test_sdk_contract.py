@@ -9,9 +9,11 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from genesys_closer.emulator import EmulatorConfig, EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
+from tests.waiting import wait_until
 
 gc = pytest.importorskip("PureCloudPlatformClientV2")
 from PureCloudPlatformClientV2.rest import ApiException  # noqa: E402
@@ -170,3 +172,126 @@ def test_analytics_details_query_deserializes(sdk: object, admin: EmulatorAdmin)
     assert row.conversation_end is None and row.conversation_start is not None
     session = row.participants[0].sessions[0]
     assert session.media_type == "message" and session.message_type == "webmessaging"
+
+
+# -- the open answers (issue: real orgs answer differently), each read with the official SDK ---------------------------
+def details_query(page_size: int = 100, page_number: int = 1) -> object:
+    query = gc.ConversationQuery()
+    query.interval = time.strftime("%Y-%m-%dT00:00:00.000Z/", time.gmtime(time.time() - 86400)) + time.strftime(
+        "%Y-%m-%dT23:59:59.000Z", time.gmtime())
+    query.order, query.order_by = "asc", "conversationStart"
+    paging = gc.PagingSpec()
+    paging.page_size, paging.page_number = page_size, page_number
+    query.paging = paging
+    return query
+
+
+def test_parked_conversation_and_type_on_the_customer_only(sdk: object, admin: EmulatorAdmin) -> None:
+    [parked] = admin.create(1, "parked")
+    conversation = gc.ConversationsApi(sdk).get_conversations_message(parked)
+    by_purpose = {p.purpose: p for p in conversation.participants}
+    agent = by_purpose["agent"]
+    assert agent.state == "parked" and agent.park_time is not None and agent.resume_time > agent.park_time
+    assert by_purpose["customer"].type == "webmessaging" and agent.type is None and by_purpose["acd"].type is None
+
+
+def test_type_on_every_participant_when_asked(sdk: object, admin: EmulatorAdmin) -> None:
+    admin.faults(participant_type_on="all")
+    [cid] = admin.create(1)
+    participants = gc.ConversationsApi(sdk).get_conversations_message(cid).participants
+    assert {p.type for p in participants} == {"webmessaging"}
+
+
+def test_bot_flow_participant_is_a_workflow(sdk: object, admin: EmulatorAdmin) -> None:
+    [bot] = admin.create(1, "bot")
+    purposes = {p.purpose for p in gc.ConversationsApi(sdk).get_conversations_message(bot).participants}
+    assert purposes == {"customer", "workflow"}
+
+
+def test_parked_and_wrapup_segments_deserialize(sdk: object, admin: EmulatorAdmin) -> None:
+    [parked] = admin.create(1, "parked")
+    [closed] = admin.create(1)
+    body = gc.Conversation()
+    body.state = "disconnected"
+    gc.ConversationsApi(sdk).patch_conversations_message(closed, body)  # the agent is left in after-call work
+
+    def read() -> dict[str, object]:
+        return {r.conversation_id: r for r in
+                gc.AnalyticsApi(sdk).post_analytics_conversations_details_query(details_query()).conversations}
+
+    wait_until(lambda: read()[closed].conversation_end is not None, timeout=5)  # eventual consistency
+    rows = read()
+    parked_types = {s.segment_type for p in rows[parked].participants for x in p.sessions for s in x.segments}
+    assert "parked" in parked_types
+    agent = next(p for p in rows[closed].participants if p.purpose == "agent")
+    wrapup = [s for x in agent.sessions for s in x.segments if s.segment_type == "wrapup"]
+    assert wrapup and wrapup[0].segment_end is None and rows[closed].conversation_end is not None
+
+
+def test_division_refusal_arrives_as_403_or_404(sdk: object, admin: EmulatorAdmin) -> None:
+    [restricted] = admin.create(1, "restricted")
+    api = gc.ConversationsApi(sdk)
+    with pytest.raises(ApiException) as caught:
+        api.get_conversations_message(restricted)
+    assert caught.value.status == 403 and "missing.division.permission" in caught.value.body
+    admin.faults(restricted_status=404)
+    with pytest.raises(ApiException) as caught:
+        api.get_conversations_message(restricted)
+    assert caught.value.status == 404
+    hits = gc.AnalyticsApi(sdk).post_analytics_conversations_details_query(details_query()).conversations or []
+    assert restricted not in {r.conversation_id for r in hits}  # the client cannot see it in analytics either
+
+
+@pytest.mark.parametrize("status", [409, 400, 404, 200])
+def test_reclose_answers(sdk: object, admin: EmulatorAdmin, status: int) -> None:
+    admin.faults(reclose_status=status)
+    [closed] = admin.create(1, "disconnected")
+    body = gc.Conversation()
+    body.state = "disconnected"
+    api = gc.ConversationsApi(sdk)
+    if status == 200:
+        answer = api.patch_conversations_message(closed, body)
+        assert isinstance(answer, gc.Conversation) and answer.end_time is not None
+        return
+    with pytest.raises(ApiException) as caught:
+        api.patch_conversations_message(closed, body)
+    assert caught.value.status == status
+
+
+def test_wrapup_codes_are_validated(sdk: object, admin: EmulatorAdmin) -> None:
+    admin.faults(wrapup_codes=["resolved"])
+    [cid] = admin.create(1, "wrapup")
+    agent = next(p for p in gc.ConversationsApi(sdk).get_conversations_message(cid).participants
+                 if p.purpose == "agent")
+    request = gc.MediaParticipantRequest()
+    request.wrapup = gc.Wrapup()
+    request.wrapup.code = "bogus"
+    with pytest.raises(ApiException) as caught:
+        gc.ConversationsApi(sdk).patch_conversations_message_participant(cid, agent.id, body=request)
+    assert caught.value.status == 400 and "invalid.value" in caught.value.body
+    request.wrapup.code = "resolved"
+    assert gc.ConversationsApi(sdk).patch_conversations_message_participant(cid, agent.id, body=request) is None
+
+
+def test_paging_cap(sdk: object, admin: EmulatorAdmin) -> None:
+    admin.faults(paging_cap=10)
+    admin.create(3)
+    with pytest.raises(ApiException) as caught:
+        gc.AnalyticsApi(sdk).post_analytics_conversations_details_query(details_query(page_size=5, page_number=3))
+    assert caught.value.status == 400 and "Pagination may not exceed 10 results" in caught.value.body
+
+
+def test_expired_token_and_token_endpoint_limit(emulator: EmulatorServer, admin: EmulatorAdmin) -> None:
+    [cid] = admin.create(1)
+    sdk = gc.ApiClient(host=emulator.base_url).get_client_credentials_token("demo-client", "demo-secret")
+    for token in emulator.state.tokens.values():
+        token.expires_at = time.time() - 1
+    with pytest.raises(ApiException) as caught:
+        gc.ConversationsApi(sdk).get_conversations_message(cid)
+    assert caught.value.status == 401 and "credentials.expired" in caught.value.body
+    admin.faults(token_rate_limit_per_minute=1)
+    gc.ApiClient(host=emulator.base_url).get_client_credentials_token("demo-client", "demo-secret")
+    # The SDK would wait out Retry-After (up to a minute) before a second token; the raw answer shows the limit:
+    refused = requests.post(f"{emulator.base_url}/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=("demo-client", "demo-secret"), timeout=10)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1

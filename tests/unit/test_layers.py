@@ -2,7 +2,7 @@
 
 Layers, each importing only those below it:
 
-    producer  ->  worker (service)  ->  worker.closing  ->  worker.genesys  ->  config
+    cli  ->  producer  ->  worker (service)  ->  worker.closing  ->  worker.genesys  ->  config
 
 The emulator imports none of them and none of them imports the emulator. The producer never reaches the worker's
 Genesys dependencies (requests, tenacity, cryptography), statically or at run time.
@@ -24,6 +24,7 @@ LAYERS = [  # lowest first; a module belongs to the longest prefix that names it
     "genesys_closer.worker.closing",
     "genesys_closer.worker",
     "genesys_closer.producer",
+    "genesys_closer.cli",  # the console entry point: the producer's commands plus `check` (the worker's client)
 ]
 EMULATOR = "genesys_closer.emulator"
 WORKER_ONLY_PACKAGES = ("requests", "tenacity", "cryptography")

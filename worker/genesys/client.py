@@ -281,6 +281,16 @@ class GenesysClient:
             raise ServerError(f"{label}: response is not JSON", reply.status, None, reply.correlation_id)
         return reply.body
 
+    def probe(self, method: str, route: str, path: str, json_body: Any = None) -> Reply:
+        """One request whose answer is returned as it is (any status, headers included): for readiness checks.
+        A 401 still drops the refused token and retries once with a fresh one."""
+        token = self.tokens.get()
+        reply = self._send(method, route, path, token, json_body, None)
+        if reply.status == 401:
+            self.tokens.invalidate(token)
+            reply = self._send(method, route, path, self.tokens.get(), json_body, None)
+        return reply
+
     def _send(self, method: str, route: str, path: str, token: str, json_body: Any,
               tally: CallTally | None) -> Reply:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}

@@ -1,0 +1,62 @@
+"""`genesys-closer check` against the emulator, as a new user would run it on day one (the real console script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genesys_closer.emulator import EmulatorConfig, EmulatorServer
+from genesys_closer.emulator.admin import EmulatorAdmin
+
+CHECK = [str(Path(sys.executable).with_name("genesys-closer")), "--json", "check"]
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(consistency_delay_ms=50, rate_limit_per_minute=180)  # an org that allows 180/min
+
+
+def run_check(emulator: EmulatorServer, **env: str) -> tuple[int, dict[str, dict[str, object]]]:
+    base = {"PATH": os.environ["PATH"], "GENESYS_CLIENT_ID": "demo-client", "GENESYS_CLIENT_SECRET": "demo-secret",
+            "GENESYS_API_URL": emulator.base_url, "GENESYS_LOGIN_URL": emulator.base_url,
+            "GENESYS_RATE_LIMIT_PER_MINUTE": "180"}
+    run = subprocess.run(CHECK, env={**base, **env}, capture_output=True, text=True, timeout=120, check=False)
+    rows = {row["check"]: row for row in map(json.loads, run.stdout.splitlines())}
+    return run.returncode, rows
+
+
+def test_check_passes_and_makes_no_change(emulator: EmulatorServer, admin: EmulatorAdmin) -> None:
+    [cid] = admin.create(1)
+    code, rows = run_check(emulator, CLOSE_POLICY="participants", CLOSE_WRAPUP_CODE="resolved")
+    assert code == 0, rows
+    assert {name for name, row in rows.items() if row["ok"] is True} >= {
+        "token", "read a message conversation", "disconnect a message conversation",
+        "query conversation details (sweeps)", "disconnect a participant (policy participants)",
+        "apply a wrap-up code (CLOSE_WRAPUP_CODE)", "rate limit"}
+    assert "teardown" not in " ".join(rows)  # not allowed by the policy: not probed
+    assert "allows 180 requests/min" in str(rows["rate limit"]["detail"])
+    assert admin.conversation(cid)["open"] is True and admin.stats()["conversation_patches"] == 0
+
+
+def test_check_names_a_missing_permission(emulator: EmulatorServer, admin: EmulatorAdmin) -> None:
+    admin.add_client("no-disconnect", "pw", deny=["conversation:communication:disconnect"])
+    code, rows = run_check(emulator, GENESYS_CLIENT_ID="no-disconnect", GENESYS_CLIENT_SECRET="pw")
+    assert code == 1
+    failed = rows["disconnect a message conversation"]
+    assert failed["ok"] is False and "conversation:communication:disconnect" in str(failed["fix"])
+
+
+@pytest.mark.parametrize(("env", "row", "says"), [
+    ({"GENESYS_CLIENT_SECRET": "wrong"}, "token", "GENESYS_CLIENT_SECRET"),
+    ({"GENESYS_CLIENT_SECRET": ""}, "credentials", "GENESYS_CLIENT_SECRET"),
+    ({"GENESYS_RATE_LIMIT_PER_MINUTE": "300"}, "rate limit", "GENESYS_RATE_LIMIT_PER_MINUTE=180"),
+])
+def test_check_fails_naming_the_cause(emulator: EmulatorServer, env: dict[str, str], row: str, says: str) -> None:
+    code, rows = run_check(emulator, **env)
+    assert code == 1 and rows[row]["ok"] is False
+    assert says in str(rows[row]["fix"]) + str(rows[row]["detail"])
