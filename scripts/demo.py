@@ -1,6 +1,7 @@
 """The demo: a private Redis, the Genesys Cloud emulator with 2,000 open web messaging conversations, two
 Celery workers and Flower, all on loopback; then a bulk close with the product's own progress bar, a summary,
-and everything stopped again. Run it with ``scripts/demo`` (``--keep`` leaves the stack up for Flower)."""
+and everything stopped again. Run it with ``scripts/demo`` (``--keep`` leaves the stack up, seeds a few open
+conversations of mixed kinds for a sweep, and prints how to reach it and what to try)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genesys_closer.config import load_producer_settings
+from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.emulator.stack import EmulatorProcess, FlowerProcess, RedisServer, closer_env, start_workers
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.producer.cli import EXIT_DETACHED, State, follow
@@ -37,6 +39,35 @@ def parse_args() -> argparse.Namespace:
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds the ExitStack, which stops every process the demo started
+
+
+EXPLORE = (("webmessaging", 12, 180), ("parked", 3, 180), ("sms", 3, 180), ("bot", 2, 180), ("stuck", 2, 180),
+           ("restricted", 2, 180), ("webmessaging", 3, 20))
+
+
+def seed_for_exploring(admin: EmulatorAdmin) -> None:
+    """A few open conversations of mixed kinds, for a sweep to find (and to skip, with its reasons)."""
+    for kind, count, age in EXPLORE:
+        admin.create(count, kind, age_minutes=age)
+
+
+def print_next_steps(console: Console, redis_url: str, emulator_url: str, batch_id: str) -> None:
+    """How to reach the running stack, and what to try against it."""
+    cli = ".venv/bin/genesys-closer"
+    lines = [
+        "# In another terminal, from this directory: the stack is yours to try.",
+        f"export REDIS_URL='{redis_url}'",
+        "# check needs the worker's Genesys settings (here: the emulator and its demo client)",
+        f"export GENESYS_CLIENT_ID=demo-client GENESYS_CLIENT_SECRET=demo-secret GENESYS_API_URL={emulator_url} "
+        f"GENESYS_LOGIN_URL={emulator_url}",
+        f"{cli} check",
+        f"{cli} sweep --min-age-minutes 60 --dry-run      # the mixed conversations just seeded, with reasons",
+        f"{cli} sweep --min-age-minutes 60                # close the chosen ones",
+        f"{cli} batches",
+        f"{cli} results {batch_id} --format csv -o demo-results.csv",
+        f"{cli} rejected",
+    ]
+    console.print("\n".join(lines), markup=False, soft_wrap=True)
 
 
 def main() -> int:
@@ -90,6 +121,8 @@ def main() -> int:
         table.add_row("Flower", f"{flower.url}  (user {flower.user}, password {flower.password})")
         console.print(table)
         if args.keep:
+            seed_for_exploring(admin)
+            print_next_steps(console, redis_server.url, emulator.base_url, batch.id)
             console.print("Stack running; Ctrl-C stops it.")
             try:
                 while True:
