@@ -59,6 +59,41 @@ class ProducerSettings(BaseSettings):
         return max(0, self.broker_visibility_timeout_seconds - self.task_time_limit_seconds)
 
 
+class IntakeSettings(ProducerSettings):
+    """The HTTP intake (``genesys-closer serve``): Redis plus its own authentication. It refuses to start without
+    ``INTAKE_TOKENS`` or ``INTAKE_BASIC_AUTH``."""
+
+    intake_tokens: SecretStr | None = None        # bearer tokens, comma-separated (several: rotation)
+    intake_basic_auth: SecretStr | None = None    # "user:password" (Genesys Data Action credentials can be Basic)
+    intake_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    intake_max_batch_ids: int = Field(100_000, ge=1, le=1_000_000)
+    intake_max_wait_seconds: float = Field(30.0, ge=0, le=120)
+    intake_rate_limit_per_minute: int = Field(1200, ge=1, le=1_000_000)  # requests per credential
+
+    @model_validator(mode="after")
+    def _some_auth(self) -> IntakeSettings:
+        if not self.bearer_tokens() and self.basic_credentials() is None:
+            raise ValueError("INTAKE_TOKENS (or INTAKE_BASIC_AUTH) must be set: the intake never runs without auth")
+        basic = self.intake_basic_auth.get_secret_value() if self.intake_basic_auth else ""
+        if basic and ":" not in basic:
+            raise ValueError("INTAKE_BASIC_AUTH must be user:password")
+        short = [t for t in self.bearer_tokens() if len(t) < 16]
+        if short:
+            raise ValueError("INTAKE_TOKENS: each token must be at least 16 characters")
+        return self
+
+    def bearer_tokens(self) -> list[str]:
+        raw = self.intake_tokens.get_secret_value() if self.intake_tokens else ""
+        return [token.strip() for token in raw.split(",") if token.strip()]
+
+    def basic_credentials(self) -> tuple[str, str] | None:
+        raw = self.intake_basic_auth.get_secret_value() if self.intake_basic_auth else ""
+        if not raw:
+            return None
+        user, _, password = raw.partition(":")
+        return user, password
+
+
 class WorkerSettings(ProducerSettings):
     """Every setting, named exactly as its environment variable (case-insensitive)."""
 
@@ -228,6 +263,11 @@ def _load(cls: type[S], overrides: dict[str, Any]) -> S:
 def load_producer_settings(**overrides: Any) -> ProducerSettings:
     """Producer settings from the environment (and ``.env``); worker-only variables are not read."""
     return _load(ProducerSettings, overrides)
+
+
+def load_intake_settings(**overrides: Any) -> IntakeSettings:
+    """The HTTP intake's settings; raise ConfigError naming each bad variable (no auth configured included)."""
+    return _load(IntakeSettings, overrides)
 
 
 def load_worker_settings(**overrides: Any) -> WorkerSettings:

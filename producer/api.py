@@ -93,8 +93,10 @@ class Batch:
             time.sleep(poll_seconds)
 
     def cancel(self) -> BatchStatus:
-        """Items not yet run end as ``cancelled``; items already running finish normally."""
-        self.status()
+        """Items not yet run end as ``cancelled``; items already running finish normally. A finished batch stays as
+        it is."""
+        if self.status().finished:
+            return self.status()
         self.client.results.set_state(self.id, "cancelled", "cancelled by operator")
         return self.status()
 
@@ -163,16 +165,21 @@ class CloseClient:
         return task_id
 
     def result(self, task_id: str, timeout: float = 60.0) -> CloseResult:
-        """The outcome record of a close enqueued with ``close``; TimeoutError if it has not ended in time."""
-        task = self.app.AsyncResult(task_id)
-        try:
-            return CloseResult.from_dict(task.get(timeout=timeout, propagate=True))
-        except TimeoutError:
-            raise
-        except Exception as exc:
-            if type(exc).__name__ == "TimeoutError":  # celery.exceptions.TimeoutError
-                raise TimeoutError(f"close {task_id} has no outcome after {timeout:g} s; it stays queued") from None
-            raise
+        """The outcome record of a close enqueued with ``close``; TimeoutError if it has not ended in time.
+
+        Polls the result backend (plain reads: safe from any thread, unlike a pub/sub wait)."""
+        deadline = time.monotonic() + timeout
+        interval = 0.05
+        while True:
+            meta = self.app.backend.get_task_meta(task_id)
+            if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
+                return CloseResult.from_dict(meta["result"])
+            if meta.get("status") in {"FAILURE", "REVOKED"}:
+                raise CloserError(f"close {task_id} ended {meta.get('status')}: {str(meta.get('result'))[:200]}")
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"close {task_id} has no outcome after {timeout:g} s; it stays queued")
+            time.sleep(interval)
+            interval = min(interval * 1.5, 0.5)
 
     def close_many(self, conversation_ids: Iterable[object], *, label: str = "", source: str = "",
                    options: dict[str, Any] | None = None, on_invalid: str = "record",

@@ -486,6 +486,40 @@ def batches(
     console.print(table)
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on (put TLS in front of it: a proxy or a load "
+                                           "balancer).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the HTTP intake: POST /v1/closes, /v1/batches and their status and results (OpenAPI at /docs).
+
+    Needs REDIS_URL and INTAKE_TOKENS (bearer tokens, comma-separated for rotation) or INTAKE_BASIC_AUTH
+    (user:password); it refuses to start without one of them.
+
+    Example: INTAKE_TOKENS=$(openssl rand -hex 24) genesys-closer serve --port 8080
+    """
+    import uvicorn
+
+    from genesys_closer.config.settings import load_intake_settings
+    from genesys_closer.producer.intake import create_app
+    from genesys_closer.worker.logging_setup import configure_logging
+
+    state = _state(ctx)
+    overrides: dict[str, Any] = {}
+    if state.redis_url:
+        overrides["redis_url"] = state.redis_url
+    if state.env_file:
+        overrides["_env_file"] = str(state.env_file)
+    settings = load_intake_settings(**overrides)
+    secrets = [*settings.bearer_tokens(), *(settings.basic_credentials() or ())]
+    configure_logging(settings.log_level, settings.log_format, secrets)
+    errors.print(f"intake listening on http://{host}:{port} (OpenAPI: /docs)", markup=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=True,
+                server_header=False, proxy_headers=False)
+
+
 def exit_status_for(exc: BaseException) -> tuple[int, str] | None:
     """The exit status and the one line to print for an error that ends a command, or None for a bug."""
     if isinstance(exc, (ConfigError, InputError, ValueError)):

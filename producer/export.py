@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO
 
@@ -30,23 +31,44 @@ def _time(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def write_csv(results: Iterable[CloseResult], out: IO[str]) -> int:
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    count = 0
+def csv_lines(results: Iterable[CloseResult]) -> Iterator[str]:
+    """The CSV export, one line at a time (header first): for files and for streamed HTTP responses."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(values: list[object]) -> str:
+        writer.writerow(values)
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    yield line(list(CSV_COLUMNS))
     for r in results:
         states = ";".join(f"{p.get('purpose')}:{p.get('state')}" for p in r.participant_states)
         row = [r.conversation_id, r.outcome.value, r.attempts, r.api_calls, _time(r.started_at),
-               _time(r.finished_at), r.action, r.wrapups_applied, r.http_status, r.error_code, r.error, states,
-               ";".join(r.correlation_ids), r.batch_id]
-        writer.writerow([safe_cell(v) for v in row])
+               _time(r.finished_at), r.action, r.wrapups_applied, r.wrapups_pending, r.http_status, r.error_code,
+               r.error, states, ";".join(r.correlation_ids), r.batch_id]
+        yield line([safe_cell(v) for v in row])
+
+
+def jsonl_lines(results: Iterable[CloseResult]) -> Iterator[str]:
+    for r in results:
+        yield json.dumps(r.as_dict(), separators=(",", ":")) + "\n"
+
+
+def write_csv(results: Iterable[CloseResult], out: IO[str]) -> int:
+    """Write the CSV export; returns the number of items."""
+    count = -1
+    for text in csv_lines(results):
+        out.write(text)
         count += 1
     return count
 
 
 def write_jsonl(results: Iterable[CloseResult], out: IO[str]) -> int:
     count = 0
-    for r in results:
-        out.write(json.dumps(r.as_dict(), separators=(",", ":")) + "\n")
+    for text in jsonl_lines(results):
+        out.write(text)
         count += 1
     return count

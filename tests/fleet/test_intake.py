@@ -1,0 +1,168 @@
+"""The HTTP intake through a real `genesys-closer serve` (uvicorn) on a loopback port, a real HTTP client, and the
+shared fleet of real workers, Redis and the emulator."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from genesys_closer.emulator.admin import EmulatorAdmin
+from tests.conftest import Fleet
+from tests.services import free_port
+from tests.waiting import wait_until
+
+TOKEN_A, TOKEN_B = secrets.token_hex(16), secrets.token_hex(16)
+BASIC = ("datadog-action", secrets.token_hex(12))
+CLI = str(Path(sys.executable).with_name("genesys-closer"))
+
+
+class Intake:
+    def __init__(self, url: str, log: Path) -> None:
+        self.url = url
+        self.log = log
+
+    def call(self, method: str, path: str, token: str | None = TOKEN_A, **kwargs: object) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def intake(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Intake]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("intake") / "intake.log"
+    env = {"PATH": os.environ["PATH"], "REDIS_URL": fleet.redis_url, "INTAKE_TOKENS": f"{TOKEN_A},{TOKEN_B}",
+           "INTAKE_BASIC_AUTH": f"{BASIC[0]}:{BASIC[1]}", "INTAKE_MAX_BODY_BYTES": "200000",
+           "INTAKE_RATE_LIMIT_PER_MINUTE": "600", "LOG_LEVEL": "DEBUG"}
+    with log.open("wb") as out:
+        process = subprocess.Popen([CLI, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(url), timeout=30, message="intake did not start")
+        yield Intake(url, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_single_close_with_and_without_wait(intake: Intake, admin: EmulatorAdmin) -> None:
+    first, second = admin.create(2)
+    accepted = intake.call("POST", "/v1/closes", json={"conversationId": first, "label": "crm case 42"})
+    assert accepted.status_code == 202 and accepted.headers["X-Request-Id"]
+    body = accepted.json()
+    assert body["conversationId"] == first and body["statusUrl"] == f"/v1/conversations/{first}"
+    wait_until(lambda: intake.call("GET", body["statusUrl"]).status_code == 200, timeout=30)
+    seen = intake.call("GET", body["statusUrl"]).json()
+    assert seen.get("outcome") == "closed", seen
+    waited = intake.call("POST", "/v1/closes", params={"wait": 20}, json={"conversationId": second})
+    assert waited.status_code == 200 and waited.json()["outcome"] == "closed" and waited.json()["api_calls"] == 3
+    assert intake.call("GET", f"/v1/conversations/{admin.create(1)[0]}").status_code == 404  # nothing recorded yet
+
+
+def test_batch_of_1000_with_progress_and_results(intake: Intake, admin: EmulatorAdmin) -> None:
+    ids = admin.create(1000)
+    accepted = intake.call("POST", "/v1/batches", json={"conversationIds": ids, "label": "from http"})
+    assert accepted.status_code == 202, accepted.text
+    batch = accepted.json()
+    assert batch["total"] == 1000 and batch["invalid"] == 0
+    seen: list[int] = []
+
+    def finished() -> bool:
+        status = intake.call("GET", batch["statusUrl"]).json()
+        seen.append(status["done"])
+        return status["finished_at"] is not None
+
+    wait_until(finished, timeout=180, interval=0.5)
+    assert seen == sorted(seen) and seen[-1] == 1000
+    lines = intake.call("GET", batch["resultsUrl"]).text.splitlines()
+    assert len(lines) == 1000 and {json.loads(line)["outcome"] for line in lines} == {"closed"}
+    table = intake.call("GET", batch["resultsUrl"], headers={"Accept": "text/csv"})
+    assert table.headers["content-type"].startswith("text/csv")
+    assert len(list(csv.DictReader(io.StringIO(table.text)))) == 1000
+    assert intake.call("POST", f"/v1/batches/{batch['batchId']}/cancel").json()["state"] == "finished"
+
+
+def test_text_and_csv_uploads_keep_valid_items(intake: Intake, admin: EmulatorAdmin) -> None:
+    good = admin.create(3)
+    plain = intake.call("POST", "/v1/batches", data="\n".join([good[0], "../etc/passwd", good[1]]),
+                        headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 202 and plain.json()["total"] == 3 and plain.json()["invalid"] == 1
+    assert "invalid conversation id" in plain.json()["invalidSamples"][0]
+    table = intake.call("POST", "/v1/batches", data=f"conversationId,name\n{good[2]},x\n",
+                        headers={"Content-Type": "text/csv"})
+    assert table.status_code == 202 and table.json()["total"] == 1
+    for started in (plain, table):  # leave no work behind on the shared fleet
+        wait_until(lambda s=started: intake.call("GET", s.json()["statusUrl"]).json()["finished_at"], timeout=60)
+    assert {admin.conversation(c)["open"] for c in good} == {False}
+
+
+def test_bad_input_never_reaches_genesys(intake: Intake, admin: EmulatorAdmin) -> None:
+    before = admin.stats()["requests_total"]
+    bad = intake.call("POST", "/v1/closes", json={"conversationId": "../../api/v2/users/me"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_conversation_id"
+    assert bad.json()["error"]["details"] == ["../../api/v2/users/me"] and bad.json()["error"]["requestId"]
+    unknown = intake.call("POST", "/v1/closes", json={"conversationId": admin.create(1)[0], "policy": "teardown"})
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "invalid_request"
+    huge = intake.call("POST", "/v1/batches", data="x" * 300_000, headers={"Content-Type": "text/plain"})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "body_too_large"
+    not_json = intake.call("POST", "/v1/closes", data="{", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 422
+    empty = intake.call("POST", "/v1/batches", json={"conversationIds": []})
+    assert empty.status_code == 422
+    assert intake.call("GET", "/v1/batches/not-a-batch").status_code == 404
+    assert admin.stats()["requests_total"] == before  # not one Genesys request for any of it
+
+
+def test_auth_rotation_and_no_hint(intake: Intake) -> None:
+    anonymous = intake.call("GET", "/v1/batches/" + "a" * 32, token=None)
+    wrong = intake.call("GET", "/v1/batches/" + "a" * 32, token="x" * 32)
+    assert anonymous.status_code == wrong.status_code == 401
+    assert anonymous.json()["error"]["message"] == wrong.json()["error"]["message"] == "authentication required"
+    assert intake.call("GET", "/v1/batches/" + "a" * 32, token=TOKEN_B).status_code == 404  # the rotated-in token
+    basic = requests.get(f"{intake.url}/v1/batches/{'a' * 32}", auth=BASIC, timeout=10)
+    assert basic.status_code == 404
+    assert requests.get(f"{intake.url}/healthz", timeout=10).json() == {"status": "ok"}  # no auth, no detail
+    ready = requests.get(f"{intake.url}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["workers"] >= 1
+    assert "/v1/closes" in requests.get(f"{intake.url}/openapi.json", timeout=10).json()["paths"]
+
+
+def test_per_credential_rate_limit(intake: Intake) -> None:
+    """600 requests/min per credential: a burst waits up to a second for its slots, beyond that 429 with
+    Retry-After; the limit is per credential, so the other token is not slowed."""
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda _: intake.call("GET", "/v1/batches/" + "b" * 32, token=TOKEN_B), range(30)))
+    limited = [r for r in answers if r.status_code == 429]
+    assert limited and {r.status_code for r in answers} == {404, 429}
+    assert int(limited[0].headers["Retry-After"]) >= 1 and limited[0].json()["error"]["code"] == "rate_limited"
+    started = time.monotonic()
+    assert intake.call("GET", "/v1/batches/" + "b" * 32).status_code == 404  # TOKEN_A
+    assert time.monotonic() - started < 0.5
+
+
+def test_no_token_or_secret_in_the_logs(intake: Intake) -> None:
+    intake.call("GET", "/v1/batches/" + "c" * 32)
+    text = intake.log.read_text()
+    assert "intake listening" in text
+    for secret in (TOKEN_A, TOKEN_B, BASIC[1]):
+        assert secret not in text
