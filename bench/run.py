@@ -32,6 +32,8 @@ import psutil
 import redis
 
 from bench.emulator_capacity import measure as measure_emulator_capacity
+from bench.intake_capacity import TARGET_PER_SECOND
+from bench.intake_capacity import measure as measure_intake_capacity
 from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.emulator.stack import CeleryWorker, EmulatorProcess, RedisServer, closer_env, start_workers
@@ -262,6 +264,8 @@ ENQUEUE_SCRIPT = """
 import json, resource, sys, time, uuid
 from genesys_closer.config import load_producer_settings
 from bench.emulator_capacity import measure as measure_emulator_capacity
+from bench.intake_capacity import TARGET_PER_SECOND
+from bench.intake_capacity import measure as measure_intake_capacity
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.worker.batches import ORIGIN_LIST, ORIGIN_SWEEP
 mode, count, url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -398,7 +402,7 @@ def machine() -> str:
 
 def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[str, float]],
            enqueue: dict[str, dict[str, float]], latency: dict[str, float], storm: list[Run], out: Path,
-           elapsed: float, capacity: dict[str, float]) -> str:
+           elapsed: float, capacity: dict[str, float], intake: dict[str, float]) -> str:
     img = out / "img"
     img.mkdir(parents=True, exist_ok=True)
     plot_bars(rate, img / "rate-limit-use.png")
@@ -459,7 +463,14 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
               f"The emulator answered {capacity['requests_per_second']:,.0f} authenticated "
               "`GET /api/v2/conversations/messages/{id}` per second while pinned to one core (`taskset -c 0`), "
               "driven by two keep-alive client processes on the other core (`bench/emulator_capacity.py`): it is "
-              "never the bottleneck of the figures above.", ""]
+              "never the bottleneck of the figures above.", "",
+              "## HTTP intake capacity", "",
+              f"`genesys-closer serve` (one uvicorn process pinned to one core) accepted "
+              f"{intake['accepted_per_second']:,.0f} closes per second (`POST /v1/closes`, each a fresh id validated, "
+              f"tracked and enqueued in Redis; four keep-alive client processes on the other core; "
+              "`bench/intake_capacity.py`): "
+              f"{intake['x_genesys_default']:.0f} x Genesys' default 300 requests/min, so the intake is never the "
+              f"bottleneck (target: at least {TARGET_PER_SECOND:.0f}/s, 50 x).", ""]
     text = "\n".join(lines)
     (out / "benchmarks.md").write_text(text)
     return text
@@ -477,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rate = scenario_rate_limit(bench)
         capacity = measure_emulator_capacity(seconds=2.0 if args.smoke else 5.0)
+        intake = measure_intake_capacity(seconds=2.0 if args.smoke else 5.0)
         sweep_ids = bench.fresh(min(sizes.batch, 600), rate_limit_per_minute=sizes.limit, latency_ms=sizes.latency_ms)
         sweep = bench.ours("genesys-closer, sweep candidates (2 workers)", sweep_ids, sizes.limit, 2,
                            sizes.concurrency, origin=ORIGIN_SWEEP)
@@ -487,13 +499,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.close()
     text = report(sizes, rate, sweep, overhead, enqueue, latency, storm, args.out, time.monotonic() - started,
-                  capacity)
+                  capacity, intake)
     print(text)
     shutil.rmtree(workdir, ignore_errors=True)
     ours = [run for run in [*rate, sweep, *storm] if run.name.startswith("genesys-closer")]
     problems = [f"{run.name}: closed {run.closed}/{run.total}" for run in ours if run.closed != run.total]
     problems += [f"{run.name}: {run.share_429:.1%} 429s" for run in rate if run.name.startswith("genesys-closer")
                  and run.share_429 > 0.005]
+    if not args.smoke and intake["accepted_per_second"] < TARGET_PER_SECOND:
+        problems.append(f"intake: {intake['accepted_per_second']:.0f} accepted closes/s < {TARGET_PER_SECOND:.0f}")
     if problems:
         print("BENCHMARK CHECK FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1

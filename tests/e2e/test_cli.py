@@ -112,3 +112,15 @@ def test_producer_commands_need_only_redis(redis_url: str) -> None:
            "CLOSE_POLICY": "explode"}
     run = subprocess.run([*CLI, "batches"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({}, "INTAKE_TOKENS"),
+    ({"INTAKE_TOKENS": "short"}, "at least 16 characters"),
+    ({"INTAKE_BASIC_AUTH": "no-colon"}, "user:password"),
+])
+def test_serve_refuses_to_start_without_auth(redis_url: str, env: dict[str, str], says: str) -> None:
+    run = subprocess.run([*CLI, "--redis-url", redis_url, "serve", "--port", str(free_port())],
+                         env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert run.returncode == 2 and says in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr

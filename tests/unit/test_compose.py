@@ -14,7 +14,7 @@ from tests.services import RedisServer
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 SECRETS = {"REDIS_PASSWORD": "s3cret-redis", "FLOWER_BASIC_AUTH": "admin:s3cret-flower",
-           "GENESYS_CLIENT_ID": "id", "GENESYS_CLIENT_SECRET": "secret"}
+           "GENESYS_CLIENT_ID": "id", "GENESYS_CLIENT_SECRET": "secret", "INTAKE_TOKENS": "s3cret-intake-token-01"}
 needs_compose = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 
 
@@ -34,10 +34,12 @@ def test_compose_is_valid_and_protected() -> None:
     assert "FLOWER_BASIC_AUTH: admin:s3cret-flower" in text
     assert "127.0.0.1:5555:5555" in text or "host_ip: 127.0.0.1" in text
     assert "genesys_closer.worker.health" in text
+    assert "--maxmemory" in text and "1gb" in text
+    assert "127.0.0.1" in text and "s3cret-intake-token-01" in text and "serve" in text
 
 
 @needs_compose
-@pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "GENESYS_CLIENT_SECRET"])
+@pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "GENESYS_CLIENT_SECRET", "INTAKE_TOKENS"])
 def test_compose_refuses_to_start_without_secrets(missing: str) -> None:
     rendered = render({k: v for k, v in SECRETS.items() if k != missing})
     assert rendered.returncode != 0 and missing in rendered.stderr
