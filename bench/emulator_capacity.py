@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 from genesys_closer.emulator.admin import EmulatorAdmin
@@ -36,6 +37,18 @@ def _client(base_url: str, token: str, cid: str, seconds: float, queue: multipro
     queue.put(count)
 
 
+def run_clients(target: Callable[..., None], args: tuple[object, ...], clients: int, seconds: float) -> int:
+    """Run ``clients`` processes of ``target(*args, queue)`` and add up the counts they report."""
+    queue: multiprocessing.Queue[int] = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=target, args=(*args, queue)) for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    total = sum(queue.get(timeout=seconds + 30) for _ in workers)
+    for worker in workers:
+        worker.join()
+    return total
+
+
 def measure(seconds: float = 5.0, clients: int = 2) -> dict[str, float]:
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
     process = subprocess.Popen([*pin, sys.executable, "-m", "genesys_closer.emulator", "--port", "0",
@@ -54,14 +67,7 @@ def measure(seconds: float = 5.0, clients: int = 2) -> dict[str, float]:
                            headers={"Authorization": f"Basic {basic}",
                                     "Content-Type": "application/x-www-form-urlencoded"})
         token = json.loads(connection.getresponse().read())["access_token"]
-        queue: multiprocessing.Queue[int] = multiprocessing.Queue()
-        workers = [multiprocessing.Process(target=_client, args=(base_url, token, cid, seconds, queue))
-                   for _ in range(clients)]
-        for worker in workers:
-            worker.start()
-        total = sum(queue.get(timeout=seconds + 30) for _ in workers)
-        for worker in workers:
-            worker.join()
+        total = run_clients(_client, (base_url, token, cid, seconds), clients, seconds)
         return {"requests_per_second": total / seconds, "pinned": float(bool(pin)), "seconds": seconds}
     finally:
         process.terminate()

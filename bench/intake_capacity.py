@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+from bench.emulator_capacity import run_clients
 from genesys_closer.emulator.stack import RedisServer, free_port
 
 TARGET_PER_SECOND = 250.0  # 50 x 300/min
@@ -68,14 +69,7 @@ def measure(seconds: float = 5.0, clients: int = 4) -> dict[str, float]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        queue: multiprocessing.Queue[int] = multiprocessing.Queue()
-        workers = [multiprocessing.Process(target=_client, args=(base_url, token, seconds, queue))
-                   for _ in range(clients)]
-        for worker in workers:
-            worker.start()
-        total = sum(queue.get(timeout=seconds + 30) for _ in workers)
-        for worker in workers:
-            worker.join()
+        total = run_clients(_client, (base_url, token, seconds), clients, seconds)
         per_second = total / seconds
         return {"accepted_per_second": per_second, "pinned": float(bool(pin)), "seconds": seconds,
                 "x_genesys_default": per_second / 5.0}
