@@ -145,6 +145,10 @@ def test_auth_rotation_and_no_hint(intake: Intake) -> None:
     ready = requests.get(f"{intake.url}/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["workers"] >= 1
     assert "/v1/closes" in requests.get(f"{intake.url}/openapi.json", timeout=10).json()["paths"]
+    assert intake.call("GET", "/metrics", token=None).status_code == 401
+    metrics = intake.call("GET", "/metrics").text
+    assert 'genesys_closer_intake_requests_total{route="/v1/batches/{batch_id}",status="404"}' in metrics
+    assert 'status="401"' in metrics
 
 
 def test_per_credential_rate_limit(intake: Intake) -> None:
