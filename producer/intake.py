@@ -229,7 +229,6 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, limit=settings.intake_max_body_bytes)
-    app.state.started = time.time()
     return app
 
 
