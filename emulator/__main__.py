@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="details query: pageNumber x pageSize may not exceed this")
     answers.add_argument("--token-rate-limit-per-minute", type=int, default=0,
                          help="POST /oauth/token per client per minute (0: unlimited)")
+    answers.add_argument("--analytics-lag-ms", type=float, default=2000.0,
+                         help="analytics (details query, multi-get) shows reality this late")
+    answers.add_argument("--analytics-max-ids", type=int, default=100,
+                         help="ids per GET /api/v2/analytics/conversations/details (the real maximum is undocumented)")
     return parser
 
 
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         restricted_status=args.restricted_status, participant_type_on=args.participant_type_on,
         reclose_status=args.reclose_status, acw_after_patch=args.acw_after_patch,
         wrapup_codes=tuple(args.wrapup_code), flow_purpose=args.flow_purpose, paging_cap=args.paging_cap,
-        token_rate_limit_per_minute=args.token_rate_limit_per_minute)
+        token_rate_limit_per_minute=args.token_rate_limit_per_minute, analytics_lag_ms=args.analytics_lag_ms,
+        analytics_max_ids=args.analytics_max_ids)
     server = EmulatorServer(args.host, args.port, config)
     with server.state.lock:
         server.state.create_conversations(args.conversations, "webmessaging", age_seconds=args.age_minutes * 60)

@@ -103,9 +103,35 @@ def matches(conversation: Conversation, participants: list[Participant], query: 
     return True
 
 
+def analytics_participants(conversation: Conversation, now: float, lag_seconds: float) -> list[Participant] | None:
+    """What analytics shows of a conversation: reality ``lag_seconds`` ago (None: not known yet); without a lag,
+    what readers see now."""
+    if lag_seconds <= 0:
+        return conversation.visible_participants(now)
+    return conversation.analytics_view(now - lag_seconds)
+
+
+def multi_get(conversations: dict[str, Conversation], ids: list[str], now: float, *, max_ids: int,
+              lag_seconds: float = 0.0) -> dict[str, Any]:
+    """``GET /api/v2/analytics/conversations/details?id=...``: the rows analytics knows, unknown ids left out."""
+    if not ids:
+        raise QueryError("at least one id is required")
+    if len(ids) > max_ids:
+        raise QueryError(f"too many ids: at most {max_ids} per request")
+    rows = []
+    for cid in dict.fromkeys(ids):
+        conversation = conversations.get(cid)
+        if conversation is None:
+            continue
+        participants = analytics_participants(conversation, now, lag_seconds)
+        if participants is not None:
+            rows.append(render_analytics(conversation, participants))
+    return {"conversations": rows}
+
+
 def run_query(
     conversations: list[Conversation], query: dict[str, Any], now: float, *, max_page_size: int,
-    max_interval_days: int, paging_cap: int = 100_000,
+    max_interval_days: int, paging_cap: int = 100_000, lag_seconds: float = 0.0,
 ) -> dict[str, Any]:
     if not isinstance(query, dict):
         raise QueryError("body must be a ConversationQuery object")
@@ -127,7 +153,10 @@ def run_query(
         raise QueryError(f"unsupported orderBy {order_by!r}")
     hits = []
     for conversation in conversations:
-        participants = conversation.visible_participants(now)
+        seen = analytics_participants(conversation, now, lag_seconds)
+        if seen is None:
+            continue
+        participants = seen
         ended = conversation_end(participants)
         active_in_interval = conversation.start_time < end and (ended is None or ended >= start)
         if not (active_in_interval and day_from <= conversation.start_time < day_to):

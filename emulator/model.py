@@ -105,6 +105,18 @@ class Conversation:
     # Eventual consistency: what readers see until ``stale_until``.
     stale_participants: list[Participant] | None = None
     stale_until: float = 0.0
+    # What analytics knew when: (time, participants) after creation and after every change.
+    history: list[tuple[float, list[Participant]]] = field(default_factory=list)
+
+    def remember(self, now: float) -> None:
+        """Note the participants as they are now, for analytics that lag (``analytics_view``)."""
+        self.history.append((now, copy.deepcopy(self.participants)))
+
+    def analytics_view(self, cutoff: float) -> list[Participant] | None:
+        """The participants as analytics shows them when it lags to ``cutoff``; None if it does not know the
+        conversation yet."""
+        known = [participants for moment, participants in self.history if moment <= cutoff]
+        return known[-1] if known else None
 
     @property
     def end_time(self) -> float | None:

@@ -42,6 +42,7 @@ for _method, _template in [
     ("POST", "/api/v2/conversations/{conversationId}/disconnect"),
     ("GET", "/api/v2/conversations/{conversationId}"),
     ("POST", "/api/v2/analytics/conversations/details/query"),
+    ("GET", "/api/v2/analytics/conversations/details"),
 ]:
     ROUTES.append((_method, tuple(_template.strip("/").split("/")), _template))
 
@@ -53,6 +54,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "POST /api/v2/conversations/{conversationId}/disconnect": ("conversation:communication:disconnect",),
     "GET /api/v2/conversations/{conversationId}": ("conversation:communication:view",),
     "POST /api/v2/analytics/conversations/details/query": (
+        "analytics:conversationDetail:view", "analytics:agentConversationDetail:view"),
+    "GET /api/v2/analytics/conversations/details": (
         "analytics:conversationDetail:view", "analytics:agentConversationDetail:view"),
 }
 
@@ -157,10 +160,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         if path.startswith("/__emulator__/"):
             self._send(*self._admin(method, path, parse_qs(query), raw))
             return
-        self._api(method, path, raw)
+        self._api(method, path, raw, parse_qs(query))
 
     # -- Genesys API and OAuth ---------------------------------------------------------------------------------
-    def _api(self, method: str, path: str, raw: bytes) -> None:
+    def _api(self, method: str, path: str, raw: bytes, query: dict[str, list[str]]) -> None:
         state = self.server.state
         template, params = resolve(method, path)
         conversation_id = params.get("conversationId")
@@ -185,7 +188,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 status, body, headers = self._oauth(raw, now)
                 state.token_requests += 1
             else:
-                status, body, headers, client_id = self._authorized(method, template, params, raw)
+                status, body, headers, client_id = self._authorized(method, template, params, raw, query)
             state.record(method, template, status, conversation_id, client_id)
         correlation = body.get("contextId") if isinstance(body, dict) and "contextId" in body else None
         headers.setdefault("ININ-Correlation-Id", correlation or str(uuid.uuid4()))
@@ -219,8 +222,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         token, ttl = state.issue_token(client.client_id)
         return 200, {"access_token": token, "token_type": "bearer", "expires_in": ttl}, {}
 
-    def _authorized(self, method: str, template: str, params: dict[str, str],
-                    raw: bytes) -> tuple[int, Any, dict[str, str], str | None]:
+    def _authorized(self, method: str, template: str, params: dict[str, str], raw: bytes,
+                    query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str], str | None]:
         state = self.server.state
         authorization = self.headers.get("Authorization", "")
         if not authorization.startswith("Bearer "):
@@ -276,11 +279,12 @@ class RequestHandler(BaseHTTPRequestHandler):
                 f"permissions assigned: [{names}]",
                 {"permissions": f"[{names}]"},
             ), headers, token.client_id
-        status, body, extra = self._route(method, template, params, raw, now)
+        status, body, extra = self._route(method, template, params, raw, now, query)
         headers.update(extra)
         return status, body, headers, token.client_id
 
-    def _route(self, method: str, template: str, params: dict[str, str], raw: bytes, now: float) -> Reply:
+    def _route(self, method: str, template: str, params: dict[str, str], raw: bytes, now: float,
+               query: dict[str, list[str]]) -> Reply:
         state = self.server.state
         if template == "<unmatched>":
             return not_found()
@@ -289,13 +293,22 @@ class RequestHandler(BaseHTTPRequestHandler):
         except ValueError:
             return 400, error_body(400, "bad.request", "The request could not be understood by the server "
                                    "due to malformed syntax."), {}
+        lag = state.config.analytics_lag_ms / 1000
+        if template == "/api/v2/analytics/conversations/details":
+            ids = [cid for value in query.get("id", []) for cid in value.split(",") if cid]
+            granted = {cid: c for cid, c in state.conversations.items() if c.division_id != RESTRICTED_DIVISION_ID}
+            try:
+                return 200, analytics.multi_get(granted, ids, now, max_ids=state.config.analytics_max_ids,
+                                                lag_seconds=lag), {}
+            except analytics.QueryError as exc:
+                return 400, error_body(400, "bad.request", str(exc)), {}
         if template == "/api/v2/analytics/conversations/details/query":
             visible_to_client = [c for c in state.conversations.values() if c.division_id != RESTRICTED_DIVISION_ID]
             try:
                 body = analytics.run_query(
                     visible_to_client, payload if isinstance(payload, dict) else {}, now,
                     max_page_size=state.config.max_page_size, max_interval_days=state.config.max_interval_days,
-                    paging_cap=state.config.paging_cap)
+                    paging_cap=state.config.paging_cap, lag_seconds=lag)
             except (analytics.QueryError, TypeError, ValueError) as exc:
                 return 400, error_body(400, "bad.request", str(exc)), {}
             return 200, body, {}
@@ -368,6 +381,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if wrapup is not None:
             participant.apply_wrapup({k: wrapup[k] for k in ("code", "name", "notes", "tags", "durationSeconds")
                                       if k in wrapup}, now)
+        conversation.remember(now)
         if payload.get("wrapupSkipped") is True:
             participant.wrapup_skipped = True
         return 202, None, {}

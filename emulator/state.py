@@ -25,7 +25,7 @@ ALL_PERMISSIONS = frozenset({
 })
 RATE_WINDOW_SECONDS = 60.0
 CONFIG_FAULTS = ("restricted_status", "participant_type_on", "reclose_status", "acw_after_patch", "wrapup_codes",
-                 "flow_purpose", "paging_cap", "token_rate_limit_per_minute")
+                 "flow_purpose", "paging_cap", "token_rate_limit_per_minute", "analytics_lag_ms", "analytics_max_ids")
 REQUEST_LOG_LIMIT = 2_000_000
 
 
@@ -82,6 +82,8 @@ class EmulatorConfig:
     flow_purpose: str = "workflow"          # purpose of the flow/bot participant: workflow | ivr
     paging_cap: int = 100_000               # details query: pageNumber x pageSize may not exceed this
     token_rate_limit_per_minute: int = 0    # POST /oauth/token per client per minute (0: unlimited)
+    analytics_lag_ms: float = 0.0           # analytics shows reality this late (the command line's default: 2000)
+    analytics_max_ids: int = 100            # ids per GET /api/v2/analytics/conversations/details (undocumented)
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[object, tuple[object, ...]]] = {
@@ -236,6 +238,7 @@ class EmulatorState:
             conversation = build_conversation(kind, now, self.rng, age_seconds=age_seconds,
                                               idle_seconds=idle_seconds, queue_id=queue_id,
                                               flow_purpose=self.config.flow_purpose)
+            conversation.remember(now)
             self.conversations[conversation.id] = conversation
             ids.append(conversation.id)
         return ids
@@ -263,6 +266,7 @@ class EmulatorState:
             p.disconnect(now, "peer" if p.purpose == "customer" else "client")
             if not self.config.acw_after_patch and p.in_acw:
                 p.apply_wrapup({"code": "ININ-WRAP-UP-TIMEOUT", "name": "System wrap-up", "provisional": False}, now)
+        conversation.remember(now)
 
     def token_allowed(self, client_id: str, now: float) -> tuple[bool, int]:
         """Count one token request of ``client_id``: (allowed, seconds until the window resets)."""
@@ -281,3 +285,4 @@ class EmulatorState:
             p.disconnect(now, "system")
             if p.wrapup_required and p.wrapup is None:
                 p.wrapup = {"code": "ININ-WRAP-UP-TIMEOUT", "name": "System wrap-up", "provisional": False}
+        conversation.remember(now)

@@ -295,3 +295,26 @@ def test_expired_token_and_token_endpoint_limit(emulator: EmulatorServer, admin:
     refused = requests.post(f"{emulator.base_url}/oauth/token", data={"grant_type": "client_credentials"},
                             auth=("demo-client", "demo-secret"), timeout=10)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+
+
+def test_analytics_multi_get_with_a_lag(sdk: object, admin: EmulatorAdmin) -> None:
+    """GET /api/v2/analytics/conversations/details?id=...: unknown ids left out; analytics shows reality late."""
+    api = gc.ConversationsApi(sdk)
+    first, second = admin.create(2)
+    answer = api.get_analytics_conversations_details(id=[first, second, "00000000-0000-4000-8000-000000000000"])
+    assert isinstance(answer, gc.AnalyticsConversationWithoutAttributesMultiGetResponse)
+    assert {row.conversation_id for row in answer.conversations} == {first, second}
+    admin.faults(analytics_lag_ms=400)
+    [late] = admin.create(1)
+    assert not api.get_analytics_conversations_details(id=[late]).conversations  # not known to analytics yet
+    wait_until(lambda: bool(api.get_analytics_conversations_details(id=[late]).conversations), timeout=5)
+    body = gc.Conversation()
+    body.state = "disconnected"
+    api.patch_conversations_message(late, body)
+    assert api.get_analytics_conversations_details(id=[late]).conversations[0].conversation_end is None  # lagging
+    wait_until(lambda: api.get_analytics_conversations_details(id=[late]).conversations[0].conversation_end,
+               timeout=5)
+    admin.faults(analytics_max_ids=2)
+    with pytest.raises(ApiException) as caught:
+        api.get_analytics_conversations_details(id=[first, second, late])
+    assert caught.value.status == 400 and "at most 2" in caught.value.body
