@@ -26,9 +26,10 @@ from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import InvalidConversationId, RetryableError
 from genesys_closer.worker.genesys.http_policy import backoff_seconds
 from genesys_closer.worker.genesys.ids import parse_conversation_id
+from genesys_closer.worker.genesys.lanes import BULK, INTERACTIVE, lane
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.genesys.redis_connection import text
-from genesys_closer.worker.names import QUEUE_INTERACTIVE
+from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
 from genesys_closer.worker.results import ResultStore, is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
@@ -156,7 +157,8 @@ class CloseRunner:
             pipe.execute()
 
         try:
-            result = self.closer.close(conversation_id, options, on_patched=remember_patch)
+            with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                result = self.closer.close(conversation_id, options, on_patched=remember_patch)
         except RetryableError as exc:
             result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
         else:

@@ -16,6 +16,7 @@ from genesys_closer.worker.batches import ORIGIN_SWEEP, BatchWriter
 from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.sweep_query import PAGING_CAP, Retrying, SweepFilters, run_sweep
 from genesys_closer.worker.genesys.client import GenesysClient
+from genesys_closer.worker.genesys.lanes import BULK, lane
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.results import ResultStore
 
@@ -49,7 +50,8 @@ class SweepRunner:
             return {**summary, "skipped": "another sweep is running"}
         with lock:
             now = datetime.fromtimestamp(self.clock(), tz=UTC)
-            report = run_sweep(self.genesys, parsed, now=now, retrying=self.retrying, paging_cap=self.paging_cap)
+            with lane(BULK):  # background work: single closes go first
+                report = run_sweep(self.genesys, parsed, now=now, retrying=self.retrying, paging_cap=self.paging_cap)
             summary.update({"filters": parsed.as_dict(), "candidates": len(report.candidates),
                             "chosen": len(report.chosen), "pages": report.pages, "intervals": report.intervals,
                             "splits": report.splits, "unreachable": report.unreachable,

@@ -164,3 +164,33 @@ def test_breaker_opens_after_threshold_and_resets(redis_client: redis.Redis) -> 
     assert "conversation:communication:disconnect" in (breaker.open_reason() or "")
     time.sleep(1.1)
     assert breaker.open_reason() is None
+
+
+def test_bulk_reserves_a_short_horizon_so_interactive_goes_first(redis_url: str) -> None:
+    """20 bulk callers at 10 requests/s would, reserving freely, push the next free slot 2 s ahead; in the bulk lane
+    they reserve at most BULK_HORIZON_SECONDS ahead, so a single close waits at most that long for its slot, and
+    the bulk callers still all get their slots at the full rate."""
+    from genesys_closer.worker.genesys.client import Transport
+    from genesys_closer.worker.genesys.lanes import BULK, BULK_HORIZON_SECONDS, lane
+
+    limiter = RedisRateLimiter(connect(redis_url), "lanes", 600, headroom=1.0)  # one slot every 0.1 s
+    transport = Transport(limiter, max_limiter_wait_seconds=5.0)
+    granted: list[float] = []
+    lock = threading.Lock()
+
+    def bulk_call() -> None:
+        with lane(BULK):
+            transport.wait_for_slot("bulk")
+        with lock:
+            granted.append(time.monotonic())
+
+    threads = [threading.Thread(target=bulk_call) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(granted) >= 3, timeout=5, interval=0.01)
+    interactive = limiter.reserve(5.0)  # what a single close gets while the bulk callers wait
+    for thread in threads:
+        thread.join(timeout=10)
+    assert interactive.granted and interactive.wait_seconds <= BULK_HORIZON_SECONDS + 0.2
+    assert len(granted) == 20
+    assert max(granted) - min(granted) <= 20 * 0.1 + 1.0  # bulk still ran at about the full rate

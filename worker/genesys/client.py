@@ -37,6 +37,7 @@ from genesys_closer.worker.genesys.http_policy import (
     parse_retry_after,
 )
 from genesys_closer.worker.genesys.ids import parse_conversation_id, parse_uuid
+from genesys_closer.worker.genesys.lanes import BULK, BULK_HORIZON_SECONDS, current_lane
 from genesys_closer.worker.genesys.rate_limit import RateLimiter
 from genesys_closer.worker.genesys.tokens import TokenGrant, TokenProvider
 
@@ -126,23 +127,35 @@ class Transport:
             session = self._local.session = new_session()
         return session
 
-    def _wait_for_slot(self, label: str) -> None:
-        grant = self.limiter.reserve(self.max_limiter_wait_seconds)
-        if not grant.granted:
-            raise RateLimited(
-                f"fleet rate limit: next slot in {grant.wait_seconds:.1f} s ({label} deferred)",
-                retry_after_seconds=grant.wait_seconds,
-            )
+    def wait_for_slot(self, label: str) -> None:
+        """Reserve a slot and sleep until it. Bulk work reserves at most ``BULK_HORIZON_SECONDS`` ahead and
+        otherwise sleeps until a slot is that near (see ``lanes``); any wait beyond the inline maximum is raised."""
+        started = time.monotonic()
+        while True:
+            waited = time.monotonic() - started
+            horizon = self.max_limiter_wait_seconds - waited
+            if current_lane() == BULK:
+                horizon = min(horizon, BULK_HORIZON_SECONDS)
+            grant = self.limiter.reserve(max(horizon, 0.0))
+            if grant.granted:
+                break
+            if waited + grant.wait_seconds > self.max_limiter_wait_seconds:
+                raise RateLimited(
+                    f"fleet rate limit: next slot in {grant.wait_seconds:.1f} s ({label} deferred)",
+                    retry_after_seconds=grant.wait_seconds,
+                )
+            self.sleep(max(grant.wait_seconds - BULK_HORIZON_SECONDS, 0.005))
+        total = time.monotonic() - started + grant.wait_seconds
         if grant.wait_seconds > 0:
-            if self.hooks.on_limiter_wait:
-                self.hooks.on_limiter_wait(grant.wait_seconds)
             self.sleep(grant.wait_seconds)
+        if total > 0 and self.hooks.on_limiter_wait:
+            self.hooks.on_limiter_wait(total)
 
     def send(self, method: str, url: str, route: str, *, headers: dict[str, str], json_body: Any = None,
              form: dict[str, str] | None = None, tally: CallTally | None = None) -> Reply:
         """Send one request after reserving a rate-limit slot. ``route`` is the path template, for logs/metrics."""
         label = f"{method} {route}"
-        self._wait_for_slot(label)
+        self.wait_for_slot(label)
         try:
             response = self.session.request(
                 method, url, headers=headers, json=json_body, data=form, timeout=self.timeouts,
