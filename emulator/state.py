@@ -24,8 +24,11 @@ ALL_PERMISSIONS = frozenset({
     "analytics:conversationDetail:view",
 })
 RATE_WINDOW_SECONDS = 60.0
-CONFIG_FAULTS = ("restricted_status", "participant_type_on", "reclose_status", "acw_after_patch", "wrapup_codes",
-                 "flow_purpose", "paging_cap", "token_rate_limit_per_minute", "analytics_lag_ms", "analytics_max_ids")
+CONFIG_FAULTS = (  # EmulatorConfig fields that POST /__emulator__/faults may change at run time
+    "rate_limit_per_minute", "consistency_delay_ms", "restricted_status", "participant_type_on", "reclose_status",
+    "acw_after_patch", "wrapup_codes", "flow_purpose", "paging_cap", "token_rate_limit_per_minute",
+    "analytics_lag_ms", "analytics_max_ids",
+)
 REQUEST_LOG_LIMIT = 2_000_000
 
 
@@ -49,7 +52,7 @@ class Faults:
                 self.unavailable_until = now + float(value)
             elif key == "storm_429_seconds":
                 self.storm_429_until = now + float(value)
-            elif key in {"rate_limit_per_minute", "consistency_delay_ms", *CONFIG_FAULTS}:
+            elif key in CONFIG_FAULTS:
                 continue
             elif key in self.__dataclass_fields__:
                 current = getattr(self, key)
@@ -186,22 +189,15 @@ class EmulatorState:
         view = asdict(self.faults)
         view["unavailable_seconds"] = max(0.0, view.pop("unavailable_until") - time.time())
         view["storm_429_seconds"] = max(0.0, view.pop("storm_429_until") - time.time())
-        view["rate_limit_per_minute"] = self.config.rate_limit_per_minute
-        view["consistency_delay_ms"] = self.config.consistency_delay_ms
         view.update({name: getattr(self.config, name) for name in CONFIG_FAULTS})
         return view
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Fault injection and the configurable answers (``CONFIG_FAULTS``), each coerced to its field's type."""
         self.faults.update(changes, time.time())
-        if "rate_limit_per_minute" in changes:
-            self.config.rate_limit_per_minute = int(changes["rate_limit_per_minute"])
-        options: dict[str, Any] = {name: changes[name] for name in CONFIG_FAULTS if name in changes}
-        if "wrapup_codes" in options:
-            options["wrapup_codes"] = tuple(options["wrapup_codes"])
+        options = {name: type(getattr(self.config, name))(changes[name]) for name in CONFIG_FAULTS if name in changes}
         if options:
             self.config = replace(self.config, **options)  # validated by EmulatorConfig.__post_init__
-        if "consistency_delay_ms" in changes:
-            self.config.consistency_delay_ms = float(changes["consistency_delay_ms"])
         return self.faults_view()
 
     # -- OAuth -------------------------------------------------------------------------------------------------

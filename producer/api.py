@@ -65,9 +65,10 @@ def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
 class Batch:
     """A handle on one batch; its state lives in Redis."""
 
-    def __init__(self, client: CloseClient, batch_id: str) -> None:
+    def __init__(self, client: CloseClient, batch_id: str, check: IdCheck | None = None) -> None:
         self.client = client
         self.id = batch_id
+        self.check = check  # what validating its input found, for a batch started by this handle
 
     def __repr__(self) -> str:
         return f"Batch({self.id!r})"
@@ -186,9 +187,10 @@ class CloseClient:
                    queue: str = QUEUE_BULK, batch_id: str | None = None) -> Batch:
         """Start a batch (see ``BatchWriter.start``): every ID is validated before any is enqueued, the input is
         streamed, duplicates are dropped, all tasks go out over one connection."""
-        batch_id = self.batches_writer.start(conversation_ids, options=validate_options(options), label=label,
-                                             source=source, on_invalid=on_invalid, queue=queue, batch_id=batch_id)
-        return Batch(self, batch_id)
+        started, check = self.batches_writer.start_checked(
+            conversation_ids, options=validate_options(options), label=label, source=source, on_invalid=on_invalid,
+            queue=queue, batch_id=batch_id)
+        return Batch(self, started, check)
 
     def check_ids(self, conversation_ids: Iterable[object]) -> IdCheck:
         """Validate and count without enqueuing anything (a dry run)."""

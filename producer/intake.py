@@ -34,7 +34,7 @@ from genesys_closer.config.settings import IntakeSettings
 from genesys_closer.producer.api import BatchNotFound, CloseClient
 from genesys_closer.producer.export import csv_lines, jsonl_lines
 from genesys_closer.producer.inputs import InputError, read_ids
-from genesys_closer.worker.batches import InvalidBatch
+from genesys_closer.worker.batches import IdCheck
 from genesys_closer.worker.closing.outcomes import CloseResult
 from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
@@ -129,6 +129,12 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(uuid.uuid4().hex, 413, "body_too_large", f"request body over {self.limit} bytes")
         await response(scope, receive, send)
+
+
+def schema_problems(errors: Any) -> list[dict[str, str]]:
+    """Pydantic's validation errors as the intake reports them: field and problem, at most 20."""
+    return [{"field": ".".join(str(part) for part in e.get("loc", ()) if part != "body"),
+             "problem": str(e.get("msg", ""))[:200]} for e in list(errors)[:MAX_REPORTED_INVALID]]
 
 
 def _digest(credential: str) -> str:
@@ -239,10 +245,8 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-                     "problem": str(e.get("msg", ""))[:200]} for e in exc.errors()[:MAX_REPORTED_INVALID]]
         return error_response(request.state.request_id, 422, "invalid_request", "the request does not match the "
-                              "schema (see /openapi.json)", problems)
+                              "schema (see /openapi.json)", schema_problems(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -319,10 +323,8 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, a
             try:
                 parsed = BatchRequest.model_validate_json(raw)
             except ValueError as exc:
-                errors: list[dict[str, Any]] = list(getattr(exc, "errors", list)())
-                problems = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": str(e.get("msg"))[:200]}
-                            for e in errors[:MAX_REPORTED_INVALID]]
-                raise IntakeError(422, "invalid_request", "the request does not match the schema", problems) from None
+                raise IntakeError(422, "invalid_request", "the request does not match the schema",
+                                  schema_problems(getattr(exc, "errors", list)())) from None
             ids, label = parsed.conversationIds, parsed.label
         elif content_type in {"text/plain", "text/csv"}:
             try:
@@ -335,15 +337,11 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, a
             raise IntakeError(413, "too_many_ids", f"at most {settings.intake_max_batch_ids} ids per batch")
         if not ids:
             raise IntakeError(422, "empty_batch", "no conversation ids")
-        try:
-            batch = closes.close_many(ids, label=label or "intake", source="http intake")
-        except InvalidBatch as exc:  # pragma: no cover - on_invalid is "record"
-            raise IntakeError(422, "invalid_batch", str(exc)) from None
-        status = batch.status()
-        samples = [r.error or "" for r in batch.results() if r.outcome.value == "invalid_id"][:MAX_REPORTED_INVALID]
+        batch = closes.close_many(ids, label=label or "intake", source="http intake")
+        check = batch.check or IdCheck()
         accepted = BatchAccepted(batchId=batch.id, statusUrl=f"/v1/batches/{batch.id}",
-                                 resultsUrl=f"/v1/batches/{batch.id}/results", total=status.total,
-                                 invalid=status.counts.get("invalid_id", 0), invalidSamples=samples)
+                                 resultsUrl=f"/v1/batches/{batch.id}/results", total=check.valid + check.invalid,
+                                 invalid=check.invalid, invalidSamples=check.samples[:MAX_REPORTED_INVALID])
         return JSONResponse(accepted.model_dump(), status_code=202)
 
     def batch_of(batch_id: str) -> Any:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_shutdown, worker_ready
@@ -26,7 +26,7 @@ EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
 TASKS_MODULE = "genesys_closer.worker.tasks"
 
 
-def _refuse_to_start(error: ConfigError) -> None:
+def _refuse_to_start(error: ConfigError) -> NoReturn:
     print(f"genesys-closer worker: {error}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_CONFIG)
 
@@ -36,7 +36,6 @@ def _settings() -> WorkerSettings:
         return get_worker_settings()
     except ConfigError as exc:
         _refuse_to_start(exc)
-        raise  # unreachable: _refuse_to_start exits
 
 
 def _prepare_metrics_dir(settings: WorkerSettings) -> None:

@@ -95,7 +95,14 @@ class BatchWriter:
     def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
               source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
               batch_id: str | None = None, origin: str = ORIGIN_LIST) -> str:
-        """Start a batch and return its id.
+        """Start a batch and return its id (see ``start_checked``)."""
+        return self.start_checked(conversation_ids, options=options, label=label, source=source,
+                                  on_invalid=on_invalid, queue=queue, batch_id=batch_id, origin=origin)[0]
+
+    def start_checked(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
+                      source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
+                      batch_id: str | None = None, origin: str = ORIGIN_LIST) -> tuple[str, IdCheck]:
+        """Start a batch; return its id and what validating its input found.
 
         Every ID is validated before any is enqueued; the input is streamed (spooled to a temporary file, never held
         in memory); duplicates are dropped; all tasks go out over one connection. ``origin`` is ``list`` (any
@@ -126,7 +133,7 @@ class BatchWriter:
             self.results.discard_batch(batch_id)
             raise InvalidBatch(check.invalid, check.samples)
         self.results.mark_enqueued(batch_id, check.valid + check.invalid)
-        return batch_id
+        return batch_id, check
 
     def _validate_into(self, spool: IO[str], batch_id: str, raw_ids: Iterable[object], *,
                        record_invalid: bool) -> IdCheck:

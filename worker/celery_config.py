@@ -16,7 +16,6 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from genesys_closer.config.settings import ProducerSettings, WorkerSettings
 from genesys_closer.worker.names import (
-    PROBE_TASK_NAME,
     QUEUE_DEFAULT,
     QUEUE_INTERACTIVE,
     QUEUES,
@@ -112,5 +111,3 @@ def producer_app(settings: ProducerSettings) -> Celery:
     app.conf.update(producer_config(settings))
     return app
 
-
-__all__ = ["PROBE_TASK_NAME", "beat_schedule", "producer_app", "producer_config", "worker_config"]

@@ -30,7 +30,7 @@ from genesys_closer.worker.genesys.lanes import BULK, INTERACTIVE, lane
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.genesys.redis_connection import text
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
-from genesys_closer.worker.results import ResultStore, is_batch_id
+from genesys_closer.worker.results import ItemView, ResultStore, is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
 PROGRESS_TTL_SECONDS = 86_400
@@ -78,13 +78,13 @@ class CloseRunner:
             options = self.default_options.with_overrides(overrides, self.limits)
         except (InvalidConversationId, ValueError) as exc:
             return self._reject(raw_id, exc, context, started)
-        context, origin = self._verified_batch(conversation_id, context)
-        if origin == ORIGIN_SWEEP:
+        context, item = self._verified_batch(conversation_id, context)
+        if item is not None and item.origin == ORIGIN_SWEEP:
             options = options.for_sweep_candidate()
         if context.batch_id is None:
-            self.results.track_pending_if_absent(context.task_id, conversation_id, overrides, context.queue)
+            self.results.track_pending(context.task_id, conversation_id, overrides, context.queue, only_if_absent=True)
 
-        not_attempted = self._not_attempted_reason(context)
+        not_attempted = self._not_attempted_reason(context, item)
         if not_attempted is not None:
             outcome, reason = not_attempted
             return self._finish(CloseResult(conversation_id, outcome, started_at=started, finished_at=self.clock(),
@@ -117,27 +117,26 @@ class CloseRunner:
         log.warning("rejected close: %s", str(exc)[:1000], extra={"batch_id": batch_id})
         return result.as_dict()
 
-    def _verified_batch(self, conversation_id: str, context: TaskContext) -> tuple[TaskContext, str | None]:
+    def _verified_batch(self, conversation_id: str, context: TaskContext) -> tuple[TaskContext, ItemView | None]:
         """The context with ``batch_id`` kept only when this conversation is an item of that batch (its members),
-        and the batch's origin. A spoofed or malformed batch id makes the close standalone: the batch is
-        untouched."""
+        and what the batch says of it (origin, state). A spoofed or malformed batch id makes the close standalone:
+        the batch is untouched."""
         if context.batch_id is None:
             return context, None
         if is_batch_id(context.batch_id):
-            member, origin = self.results.membership(context.batch_id, conversation_id)
-            if member:
-                return context, origin
+            item = self.results.item_view(context.batch_id, conversation_id)
+            if item.member:
+                return context, item
         log.warning("batch id %s does not list this conversation: closing it standalone",
                     repr(context.batch_id)[:80], extra={"conversation_id": conversation_id})
         return replace(context, batch_id=None), None
 
-    def _not_attempted_reason(self, context: TaskContext) -> tuple[Outcome, str] | None:
-        if context.batch_id:
-            state, reason = self.results.batch_state(context.batch_id)
-            if state == "cancelled":
+    def _not_attempted_reason(self, context: TaskContext, item: ItemView | None) -> tuple[Outcome, str] | None:
+        if item is not None:
+            if item.state == "cancelled":
                 return Outcome.CANCELLED, "batch cancelled before this item ran"
-            if state == "stopped":
-                return Outcome.NOT_ATTEMPTED, f"batch stopped ({reason})"
+            if item.state == "stopped":
+                return Outcome.NOT_ATTEMPTED, f"batch stopped ({item.reason})"
         breaker = self.breaker.open_reason()
         if breaker is not None:
             if context.batch_id:

@@ -42,11 +42,6 @@ class Service:
     default_options: CloseOptions
 
 
-def bucket_name(client_id: str) -> str:
-    """The rate-limit and breaker bucket of an OAuth client (a digest: client ids stay out of key names)."""
-    return client_digest(client_id)
-
-
 def metric_hooks() -> TransportHooks:
     from genesys_closer.worker import metrics
 
@@ -62,7 +57,7 @@ def build_service(settings: WorkerSettings, redis_client: redis.Redis | None = N
     client_id, secret = settings.require_credentials()
     limiter: RateLimiter
     if redis_client is not None:
-        limiter = RedisRateLimiter(redis_client, bucket_name(client_id), settings.genesys_rate_limit_per_minute,
+        limiter = RedisRateLimiter(redis_client, client_digest(client_id), settings.genesys_rate_limit_per_minute,
                                    settings.genesys_rate_limit_headroom)
     else:
         limiter = InMemoryRateLimiter(settings.genesys_rate_limit_per_minute, settings.genesys_rate_limit_headroom)
@@ -108,7 +103,7 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
     client_id, _ = settings.require_credentials()
     service = build_service(settings, redis_client)
     results = ResultStore(redis_client, settings.results_ttl_seconds, clock=clock)
-    breaker = CircuitBreaker(redis_client, bucket_name(client_id), settings.circuit_breaker_threshold,
+    breaker = CircuitBreaker(redis_client, client_digest(client_id), settings.circuit_breaker_threshold,
                              settings.circuit_breaker_open_seconds)
     batches = BatchWriter(app, results, clock)
     return WorkerParts(
@@ -147,7 +142,7 @@ def record_rejected(task_name: str, task_id: str, payload: object, problem: str)
         if isinstance(args, list | tuple) and args and isinstance(args[0], str):
             shown = args[0][:100]
         raw_batch = kwargs.get("batch_id") if isinstance(kwargs, dict) else None
-        if is_batch_id(raw_batch) and results.is_member(str(raw_batch), shown):
+        if is_batch_id(raw_batch) and results.item_view(str(raw_batch), shown).member:
             batch_id = str(raw_batch)
     now = time.time()
     results.record_rejected(CloseResult(shown, Outcome.INVALID_REQUEST, attempts=0, started_at=now, finished_at=now,

@@ -89,9 +89,6 @@ def problem_with(body_size: int, payload: Any, eta: str | None, bounds: Bounds, 
     return None
 
 
-Refuse = Callable[[str, Any, str], None]
-
-
 def bounded_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
     """Celery's default strategy for ``task``, behind the bounds check."""
     from celery.worker.strategy import default

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from genesys_closer.config.errors import ConfigError
 from genesys_closer.config.settings import ClosePolicy, WorkerSettings
+from genesys_closer.worker.closing.sweep_query import SweepFilters, fmt, query_body
 from genesys_closer.worker.factory import build_service
 from genesys_closer.worker.genesys.client import Reply
 from genesys_closer.worker.genesys.errors import GenesysError, TransportError
@@ -31,40 +32,40 @@ class Check:
     fix: str = ""
 
 
+def _analytics_probe_body() -> dict[str, object]:
+    """The sweep's own details query for the last hour, first page."""
+    now = datetime.now(tz=UTC)
+    return query_body(f"{fmt(now - timedelta(hours=1))}/{fmt(now)}", SweepFilters(), 1)
+
+
 @dataclass
 class Probe:
     name: str
     permission: str
     method: str
-    route: str
-    path: Callable[[str, str], str]
-    body: object = None
+    route: str  # the route template; the probe fills in ids that cannot exist
+    body: Callable[[], object] = lambda: None
+
+    def path(self, conversation_id: str, participant_id: str) -> str:
+        return self.route.format(conversationId=conversation_id, participantId=participant_id)
 
 
+MESSAGES = "/api/v2/conversations/messages/{conversationId}"
+PARTICIPANT = MESSAGES + "/participants/{participantId}"
 PROBES = {
     "read": Probe("read a message conversation", "conversation:communication:view (or none: see docs)", "GET",
-                  "/api/v2/conversations/messages/{conversationId}",
-                  lambda cid, _: f"/api/v2/conversations/messages/{cid}"),
+                  MESSAGES),
     "disconnect": Probe("disconnect a message conversation", "conversation:communication:disconnect", "PATCH",
-                        "/api/v2/conversations/messages/{conversationId}",
-                        lambda cid, _: f"/api/v2/conversations/messages/{cid}", {"state": "disconnected"}),
+                        MESSAGES, lambda: {"state": "disconnected"}),
     "analytics": Probe("query conversation details (sweeps)", "analytics:conversationDetail:view", "POST",
-                       "/api/v2/analytics/conversations/details/query", lambda _, __:
-                       "/api/v2/analytics/conversations/details/query"),
+                       "/api/v2/analytics/conversations/details/query", _analytics_probe_body),
     "participants": Probe("disconnect a participant (policy participants)", "conversation:communication:disconnect",
-                          "PATCH", "/api/v2/conversations/messages/{conversationId}/participants/{participantId}",
-                          lambda cid, pid: f"/api/v2/conversations/messages/{cid}/participants/{pid}",
-                          {"state": "disconnected"}),
+                          "PATCH", PARTICIPANT, lambda: {"state": "disconnected"}),
     "teardown": Probe("tear a conversation down (policy teardown)", "conversation:communication:disconnect", "POST",
-                      "/api/v2/conversations/{conversationId}/disconnect",
-                      lambda cid, _: f"/api/v2/conversations/{cid}/disconnect"),
+                      "/api/v2/conversations/{conversationId}/disconnect"),
     "wrapup": Probe("apply a wrap-up code (CLOSE_WRAPUP_CODE)", "conversation:participant:wrapup", "PATCH",
-                    "/api/v2/conversations/messages/{conversationId}/participants/{participantId}",
-                    lambda cid, pid: f"/api/v2/conversations/messages/{cid}/participants/{pid}",
-                    {"wrapup": {"code": "genesys-closer-check"}}),
+                    PARTICIPANT, lambda: {"wrapup": {"code": "genesys-closer-check"}}),
 }
-ANALYTICS_PROBE_BODY = {"interval": "", "paging": {"pageSize": 1, "pageNumber": 1}, "order": "asc",
-                        "orderBy": "conversationStart"}
 
 
 def needed_probes(settings: WorkerSettings) -> list[str]:
@@ -113,13 +114,9 @@ def run_checks(settings: WorkerSettings) -> list[Check]:
     allowed: int | None = None
     for name in needed_probes(settings):
         probe = PROBES[name]
-        body = probe.body
-        if name == "analytics":
-            now = datetime.now(tz=UTC)
-            body = {**ANALYTICS_PROBE_BODY, "interval": f"{(now - timedelta(hours=1)).isoformat()}/{now.isoformat()}"}
         try:
             reply = service.client.probe(probe.method, probe.route, probe.path(fake_conversation, fake_participant),
-                                         body)
+                                         probe.body())
         except GenesysError as exc:
             checks.append(Check(probe.name, False, f"no answer: {exc}", "check the network path to Genesys"))
             continue

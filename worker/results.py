@@ -64,6 +64,14 @@ class BatchStatus:
         }
 
 
+@dataclass(frozen=True)
+class ItemView:
+    member: bool
+    origin: str | None
+    state: str | None
+    reason: str
+
+
 class ResultStore:
     def __init__(self, client: redis.Redis, retention_seconds: int = 7 * 24 * 3600, *,
                  keys: RedisKeys = KEYS, clock: Callable[[], float] = time.time) -> None:
@@ -148,16 +156,14 @@ class ResultStore:
             self.redis.hincrby(self.keys.batch(batch_id), "duplicates", duplicates)
         return fresh
 
-    def is_member(self, batch_id: str, conversation_id: str) -> bool:
-        return bool(self.redis.sismember(self.keys.batch_members(batch_id), conversation_id))
-
-    def membership(self, batch_id: str, conversation_id: str) -> tuple[bool, str | None]:
-        """Whether the conversation is an item of the batch, and the batch's origin (``list`` or ``sweep``)."""
+    def item_view(self, batch_id: str, conversation_id: str) -> ItemView:
+        """In one round trip: whether the conversation is an item of the batch, and the batch's origin and state."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.sismember(self.keys.batch_members(batch_id), conversation_id)
-        pipe.hget(self.keys.batch(batch_id), "origin")
-        member, origin = pipe.execute()
-        return bool(member), (text(origin) if origin is not None else None)
+        pipe.hmget(self.keys.batch(batch_id), ["origin", "state", "reason"])
+        member, (origin, state, reason) = pipe.execute()
+        return ItemView(member=bool(member), origin=None if origin is None else text(origin),
+                        state=None if state is None else text(state), reason=text(reason) if reason else "")
 
     def mark_enqueued(self, batch_id: str, total: int) -> None:
         self._enqueued(keys=[self.keys.batch(batch_id)], args=[total, repr(self.clock())])
@@ -263,17 +269,16 @@ class ResultStore:
         return found
 
     # -- standalone closes -------------------------------------------------------------------------------------
-    def track_pending(self, task_id: str, conversation_id: str, options: dict[str, Any], queue: str) -> None:
-        """Remember a standalone close until its outcome is recorded (so a lost message can be re-sent)."""
+    def track_pending(self, task_id: str, conversation_id: str, options: dict[str, Any], queue: str, *,
+                      only_if_absent: bool = False) -> None:
+        """Remember a standalone close until its outcome is recorded (so a lost message can be re-sent). Workers
+        pass ``only_if_absent`` (a close a producer already tracked keeps its entry)."""
         entry = json.dumps({"conversation_id": conversation_id, "options": options, "queue": queue,
                             "at": self.clock()}, separators=(",", ":"))
-        self.redis.hset(self.keys.pending, task_id, entry)
-
-    def track_pending_if_absent(self, task_id: str, conversation_id: str, options: dict[str, Any],
-                                queue: str) -> None:
-        entry = json.dumps({"conversation_id": conversation_id, "options": options, "queue": queue,
-                            "at": self.clock()}, separators=(",", ":"))
-        self.redis.hsetnx(self.keys.pending, task_id, entry)
+        if only_if_absent:
+            self.redis.hsetnx(self.keys.pending, task_id, entry)
+        else:
+            self.redis.hset(self.keys.pending, task_id, entry)
 
     def forget_pending(self, task_id: str) -> None:
         self.redis.hdel(self.keys.pending, task_id)
