@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,10 @@ import redis
 from bench.emulator_capacity import measure as measure_emulator_capacity
 from bench.intake_capacity import TARGET_PER_SECOND
 from bench.intake_capacity import measure as measure_intake_capacity
+from bench.interactive_lane import measure as measure_lane
+from bench.per_token import TokenRow
+from bench.per_token import measure as measure_per_token
+from bench.per_token import table as per_token_table
 from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.emulator.stack import CeleryWorker, EmulatorProcess, RedisServer, closer_env, start_workers
@@ -54,11 +58,17 @@ class Sizes:
     latency_runs: int = 200
     storm_batch: int = 1000
     storm_limit: int = 6000
+    per_token_batch: int = 600
+    per_token_limit: int = 3000
+    lags: tuple[float, ...] = (0.3, 2.0, 30.0)
+    lane_singles: int = 8
+    lane_batch: int = 300
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(batch=120, limit=6000, concurrency=4, overhead_closes=40, enqueue=(200, 1000), latency_runs=10,
-                   storm_batch=150, storm_limit=6000)
+                   storm_batch=150, storm_limit=6000, per_token_batch=40, per_token_limit=6000, lags=(0.3,),
+                   lane_singles=2, lane_batch=30)
 
 
 @dataclass
@@ -104,7 +114,7 @@ class Bench:
         self.admin.reset(conversations=True)
         defaults: dict[str, Any] = {"error_rate": 0, "drop_rate": 0, "spike_rate": 0, "burst_429": 0,
                                     "storm_429_seconds": 0, "latency_ms": 0, "rate_limit_per_minute": 10**9,
-                                    "consistency_delay_ms": 300}
+                                    "consistency_delay_ms": 300, "analytics_lag_ms": 2000}
         self.admin.faults(**(defaults | faults))
         self.admin.revoke_tokens()
         return self.admin.create(count) if count else []
@@ -127,9 +137,13 @@ class Bench:
     # -- the systems under test -------------------------------------------------------------------------------
     def ours(self, name: str, ids: list[str], limit: int, workers: int, concurrency: int,
              during: Callable[[], None] | None = None, origin: str = ORIGIN_LIST, **env: Any) -> Run:
+        """Our fleet closes ``ids`` as one batch. Unless ``env`` says otherwise it takes the direct path (3 calls
+        per close, what the baselines do too), which loads the rate limiter hardest; section 6 compares paths."""
+        env = {"BATCHED_CHECKS": "false", **env}
         fleet = start_workers(workers, self.env(GENESYS_RATE_LIMIT_PER_MINUTE=limit, **env),
                               self.workdir / "logs", concurrency, prefix=f"ours{workers}-")
         client = CloseClient(load_producer_settings(redis_url=self.redis.url))
+        records: list[dict[str, Any]] = []
         try:
             def work() -> None:
                 # A sweep-origin batch is what the worker's sweep starts for its candidates (skips the first read).
@@ -138,7 +152,8 @@ class Bench:
                 if during is not None:
                     during()
                 batch.wait(timeout=1800)
-            return self.measure(name, limit, ids, work)
+                records.extend(r.as_dict() for r in batch.results())
+            return self.measure(name, limit, ids, work, records=records)
         finally:
             for worker in fleet:
                 worker.stop()
@@ -191,6 +206,23 @@ class Bench:
                                 stdout=log, stderr=subprocess.STDOUT)
         time.sleep(4)  # the baseline has no readiness probe of its own; its first tasks simply wait in the queue
         return proc
+
+
+class Steps:
+    """Progress on stderr: one line when a scenario starts and one when it ends, with its time."""
+
+    def __init__(self, total: int, *, start: int = 1, of: int | None = None) -> None:
+        self.number = start
+        self.total = of or total
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        number, self.number = self.number, self.number + 1
+        print(f"[{number}/{self.total}] {name} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        yield
+        print(f"[{number}/{self.total}] {name}: done in {time.monotonic() - started:.0f} s", file=sys.stderr,
+              flush=True)
 
 
 # -- scenarios ----------------------------------------------------------------------------------------------------
@@ -264,8 +296,12 @@ ENQUEUE_SCRIPT = """
 import json, resource, sys, time, uuid
 from genesys_closer.config import load_producer_settings
 from bench.emulator_capacity import measure as measure_emulator_capacity
+from bench.interactive_lane import measure as measure_lane
 from bench.intake_capacity import TARGET_PER_SECOND
 from bench.intake_capacity import measure as measure_intake_capacity
+from bench.per_token import TokenRow
+from bench.per_token import measure as measure_per_token
+from bench.per_token import table as per_token_table
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.worker.batches import ORIGIN_LIST, ORIGIN_SWEEP
 mode, count, url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -402,7 +438,8 @@ def machine() -> str:
 
 def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[str, float]],
            enqueue: dict[str, dict[str, float]], latency: dict[str, float], storm: list[Run], out: Path,
-           elapsed: float, capacity: dict[str, float], intake: dict[str, float]) -> str:
+           elapsed: float, capacity: dict[str, float], intake: dict[str, float], per_token: list[TokenRow],
+           lane: dict[str, float]) -> str:
     img = out / "img"
     img.mkdir(parents=True, exist_ok=True)
     plot_bars(rate, img / "rate-limit-use.png")
@@ -471,6 +508,23 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
               "`bench/intake_capacity.py`): "
               f"{intake['x_genesys_default']:.0f} x Genesys' default 300 requests/min, so the intake is never the "
               f"bottleneck (target: at least {TARGET_PER_SECOND:.0f}/s, 50 x).", ""]
+    lines += ["## 6. Throughput per token: the direct path against batched checks", "",
+              f"{sizes.per_token_batch:,} open web messaging conversations per row, limit L = "
+              f"{sizes.per_token_limit:,} requests/min, two workers x {sizes.concurrency}. The direct path reads each "
+              "conversation before and after its PATCH (a sweep candidate skips the first read); the batched path "
+              "pre-checks and confirms with analytics reads by id (up to 100 conversations per call, a read counted "
+              "as its share per item) and falls back to the direct path for what analytics does not show. Analytics "
+              "lags reality by the given time (`--analytics-lag-ms`).", "", *per_token_table(per_token), "",
+              "*limit used (while sending)*: requests per minute over L from the first request to the last PATCH. "
+              "*closes/min (whole run)* includes the wait for the last confirmations, which the lag makes long "
+              "for a short run. *At Genesys' 300/min (derived)*: 300 x limit used / calls per close.", "",
+              "## 7. Interactive lane", "",
+              f"A single `close(wait=True)` at Genesys' 300 requests/min, two workers x 8, enqueue to confirmed "
+              f"outcome; {lane['singles']:.0f} closes one after another on an idle fleet, then as many while a "
+              f"{sizes.lane_batch}-item bulk batch fills the limit (`bench/interactive_lane.py`).", "",
+              "| idle fleet: median | during the bulk batch: median | during the bulk batch: max |",
+              "|---|---|---|",
+              f"| {lane['idle_median']:.2f} s | {lane['busy_median']:.2f} s | {lane['busy_max']:.2f} s |", ""]
     text = "\n".join(lines)
     (out / "benchmarks.md").write_text(text)
     return text
@@ -485,27 +539,50 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
     started = time.monotonic()
     bench = Bench(sizes, workdir)
+    step = Steps(10)
     try:
-        rate = scenario_rate_limit(bench)
-        capacity = measure_emulator_capacity(seconds=2.0 if args.smoke else 5.0)
-        intake = measure_intake_capacity(seconds=2.0 if args.smoke else 5.0)
-        sweep_ids = bench.fresh(min(sizes.batch, 600), rate_limit_per_minute=sizes.limit, latency_ms=sizes.latency_ms)
-        sweep = bench.ours("genesys-closer, sweep candidates (2 workers)", sweep_ids, sizes.limit, 2,
-                           sizes.concurrency, origin=ORIGIN_SWEEP)
-        overhead = scenario_overhead(bench)
-        enqueue = scenario_enqueue(bench)
-        latency = scenario_latency(bench)
-        storm = scenario_storm(bench)
+        with step("rate-limit use: our fleet, the tutorial, Celery's rate_limit"):
+            rate = scenario_rate_limit(bench)
+        with step("emulator capacity"):
+            capacity = measure_emulator_capacity(seconds=2.0 if args.smoke else 5.0)
+        with step("HTTP intake capacity"):
+            intake = measure_intake_capacity(seconds=2.0 if args.smoke else 5.0)
+        with step("sweep candidates"):
+            sweep_ids = bench.fresh(min(sizes.batch, 600), rate_limit_per_minute=sizes.limit,
+                                    latency_ms=sizes.latency_ms)
+            sweep = bench.ours("genesys-closer, sweep candidates (2 workers)", sweep_ids, sizes.limit, 2,
+                               sizes.concurrency, origin=ORIGIN_SWEEP)
+        with step("overhead per close"):
+            overhead = scenario_overhead(bench)
+        with step("enqueue"):
+            enqueue = scenario_enqueue(bench)
+        with step("latency of one close"):
+            latency = scenario_latency(bench)
+        with step("429 storm"):
+            storm = scenario_storm(bench)
+        with step(f"throughput per token: direct vs batched path, analytics lag {', '.join(map(str, sizes.lags))} s"):
+            per_token = measure_per_token(bench, sizes.per_token_batch, sizes.per_token_limit, sizes.lags,
+                                          sizes.concurrency)
     finally:
         bench.close()
+    with Steps(1, start=10, of=10)("interactive lane: a single close during a bulk batch at 300/min"):
+        lane = measure_lane(singles=sizes.lane_singles, batch=sizes.lane_batch)
     text = report(sizes, rate, sweep, overhead, enqueue, latency, storm, args.out, time.monotonic() - started,
-                  capacity, intake)
+                  capacity, intake, per_token, lane)
     print(text)
     shutil.rmtree(workdir, ignore_errors=True)
     ours = [run for run in [*rate, sweep, *storm] if run.name.startswith("genesys-closer")]
     problems = [f"{run.name}: closed {run.closed}/{run.total}" for run in ours if run.closed != run.total]
     problems += [f"{run.name}: {run.share_429:.1%} 429s" for run in rate if run.name.startswith("genesys-closer")
                  and run.share_429 > 0.005]
+    batched = [row for row in per_token if row.path == "batched"]
+    problems += [f"{row.run.name}: closed {row.run.closed}/{row.run.total}" for row in per_token
+                 if row.run.closed != row.run.total]
+    if not args.smoke:
+        problems += [f"{row.run.name}: {row.run.calls_per_close:.2f} calls per close > 1.2" for row in batched
+                     if row.lag_seconds <= 2 and row.run.calls_per_close > 1.2]
+        if lane["busy_median"] > 3.0:
+            problems.append(f"interactive lane: median {lane['busy_median']:.2f} s > 3 s")
     if not args.smoke and intake["accepted_per_second"] < TARGET_PER_SECOND:
         problems.append(f"intake: {intake['accepted_per_second']:.0f} accepted closes/s < {TARGET_PER_SECOND:.0f}")
     if problems:

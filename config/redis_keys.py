@@ -57,6 +57,12 @@ class RedisKeys:
         """Standalone closes (not in a batch) enqueued or running, by task id: what a redrive can re-send."""
         return f"{self.prefix}:pending"
 
+    # -- batched checks (fleet-wide) ---------------------------------------------------------------------------
+    def checks(self, part: str) -> str:
+        """``part``: ``precheck`` / ``confirm`` (sorted sets of batch items by due time), ``lock`` (the pump),
+        ``kick`` (a pump is on its way)."""
+        return f"{self.prefix}:checks:{part}"
+
     # -- fleet jobs --------------------------------------------------------------------------------------------
     @property
     def restart_aftermath(self) -> str:

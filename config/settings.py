@@ -120,6 +120,14 @@ class WorkerSettings(ProducerSettings):
     confirm_initial_delay_seconds: float = Field(0.4, ge=0, le=60)
     confirm_max_interval_seconds: float = Field(2.0, gt=0, le=60)
 
+    # Batched checks for batch items (pre-check and confirmation read many conversations per analytics call)
+    batched_checks: bool = True
+    analytics_chunk_size: int = Field(100, ge=1, le=1000)
+    batched_gather_seconds: float = Field(1.0, ge=0, le=60)
+    confirm_analytics_first_check_seconds: float = Field(1.0, ge=0, le=600)
+    confirm_analytics_max_interval_seconds: float = Field(5.0, gt=0, le=600)
+    confirm_analytics_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+
     # Retries and the circuit breaker
     retry_max_attempts: int = Field(4, ge=1, le=20)
     retry_base_seconds: float = Field(0.5, gt=0, le=60)

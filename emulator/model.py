@@ -202,7 +202,7 @@ def build_conversation(
     elif kind == "disconnected":
         customer.disconnect(last_message + 1, "client")
         agent.disconnect(last_message + 2, "client")
-        agent.wrapup = {"code": new_id(rng), "name": "Resolved", "durationSeconds": 5}
+        agent.apply_wrapup({"code": new_id(rng), "name": "Resolved", "durationSeconds": 5}, last_message + 7)
     elif kind == "parked":
         agent.state = "parked"
         agent.park_time = last_message + 1

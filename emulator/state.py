@@ -234,7 +234,8 @@ class EmulatorState:
             conversation = build_conversation(kind, now, self.rng, age_seconds=age_seconds,
                                               idle_seconds=idle_seconds, queue_id=queue_id,
                                               flow_purpose=self.config.flow_purpose)
-            conversation.remember(now)
+            # Analytics has known it since it started (a conversation created "now" is unknown for the lag).
+            conversation.remember(conversation.start_time)
             self.conversations[conversation.id] = conversation
             ids.append(conversation.id)
         return ids

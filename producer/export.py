@@ -12,8 +12,8 @@ from typing import IO
 from genesys_closer.worker.closing.outcomes import CloseResult
 
 CSV_COLUMNS = ("conversation_id", "outcome", "attempts", "api_calls", "started_at", "finished_at", "action",
-               "wrapups_applied", "wrapups_pending", "http_status", "error_code", "error", "participant_states",
-               "correlation_ids", "batch_id")
+               "confirmed_by", "wrapups_applied", "wrapups_pending", "http_status", "error_code", "error",
+               "participant_states", "correlation_ids", "batch_id")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "|", "%")
 
 
@@ -46,9 +46,9 @@ def csv_lines(results: Iterable[CloseResult]) -> Iterator[str]:
     yield line(list(CSV_COLUMNS))
     for r in results:
         states = ";".join(f"{p.get('purpose')}:{p.get('state')}" for p in r.participant_states)
-        row = [r.conversation_id, r.outcome.value, r.attempts, r.api_calls, _time(r.started_at),
-               _time(r.finished_at), r.action, r.wrapups_applied, r.wrapups_pending, r.http_status, r.error_code,
-               r.error, states, ";".join(r.correlation_ids), r.batch_id]
+        row = [r.conversation_id, r.outcome.value, r.attempts, round(r.api_calls, 4), _time(r.started_at),
+               _time(r.finished_at), r.action, r.confirmed_by, r.wrapups_applied, r.wrapups_pending, r.http_status,
+               r.error_code, r.error, states, ";".join(r.correlation_ids), r.batch_id]
         yield line([safe_cell(v) for v in row])
 
 

@@ -29,6 +29,10 @@ def worker_env(redis_url: str, emulator_url: str, **overrides: object) -> dict[s
         "BROKER_VISIBILITY_TIMEOUT_SECONDS": 35,
         "BROKER_RESTORE_INTERVAL_SECONDS": 2,
         "BATCH_STALL_SECONDS": 45,
+        "BATCHED_GATHER_SECONDS": 0.3,
+        "CONFIRM_ANALYTICS_FIRST_CHECK_SECONDS": 0.3,
+        "CONFIRM_ANALYTICS_MAX_INTERVAL_SECONDS": 1,
+        "CONFIRM_ANALYTICS_TIMEOUT_SECONDS": 6,
     }
     defaults.update({k.upper(): v for k, v in overrides.items()})
     return _closer_env(redis_url, emulator_url, **defaults)

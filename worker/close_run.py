@@ -18,9 +18,18 @@ import redis
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.config.settings import WorkerSettings
 from genesys_closer.worker import metrics
+from genesys_closer.worker.batched_checks import (
+    CONFIRM,
+    DIRECT,
+    PATCH,
+    PRECHECK,
+    PROGRESS_TTL_SECONDS,
+    CheckQueue,
+    Progress,
+)
 from genesys_closer.worker.batches import ORIGIN_SWEEP
 from genesys_closer.worker.breaker import CircuitBreaker
-from genesys_closer.worker.closing.closer import Closer
+from genesys_closer.worker.closing.closer import Closer, PatchSent
 from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import InvalidConversationId, RetryableError
@@ -33,7 +42,6 @@ from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
 from genesys_closer.worker.results import ItemView, ResultStore, is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
-PROGRESS_TTL_SECONDS = 86_400
 # 403 codes about one conversation, not the OAuth client (Genesys' error catalogue: division permissions)
 ITEM_ONLY_CODES = frozenset({"missing.division.permission", "missing.division.permissions", "not.authorized.division"})
 MAX_ECHO = 100
@@ -60,7 +68,8 @@ class CloseRunner:
     """Runs one close per ``run`` call; one per worker process, shared by its threads."""
 
     def __init__(self, settings: WorkerSettings, client: redis.Redis, closer: Closer, default_options: CloseOptions,
-                 results: ResultStore, breaker: CircuitBreaker, *, clock: Callable[[], float] = time.time) -> None:
+                 results: ResultStore, breaker: CircuitBreaker, *, clock: Callable[[], float] = time.time,
+                 checks: CheckQueue | None = None) -> None:
         self.settings = settings
         self.redis = client
         self.closer = closer
@@ -69,6 +78,7 @@ class CloseRunner:
         self.results = results
         self.breaker = breaker
         self.clock = clock
+        self.checks = checks
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
         """Run one close; returns the outcome record or raises RetryLater."""
@@ -96,7 +106,7 @@ class CloseRunner:
         if not lock.acquire(context.task_id):
             raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0), "another task is closing it")
         try:
-            return self._close(conversation_id, options, context)
+            return self._close(conversation_id, options, context, item)
         finally:
             lock.release()
 
@@ -144,10 +154,26 @@ class CloseRunner:
             return Outcome.NOT_ATTEMPTED, breaker
         return None
 
-    def _close(self, conversation_id: str, options: CloseOptions, context: TaskContext) -> dict[str, Any]:
+    def _close(self, conversation_id: str, options: CloseOptions, context: TaskContext,
+               item: ItemView | None) -> dict[str, Any]:
         progress_key = KEYS.progress(conversation_id, context.batch_id)
-        if self.redis.hget(progress_key, "patched") is not None:
+        progress = Progress.parse(self.redis.hgetall(progress_key))
+        if progress.patched:
             options = replace(options, previously_patched=True)
+        if self.checks is not None and context.batch_id is not None and options.wrapup_code is None:
+            # The batched path (see ``batched_checks``); wrap-up codes need the conversation's participants, so
+            # those closes take the direct path.
+            batch_id = context.batch_id
+            sweep_item = item is not None and item.origin == ORIGIN_SWEEP
+            if progress.stage in (PRECHECK, CONFIRM):
+                self.checks.rejoin(batch_id, conversation_id, progress.stage)  # a re-driven copy: it waits there
+                return self._waiting(conversation_id, batch_id, progress.stage)
+            if progress.stage is None and not progress.patched and not sweep_item:
+                self.checks.enter_precheck(batch_id, conversation_id)
+                return self._waiting(conversation_id, batch_id, PRECHECK)
+            if progress.stage == PATCH or (progress.stage is None and not progress.patched):
+                return self._patch_for_batched_confirm(conversation_id, options, context, batch_id, self.checks,
+                                                       progress)
 
         def remember_patch(_: str) -> None:
             pipe = self.redis.pipeline(transaction=False)
@@ -157,29 +183,74 @@ class CloseRunner:
 
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
-                result = self.closer.close(conversation_id, options, on_patched=remember_patch)
+                if progress.stage == DIRECT and progress.confirm_only:
+                    result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
+                else:
+                    result = self.closer.close(conversation_id, options, on_patched=remember_patch)
         except RetryableError as exc:
             result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
         else:
-            earlier_calls = self.redis.hget(progress_key, "api_calls")
-            result.api_calls += int(text(earlier_calls)) if earlier_calls is not None else 0
+            result.api_calls += progress.api_calls
         self.redis.delete(progress_key)
         self._update_breaker(result)
         return self._finish(result, context)
+
+    def _patch_for_batched_confirm(self, conversation_id: str, options: CloseOptions, context: TaskContext,
+                                   batch_id: str, checks: CheckQueue, progress: Progress) -> dict[str, Any]:
+        """The batched path's PATCH: its confirmation joins the confirm set (unless the close ended here)."""
+        progress_key = KEYS.progress(conversation_id, batch_id)
+        earlier = self.results.outcome(conversation_id)
+        if earlier is not None and earlier.outcome.succeeded and earlier.batch_id != batch_id and not progress.patched:
+            # Closed (and confirmed) by another close of ours since the pre-check read: no second PATCH.
+            now = self.clock()
+            self.redis.delete(progress_key)
+            return self._finish(CloseResult(conversation_id, Outcome.ALREADY_CLOSED, api_calls=progress.api_calls,
+                                            started_at=now, finished_at=now, confirmed_by=earlier.confirmed_by,
+                                            participant_states=earlier.participant_states), context)
+
+        def remember_patch(_: str) -> None:
+            checks.set_stage(batch_id, conversation_id, PATCH, fields={"patched": "1"})  # before sending: a retry knows
+
+        try:
+            with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                answer = self.closer.disconnect(conversation_id, options, on_patched=remember_patch)
+        except RetryableError as exc:
+            result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
+        else:
+            if isinstance(answer, PatchSent):
+                checks.enter_confirm(batch_id, conversation_id, patched=answer.patched, calls=answer.api_calls)
+                return self._waiting(conversation_id, batch_id, CONFIRM)
+            result = answer
+            result.api_calls += progress.api_calls
+        self.redis.delete(progress_key)
+        self._update_breaker(result)
+        return self._finish(result, context)
+
+    @staticmethod
+    def _waiting(conversation_id: str, batch_id: str, stage: str) -> dict[str, Any]:
+        """What a task returns when its item waits for a batched check (its outcome is recorded later)."""
+        log.debug("waiting for a batched %s", stage, extra={"conversation_id": conversation_id, "batch_id": batch_id})
+        return {"conversation_id": conversation_id, "batch_id": batch_id, "waiting_for": f"batched {stage}"}
+
+    def record_checked(self, result: CloseResult) -> dict[str, Any]:
+        """Record an outcome a batched check decided (the pump's ``finish``)."""
+        self._update_breaker(result)
+        return self._finish(result, TaskContext(task_id="batched-check", retries=0, batch_id=result.batch_id,
+                                                queue=QUEUE_BULK))
 
     def _exhausted_or_retry(self, conversation_id: str, exc: RetryableError, progress_key: str,
                             context: TaskContext) -> CloseResult:
         """The failed result once retries are exhausted; otherwise raise RetryLater with a jittered countdown."""
         now = self.clock()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(progress_key, "api_calls", int(getattr(exc, "api_calls", 0)))
+        pipe.hincrbyfloat(progress_key, "api_calls", float(getattr(exc, "api_calls", 0)))
         pipe.hsetnx(progress_key, "first_attempt_at", repr(now))
         pipe.hget(progress_key, "first_attempt_at")
         pipe.expire(progress_key, PROGRESS_TTL_SECONDS)
         total_calls, _, first_attempt_at, _ = pipe.execute()
         trying_for = now - float(text(first_attempt_at))
         if context.retries >= self.settings.task_max_retries or trying_for >= self.settings.task_retry_window_seconds:
-            return CloseResult(conversation_id, Outcome.FAILED, api_calls=int(total_calls), started_at=now,
+            return CloseResult(conversation_id, Outcome.FAILED, api_calls=float(total_calls), started_at=now,
                                finished_at=now, error=f"retries exhausted after {trying_for:.0f} s: {exc}",
                                error_code=exc.code, http_status=exc.status)
         countdown = min(backoff_seconds(context.retries, exc.retry_after_seconds,

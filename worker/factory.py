@@ -14,18 +14,19 @@ from celery import Celery
 
 from genesys_closer.config.redis_keys import client_digest
 from genesys_closer.config.settings import WorkerSettings, get_worker_settings
+from genesys_closer.worker.batched_checks import PUMP_BUDGET_SECONDS, CheckPump, CheckQueue, CheckTiming
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.close_run import CloseRunner
 from genesys_closer.worker.closing.closer import Closer, ConfirmSettings, RetrySettings
-from genesys_closer.worker.closing.options import CloseOptions
+from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Transport, TransportHooks
 from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
 from genesys_closer.worker.message_bounds import CLOSE_BOUNDS, SWEEP_BOUNDS, Bounds
-from genesys_closer.worker.names import SWEEP_TASK_NAME, TASK_NAME
+from genesys_closer.worker.names import CHECKS_TASK_NAME, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
 from genesys_closer.worker.recovery import Recovery
 from genesys_closer.worker.results import ResultStore, is_batch_id
 from genesys_closer.worker.sweep_run import SweepRunner
@@ -96,6 +97,7 @@ class WorkerParts:
     close_runner: CloseRunner
     recovery: Recovery
     sweeps: SweepRunner
+    checks: CheckPump | None = None
 
 
 def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app: Celery,
@@ -106,11 +108,25 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
     breaker = CircuitBreaker(redis_client, client_digest(client_id), settings.circuit_breaker_threshold,
                              settings.circuit_breaker_open_seconds)
     batches = BatchWriter(app, results, clock)
+    queue: CheckQueue | None = None
+    if settings.batched_checks:
+        def send_pump(countdown: float) -> None:
+            app.send_task(CHECKS_TASK_NAME, countdown=countdown, queue=QUEUE_INTERACTIVE, ignore_result=True)
+
+        queue = CheckQueue(redis_client, CheckTiming.from_settings(settings), send_pump, clock)
+    runner = CloseRunner(settings, redis_client, service.closer, service.default_options, results, breaker,
+                         clock=clock, checks=queue)
+    # A pump run stops at half the soft time limit: the limit's exception must never land inside a Redis call.
+    pump = None if queue is None else CheckPump(queue, service.client, service.closer.retrying, batches,
+                                                runner.record_checked, service.default_options,
+                                                OptionLimits.from_settings(settings),
+                                                budget_seconds=min(PUMP_BUDGET_SECONDS,
+                                                                   settings.task_soft_time_limit_seconds / 2))
     return WorkerParts(
         service=service,
-        close_runner=CloseRunner(settings, redis_client, service.closer, service.default_options, results, breaker,
-                                 clock=clock),
-        recovery=Recovery(redis_client, results, batches, settings.batch_stall_seconds),
+        close_runner=runner,
+        checks=pump,
+        recovery=Recovery(redis_client, results, batches, settings.batch_stall_seconds, checks=queue),
         sweeps=SweepRunner(redis_client, service.client, service.closer.retrying, results, batches,
                            settings.sweep_time_limit_seconds + 60, clock=clock,
                            paging_cap=settings.sweep_paging_cap),

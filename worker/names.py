@@ -10,6 +10,7 @@ TASK_NAME = "worker.tasks.close_conversation"
 SWEEP_TASK_NAME = "worker.tasks.sweep"
 PROBE_TASK_NAME = "worker.tasks.health_probe"
 REDRIVE_TASK_NAME = "worker.tasks.redrive_stalled_batches"
+CHECKS_TASK_NAME = "worker.tasks.pump_batched_checks"
 
 QUEUE_INTERACTIVE = "interactive"
 QUEUE_DEFAULT = "celery"

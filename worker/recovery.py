@@ -30,6 +30,7 @@ import redis
 
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.worker import metrics
+from genesys_closer.worker.batched_checks import CheckQueue
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.broker_scan import UNACKED_INDEX, HeldClose, held_closes, unacked_task_id
 from genesys_closer.worker.genesys.locks import OwnedLock
@@ -71,16 +72,19 @@ class RecoveryReport:
     memory_used: float = 0.0
     batches: dict[str, int] = field(default_factory=dict)
     standalone: int = 0
+    checks_kicked: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {"redis_restarted": self.redis_restarted, "restored": self.restored, "memory_used": self.memory_used,
                 "batches": dict(self.batches),
-                "standalone": self.standalone}
+                "standalone": self.standalone, "checks_kicked": self.checks_kicked}
 
 
 class Recovery:
     def __init__(self, client: redis.Redis, results: ResultStore, batches: BatchWriter, stall_seconds: float,
-                 *, held: Callable[[redis.Redis], Iterable[HeldClose]] = held_closes) -> None:
+                 *, held: Callable[[redis.Redis], Iterable[HeldClose]] = held_closes,
+                 checks: CheckQueue | None = None) -> None:
+        self.checks = checks
         self.redis = client
         self.results = results
         self.batches = batches
@@ -95,6 +99,8 @@ class Recovery:
             return report
         with lock:
             report.memory_used = check_redis_memory(self.redis)
+            if self.checks is not None:
+                report.checks_kicked = self.checks.kick_if_overdue()
             report.redis_restarted = self._redis_restarted()
             if report.redis_restarted:
                 self.redis.set(KEYS.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))

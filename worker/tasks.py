@@ -16,6 +16,7 @@ from genesys_closer.worker.app import app
 from genesys_closer.worker.close_run import RetryLater, TaskContext
 from genesys_closer.worker.factory import worker_parts
 from genesys_closer.worker.names import (
+    CHECKS_TASK_NAME,
     PROBE_TASK_NAME,
     QUEUE_INTERACTIVE,
     REDRIVE_TASK_NAME,
@@ -41,6 +42,7 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from None
     except SoftTimeLimitExceeded:
+        _drop_redis_connections()
         raise self.retry(countdown=5) from None
 
 
@@ -67,3 +69,21 @@ def redrive_stalled_batches() -> dict[str, object]:
     """Re-send what the broker lost: everything in flight after a Redis restart, stalled batches and standalone
     closes after BATCH_STALL_SECONDS (see ``worker.recovery``)."""
     return worker_parts().recovery.run().as_dict()
+
+
+@app.task(name=CHECKS_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
+def pump_batched_checks() -> dict[str, object]:
+    """Make the batched pre-check and confirmation reads that are due (see ``worker.batched_checks``). Holds a
+    fleet-wide lock; a lost pump is sent again by the next item or by the recovery check."""
+    pump = worker_parts().checks
+    try:
+        return {"reads": pump.run() if pump is not None else 0}
+    except SoftTimeLimitExceeded:
+        _drop_redis_connections()
+        return {"reads": 0, "stopped": "soft time limit"}
+
+
+def _drop_redis_connections() -> None:
+    """The soft time limit's exception can land between a Redis command and its reply: a connection left with an
+    unread reply would answer the next command with it. Every pooled connection is closed (they reconnect)."""
+    worker_parts().close_runner.redis.connection_pool.disconnect()

@@ -24,7 +24,10 @@ def test_large_batch_two_workers_hold_the_fleet_limit(start: StartWorkers, admin
                                                         client: CloseClient) -> None:
     limit = 12_000  # per minute, for the fleet: 3,600 requests in about 18 s
     admin.faults(rate_limit_per_minute=limit)
-    start(2, concurrency=12, genesys_rate_limit_per_minute=limit, confirm_initial_delay_seconds=0.1)
+    # The direct path (3 calls per close) loads the limiter hardest; the batched path's use of Genesys' own limit is
+    # measured by the benchmark (scripts/bench), where a close costs about one call.
+    start(2, concurrency=12, genesys_rate_limit_per_minute=limit, confirm_initial_delay_seconds=0.1,
+          batched_checks=False)
     ids = admin.create(1200)
     started = time.monotonic()
     batch = client.close_many(ids, label="e2e-1200")

@@ -305,7 +305,7 @@ def test_analytics_multi_get_with_a_lag(sdk: object, admin: EmulatorAdmin) -> No
     assert isinstance(answer, gc.AnalyticsConversationWithoutAttributesMultiGetResponse)
     assert {row.conversation_id for row in answer.conversations} == {first, second}
     admin.faults(analytics_lag_ms=400)
-    [late] = admin.create(1)
+    [late] = admin.create(1, age_minutes=0)  # it starts now: analytics learns of it after the lag
     assert not api.get_analytics_conversations_details(id=[late]).conversations  # not known to analytics yet
     wait_until(lambda: bool(api.get_analytics_conversations_details(id=[late]).conversations), timeout=5)
     body = gc.Conversation()

@@ -64,4 +64,7 @@ def test_batch_with_invalid_ids_records_them_and_closes_the_rest(admin: Emulator
     batch = client.close_many([*good, "../etc/passwd", "", "nope", None, 7])
     status: BatchStatus = batch.wait(timeout=60)
     assert status.total == 10 and status.counts == {"closed": 5, "invalid_id": 5}
-    assert admin.stats()["requests_by_route"].get("GET /api/v2/conversations/messages/{conversationId}") == 10
+    routes = admin.stats()["requests_by_route"]
+    assert routes.get("PATCH /api/v2/conversations/messages/{conversationId}") == 5  # and only batched reads:
+    assert "GET /api/v2/conversations/messages/{conversationId}" not in routes
+    assert 2 <= routes.get("GET /api/v2/analytics/conversations/details", 0) <= 4  # pre-check + confirmation

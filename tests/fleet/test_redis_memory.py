@@ -26,4 +26,5 @@ def test_bytes_per_batched_close(admin: EmulatorAdmin, client: CloseClient, redi
     assert per_item <= 1024
     assert sum(1 for _ in raw.scan_iter("celery-task-meta-*", count=1000)) == results_before  # no Celery results
     record = client.outcome(batch.results().__next__().conversation_id)
-    assert record is not None and record.batch_id == batch.id and record.api_calls == 3  # the reference resolves
+    assert record is not None and record.batch_id == batch.id  # the reference resolves
+    assert record.confirmed_by == "analytics" and 1 < record.api_calls < 1.2

@@ -34,7 +34,12 @@ from genesys_closer.worker.closing.conversation_state import (
     pending_wrapups,
 )
 from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome, summarize_participants
+from genesys_closer.worker.closing.outcomes import (
+    CONFIRMED_BY_READ,
+    CloseResult,
+    Outcome,
+    summarize_participants,
+)
 from genesys_closer.worker.genesys.client import CallTally, GenesysClient
 from genesys_closer.worker.genesys.errors import (
     AuthenticationFailed,
@@ -50,6 +55,17 @@ from genesys_closer.worker.genesys.http_policy import backoff_seconds
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PatchSent:
+    """The batched path's PATCH was taken; the close waits for a batched confirmation."""
+
+    patched: bool  # False: Genesys' answer showed the conversation had ended before the PATCH (someone else)
+    api_calls: float
+    correlation_ids: list[str]
+
+
 class _StopWhen(stop_base):
     """Adapt a predicate to tenacity's stop combinators."""
 
@@ -131,11 +147,52 @@ class Closer:
               on_patched: Callable[[str], None] | None = None) -> CloseResult:
         """Close one conversation. Raises InvalidConversationId (before any I/O) or RetryableError (try later)."""
         conversation_id = parse_conversation_id(raw_id)
-        options = options or CloseOptions()
+        chosen = options or CloseOptions()
+        return self._guarded(conversation_id, lambda tally, result: self._close(
+            conversation_id, chosen, tally, result, on_patched or self.on_patched))
+
+    def disconnect(self, raw_id: object, options: CloseOptions | None = None,
+                   on_patched: Callable[[str], None] | None = None) -> PatchSent | CloseResult:
+        """The batched path's step: PATCH the conversation and leave its confirmation to a later (batched) read.
+
+        Returns ``PatchSent`` when Genesys took the PATCH; the finished ``CloseResult`` when the close ended here
+        (an error, or a refused PATCH, which a read settles at once as on the direct path)."""
+        conversation_id = parse_conversation_id(raw_id)
+        chosen = options or CloseOptions()
+        sent: list[bool] = []
+
+        def body(tally: CallTally, result: CloseResult) -> None:
+            patched, refusal = self._disconnect(conversation_id, tally, on_patched or self.on_patched)
+            if refusal is None:
+                sent.append(patched)
+                return
+            result.action = "patch"
+            self._settle(conversation_id, chosen, tally, result, patched, refusal)
+
+        result = self._guarded(conversation_id, body)
+        if sent:
+            return PatchSent(patched=sent[0], api_calls=result.api_calls, correlation_ids=result.correlation_ids)
+        return result
+
+    def confirm_patched(self, raw_id: object, options: CloseOptions | None = None, *,
+                        patched: bool = True) -> CloseResult:
+        """After a PATCH Genesys took whose effect a batched read did not show in time: confirm by reading the
+        conversation, escalating per policy, as the direct path does after its own PATCH."""
+        conversation_id = parse_conversation_id(raw_id)
+        chosen = options or CloseOptions()
+
+        def body(tally: CallTally, result: CloseResult) -> None:
+            result.action = "patch"
+            self._settle(conversation_id, chosen, tally, result, patched, None)
+
+        return self._guarded(conversation_id, body)
+
+    def _guarded(self, conversation_id: str, body: Callable[[CallTally, CloseResult], None]) -> CloseResult:
+        """Run ``body`` with a fresh tally; permanent errors become the outcome, retryable ones are raised."""
         tally = CallTally()
         result = CloseResult(conversation_id=conversation_id, outcome=Outcome.FAILED, started_at=time.time())
         try:
-            self._close(conversation_id, options, tally, result, on_patched or self.on_patched)
+            body(tally, result)
         except NotFound as exc:
             self._record_error(result, Outcome.NOT_FOUND, exc)
         except (Forbidden, AuthenticationFailed) as exc:
@@ -165,6 +222,7 @@ class Closer:
             result.participant_states = summarize_participants(conversation)
             if is_closed(conversation):
                 result.outcome = Outcome.CLOSED if options.previously_patched else Outcome.ALREADY_CLOSED
+                result.confirmed_by = CONFIRMED_BY_READ
                 result.wrapups_applied = self._apply_wrapups(conversation_id, conversation, options, tally)
                 result.wrapups_pending = max(0, len(pending_wrapups(conversation)) - result.wrapups_applied)
                 return
@@ -173,6 +231,11 @@ class Closer:
                 return
         patched, refusal = self._disconnect(conversation_id, tally, on_patched)
         result.action = "patch"
+        self._settle(conversation_id, options, tally, result, patched, refusal)
+
+    def _settle(self, conversation_id: str, options: CloseOptions, tally: CallTally, result: CloseResult,
+                patched: bool, refusal: PermanentError | None) -> None:
+        """After the PATCH: confirm with reads, escalate per policy, apply wrap-ups, decide the outcome."""
         patched_at = self.clock()
         conversation = self._confirm(conversation_id, tally)
         if refusal is not None and not is_closed(conversation):
@@ -185,6 +248,7 @@ class Closer:
             result.confirm_seconds = round(self.clock() - patched_at, 4)
             already = not patched and not options.previously_patched
             result.outcome = Outcome.ALREADY_CLOSED if already else Outcome.CLOSED
+            result.confirmed_by = CONFIRMED_BY_READ
             result.wrapups_applied = self._apply_wrapups(conversation_id, conversation, options, tally)
             result.wrapups_pending = max(0, len(pending_wrapups(conversation)) - result.wrapups_applied)
         else:

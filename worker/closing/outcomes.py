@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+CONFIRMED_BY_READ = "conversation"  # a read of the conversation itself (GET .../messages/{id})
+CONFIRMED_BY_ANALYTICS = "analytics"  # a batched analytics read (GET /api/v2/analytics/conversations/details?id=)
+
 
 class Outcome(StrEnum):
     CLOSED = "closed"                        # we disconnected it and a read confirmed every participant left
@@ -31,7 +34,7 @@ class CloseResult:
 
     conversation_id: str
     outcome: Outcome
-    api_calls: int = 0
+    api_calls: float = 0  # API requests this close cost; a batched read counts as its share (1/n of n items)
     attempts: int = 1
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -41,6 +44,7 @@ class CloseResult:
     wrapups_pending: int = 0  # agents left owing a wrap-up (after-call work) when no CLOSE_WRAPUP_CODE applied one
     confirm_seconds: float | None = None
     action: str | None = None
+    confirmed_by: str | None = None  # what showed the outcome: "conversation" (a read of it) or "analytics"
     error: str | None = None
     error_code: str | None = None
     http_status: int | None = None
@@ -61,6 +65,8 @@ class CloseResult:
         for name in ("started_at", "finished_at"):
             if name in data:
                 data[name] = round(data[name], 3)
+        if isinstance(data.get("api_calls"), float):
+            data["api_calls"] = round(data["api_calls"], 4)
         if in_batch:
             data.pop("batch_id", None)
         return data

@@ -40,6 +40,14 @@ class OwnedLock:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
+    def extend(self) -> bool:
+        """Start this handle's time-to-live over; False when the lock expired or changed hands."""
+        try:
+            self._lock.reacquire()
+        except LockError:
+            return False
+        return True
+
     def release(self) -> bool:
         """Release the lock if this handle still owns it; False when it had expired or changed hands."""
         try:
