@@ -54,7 +54,7 @@ def measure(bench: Bench, count: int, limit: int, lags: tuple[float, ...], concu
     for source, origin in (("ID list", ORIGIN_LIST), ("sweep candidates", ORIGIN_SWEEP)):
         plans: list[tuple[str, float, dict[str, Any]]] = [("direct", lags[min(1, len(lags) - 1)],
                                                            {"BATCHED_CHECKS": "false"})]
-        plans += [("batched", lag, {}) for lag in lags]
+        plans += [("batched", lag, {"BATCHED_CHECKS": "true"}) for lag in lags]
         for path, lag, env in plans:
             ids = bench.fresh(count, rate_limit_per_minute=limit, analytics_lag_ms=lag * 1000)
             run = bench.ours(f"{source}, {path} path, analytics lag {lag:g} s", ids, limit, 2, concurrency,

@@ -249,8 +249,7 @@ class CheckPump:
         reads = 0
         for stage in (PRECHECK, CONFIRM):
             tokens = self._ready(stage)
-            if tokens:
-                self._check(stage, tokens)
+            if tokens and self._check(stage, tokens):
                 reads += 1
                 if lock is not None:
                     lock.extend()
@@ -267,7 +266,8 @@ class CheckPump:
         return [text(entry[0]) for entry in due]
 
     # -- one read for a chunk of items -------------------------------------------------------------------------
-    def _check(self, stage: str, tokens: list[str]) -> None:
+    def _check(self, stage: str, tokens: list[str]) -> bool:
+        """One read for these items and each item's next step; False when none of them needed a read."""
         items: list[tuple[str, str, str, Progress]] = []
         pipe = self.redis.pipeline(transaction=False)
         parsed = [(token, parse_token(token)) for token in tokens]
@@ -275,24 +275,30 @@ class CheckPump:
             if pair is not None:
                 pipe.hgetall(KEYS.progress(pair[1], pair[0]))
         progresses = iter(pipe.execute())
-        stale = []
+        stale, handed_off = [], []
         for token, pair in parsed:
             progress = Progress.parse(next(progresses)) if pair is not None else None
-            if pair is None or progress is None or progress.stage != stage:
-                stale.append(token)  # malformed, or the item moved on (finished, re-driven)
-            else:
+            if pair is None or progress is None:
+                stale.append(token)  # malformed, or finished
+            elif progress.stage == stage:
                 items.append((token, pair[0], pair[1], progress))
+            elif progress.stage in (PATCH, DIRECT):
+                handed_off.append((token, pair[0], pair[1], progress))  # a pump died between its stage and its task
+            else:
+                stale.append(token)  # it moved on (re-driven)
         if stale:
             self.redis.zrem(KEYS.checks(stage), *stale)
+        batches = {batch_id: self._batch(batch_id) for batch_id in {item[1] for item in [*items, *handed_off]}}
+        for next_stage in (PATCH, DIRECT):  # sent again: a second copy of a task finds its stage moved on
+            self._send(stage, next_stage, [item for item in handed_off if item[3].stage == next_stage], 0.0, batches)
         if not items:
-            return
-        batches = {batch_id: self._batch(batch_id) for batch_id in {batch_id for _, batch_id, _, _ in items}}
+            return False
         if stage == PRECHECK:
             stopped = [item for item in items if batches[item[1]][0] is not None]
             self._to_direct(PRECHECK, stopped, 0.0, batches)  # the task records cancelled/not_attempted
             items = [item for item in items if batches[item[1]][0] is None]
             if not items:
-                return
+                return False
         ids = list(dict.fromkeys(cid for _, _, cid, _ in items))
         tally = CallTally()
         try:
@@ -300,18 +306,19 @@ class CheckPump:
                 rows = self.retrying(lambda: self.client.get_analytics_conversations(ids, tally))
         except RetryableError as exc:
             self._read_failed(stage, items, exc, tally.api_calls / len(ids), batches)
-            return
+            return True
         except PermanentError as exc:
             log.warning("batched %s read refused (%s): %d item(s) take the direct path; check the OAuth client's "
                         "analytics permission and ANALYTICS_CHUNK_SIZE", stage, exc, len(items))
             self._to_direct(stage, items, tally.api_calls / len(ids), batches)
-            return
+            return True
         share = tally.api_calls / len(ids)
         by_id = {row.get("conversationId"): row for row in rows}
         if stage == PRECHECK:
             self._after_precheck(items, by_id, share, batches)
         else:
             self._after_confirm(items, by_id, share, batches)
+        return True
 
     def _read_failed(self, stage: str, items: list[tuple[str, str, str, Progress]], exc: RetryableError,
                      share: float, batches: dict[str, Any]) -> None:
@@ -417,5 +424,5 @@ class CheckPump:
         for batch_id, cids in by_batch.items():
             _, _, overrides, queue = batches[batch_id]
             self.batches.publish(batch_id, cids, overrides, queue)
-        # Left last: after a crash before this, the next pump finds these items in another stage and drops them.
+        # Left last: after a crash before this, the next pump finds these items handed off and sends them again.
         self.redis.zrem(KEYS.checks(stage), *(item[0] for item in items))

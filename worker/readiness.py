@@ -59,6 +59,9 @@ PROBES = {
                         MESSAGES, lambda: {"state": "disconnected"}),
     "analytics": Probe("query conversation details (sweeps)", "analytics:conversationDetail:view", "POST",
                        "/api/v2/analytics/conversations/details/query", _analytics_probe_body),
+    "analytics_by_id": Probe("read conversations by id (batched checks of batch items)",
+                             "analytics:conversationDetail:view", "GET",
+                             "/api/v2/analytics/conversations/details?id={conversationId}"),
     "participants": Probe("disconnect a participant (policy participants)", "conversation:communication:disconnect",
                           "PATCH", PARTICIPANT, lambda: {"state": "disconnected"}),
     "teardown": Probe("tear a conversation down (policy teardown)", "conversation:communication:disconnect", "POST",
@@ -70,6 +73,8 @@ PROBES = {
 
 def needed_probes(settings: WorkerSettings) -> list[str]:
     names = ["read", "disconnect", "analytics"]
+    if settings.batched_checks:
+        names.append("analytics_by_id")
     if ClosePolicy.PARTICIPANTS in settings.allowed_policies:
         names.append("participants")
     if ClosePolicy.TEARDOWN in settings.allowed_policies:

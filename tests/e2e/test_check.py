@@ -36,7 +36,8 @@ def test_check_passes_and_makes_no_change(emulator: EmulatorServer, admin: Emula
     assert code == 0, rows
     assert {name for name, row in rows.items() if row["ok"] is True} >= {
         "token", "read a message conversation", "disconnect a message conversation",
-        "query conversation details (sweeps)", "disconnect a participant (policy participants)",
+        "query conversation details (sweeps)", "read conversations by id (batched checks of batch items)",
+        "disconnect a participant (policy participants)",
         "apply a wrap-up code (CLOSE_WRAPUP_CODE)", "rate limit"}
     assert "teardown" not in " ".join(rows)  # not allowed by the policy: not probed
     assert "allows 180 requests/min" in str(rows["rate limit"]["detail"])
