@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--conversations", type=int, default=2000)
-    parser.add_argument("--rate-limit-per-minute", type=int, default=9000,
+    parser.add_argument("--rate-limit-per-minute", type=int, default=3000,
                         help="the emulator's limit and the fleet's (real Genesys: 300)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
