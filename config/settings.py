@@ -123,7 +123,7 @@ class WorkerSettings(ProducerSettings):
     # Batched checks for batch items (pre-check and confirmation read many conversations per analytics call)
     batched_checks: bool = True
     analytics_chunk_size: int = Field(100, ge=1, le=1000)
-    batched_gather_seconds: float = Field(1.0, ge=0, le=60)
+    batched_gather_seconds: float = Field(5.0, ge=0, le=60)
     confirm_analytics_first_check_seconds: float = Field(1.0, ge=0, le=600)
     confirm_analytics_max_interval_seconds: float = Field(5.0, gt=0, le=600)
     confirm_analytics_timeout_seconds: float = Field(60.0, gt=0, le=3600)

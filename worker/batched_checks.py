@@ -64,7 +64,7 @@ Retrying = Callable[[Callable[[], Any]], Any]
 @dataclass(frozen=True)
 class CheckTiming:
     chunk_size: int = 100
-    gather_seconds: float = 1.0  # how long a due item may wait for others to share its read
+    gather_seconds: float = 5.0  # how long a due item may wait for others to share its read
     first_check_seconds: float = 1.0
     max_interval_seconds: float = 5.0
     timeout_seconds: float = 60.0
@@ -74,6 +74,12 @@ class CheckTiming:
         return cls(settings.analytics_chunk_size, settings.batched_gather_seconds,
                    settings.confirm_analytics_first_check_seconds, settings.confirm_analytics_max_interval_seconds,
                    settings.confirm_analytics_timeout_seconds)
+
+    @property
+    def min_chunk(self) -> int:
+        """A read is made at once for this many due items (a fifth of a chunk): a read's share per item then stays
+        at most 5% of a call at any rate, and a slower stream of items waits at most ``gather_seconds``."""
+        return max(1, self.chunk_size // 5)
 
     def next_check(self, since_patch: float) -> float:
         """Seconds until the next confirmation read of an item patched ``since_patch`` seconds ago."""
@@ -139,8 +145,11 @@ class CheckQueue:
         if due_at is not None:
             pipe.zadd(KEYS.checks(stage), {item_token(batch_id, conversation_id): due_at}, nx=True)
         pipe.execute()
-        if due_at is not None:
-            self.kick(due_at + self.timing.gather_seconds)
+        if due_at is not None and not self.redis.exists(KEYS.checks("lock")):
+            # A running pump sees this item (it joined its set before the lock was checked) and sends the next pump
+            # when it lets go: no pump is sent while one runs.
+            ready_at = self.next_ready()
+            self.kick(due_at + self.timing.gather_seconds if ready_at is None else ready_at)
 
     def enter_precheck(self, batch_id: str, conversation_id: str) -> None:
         self.set_stage(batch_id, conversation_id, PRECHECK, due_at=self.clock())
@@ -154,22 +163,23 @@ class CheckQueue:
     def rejoin(self, batch_id: str, conversation_id: str, stage: str) -> None:
         """A re-driven item task found its item waiting in ``stage``: make sure it is in that stage's set."""
         self.redis.zadd(KEYS.checks(stage), {item_token(batch_id, conversation_id): self.clock()}, nx=True)
-        self.kick(self.clock() + self.timing.gather_seconds)
+        if not self.redis.exists(KEYS.checks("lock")):
+            self.kick(self.clock() + self.timing.gather_seconds)
 
     # -- the pump's schedule -----------------------------------------------------------------------------------
     def next_ready(self) -> float | None:
-        """When the pump next has a read to make: a full chunk is ready now; otherwise when the oldest due item
+        """When the pump next has a read to make: as soon as ``min_chunk`` items are due, or when the oldest due item
         has waited ``gather_seconds`` for company. None when both sets are empty."""
-        now = self.clock()
         times = []
         for stage in (PRECHECK, CONFIRM):
             key = KEYS.checks(stage)
             first = self.redis.zrange(key, 0, 0, withscores=True)
             if not first:
                 continue
-            if self.redis.zcount(key, "-inf", now) >= self.timing.chunk_size:
-                return now
             times.append(float(first[0][1]) + self.timing.gather_seconds)
+            enough = self.redis.zrange(key, self.timing.min_chunk - 1, self.timing.min_chunk - 1, withscores=True)
+            if enough:
+                times.append(float(enough[0][1]))
         return min(times) if times else None
 
     def arrived(self) -> None:
@@ -261,7 +271,7 @@ class CheckPump:
         due = self.redis.zrangebyscore(key, "-inf", now, start=0, num=self.timing.chunk_size, withscores=True)
         if not due:
             return []
-        if len(due) < self.timing.chunk_size and float(due[0][1]) + self.timing.gather_seconds > now:
+        if len(due) < self.timing.min_chunk and float(due[0][1]) + self.timing.gather_seconds > now:
             return []
         return [text(entry[0]) for entry in due]
 

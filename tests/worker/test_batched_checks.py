@@ -97,20 +97,21 @@ def ids(count: int) -> list[str]:
     return [str(uuid.uuid4()) for _ in range(count)]
 
 
-def test_a_chunk_is_read_when_full_or_when_its_oldest_item_has_waited(redis_client: redis.Redis) -> None:
-    h = harness(redis_client, chunk_size=3, gather_seconds=1.0)
-    first = ids(2)
-    for cid in first:
-        h.queue.enter_precheck(BATCH, cid)
-    assert h.pumps == [1.0]  # one pump, for when the oldest has waited 1 s
-    assert h.pump.drain_ready() == 0  # not full, nobody waited long enough
+def test_a_read_waits_for_a_fifth_of_a_chunk_or_for_its_oldest_item(redis_client: redis.Redis) -> None:
+    h = harness(redis_client, chunk_size=10, gather_seconds=1.0)
+    [alone] = ids(1)
+    h.queue.enter_precheck(BATCH, alone)
+    assert h.pumps == [1.0]  # one pump, for when it has waited 1 s
+    assert h.pump.drain_ready() == 0  # a fifth of a chunk (2) is not due, nobody waited long enough
     h.clock.now += 1.0
-    h.rows = [row(cid) for cid in first]
-    assert h.pump.drain_ready() == 1 and [sorted(r) for r in h.reads] == [sorted(first)]
-    more = ids(3)
-    for cid in more:
+    h.queue.arrived()  # that pump starts
+    h.rows = [row(alone)]
+    assert h.pump.drain_ready() == 1 and h.reads == [[alone]]
+    pair = ids(2)
+    for cid in pair:
         h.queue.enter_precheck(BATCH, cid)
-    assert h.pump.drain_ready() == 1 and sorted(h.reads[-1]) == sorted(more)  # full: read at once
+    assert h.pumps[-1] == 0.0  # enough for a read: a pump at once
+    assert h.pump.drain_ready() == 1 and sorted(h.reads[-1]) == sorted(pair)
 
 
 def test_the_precheck_decides_per_item_from_one_read(redis_client: redis.Redis) -> None:
