@@ -20,19 +20,9 @@ class OwnedLock:
         self.ttl_seconds = ttl_seconds
         self._lock = client.lock(name, timeout=ttl_seconds, blocking=False, thread_local=False)
 
-    def acquire(self, owner: str, *, reenter: bool = False) -> bool:
-        """Take the lock for ``owner``. With ``reenter``, an owner that already holds it takes it over again
-        (a redelivered task whose earlier run died holding the lock) and its time-to-live starts over."""
-        if self._lock.acquire(blocking=False, token=owner):
-            return True
-        if reenter and self.owner() == owner:
-            self._lock.local.token = owner.encode()
-            try:
-                self._lock.reacquire()
-            except LockError:
-                return False  # it expired or changed hands between the read and the reacquire
-            return True
-        return False
+    def acquire(self, owner: str) -> bool:
+        """Take the lock for ``owner`` unless anyone holds it (the owner itself included: never re-entered)."""
+        return bool(self._lock.acquire(blocking=False, token=owner))
 
     def owner(self) -> str | None:
         value = self.redis.get(self.name)
