@@ -41,10 +41,10 @@ class TokenRow:
 
 def busy_share(run: Run) -> float:
     """Requests per minute / limit over the window in which the fleet still had PATCHes to send."""
-    patches = [t for t, _ in run.timeline]  # every request; the window ends at the last PATCH
-    last_patch = run.extra.get("last_patch_t") or (max(patches) if patches else 0.0)
-    first = min(patches) if patches else 0.0
-    inside = sum(1 for t in patches if t <= last_patch)
+    times = [t for t, _ in run.timeline]  # every request; the window ends at the last PATCH
+    last_patch = run.extra.get("last_patch_t") or (max(times) if times else 0.0)
+    first = min(times) if times else 0.0
+    inside = sum(1 for t in times if t <= last_patch)
     window = last_patch - first
     return inside / window * 60 / run.limit if window > 0 else 0.0
 

@@ -135,19 +135,25 @@ class CheckQueue:
                   due_at: float | None = None, fields: dict[str, str] | None = None) -> None:
         """Move an item to ``stage`` (adding ``add_calls`` to its calls); with ``due_at`` it joins that stage's set
         (an item already there keeps its place)."""
-        key = KEYS.progress(conversation_id, batch_id)
+        self.set_stages([(batch_id, conversation_id)], stage, add_calls=add_calls, due_at=due_at, fields=fields)
+
+    def set_stages(self, items: list[tuple[str, str]], stage: str, *, add_calls: float = 0.0,
+                   due_at: float | None = None, fields: dict[str, str] | None = None) -> None:
+        """``set_stage`` for (batch id, conversation id) pairs, in one transaction."""
         pipe = self.redis.pipeline(transaction=True)
         mapping: dict[str, str] = {"stage": stage, **(fields or {})}
-        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        if add_calls:
-            pipe.hincrbyfloat(key, "api_calls", add_calls)
-        pipe.expire(key, PROGRESS_TTL_SECONDS)
-        if due_at is not None:
-            pipe.zadd(KEYS.checks(stage), {item_token(batch_id, conversation_id): due_at}, nx=True)
+        for batch_id, conversation_id in items:
+            key = KEYS.progress(conversation_id, batch_id)
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            if add_calls:
+                pipe.hincrbyfloat(key, "api_calls", add_calls)
+            pipe.expire(key, PROGRESS_TTL_SECONDS)
+            if due_at is not None:
+                pipe.zadd(KEYS.checks(stage), {item_token(batch_id, conversation_id): due_at}, nx=True)
         pipe.execute()
         if due_at is not None and not self.redis.exists(KEYS.checks("lock")):
-            # A running pump sees this item (it joined its set before the lock was checked) and sends the next pump
-            # when it lets go: no pump is sent while one runs.
+            # A running pump sees these items (they joined their set before the lock was checked) and sends the next
+            # pump when it lets go: no pump is sent while one runs.
             ready_at = self.next_ready()
             self.kick(due_at + self.timing.gather_seconds if ready_at is None else ready_at)
 
@@ -169,17 +175,14 @@ class CheckQueue:
     # -- the pump's schedule -----------------------------------------------------------------------------------
     def next_ready(self) -> float | None:
         """When the pump next has a read to make: as soon as ``min_chunk`` items are due, or when the oldest due item
-        has waited ``gather_seconds`` for company. None when both sets are empty."""
-        times = []
+        has waited ``gather_seconds`` for company. None when both sets are empty. One round trip."""
+        pipe = self.redis.pipeline(transaction=False)
         for stage in (PRECHECK, CONFIRM):
-            key = KEYS.checks(stage)
-            first = self.redis.zrange(key, 0, 0, withscores=True)
-            if not first:
-                continue
-            times.append(float(first[0][1]) + self.timing.gather_seconds)
-            enough = self.redis.zrange(key, self.timing.min_chunk - 1, self.timing.min_chunk - 1, withscores=True)
-            if enough:
-                times.append(float(enough[0][1]))
+            pipe.zrange(KEYS.checks(stage), 0, 0, withscores=True)
+            pipe.zrange(KEYS.checks(stage), self.timing.min_chunk - 1, self.timing.min_chunk - 1, withscores=True)
+        first_pre, enough_pre, first_confirm, enough_confirm = pipe.execute()
+        times = [float(first[0][1]) + self.timing.gather_seconds for first in (first_pre, first_confirm) if first]
+        times += [float(enough[0][1]) for enough in (enough_pre, enough_confirm) if enough]
         return min(times) if times else None
 
     def arrived(self) -> None:
@@ -382,7 +385,7 @@ class CheckPump:
     def _after_confirm(self, items: list[tuple[str, str, str, Progress]], by_id: dict[Any, dict[str, Any]],
                        share: float, batches: dict[str, Any]) -> None:
         now = self.clock()
-        late, later = [], {}
+        late, later = [], {}  # later: token -> (batch id, conversation id, next read)
         for item in items:
             token, batch_id, cid, progress = item
             row = by_id.get(cid)
@@ -395,10 +398,13 @@ class CheckPump:
             elif since >= self.timing.timeout_seconds:
                 late.append(item)  # the direct path reads the conversation (and escalates per policy)
             else:
-                later[token] = now + self.timing.next_check(since)
-                self.redis.hincrbyfloat(KEYS.progress(cid, batch_id), "api_calls", share)
+                later[token] = (batch_id, cid, now + self.timing.next_check(since))
         if later:
-            self.redis.zadd(KEYS.checks(CONFIRM), later, xx=True)
+            pipe = self.redis.pipeline(transaction=False)
+            for batch_id, cid, _ in later.values():
+                pipe.hincrbyfloat(KEYS.progress(cid, batch_id), "api_calls", share)
+            pipe.zadd(KEYS.checks(CONFIRM), {token: due for token, (_, _, due) in later.items()}, xx=True)
+            pipe.execute()
         self._send(CONFIRM, DIRECT, late, share, batches, {"confirm_only": "1"})
 
     @staticmethod
@@ -427,9 +433,10 @@ class CheckPump:
         """Move items to ``next_stage`` and send each a close task (it runs that stage), grouped by batch."""
         if not items:
             return
+        self.queue.set_stages([(batch_id, cid) for _, batch_id, cid, _ in items], next_stage, add_calls=share,
+                              fields=fields)
         by_batch: dict[str, list[str]] = {}
         for _, batch_id, cid, _ in items:
-            self.queue.set_stage(batch_id, cid, next_stage, add_calls=share, fields=fields)
             by_batch.setdefault(batch_id, []).append(cid)
         for batch_id, cids in by_batch.items():
             _, _, overrides, queue = batches[batch_id]

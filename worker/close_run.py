@@ -191,9 +191,7 @@ class CloseRunner:
             result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
         else:
             result.api_calls += progress.api_calls
-        self.redis.delete(progress_key)
-        self._update_breaker(result)
-        return self._finish(result, context)
+        return self._concluded(result, progress_key, context)
 
     def _patch_for_batched_confirm(self, conversation_id: str, options: CloseOptions, context: TaskContext,
                                    batch_id: str, checks: CheckQueue, progress: Progress) -> dict[str, Any]:
@@ -222,6 +220,10 @@ class CloseRunner:
                 return self._waiting(conversation_id, batch_id, CONFIRM)
             result = answer
             result.api_calls += progress.api_calls
+        return self._concluded(result, progress_key, context)
+
+    def _concluded(self, result: CloseResult, progress_key: str, context: TaskContext) -> dict[str, Any]:
+        """A close that ran: its progress is forgotten, the breaker learns from it, its outcome is recorded."""
         self.redis.delete(progress_key)
         self._update_breaker(result)
         return self._finish(result, context)

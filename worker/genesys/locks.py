@@ -7,6 +7,8 @@ holding one delays the others by at most that long.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 from redis.exceptions import LockError
 
@@ -32,16 +34,16 @@ class OwnedLock:
 
     def extend(self) -> bool:
         """Start this handle's time-to-live over; False when the lock expired or changed hands."""
-        try:
-            self._lock.reacquire()
-        except LockError:
-            return False
-        return True
+        return self._as_owner(self._lock.reacquire)
 
     def release(self) -> bool:
         """Release the lock if this handle still owns it; False when it had expired or changed hands."""
+        return self._as_owner(self._lock.release)
+
+    @staticmethod
+    def _as_owner(action: Callable[[], object]) -> bool:
         try:
-            self._lock.release()
+            action()
         except LockError:
             return False
         return True
