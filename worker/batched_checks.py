@@ -47,7 +47,7 @@ from genesys_closer.worker.genesys.lanes import INTERACTIVE, lane
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.genesys.redis_connection import text
 from genesys_closer.worker.names import QUEUE_BULK
-from genesys_closer.worker.results import is_batch_id
+from genesys_closer.worker.stores.batch_store import is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
 PRECHECK, PATCH, CONFIRM, DIRECT = "precheck", "patch", "confirm", "direct"

@@ -16,14 +16,20 @@ from typing import IO, Any
 from celery import Celery
 
 from genesys_closer.config.errors import CloserError
+from genesys_closer.worker import arguments
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
-from genesys_closer.worker.names import QUEUE_BULK, TASK_NAME
-from genesys_closer.worker.results import ResultStore, is_batch_id
+from genesys_closer.worker.names import QUEUE_BULK, QUEUES, TASK_NAME
+from genesys_closer.worker.stores import ResultStores
+from genesys_closer.worker.stores.batch_store import is_batch_id
 
 ORIGIN_LIST = "list"
 ORIGIN_SWEEP = "sweep"
+ORIGINS = (ORIGIN_LIST, ORIGIN_SWEEP)
+ON_INVALID_RECORD = "record"  # each invalid ID becomes an ``invalid_id`` item; the valid ones are closed
+ON_INVALID_ABORT = "abort"    # any invalid ID: InvalidBatch, nothing enqueued
+ON_INVALID = (ON_INVALID_RECORD, ON_INVALID_ABORT)
 DEDUPE_CHUNK = 1000
 MAX_INVALID_SAMPLES = 20
 MAX_ECHO = 100
@@ -39,6 +45,17 @@ class InvalidBatch(CloserError):
 
     def __str__(self) -> str:
         return f"{self.invalid_count} invalid conversation id(s), nothing enqueued: " + "; ".join(self.samples)
+
+
+class BatchIdInUse(arguments.InvalidArgument):
+    """``batch_id`` names a batch that exists (or existed within the retention period): it is never overwritten."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(batch_id)
+        self.batch_id = batch_id
+
+    def __str__(self) -> str:
+        return f"batch id {self.batch_id} is in use: an existing batch is never overwritten (omit batch_id)"
 
 
 def new_batch_id() -> str:
@@ -87,20 +104,20 @@ def check_ids(raw_ids: Iterable[object]) -> IdCheck:
 class BatchWriter:
     """Builds batches in Redis and publishes their close tasks through ``app``."""
 
-    def __init__(self, app: Celery, results: ResultStore, clock: Callable[[], float]) -> None:
+    def __init__(self, app: Celery, results: ResultStores, clock: Callable[[], float]) -> None:
         self.app = app
         self.results = results
         self.clock = clock
 
     def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
-              source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
+              source: str = "", on_invalid: str = ON_INVALID_RECORD, queue: str = QUEUE_BULK,
               batch_id: str | None = None, origin: str = ORIGIN_LIST) -> str:
         """Start a batch and return its id (see ``start_checked``)."""
         return self.start_checked(conversation_ids, options=options, label=label, source=source,
                                   on_invalid=on_invalid, queue=queue, batch_id=batch_id, origin=origin)[0]
 
     def start_checked(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
-                      source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
+                      source: str = "", on_invalid: str = ON_INVALID_RECORD, queue: str = QUEUE_BULK,
                       batch_id: str | None = None, origin: str = ORIGIN_LIST) -> tuple[str, IdCheck]:
         """Start a batch; return its id and what validating its input found.
 
@@ -110,29 +127,40 @@ class BatchWriter:
         skip the first read). ``on_invalid="record"`` records each invalid ID as an ``invalid_id`` item and still
         closes the valid ones; ``"abort"`` raises InvalidBatch and enqueues nothing. An input that fails while
         being read discards the batch (no half-made batch is left behind).
+
+        Every argument is checked before anything is written: an unknown ``on_invalid``, ``queue`` or ``origin``
+        raises InvalidArgument, a ValueError (a batch whose items could never all be counted would wait forever),
+        and so does a ``batch_id`` in use (BatchIdInUse: refused atomically, the existing batch is untouched).
         """
-        if origin not in {ORIGIN_LIST, ORIGIN_SWEEP}:
-            raise ValueError(f"unknown batch origin {origin!r}")
-        batch_id = batch_id or new_batch_id()
-        if not is_batch_id(batch_id):
-            raise ValueError("a batch id is 32 lower-case hexadecimal digits")
-        self.results.create_batch(batch_id, label=label, source=source, options=json.dumps(options), queue=queue,
-                                  origin=origin)
+        on_invalid = arguments.one_of("on_invalid", on_invalid, ON_INVALID)
+        queue = arguments.one_of("queue", queue, QUEUES)
+        origin = arguments.one_of("origin", origin, ORIGINS)
+        label, source = arguments.text("label", label), arguments.text("source", source)
+        if isinstance(conversation_ids, str | bytes):
+            raise arguments.InvalidArgument("conversation_ids must be an iterable of ids, not one string")
+        if batch_id is None:
+            batch_id = new_batch_id()
+        elif not is_batch_id(batch_id):
+            raise arguments.InvalidArgument(f"a batch id is 32 lower-case hex digits; got {repr(batch_id)[:60]}")
+        if not self.results.batches.create(batch_id, label=label, source=source, options=json.dumps(options),
+                                           queue=queue, origin=origin):
+            raise BatchIdInUse(batch_id)
         abort = False
         try:
             with tempfile.TemporaryFile("w+", encoding="ascii") as spool:
-                check = self._validate_into(spool, batch_id, conversation_ids, record_invalid=on_invalid == "record")
-                abort = bool(check.invalid) and on_invalid == "abort"
+                check = self._validate_into(spool, batch_id, conversation_ids,
+                                            record_invalid=on_invalid == ON_INVALID_RECORD)
+                abort = bool(check.invalid) and on_invalid == ON_INVALID_ABORT
                 if not abort:
                     spool.seek(0)
                     self.publish(batch_id, (line.strip() for line in spool), options, queue)
         except BaseException:
-            self.results.discard_batch(batch_id)
+            self.results.batches.discard(batch_id)
             raise
         if abort:
-            self.results.discard_batch(batch_id)
+            self.results.batches.discard(batch_id)
             raise InvalidBatch(check.invalid, check.samples)
-        self.results.mark_enqueued(batch_id, check.valid + check.invalid)
+        self.results.batches.mark_enqueued(batch_id, check.valid + check.invalid)
         return batch_id, check
 
     def _validate_into(self, spool: IO[str], batch_id: str, raw_ids: Iterable[object], *,
@@ -141,7 +169,7 @@ class BatchWriter:
         chunk: list[str] = []
 
         def flush() -> None:
-            fresh = self.results.add_members(batch_id, chunk)
+            fresh = self.results.batches.add_members(batch_id, chunk)
             check.valid += len(fresh)
             check.duplicates += len(chunk) - len(fresh)
             spool.writelines(f"{cid}\n" for cid in fresh)
@@ -155,7 +183,7 @@ class BatchWriter:
                 if record_invalid:
                     shown = raw if isinstance(raw, str) else repr(raw)
                     now = self.clock()
-                    self.results.record(
+                    self.results.outcomes.record(
                         CloseResult(conversation_id=shown[:MAX_ECHO], outcome=Outcome.INVALID_ID, attempts=0,
                                     started_at=now, finished_at=now, error=sample, batch_id=batch_id),
                         item_key=f"invalid:{position}")
@@ -176,7 +204,7 @@ class BatchWriter:
         count = 0
         with self.app.producer_or_acquire() as producer:
             for conversation_id in conversation_ids:
-                # Batch items store no Celery result: their outcomes live in the batch (see ResultStore).
+                # Batch items store no Celery result: their outcomes live in the batch (worker.stores.batch_store).
                 self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={"batch_id": batch_id, **options},
                                    queue=queue, producer=producer, ignore_result=True)
                 count += 1

@@ -75,7 +75,7 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
         recovered = time.monotonic() - second_kill
     finally:
         beat.stop()
-    redriven = int(client.results.batch_fields(batch.id, "redriven")[0] or 0)
+    redriven = int(client.results.batches.fields(batch.id, "redriven")[0] or 0)
     assert status.done == status.total == 1500
     assert set(status.counts) <= {"closed", "already_closed"}
     assert admin.stats()["conversations_open"] == 0
@@ -111,8 +111,8 @@ def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, clie
     finally:
         beat.stop()
     assert {client.outcome(cid).outcome.value for cid in singles} <= {"closed", "already_closed"}  # type: ignore[union-attr]
-    assert not dict(client.results.pending())  # every tracked standalone close ended
-    redriven = int(client.results.batch_fields(batch.id, "redriven")[0] or 0)
+    assert not dict(client.results.pending.entries())  # every tracked standalone close ended
+    redriven = int(client.results.batches.fields(batch.id, "redriven")[0] or 0)
     assert recovered < 120
     assert status.done == status.total == 400
     assert set(status.counts) <= {"closed", "already_closed"}

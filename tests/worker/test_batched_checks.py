@@ -24,7 +24,7 @@ from genesys_closer.worker.batched_checks import (
 from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import ServerError
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores.batch_store import BatchStore
 
 BATCH = "b" * 32
 
@@ -81,7 +81,7 @@ def harness(client: redis.Redis, **timing: Any) -> Harness:
     h = Harness(queue, pump, clock, pumps=pumps, finished=finished)
     pump.client = ScriptedClient(h)  # type: ignore[assignment]
     pump.batches = Publisher(h)  # type: ignore[assignment]
-    ResultStore(client).create_batch(BATCH)
+    BatchStore(client, 3600).create(BATCH)
     return h
 
 
