@@ -15,7 +15,15 @@ import pytest
 import redis
 
 from genesys_closer.config import load_producer_settings
-from genesys_closer.producer.api import Batch, BatchIdInUse, BatchNotFound, CloseClient, InvalidArgument
+from genesys_closer.producer.api import (
+    Batch,
+    BatchIdInUse,
+    BatchNotFound,
+    CloseClient,
+    InvalidArgument,
+    close_conversation,
+    default_client,
+)
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.names import QUEUES
 from genesys_closer.worker.stores.batch_state import BatchState
@@ -45,7 +53,7 @@ def written(raw: redis.Redis) -> dict[str, Any]:
             "queued": {queue: queued(raw, queue) for queue in QUEUES if queued(raw, queue)}}
 
 
-NOTHING = {"keys": [], "queued": {}}
+NOTHING: dict[str, Any] = {"keys": [], "queued": {}}
 
 
 @pytest.mark.parametrize("value", ["skip", "", None, 123, "RECORD", "abort "])
@@ -116,6 +124,34 @@ def test_batch_handle_options_are_checked(client: CloseClient) -> None:
         client.batch(uuid.uuid4().hex)
 
 
+def test_close_conversation_task_checks_its_options(redis_url: str, raw: redis.Redis,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``close_conversation.delay`` / ``apply_async`` (the app-side entry point, settings from the environment)."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    default_client.cache_clear()
+    try:
+        refused: list[tuple[Callable[[], object], str]] = [
+            (lambda: close_conversation.delay(CID, polcy="fail"), r"unknown close option"),
+            (lambda: close_conversation.apply_async((CID,), "policy=fail"), r"options must be a dict"),  # type: ignore[arg-type]
+            (lambda: close_conversation.apply_async((CID,), {}, expires=5), r"unknown send option"),
+            (lambda: close_conversation.apply_async((CID,), {}, queue="x"), r"queue must be one of"),
+        ]
+        for call, message in refused:
+            with pytest.raises(ValueError, match=message):
+                call()
+        assert written(raw) == NOTHING
+        assert close_conversation.apply_async((CID,), {"policy": "fail"}, queue="bulk").id
+        assert queued(raw, "bulk") == 1
+    finally:
+        default_client.cache_clear()
+
+
+def test_sweep_request_wait_checks_its_timeout(client: CloseClient) -> None:
+    request = client.sweep({}, dry_run=True)
+    with pytest.raises(ValueError, match=r"timeout must be at least 0"):
+        request.wait(timeout=-1)
+
+
 def test_the_valid_values_still_work(client: CloseClient, raw: redis.Redis) -> None:
     recorded = client.close_many([CID, "bad"], on_invalid="record", queue="interactive", label="x" * 300)
     status = recorded.status()
@@ -136,10 +172,10 @@ def finished_batch(client: CloseClient, label: str) -> Batch:
 def test_an_existing_batch_id_is_refused_and_the_batch_is_untouched(client: CloseClient, raw: redis.Redis) -> None:
     batch = finished_batch(client, "first")
     before, published = batch.status(), queued(raw, "bulk")
-    for ids, kwargs in (([CID], {}), ([OTHER, "bad", CID, "00000000-0000-4000-8000-000000000002"], {"label": "x"}),
-                        ([], {"on_invalid": "abort"})):
+    for ids, label, on_invalid in (([CID], "", "record"), ([OTHER, "bad", CID, str(uuid.uuid4())], "x", "record"),
+                                   ([], "", "abort")):
         with pytest.raises(BatchIdInUse, match=batch.id):
-            client.close_many(ids, batch_id=batch.id, **kwargs)
+            client.close_many(ids, batch_id=batch.id, label=label, on_invalid=on_invalid)
     assert batch.status() == before and before.state is BatchState.FINISHED
     assert before.label == "first" and before.total == 2 and before.counts == {"closed": 1, "not_found": 1}
     assert queued(raw, "bulk") == published  # nothing published for the refused batches

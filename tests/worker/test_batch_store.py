@@ -48,10 +48,9 @@ def stores(redis_client: redis.Redis) -> ResultStores:
 def in_state(stores: ResultStores, redis_client: redis.Redis, state: BatchState, total: int | None) -> str:
     """A batch put straight into ``state`` (test set-up: every state, whatever path leads to it)."""
     batch_id = started(stores, ids(1), enqueued=False)
-    fields: dict[str, str | int] = {"state": state.value}
+    redis_client.hset(KEYS.batch(batch_id), "state", state.value)
     if total is not None:
-        fields["total"] = total
-    redis_client.hset(KEYS.batch(batch_id), mapping=fields)
+        redis_client.hset(KEYS.batch(batch_id), "total", total)
     return batch_id
 
 
