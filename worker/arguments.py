@@ -16,7 +16,6 @@ class InvalidArgument(CloserError, ValueError):
 
 
 MAX_LIMIT = 1000  # the longest list a listing call returns (the rejected log keeps 1000)
-MAX_TEXT = 200  # labels and sources are cut to this length
 
 
 def _shown(value: object) -> str:
@@ -30,11 +29,10 @@ def one_of(name: str, value: object, valid: tuple[str, ...]) -> str:
     raise InvalidArgument(f"{name} must be one of {', '.join(repr(v) for v in valid)}; got {_shown(value)}")
 
 
-def text(name: str, value: object, max_length: int = MAX_TEXT) -> str:
-    """A string, cut to ``max_length``."""
+def text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(f"{name} must be a string; got {type(value).__name__}")
-    return value[:max_length]
+    return value
 
 
 def flag(name: str, value: object) -> bool:

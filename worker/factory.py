@@ -163,7 +163,7 @@ def record_rejected(task_name: str, task_id: str, payload: object, problem: str)
             batch_id = str(raw_batch)
     now = time.time()
     results.rejected.add(CloseResult(shown, Outcome.INVALID_REQUEST, attempts=0, started_at=now, finished_at=now,
-                                        error=f"message refused: {problem}"[:1000], batch_id=batch_id), task_id)
+                                     error=f"message refused: {problem}"[:1000], batch_id=batch_id), task_id)
 
 
 @functools.cache

@@ -16,11 +16,12 @@ import redis
 from genesys_closer.config.redis_keys import KEYS, RedisKeys
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.redis_connection import text
+from genesys_closer.worker.names import QUEUE_BULK
 from genesys_closer.worker.stores.batch_scripts import register_batch_script
 from genesys_closer.worker.stores.batch_state import BatchEvent, BatchState
 
 _BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
-MAX_LABEL = 200
+MAX_LABEL = 200  # a label or source is cut to this length
 MAX_REASON = 500
 
 
@@ -101,7 +102,7 @@ class BatchStore:
 
     # -- building a batch --------------------------------------------------------------------------------------
     def create(self, batch_id: str, *, label: str = "", source: str = "", options: str = "{}",
-               queue: str = "bulk", origin: str = "list") -> bool:
+               queue: str = QUEUE_BULK, origin: str = "list") -> bool:
         """Create the batch (state ``enqueuing``); False, with nothing written, when its id is in use."""
         keys = [self.keys.batch(batch_id), self.keys.batch_items(batch_id), self.keys.batch_members(batch_id),
                 self.keys.batches]
