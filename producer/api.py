@@ -30,6 +30,7 @@ from genesys_closer.worker.batches import BatchIdInUse, BatchWriter, IdCheck, In
 from genesys_closer.worker.celery_config import producer_app
 from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.outcomes import CloseResult
+from genesys_closer.worker.closing.sweep_filters import SweepFilters
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES, SWEEP_TASK_NAME, TASK_NAME
@@ -232,9 +233,13 @@ class CloseClient:
 
     def sweep(self, filters: dict[str, Any], *, dry_run: bool = False,
               options: dict[str, Any] | None = None) -> SweepRequest:
-        """Queue a sweep; a worker queries Genesys and (unless ``dry_run``) starts a batch of the chosen ones. The
-        worker checks the filters themselves (a refused one ends the sweep with an ``error`` in its summary)."""
+        """Queue a sweep; a worker queries Genesys and (unless ``dry_run``) starts a batch of the chosen ones.
+        Unknown filters or wrong values raise InvalidArgument here (the worker checks them again)."""
         filters = arguments.mapping("filters", filters)
+        try:
+            SweepFilters.from_dict(filters)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)[:1000]) from None
         arguments.flag("dry_run", dry_run)
         task = self.app.send_task(SWEEP_TASK_NAME, kwargs={"filters": filters, "dry_run": dry_run,
                                                             "options": validate_options(options)})

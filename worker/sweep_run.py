@@ -14,7 +14,8 @@ import redis
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.worker.batches import ORIGIN_SWEEP, BatchWriter
 from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.sweep_query import PAGING_CAP, Retrying, SweepFilters, run_sweep
+from genesys_closer.worker.closing.sweep_filters import SweepFilters
+from genesys_closer.worker.closing.sweep_query import PAGING_CAP, Retrying, run_sweep
 from genesys_closer.worker.genesys.client import GenesysClient
 from genesys_closer.worker.genesys.lanes import BULK, lane
 from genesys_closer.worker.genesys.locks import OwnedLock

@@ -96,6 +96,15 @@ REFUSED: list[tuple[str, Callable[[CloseClient], object], str]] = [
     ("batch id lookup", lambda c: c.batch("../x"), r"32 lower-case hex"),
     ("sweep filters", lambda c: c.sweep("interval=1d"), r"filters must be a dict"),  # type: ignore[arg-type]
     ("sweep dry run", lambda c: c.sweep({}, dry_run="no"), r"dry_run must be True or False"),  # type: ignore[arg-type]
+    ("sweep filter name", lambda c: c.sweep({"min_age": 5}), r"unknown sweep filter\(s\): min_age; valid: min_age_"),
+    ("sweep filter number", lambda c: c.sweep({"min_age_minutes": "5"}), r"min_age_minutes must be a number"),
+    ("sweep filter negative", lambda c: c.sweep({"idle_minutes": -1}), r"idle_minutes must be a number, at least 0"),
+    ("sweep filter flag", lambda c: c.sweep({"include_parked": 1}), r"include_parked must be true or false"),
+    ("sweep filter count", lambda c: c.sweep({"max_count": 0}), r"max_count must be a whole number"),
+    ("sweep filter queues", lambda c: c.sweep({"queue_ids": "q"}), r"queue_ids must be a list"),
+    ("sweep filter queue id", lambda c: c.sweep({"queue_ids": ["q"]}), r"queue id"),
+    ("sweep filter time", lambda c: c.sweep({"started_after": "yesterday"}), r"Invalid isoformat|isoformat"),
+    ("sweep filter lookback", lambda c: c.sweep({"lookback_days": 365}), r"lookback_days may be at most 90"),
     ("sweep options", lambda c: c.sweep({}, options={"policy": "x"}), r"policy must be one of"),
     ("check one string", lambda c: c.check_ids(CID), r"not one string"),
     ("outcome id", lambda c: c.outcome("../x"), r"conversation"),

@@ -335,5 +335,8 @@ def test_one_sweep_at_a_time_and_bad_filters(redis_client: redis.Redis, results:
     sweeps = SweepRunner(redis_client, FakeAnalytics([]), lambda call: call(), results,  # type: ignore[arg-type]
                          BatchWriter(FakeApp(), results, clock), 60, clock=clock)  # type: ignore[arg-type]
     assert "invalid sweep" in sweeps.run("s0", {"nope": 1}, dry_run=True, options={}, scheduled=False)["error"]
+    for wrong in ({"min_age_minutes": "5"}, {"lookback_days": None}, {"queue_ids": 7}, {"started_after": 3}):
+        # wrong types, as anyone who can write to Redis may send them: an error summary, never a crashed task
+        assert "invalid sweep" in sweeps.run("s1", wrong, dry_run=True, options={}, scheduled=False)["error"]
     assert OwnedLock(redis_client, KEYS.sweep_lock, 60).acquire("other-sweep")
     assert sweeps.run("s2", {}, dry_run=True, options={}, scheduled=False)["skipped"] == "another sweep is running"
