@@ -169,12 +169,9 @@ class CloseClient:
         kwargs = validate_options(options)
         queue = arguments.one_of("queue", queue, QUEUES)
         if "eta" in send_options:
-            raise ValueError("use countdown (seconds), not eta")
+            raise InvalidArgument("use countdown (seconds), not eta")
         arguments.known_names("send option(s)", send_options, ("countdown", "queue", *SEND_OPTIONS))
-        priority = send_options.get("priority", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
-            raise InvalidArgument(f"priority must be a whole number from 0 to {MAX_PRIORITY}; "
-                                  f"got {repr(priority)[:60]}")
+        arguments.whole_number("priority", send_options.get("priority", 0), 0, MAX_PRIORITY)
         if countdown is not None:
             window = self.settings.max_countdown_seconds
             if isinstance(countdown, bool) or not isinstance(countdown, int | float) or not 0 <= countdown <= window:

@@ -57,10 +57,15 @@ def optional_seconds(name: str, value: object, **bounds: Any) -> float | None:
     return None if value is None else seconds(name, value, **bounds)
 
 
-def limit(name: str, value: object, maximum: int = MAX_LIMIT) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise InvalidArgument(f"{name} must be a whole number from 1 to {maximum}; got {_shown(value)}")
+def whole_number(name: str, value: object, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidArgument(f"{name} must be a whole number from {minimum} to {maximum}; got {_shown(value)}")
     return value
+
+
+def limit(name: str, value: object) -> int:
+    """How many items a listing call returns."""
+    return whole_number(name, value, 1, MAX_LIMIT)
 
 
 def mapping(name: str, value: object) -> dict[str, Any]:
