@@ -38,7 +38,7 @@ print(json.dumps({"outcome": record["outcome"], "config": config.SETTING, "confi
 '''
 
 
-SOURCES = ("pyproject.toml", "README.md", "genesys_closer", "config", "worker", "producer", "emulator")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "genesys_closer", "config", "worker", "producer", "emulator")
 
 
 @pytest.fixture(scope="module")
