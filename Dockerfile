@@ -11,12 +11,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements/build.txt requirements/build.txt
 RUN pip install --require-hashes --no-deps -r requirements/build.txt
-COPY pyproject.toml setup.py README.md ./
-COPY genesys_closer ./genesys_closer
-COPY config ./config
-COPY worker ./worker
-COPY producer ./producer
-COPY emulator ./emulator
+# The whole context (.dockerignore keeps out caches, venvs, tests and docs): a folder mapped into the package
+# later (pyproject.toml's package-dir) needs no line here.
+COPY . .
 RUN pip wheel --no-deps --no-build-isolation -w /dist .
 
 FROM python:3.11-slim AS base

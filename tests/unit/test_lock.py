@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,18 @@ def test_a_pin_without_a_hash_or_a_missing_lock_fails(lock: ModuleType) -> None:
     found = lock.problems(role, project, stripped + "\ncelery==5.4.0\n")
     assert "requirements/worker.txt pins celery without a hash" in found
     assert lock.problems(role, project, None) == ["requirements/worker.txt is missing"]
+
+
+def test_the_dockerfile_installs_only_from_the_locks(lock: ModuleType) -> None:
+    """Every pip install in the image takes a lock with --require-hashes, or the project's own wheel without deps;
+    every lock role is used."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    installs = [line.strip() for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs
+    for line in installs:
+        assert "--require-hashes" in line or ("--no-deps" in line and "genesys_closer-" in line), line
+    copied = set(re.findall(r"requirements/(\w+)\.txt", dockerfile))
+    assert copied == {role.name for role in lock.ROLES}
+    compose = (REPO / "docker-compose.yml").read_text()
+    targets = set(re.findall(r"target: (\w+)", compose))
+    assert targets == set(re.findall(r"^FROM \S+ AS (\w+)$", dockerfile, re.MULTILINE)) - {"build", "base"}
