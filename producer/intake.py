@@ -21,8 +21,7 @@ import math
 import os
 import threading
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -39,7 +38,7 @@ from genesys_closer.producer.api import BatchNotFound, CloseClient, validate_opt
 from genesys_closer.producer.export import csv_lines, jsonl_lines
 from genesys_closer.producer.idempotency import IdempotencyKeys, fingerprint, is_valid_key
 from genesys_closer.producer.inputs import InputError, read_ids
-from genesys_closer.producer.intake_http import BodyGuard, error_response
+from genesys_closer.producer.intake_http import BodyGuard, RequestIdAndMetrics, error_response
 from genesys_closer.worker.batches import BatchWriter, StagedBatch
 from genesys_closer.worker.closing.outcomes import CloseResult
 from genesys_closer.worker.genesys.errors import InvalidConversationId
@@ -285,16 +284,6 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
                   description="Request closes of Genesys Cloud web messaging conversations over HTTP. "
                               "Authenticate with a bearer token (INTAKE_TOKENS) or Basic credentials.")
 
-    @app.middleware("http")
-    async def request_id_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                                     ) -> Response:
-        request.state.request_id = uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-Id"] = request.state.request_id
-        route = request.scope.get("route")
-        requests_total.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
-
     _error_handlers(app)
 
     async def caller(request: Request) -> str:
@@ -315,6 +304,7 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
 
     app.add_middleware(BodyGuard, limit=settings.intake_max_body_bytes,
                        timeout_seconds=settings.intake_body_timeout_seconds)
+    app.add_middleware(RequestIdAndMetrics, counter=requests_total)  # outermost: it sees every answer
     return app
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import h11
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -32,6 +34,45 @@ def error_response(request_id: str, status: int, code: str, message: str, detail
     if details is not None:
         body["error"]["details"] = details
     return JSONResponse(body, status_code=status, headers={"X-Request-Id": request_id, **(headers or {})})
+
+
+def request_id(scope: Scope) -> str:
+    """The request's id (set by ``RequestIdAndMetrics``; ``request.state.request_id`` in the routes)."""
+    state = scope.setdefault("state", {})
+    if "request_id" not in state:
+        state["request_id"] = uuid.uuid4().hex
+    return str(state["request_id"])
+
+
+class RequestIdAndMetrics:
+    """Gives every request an id (``X-Request-Id`` on every answer) and counts answers by route and status.
+
+    A plain ASGI middleware rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware hides a
+    client's disconnect from ``request.is_disconnected()``, which the ``?wait=`` polls rely on."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope)
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message)["X-Request-Id"] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            self.counter.labels(getattr(route, "path", "unmatched"), str(status)).inc()
 
 
 class BodyGuard:
@@ -94,10 +135,10 @@ class BodyGuard:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
         if status == 413:
-            response = error_response(uuid.uuid4().hex, 413, "body_too_large",
+            response = error_response(request_id(scope), 413, "body_too_large",
                                       f"request body over {self.limit} bytes")
         else:
-            response = error_response(uuid.uuid4().hex, 408, "body_timeout",
+            response = error_response(request_id(scope), 408, "body_timeout",
                                       f"request body not received within {self.timeout_seconds:g} s",
                                       headers={"Connection": "close"})
         await response(scope, receive, send)
