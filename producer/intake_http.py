@@ -4,8 +4,9 @@
   gets 408, both in the intake's JSON error shape, whether the body declares its length or comes chunked. The app
   sees a disconnect and whatever it answers is dropped in favour of that error.
 - ``HeaderTimeoutH11Protocol`` (uvicorn's h11 protocol): a connection that has not sent a complete request head
-  within the header timeout after it opened (or after its previous response) is closed. uvicorn's own keep-alive
-  timeout covers idle connections only; a client trickling header bytes would keep its connection for ever.
+  within the header timeout after it opened (or after the first byte of its next request) is closed. uvicorn's own
+  keep-alive timeout covers idle connections only; a client trickling header bytes would keep its connection for
+  ever.
 
 The connection limit is uvicorn's ``limit_concurrency`` (see ``uvicorn_options``).
 """
@@ -160,11 +161,8 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:  # the request head is complete
             self._disarm_header_timer()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self._arm_header_timer()  # the next request's head must arrive in time too
+        elif self._header_timer is None:  # the first bytes of a keep-alive connection's next request head
+            self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()

@@ -243,7 +243,11 @@ def test_chunked_bodies_over_the_limit_get_413(idle_intake: Intake) -> None:
 def test_slow_clients_are_cut_off(idle_intake: Intake) -> None:
     """Connections trickling their headers are closed after INTAKE_HEADER_TIMEOUT_SECONDS (1 s here), a body not
     received within INTAKE_BODY_TIMEOUT_SECONDS (2 s) gets 408; meanwhile the intake answers others."""
-    trickling = [_send(idle_intake.port, b"GET /healthz HTTP/1.1\r\nHost: intake\r\n") for _ in range(50)]
+    trickling = [_send(idle_intake.port, b"GET /healthz HTTP/1.1\r\nHost: intake\r\n") for _ in range(49)]
+    kept_alive = _send(idle_intake.port, b"GET /healthz HTTP/1.1\r\nHost: intake\r\n\r\n")
+    assert _answer(kept_alive)[0] == 200
+    kept_alive.sendall(b"GET /healthz HTTP/1.1\r\n")  # its next request trickles too
+    trickling.append(kept_alive)
     closed: set[int] = set()
 
     def trickle_until_closed() -> bool:
