@@ -4,7 +4,8 @@ A private Redis (no worker: this measures the intake alone), the intake under ``
 process), and client processes on the other core(s), each with several threads on keep-alive connections:
 
 1. *Baseline, side by side*: ``CloseClient.send_close`` in a plain loop pinned to the same core (what one close
-   costs without HTTP). The intake's accepted closes per second are judged against it, not against a fixed number.
+   costs without HTTP), just before and just after phase 2 (the mean of both). The intake's accepted closes per
+   second are judged against it, not against a fixed number.
 2. *Quiet*: many concurrent callers send ``POST /v1/closes`` (each a fresh id, validated, tracked and enqueued):
    accepted per second, p50 and p99 latency.
 3. *Batches*: callers upload 100-id batches back to back: accepted batches per second (validated, stored, 202;
@@ -165,16 +166,20 @@ def measure(seconds: float = 5.0, processes: int = 4, threads: int = 8, upload_i
     env = {"PATH": os.environ["PATH"], "REDIS_URL": redis_server.url, "INTAKE_TOKENS": token,
            "INTAKE_RATE_LIMIT_PER_MINUTE": "1000000", "LOG_LEVEL": "WARNING", "INTAKE_MAX_BODY_BYTES": "8000000",
            "INTAKE_MAX_ENQUEUING_BATCHES": "64"}
-    baseline = subprocess.run([*pin, sys.executable, "-c", BASELINE_SCRIPT, redis_server.url, str(seconds)],
+
+    def plain_loop() -> float:
+        done = subprocess.run([*pin, sys.executable, "-c", BASELINE_SCRIPT, redis_server.url, str(seconds)],
                               check=True, capture_output=True, text=True, env={**os.environ, **env})
-    direct_per_second = float(baseline.stdout.strip().splitlines()[-1])
-    client.flushall()
+        return float(done.stdout.strip().splitlines()[-1])
+
     process = subprocess.Popen([*pin, script, "serve", "--port", str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=(workdir / "intake.log").open("wb"))
     load = Load(port, token, seconds, threads)
     try:
         _wait_up(port)
+        direct_before = plain_loop()  # just before and just after the quiet phase: the machine's noise averages out
         quiet = _run(_close_client, load, processes)
+        direct_per_second = (direct_before + plain_loop()) / 2
         batches = _run(_batch_client, load, processes)
         _wait_published(client)
         outcome: dict[str, tuple[float, float, int]] = {}
@@ -202,6 +207,7 @@ def measure(seconds: float = 5.0, processes: int = 4, threads: int = 8, upload_i
         "share_of_direct": len(quiet_ok) / seconds / direct_per_second,
         "quiet_p50": statistics.median(quiet_ok), "quiet_p99": _percentile(quiet_ok, 0.99),
         "batches_per_second": sum(code == 202 for _, _, code in batches) / seconds,
+        "batches_refused_per_second": sum(code == 503 for _, _, code in batches) / seconds,
         "batch_p50": statistics.median([latency for _, latency, code in batches if code == 202] or [float("nan")]),
         "upload_ids": float(upload_ids), "upload_status": float(status), "upload_seconds": answered - sent,
         "busy_p50": statistics.median(busy_ok), "busy_p99": _percentile(busy_ok, 0.99),
