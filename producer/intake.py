@@ -188,8 +188,9 @@ def parse_upload(raw: bytes, content_type: str, max_ids: int) -> tuple[list[obje
 
 class BackgroundEnqueue:
     """Publishes staged batches from threads of this process, at most ``limit`` at a time (a slot is reserved
-    before the upload is read, so a full intake says 503 before it costs anything). A batch whose thread dies with
-    the process is finished by the recovery check (``worker.enqueue_lease``)."""
+    before the upload is validated, so a full intake says 503 before it stores anything; a replayed upload needs
+    none). A batch whose thread dies with the process is finished by the recovery check
+    (``worker.enqueue_lease``)."""
 
     def __init__(self, writer: BatchWriter, limit: int, gauge: Gauge) -> None:
         self.writer = writer
@@ -443,35 +444,31 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, c
         key = request.headers.get("idempotency-key")
         if key is not None and not is_valid_key(key):
             raise IntakeError(422, "invalid_idempotency_key", "Idempotency-Key: 1 to 200 printable ASCII characters")
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        raw = await request.body()
+        body_fingerprint, token = "", ""
+        if key is not None:
+            body_fingerprint = await run_in_threadpool(fingerprint, content_type, raw)
+            claim, token = await run_in_threadpool(keys.claim, credential, key, body_fingerprint)
+            if not claim.won:
+                return _replay(claim)
         if not enqueue.reserve():
+            if key is not None:
+                await run_in_threadpool(keys.abandon, credential, key, token)
             raise IntakeError(503, "busy", "this intake publishes its limit of batches; retry later",
                               headers={"Retry-After": "5"})
-        handed_over = False
         try:
-            content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-            raw = await request.body()
-            body_fingerprint, token = "", ""
+            staged, accepted = await run_in_threadpool(stage, raw, content_type)
+        except BaseException:
+            enqueue.unreserve()
             if key is not None:
-                body_fingerprint = await run_in_threadpool(fingerprint, content_type, raw)
-                claim, token = await run_in_threadpool(keys.claim, credential, key, body_fingerprint)
-                if not claim.won:
-                    return _replay(claim)
-            try:
-                staged, accepted = await run_in_threadpool(stage, raw, content_type)
-            except BaseException:
-                if key is not None:
-                    await run_in_threadpool(keys.abandon, credential, key, token)
-                raise
-            enqueue.start(staged)
-            handed_over = True
-            body = accepted.model_dump()
-            if key is not None:
-                await run_in_threadpool(keys.complete, credential, key, body_fingerprint, 202, body)
-            return JSONResponse(body, status_code=202)
-        finally:
-            if not handed_over:
-                enqueue.unreserve()
-
+                await run_in_threadpool(keys.abandon, credential, key, token)
+            raise
+        enqueue.start(staged)  # the slot is the publisher's now
+        body = accepted.model_dump()
+        if key is not None:
+            await run_in_threadpool(keys.complete, credential, key, body_fingerprint, 202, body)
+        return JSONResponse(body, status_code=202)
 
 
 def _batch_read_routes(app: FastAPI, closes: CloseClient, authenticated: list[Any]) -> None:

@@ -139,16 +139,15 @@ class Recovery:
         return report
 
     def _abandoned_enqueues(self) -> list[EnqueueLease]:
-        """Leases taken on batches still being enqueued whose builder's lease has expired."""
-        taken = []
-        for batch_id in self.results.enqueuing_batches():
-            lease = EnqueueLease(self.redis, batch_id)
-            if lease.take():
-                taken.append(lease)
-        return taken
+        """Batches still being enqueued whose builder's lease has expired (each is taken over in turn: its lease is
+        taken only then, so one long takeover never lets the others' leases run out)."""
+        leases = [EnqueueLease(self.redis, batch_id) for batch_id in self.results.enqueuing_batches()]
+        return [lease for lease in leases if not lease.held_by_anyone()]
 
     def _take_over(self, lease: EnqueueLease, held: set[tuple[str | None, str]], report: RecoveryReport) -> None:
         batch_id = lease.batch_id
+        if not lease.take():  # its builder came back, or another recovery took it
+            return
         try:
             staged_at, total, options, queue = self.results.batch_fields(batch_id, "staged_at", "total", "options",
                                                                          "queue")

@@ -51,7 +51,7 @@ def intake_log(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def idle_intake(idle_redis_url: str, intake_log: Path) -> Iterator[Intake]:
-    with running_intake(idle_redis_url, intake_log, INTAKE_RATE_LIMIT_PER_MINUTE=1_000_000, INTAKE_MAX_WAITING=50,
+    with running_intake(idle_redis_url, intake_log, INTAKE_RATE_LIMIT_PER_MINUTE=1_000_000, INTAKE_MAX_WAITING=100,
                         INTAKE_HEADER_TIMEOUT_SECONDS=1, INTAKE_BODY_TIMEOUT_SECONDS=2,
                         INTAKE_MAX_BODY_BYTES=4_000_000) as server:
         yield server
@@ -192,32 +192,22 @@ def _answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 def test_a_hundred_waits_leave_the_intake_answering(idle_intake: Intake) -> None:
-    """100 concurrent ?wait=30 with INTAKE_MAX_WAITING=50 and no worker: 50 are refused at once (503, Retry-After,
-    nothing enqueued), 50 wait, and while they wait /healthz and a close without wait are answered."""
+    """100 concurrent ?wait=30 (INTAKE_MAX_WAITING=100) and no worker: while all of them wait, /healthz and a close
+    without wait are answered, and a 101st wait is refused at once (503, Retry-After, nothing enqueued)."""
+    client = redis.Redis.from_url(idle_intake.redis_url)
     sockets = [_send(idle_intake.port, _close_request(30)) for _ in range(100)]
-    selector = selectors.DefaultSelector()
-    for sock in sockets:
-        selector.register(sock, selectors.EVENT_READ)
-    refused: list[socket.socket] = []
-
-    def fifty_answered() -> bool:
-        for key, _ in selector.select(timeout=0.1):
-            selector.unregister(key.fileobj)
-            refused.append(key.fileobj)  # type: ignore[arg-type]
-        return len(refused) >= 50
-
-    wait_until(fifty_answered, timeout=30, interval=0, message="the waits over the cap were not refused")
-    for sock in refused:
-        status, headers, body = _answer(sock)
-        assert status == 503 and int(headers["retry-after"]) >= 1
-        assert json.loads(body)["error"]["code"] == "too_many_waits"
+    wait_until(lambda: client.hlen(KEYS.pending) == 100, timeout=30, message="the waits were not all enqueued")
     assert requests.get(f"{idle_intake.url}/healthz", timeout=5).status_code == 200
     single = idle_intake.call("POST", "/v1/closes", json={"conversationId": str(uuid.uuid4())})
     assert single.status_code == 202
-    waiting = [key.fileobj for key in selector.get_map().values()]
-    assert len(waiting) == 50 and not selector.select(timeout=0)  # all 50 still wait: none answered yet
-    pending = redis.Redis.from_url(idle_intake.redis_url).hlen(KEYS.pending)
-    assert pending == 51  # the 50 waits and the single close were enqueued; the 50 refused ones were not
+    status, headers, body = _answer(_send(idle_intake.port, _close_request(30)))
+    assert status == 503 and int(headers["retry-after"]) >= 1
+    assert json.loads(body)["error"]["code"] == "too_many_waits" and json.loads(body)["error"]["requestId"]
+    assert client.hlen(KEYS.pending) == 101  # the 100 waits and the single close; not the refused one
+    selector = selectors.DefaultSelector()
+    for sock in sockets:
+        selector.register(sock, selectors.EVENT_READ)
+    assert not selector.select(timeout=0)  # all 100 still wait: none answered yet
     for sock in sockets:
         sock.close()
 
@@ -276,3 +266,15 @@ def test_slow_clients_are_cut_off(idle_intake: Intake) -> None:
     assert status == 408 and json.loads(body)["error"]["code"] == "body_timeout"
     for sock in (*trickling, slow_body):
         sock.close()
+
+
+def test_connections_beyond_the_limit_are_refused(idle_redis_url: str, tmp_path: Path) -> None:
+    with running_intake(idle_redis_url, tmp_path / "intake.log", INTAKE_MAX_CONNECTIONS=10,
+                        INTAKE_HEADER_TIMEOUT_SECONDS=60) as intake:
+        idle = [socket.create_connection(("127.0.0.1", intake.port), timeout=30) for _ in range(10)]
+        wait_until(lambda: requests.get(f"{intake.url}/healthz", timeout=5).status_code == 503, timeout=10,
+                   message="the eleventh connection was served")
+        for sock in idle:
+            sock.close()
+        wait_until(lambda: requests.get(f"{intake.url}/healthz", timeout=5).status_code == 200, timeout=10,
+                   message="connections were not freed")
