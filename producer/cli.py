@@ -487,6 +487,9 @@ def batches(
     console.print(table)
 
 
+WORKER_STARTUP_SECONDS = 30
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -529,7 +532,10 @@ def serve(
         os.environ["REDIS_URL"] = state.redis_url
     if state.env_file:
         os.environ[ENV_FILE_VARIABLE] = str(state.env_file)
-    uvicorn.run("genesys_closer.producer.intake:app_from_environment", factory=True, workers=workers, **options)
+    # A process gets WORKER_STARTUP_SECONDS to import and answer the supervisor's first health check (uvicorn's 5 s
+    # default kills slow starters on a busy host, then starts them again).
+    uvicorn.run("genesys_closer.producer.intake:app_from_environment", factory=True, workers=workers,
+                timeout_worker_healthcheck=WORKER_STARTUP_SECONDS, **options)
 
 
 def exit_status_for(exc: BaseException) -> tuple[int, str] | None:

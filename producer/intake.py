@@ -44,6 +44,7 @@ from genesys_closer.worker.closing.outcomes import CloseResult
 from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.genesys.rate_limit import RedisRateLimiter
+from genesys_closer.worker.logging_setup import configure_logging
 from genesys_closer.worker.results import is_batch_id
 
 log = logging.getLogger("genesys_closer.intake")
@@ -266,9 +267,13 @@ def in_chunks(lines: Iterator[str], size: int = RESULT_LINES_PER_CHUNK) -> Itera
 
 
 def app_from_environment() -> FastAPI:
-    """The app for ``serve --workers N``: each process reads the settings itself (uvicorn's factory)."""
+    """The app for ``serve --workers N``: each process reads the settings and sets up its (redacting) logging
+    itself (uvicorn's factory)."""
     env_file = os.environ.get(ENV_FILE_VARIABLE)
-    return create_app(load_intake_settings(**({"_env_file": env_file} if env_file else {})))
+    settings = load_intake_settings(**({"_env_file": env_file} if env_file else {}))
+    configure_logging(settings.log_level, settings.log_format,
+                      [*settings.bearer_tokens(), *(settings.basic_credentials() or ())])
+    return create_app(settings)
 
 
 def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> FastAPI:
