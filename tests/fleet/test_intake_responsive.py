@@ -154,6 +154,12 @@ def test_a_retried_upload_returns_the_same_batch(idle_intake: Intake) -> None:
     other_caller = idle_intake.call("POST", "/v1/batches", token=TOKEN_B, json={"conversationIds": ids},
                                     headers={"Idempotency-Key": "upload-42"})  # keys are per credential
     assert other_caller.status_code == 202 and other_caller.json()["batchId"] != first.json()["batchId"]
+    failed = idle_intake.call("POST", "/v1/batches", json={"conversationIds": []},
+                              headers={"Idempotency-Key": "upload-44"})
+    assert failed.status_code == 422  # nothing was started: the key is free for the corrected upload
+    corrected = idle_intake.call("POST", "/v1/batches", json={"conversationIds": ids},
+                                 headers={"Idempotency-Key": "upload-44"})
+    assert corrected.status_code == 202 and "Idempotent-Replayed" not in corrected.headers
     bad_key = idle_intake.call("POST", "/v1/batches", json={"conversationIds": ids},
                                headers={"Idempotency-Key": "has space"})
     assert bad_key.status_code == 422 and bad_key.json()["error"]["code"] == "invalid_idempotency_key"
@@ -169,7 +175,7 @@ def test_a_retried_upload_returns_the_same_batch(idle_intake: Intake) -> None:
     for conflict in (a for a in answers if a.status_code == 409):
         assert conflict.headers["Retry-After"] and conflict.json()["error"]["code"] == "idempotency_key_in_progress"
     client = redis.Redis.from_url(idle_intake.redis_url)
-    assert client.zcard(KEYS.batches) == 3  # upload-42 (one batch), TOKEN_B's, upload-43 (one batch)
+    assert client.zcard(KEYS.batches) == 4  # upload-42 (one batch), TOKEN_B's, upload-44, upload-43 (one batch)
 
 
 def _send(port: int, request: bytes) -> socket.socket:
