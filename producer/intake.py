@@ -5,6 +5,12 @@ It needs only Redis and its own credentials (bearer tokens, optionally Basic), l
 answered before anything is enqueued, in one error shape with a request id; options from callers follow the task
 rules (they can only narrow what the workers allow). The OpenAPI document is at ``/openapi.json``, the docs at
 ``/docs``.
+
+Nothing blocks the event loop: Redis and broker calls run in the thread pool, a batch upload is validated and stored
+in a thread and answered 202 before its closes are published (``BackgroundEnqueue``), ``?wait=`` polls
+asynchronously within a per-process cap (``WaitSlots``), and ``/healthz`` answers from the loop itself. Slow and
+oversized clients are bounded below the routes (``intake_http``). Every piece of shared state (rate limit,
+idempotency keys, batches) is in Redis, so any number of intake processes can serve the same callers.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from genesys_closer.config.settings import IntakeSettings, load_intake_settings
 from genesys_closer.producer.api import BatchNotFound, CloseClient, validate_options
 from genesys_closer.producer.export import csv_lines, jsonl_lines
-from genesys_closer.producer.idempotency import IdempotencyKeys, fingerprint, is_valid_key
+from genesys_closer.producer.idempotency import Claim, IdempotencyKeys, fingerprint, is_valid_key
 from genesys_closer.producer.inputs import InputError, read_ids
 from genesys_closer.producer.intake_http import BodyGuard, RequestIdAndMetrics, error_response
 from genesys_closer.worker.batches import BatchWriter, StagedBatch
@@ -284,8 +290,8 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
     requests_total = Counter("genesys_closer_intake_requests_total", "Intake requests, by route and status.",
                              ["route", "status"], registry=registry)
     waiting = Gauge("genesys_closer_intake_waiting", "?wait= requests waiting for an outcome.", registry=registry)
-    enqueuing = Gauge("genesys_closer_intake_enqueuing_batches", "Batches being read, stored or published in the "
-                      "background by this process.", registry=registry)
+    enqueuing = Gauge("genesys_closer_intake_enqueuing_batches", "Batches being validated, stored or published in "
+                      "the background by this process.", registry=registry)
     app = FastAPI(title="genesys-closer intake", version=API_VERSION,
                   description="Request closes of Genesys Cloud web messaging conversations over HTTP. "
                               "Authenticate with a bearer token (INTAKE_TOKENS) or Basic credentials.")
@@ -335,7 +341,7 @@ def _error_handlers(app: FastAPI) -> None:
         return error_response(request.state.request_id, 503, "unavailable", "the queue is unavailable; retry later",
                               headers={"Retry-After": "5"})
 
-def _replay(claim: Any) -> JSONResponse:
+def _replay(claim: Claim) -> JSONResponse:
     """The answer to a request whose Idempotency-Key an earlier request used."""
     if not claim.same_body:
         raise IntakeError(422, "idempotency_key_reused", "this Idempotency-Key was used with another body; "
