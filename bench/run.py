@@ -33,9 +33,9 @@ import redis
 from celery.states import READY_STATES
 
 from bench.emulator_capacity import measure as measure_emulator_capacity
-from bench.intake_capacity import BATCH_IDS
 from bench.intake_capacity import measure as measure_intake_capacity
 from bench.intake_capacity import problems as intake_problems
+from bench.intake_capacity import report_lines as intake_report
 from bench.interactive_lane import measure as measure_lane
 from bench.per_token import TokenRow
 from bench.per_token import measure as measure_per_token
@@ -509,30 +509,7 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
               "`GET /api/v2/conversations/messages/{id}` per second while pinned to one core (`taskset -c 0`), "
               "driven by two keep-alive client processes on the other core (`bench/emulator_capacity.py`): it is "
               "never the bottleneck of the figures above.", "",
-              "## HTTP intake capacity", "",
-              f"`genesys-closer serve` (one uvicorn process pinned to one core, no worker) with "
-              f"{intake['clients']:.0f} concurrent keep-alive callers on the other core (`bench/intake_capacity.py`). "
-              "*Plain loop*: `CloseClient.send_close` on the same core without HTTP, measured side by side; the check "
-              "compares the intake with it and with its own quiet figures, never with a fixed rate.", "",
-              "| measure | this run |", "|---|---|",
-              f"| `POST /v1/closes` accepted per second (plain loop: {intake['direct_per_second']:,.0f}/s) | "
-              f"{intake['accepted_per_second']:,.0f}/s ({intake['share_of_direct']:.2f} of the plain loop, "
-              f"{intake['x_genesys_default']:.0f} x Genesys' default 300/min) |",
-              f"| `POST /v1/closes` latency p50 / p99 | {intake['quiet_p50'] * 1000:.0f} ms / "
-              f"{intake['quiet_p99'] * 1000:.0f} ms |",
-              f"| {BATCH_IDS}-id batches accepted per second (p50 latency) | {intake['batches_per_second']:.1f}/s "
-              f"({intake['batch_p50'] * 1000:.0f} ms; {intake['batches_refused_per_second']:.0f}/s more refused "
-              "503 while the process published its limit of batches) |",
-              f"| a {intake['upload_ids']:,.0f}-id text upload: time to its 202 | {intake['upload_seconds']:.2f} s |",
-              f"| meanwhile: closes answered while it was validated (slowest) | "
-              f"{intake['answered_during_upload']:,.0f} ({intake['during_upload_max'] * 1000:.0f} ms) |",
-              f"| meanwhile: `POST /v1/closes` p50 / p99 | {intake['busy_p50'] * 1000:.0f} ms / "
-              f"{intake['busy_p99'] * 1000:.0f} ms ({intake['p99_growth']:.1f} x the quiet p99) |", "",
-              "Accepted batches per second are bound by publishing their closes (one Celery message per item, on the "
-              "same core), which issue 21's *batches fed, not flooded* replaces. "
-              "Before the intake published batches in the background (main until issue 21, same benchmark, "
-              "10,000-id upload): the upload took 14.2 s to its 202, 11 closes were answered meanwhile, the slowest "
-              "after 13.7 s, p99 grew 104 x; accepted closes 651/s, p50 / p99 45 / 143 ms.", ""]
+              *intake_report(intake)]
     lines += ["## 6. Throughput per token: the direct path against batched checks", "",
               f"{sizes.per_token_batch:,} open web messaging conversations per row at L = "
               f"{sizes.per_token_limit:,} requests/min, and {sizes.per_token_at_default:,} in the last row at "
