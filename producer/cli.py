@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -509,7 +511,7 @@ def serve(
     import uvicorn
 
     from genesys_closer.config.settings import load_intake_settings
-    from genesys_closer.producer.intake import ENV_FILE_VARIABLE, create_app
+    from genesys_closer.producer.intake import ENV_FILE_VARIABLE, MULTIPROCESS_DIR_VARIABLE, create_app
     from genesys_closer.producer.intake_http import uvicorn_options
     from genesys_closer.worker.logging_setup import configure_logging
 
@@ -532,10 +534,17 @@ def serve(
         os.environ["REDIS_URL"] = state.redis_url
     if state.env_file:
         os.environ[ENV_FILE_VARIABLE] = str(state.env_file)
+    own_metrics_dir = not os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if own_metrics_dir:  # /metrics then adds up every process's samples
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = tempfile.mkdtemp(prefix="genesys-closer-intake-metrics-")
     # A process gets WORKER_STARTUP_SECONDS to import and answer the supervisor's first health check (uvicorn's 5 s
     # default kills slow starters on a busy host, then starts them again).
-    uvicorn.run("genesys_closer.producer.intake:app_from_environment", factory=True, workers=workers,
-                timeout_worker_healthcheck=WORKER_STARTUP_SECONDS, **options)
+    try:
+        uvicorn.run("genesys_closer.producer.intake:app_from_environment", factory=True, workers=workers,
+                    timeout_worker_healthcheck=WORKER_STARTUP_SECONDS, **options)
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(os.environ[MULTIPROCESS_DIR_VARIABLE], ignore_errors=True)
 
 
 def exit_status_for(exc: BaseException) -> tuple[int, str] | None:

@@ -34,7 +34,7 @@ import redis
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -60,6 +60,7 @@ API_VERSION = "v1"
 RESULT_LINES_PER_CHUNK = 500  # streamed results: lines read per thread hop
 READY_CACHE_SECONDS = 2.0  # /readyz asks the workers at most this often
 ENV_FILE_VARIABLE = "GENESYS_CLOSER_SERVE_ENV_FILE"  # how `serve --env-file` reaches the processes of --workers N
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # where the processes of --workers N share their metrics
 
 
 class IntakeError(Exception):
@@ -289,9 +290,10 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
     registry = CollectorRegistry()
     requests_total = Counter("genesys_closer_intake_requests_total", "Intake requests, by route and status.",
                              ["route", "status"], registry=registry)
-    waiting = Gauge("genesys_closer_intake_waiting", "?wait= requests waiting for an outcome.", registry=registry)
+    waiting = Gauge("genesys_closer_intake_waiting", "?wait= requests waiting for an outcome.", registry=registry,
+                    multiprocess_mode="livesum")
     enqueuing = Gauge("genesys_closer_intake_enqueuing_batches", "Batches being validated, stored or published in "
-                      "the background by this process.", registry=registry)
+                      "the background.", registry=registry, multiprocess_mode="livesum")
     app = FastAPI(title="genesys-closer intake", version=API_VERSION,
                   description="Request closes of Genesys Cloud web messaging conversations over HTTP. "
                               "Authenticate with a bearer token (INTAKE_TOKENS) or Basic credentials.")
@@ -312,7 +314,12 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
 
     @app.get("/metrics", include_in_schema=False, dependencies=authenticated)
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        """This process's metrics, or with ``serve --workers N`` (PROMETHEUS_MULTIPROC_DIR) every process's."""
+        shown = registry
+        if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+            shown = CollectorRegistry()
+            multiprocess.MultiProcessCollector(shown)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(shown), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyGuard, limit=settings.intake_max_body_bytes,
                        timeout_seconds=settings.intake_body_timeout_seconds)
