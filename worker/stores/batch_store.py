@@ -125,14 +125,32 @@ class BatchStore:
             self.redis.hincrby(self.keys.batch(batch_id), "duplicates", duplicates)
         return fresh
 
+    def track_enqueuing(self, batch_id: str) -> None:
+        """List the batch among those being enqueued (until ``mark_enqueued`` or ``discard``)."""
+        self.redis.sadd(self.keys.enqueuing, batch_id)
+
+    def enqueuing(self) -> list[str]:
+        """Batches being enqueued (see ``worker.enqueue_lease``)."""
+        return sorted(text(raw) for raw in self.redis.smembers(self.keys.enqueuing))
+
+    def mark_staged(self, batch_id: str, total: int) -> None:
+        """Every item of the batch is stored (members and invalid-ID records): its total is known, its items may
+        not all be published yet (the state stays ``enqueuing``, so it cannot finish early)."""
+        self.redis.hset(self.keys.batch(batch_id), mapping={"total": total, "staged_at": repr(self.clock())})
+
     def mark_enqueued(self, batch_id: str, total: int) -> bool:
-        """Every item is published: record the total (once) and start it running. False when it had been."""
-        return bool(self._enqueued(keys=[self.keys.batch(batch_id)], args=[total, repr(self.clock())]))
+        """Every item is published (the ``enqueued`` event): an enqueuing batch runs (a cancelled or stopped one keeps
+        its state), and its total is recorded unless it was staged with one. False when the event did not apply
+        (the batch runs already, is finished, or is gone)."""
+        applied = bool(self._enqueued(keys=[self.keys.batch(batch_id)], args=[total, repr(self.clock())]))
+        self.redis.srem(self.keys.enqueuing, batch_id)
+        return applied
 
     def discard(self, batch_id: str) -> None:
         self.redis.delete(self.keys.batch(batch_id), self.keys.batch_items(batch_id),
                           self.keys.batch_members(batch_id))
         self.redis.zrem(self.keys.batches, batch_id)
+        self.redis.srem(self.keys.enqueuing, batch_id)
 
     # -- its state ---------------------------------------------------------------------------------------------
     def cancel(self, batch_id: str, reason: str = "cancelled by operator") -> StateChange:
