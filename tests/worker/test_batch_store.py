@@ -217,3 +217,19 @@ def test_an_id_in_use_is_refused_atomically(redis_url: str) -> None:
     assert created.count(True) == 1
     status = ResultStores.open(connect(redis_url), 3600).batches.status(batch_id)
     assert status is not None and status.label == f"creator {created.index(True)}"
+
+
+def test_a_staged_batch_finishes_only_once_enqueued_and_keeps_its_total(stores: ResultStores) -> None:
+    """Staged (every item stored, total known) but not all published: counting every item does not finish it; the
+    enqueued event does, and never replaces the staged total."""
+    items = ids(2)
+    batch_id = started(stores, items, enqueued=False)
+    stores.batches.mark_staged(batch_id, 2)
+    for cid in items:
+        stores.outcomes.record(item(batch_id, cid))
+    status = stores.batches.status(batch_id)
+    assert status is not None and status.state is BatchState.ENQUEUING and not status.finished and status.done == 2
+    assert stores.batches.mark_enqueued(batch_id, 99)
+    status = stores.batches.status(batch_id)
+    assert status is not None and status.state is BatchState.FINISHED and status.finished and status.total == 2
+    assert not stores.batches.mark_enqueued(batch_id, 2) and stores.batches.enqueuing() == []
