@@ -26,11 +26,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import redis
 
 from genesys_closer.config.redis_keys import KEYS, RedisKeys
 from genesys_closer.worker import metrics
+from genesys_closer.worker.closing.conversation_state import is_closed
+from genesys_closer.worker.genesys.client import CallTally, GenesysClient
+from genesys_closer.worker.genesys.errors import GenesysError
+from genesys_closer.worker.genesys.lanes import INTERACTIVE, lane
 from genesys_closer.worker.genesys.redis_connection import register_lua, text
 
 log = logging.getLogger("genesys_closer.worker")
@@ -41,6 +46,16 @@ class TrustMode(StrEnum):
     TRUSTED = "trusted"
     COOLING = "cooling"  # after a disagreement: every confirmation is read live
     PROBATION = "probation"  # cooling-off over: trusted again after a clean sample
+
+
+class LiveRead(StrEnum):
+    """Why a batch item's conversation is read live instead of trusting analytics (its progress hash keeps it)."""
+
+    LOOKED_ENDED = "looked_ended"  # pre-check: the row looked ended (a read showing it open is a disagreement)
+    NOT_VISIBLY_WEB = "not_visibly_web"  # pre-check: another channel, or no messageType
+    SEGMENTS_ONLY = "segments_only"  # confirmation: every segment ended, no conversationEnd
+    DISTRUSTED = "distrusted"  # confirmation: the fleet distrusts analytics (or the sample was not read)
+    DISAGREED = "disagreed"  # confirmation: its sampled read showed a participant still connected
 
 
 class Verdict(StrEnum):
@@ -162,3 +177,66 @@ class FleetTrust:
         if clean and mode is TrustMode.PROBATION and int(self._restore(keys=[self.key], args=[repr(self.clock())])):
             metrics.ANALYTICS_TRUSTED.set(1)
             log.warning("analytics confirmations trusted again: %d sampled live read(s) agreed", len(verdicts))
+
+
+MAX_SAMPLE_READS = 10  # live reads one pump makes per analytics read; more are left to the items' own tasks
+
+
+@dataclass
+class Verified:
+    """A read's ended items after their sample was read live (``ConfirmVerifier.verify``)."""
+
+    mode: TrustMode
+    settlement: Settlement
+    reads: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> the live conversation read
+    calls: dict[str, float] = field(default_factory=dict)  # token -> API calls of its live read
+
+
+class ConfirmVerifier:
+    """Reads a sample of the items one analytics read shows ended, live, and settles all of them (``settle``).
+
+    ``must_verify`` items are always in the sample: their PATCH's own answer did not show the conversation ended, so
+    the live service has not yet had its say. At most ``MAX_SAMPLE_READS`` are read here (the rest count as
+    unknown and are confirmed by their own task's read)."""
+
+    def __init__(self, trust: FleetTrust, client: GenesysClient, retrying: Callable[[Callable[[], Any]], Any],
+                 share: float, *, rng: Callable[[Sequence[str], int], list[str]] = random.sample) -> None:
+        self.trust = trust
+        self.client = client
+        self.retrying = retrying
+        self.share = share
+        self.rng = rng
+
+    def verify(self, ended: dict[str, str], must_verify: set[str] | frozenset[str] = frozenset()) -> Verified:
+        """``ended``: token -> conversation id of each item the read showed ended."""
+        mode = self.trust.state().mode
+        if not ended:
+            return Verified(mode, Settlement())
+        if mode is TrustMode.COOLING:
+            return Verified(mode, settle(mode, list(ended), {}))
+        forced = [token for token in ended if token in must_verify]
+        rest = [token for token in ended if token not in must_verify]
+        chosen = forced + pick_sample(rest, self.share, mode, self.rng)
+        verdicts: dict[str, Verdict] = {}
+        verified = Verified(mode, Settlement())
+        for token in chosen:
+            if len(verified.calls) >= MAX_SAMPLE_READS:
+                verdicts[token] = Verdict.UNKNOWN
+                continue
+            tally = CallTally()
+            try:
+                with lane(INTERACTIVE):
+                    conversation = self.retrying(lambda cid=ended[token], t=tally:  # type: ignore[misc]
+                                                 self.client.get_message_conversation(cid, t))
+            except GenesysError:
+                verdicts[token] = Verdict.UNKNOWN
+            else:
+                verified.reads[token] = conversation
+                verdicts[token] = Verdict.AGREED if is_closed(conversation) else Verdict.DISAGREED
+            verified.calls[token] = float(tally.api_calls)
+        for token, verdict in verdicts.items():
+            if verdict is Verdict.DISAGREED:
+                self.trust.disagreed(ended[token], "confirmation")
+        self.trust.sampled(verdicts, mode)
+        verified.settlement = settle(mode, list(ended), verdicts)
+        return verified

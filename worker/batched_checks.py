@@ -4,10 +4,17 @@ The direct path costs 3 calls per close (GET, PATCH, confirming GET). A batch it
 PATCH plus its share of two analytics reads by id (``GET /api/v2/analytics/conversations/details?id=...``, up to
 ``ANALYTICS_CHUNK_SIZE`` conversations per call)::
 
-    item task ──> precheck set ──pump: one read per chunk──> ended: already_closed | other channel: not_web_messaging
-                                                      └───> open: PATCH task ──> confirm set ──pump──> closed
-                                                      └───> unknown to analytics: direct path (GET ...)
+    item task ──> precheck set ──pump: one read per chunk──> open web messaging: PATCH task ──> confirm set
+                                                      └───> looks ended, not (visibly) web messaging, unknown to
+                                                            analytics: direct path (its GET decides)
+    confirm set ──pump: one read per chunk──> conversationEnd: a sample read live (worker.analytics_trust), then
+                                               closed | direct path (disagreed, distrusted)
+                                      └───> segments ended without conversationEnd: direct path (a read confirms)
     confirm set: not ended after CONFIRM_ANALYTICS_TIMEOUT_SECONDS ──> direct path (a read of the conversation)
+
+Analytics never decides an outcome alone (``closing.analytics_state``): it can send an item to the PATCH or save a
+confirming read, but ``already_closed`` and ``not_web_messaging`` come from a read of the conversation, and
+``closed`` from analytics' ``conversationEnd`` only as a sampled confirmation.
 
 Where each item is lives in Redis, never only in a process: the stage in the item's progress hash (which also
 sums its calls, a chunk read counting as its share) and its due time in a fleet-wide sorted set per stage. The
@@ -31,15 +38,26 @@ import redis
 
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.config.settings import WorkerSettings
+from genesys_closer.worker.analytics_trust import ConfirmVerifier, LiveRead, Settlement, TrustMode, Verified
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.closing.analytics_state import (
+    ConfirmStep,
+    PrecheckStep,
+    confirm_step,
+    precheck_step,
     row_ended,
-    row_is_web_messaging,
     row_participant_states,
     row_pending_wrapups,
 )
+from genesys_closer.worker.closing.conversation_state import pending_wrapups
 from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
-from genesys_closer.worker.closing.outcomes import CONFIRMED_BY_ANALYTICS, CloseResult, Outcome
+from genesys_closer.worker.closing.outcomes import (
+    CONFIRMED_BY_ANALYTICS,
+    CONFIRMED_BY_SAMPLE,
+    CloseResult,
+    Outcome,
+    summarize_participants,
+)
 from genesys_closer.worker.genesys.client import CallTally, GenesysClient
 from genesys_closer.worker.genesys.errors import InvalidConversationId, PermanentError, RetryableError
 from genesys_closer.worker.genesys.ids import parse_conversation_id
@@ -109,13 +127,18 @@ class Progress:
     patched_at: float | None = None
     api_calls: float = 0.0
     confirm_only: bool = False  # the direct path only confirms (our PATCH was taken; analytics did not show it)
+    live_read: LiveRead | None = None  # why the direct path reads it instead of trusting analytics
+    answer_open: bool = False  # the PATCH's answer did not show the conversation ended: its confirmation is verified
 
     @classmethod
     def parse(cls, raw: dict[Any, Any]) -> Progress:
         fields = {text(k): text(v) for k, v in raw.items()}
+        live = fields.get("live_read")
         return cls(stage=fields.get("stage"), patched=fields.get("patched") == "1",
                    patched_at=float(fields["patched_at"]) if "patched_at" in fields else None,
-                   api_calls=float(fields.get("api_calls") or 0), confirm_only=fields.get("confirm_only") == "1")
+                   api_calls=float(fields.get("api_calls") or 0), confirm_only=fields.get("confirm_only") == "1",
+                   live_read=LiveRead(live) if live in set(LiveRead) else None,
+                   answer_open=fields.get("answer_open") == "1")
 
 
 class CheckQueue:
@@ -160,11 +183,13 @@ class CheckQueue:
     def enter_precheck(self, batch_id: str, conversation_id: str) -> None:
         self.set_stage(batch_id, conversation_id, PRECHECK, due_at=self.clock())
 
-    def enter_confirm(self, batch_id: str, conversation_id: str, *, patched: bool, calls: float) -> None:
+    def enter_confirm(self, batch_id: str, conversation_id: str, *, patched: bool, calls: float,
+                      answer_open: bool = False) -> None:
         now = self.clock()
         self.set_stage(batch_id, conversation_id, CONFIRM, add_calls=calls,
                        due_at=now + self.timing.first_check_seconds,
-                       fields={"patched": "1" if patched else "0", "patched_at": repr(now)})
+                       fields={"patched": "1" if patched else "0", "patched_at": repr(now),
+                               "answer_open": "1" if answer_open else "0"})
 
     def rejoin(self, batch_id: str, conversation_id: str, stage: str) -> None:
         """A re-driven item task found its item waiting in ``stage``: make sure it is in that stage's set."""
@@ -215,8 +240,10 @@ class CheckPump:
 
     def __init__(self, queue: CheckQueue, client: GenesysClient, retrying: Retrying, batches: BatchWriter,
                  finish: Callable[[CloseResult], object], default_options: CloseOptions, limits: OptionLimits,
-                 *, budget_seconds: float = PUMP_BUDGET_SECONDS, sleep: Callable[[float], None] = time.sleep) -> None:
+                 *, budget_seconds: float = PUMP_BUDGET_SECONDS, sleep: Callable[[float], None] = time.sleep,
+                 verifier: ConfirmVerifier | None = None) -> None:
         self.budget_seconds = budget_seconds
+        self.verifier = verifier
         self.queue = queue
         self.redis = queue.redis
         self.timing = queue.timing
@@ -365,47 +392,98 @@ class CheckPump:
 
     def _after_precheck(self, items: list[tuple[str, str, str, Progress]], by_id: dict[Any, dict[str, Any]],
                         share: float, batches: dict[str, Any]) -> None:
-        direct, patch = [], []
+        """Open, visibly web messaging rows go to the PATCH; every other item to the direct path, whose read of the
+        conversation decides (analytics never ends an item already_closed or not_web_messaging by itself)."""
+        patch: list[tuple[str, str, str, Progress]] = []
+        live: dict[LiveRead | None, list[tuple[str, str, str, Progress]]] = {}
         for item in items:
-            token, batch_id, cid, progress = item
-            row, options = by_id.get(cid), batches[batch_id][1]
-            if row is None or options is None:
-                direct.append(item)  # not known to analytics yet: the direct path reads the conversation
-            elif row_ended(row):
-                outcome = Outcome.CLOSED if progress.patched else Outcome.ALREADY_CLOSED
-                self._finished(PRECHECK, token, self._result(cid, batch_id, outcome, progress, share, row))
-            elif not options.allow_other_message_types and not row_is_web_messaging(row):
-                self._finished(PRECHECK, token, self._result(cid, batch_id, Outcome.NOT_WEB_MESSAGING, progress,
-                                                             share, row))
-            else:
+            row, options = by_id.get(item[2]), batches[item[1]][1]
+            if options is None:
+                live.setdefault(None, []).append(item)  # the task refuses its options (invalid_request)
+                continue
+            step = precheck_step(row, allow_other_message_types=options.allow_other_message_types)
+            if step is PrecheckStep.PATCH:
                 patch.append(item)
+            elif step is PrecheckStep.NOT_IN_ANALYTICS or row is None:
+                live.setdefault(None, []).append(item)  # not known to analytics yet
+            else:
+                why = LiveRead.LOOKED_ENDED if row_ended(row) else LiveRead.NOT_VISIBLY_WEB
+                live.setdefault(why, []).append(item)
         self._send(PRECHECK, PATCH, patch, share, batches)
-        self._to_direct(PRECHECK, direct, share, batches)
+        for reason, group in live.items():
+            self._send(PRECHECK, DIRECT, group, share, batches,
+                       None if reason is None else {"live_read": reason.value})
 
     def _after_confirm(self, items: list[tuple[str, str, str, Progress]], by_id: dict[Any, dict[str, Any]],
                        share: float, batches: dict[str, Any]) -> None:
         now = self.clock()
         late, later = [], {}  # later: token -> (batch id, conversation id, next read)
+        ended: dict[str, tuple[str, str, str, Progress]] = {}
+        segments_only = []
         for item in items:
             token, batch_id, cid, progress = item
             row = by_id.get(cid)
             since = now - (progress.patched_at or now)
-            if row is not None and row_ended(row):
-                outcome = Outcome.CLOSED if progress.patched else Outcome.ALREADY_CLOSED
-                result = self._result(cid, batch_id, outcome, progress, share, row)
-                result.action, result.confirm_seconds = "patch", round(since, 4)
-                self._finished(CONFIRM, token, result)
+            step = confirm_step(row)
+            if step is ConfirmStep.ENDED:
+                ended[token] = item
+            elif step is ConfirmStep.READ_LIVE:
+                segments_only.append(item)  # every segment ended, no conversationEnd: a read decides
             elif since >= self.timing.timeout_seconds:
                 late.append(item)  # the direct path reads the conversation (and escalates per policy)
             else:
                 later[token] = (batch_id, cid, now + self.timing.next_check(since))
+        verified = self._verify(ended)
+        settled = verified.settlement
+        for token in settled.by_analytics:
+            _, batch_id, cid, progress = ended[token]
+            self._finished(CONFIRM, token, self._confirmed(cid, batch_id, progress, share, by_id[cid], now))
+        for token in settled.verified:
+            _, batch_id, cid, progress = ended[token]
+            result = self._confirmed(cid, batch_id, progress, share + verified.calls[token], by_id[cid], now)
+            conversation = verified.reads[token]
+            result.confirmed_by, result.participant_states = CONFIRMED_BY_SAMPLE, summarize_participants(conversation)
+            result.wrapups_pending = len(pending_wrapups(conversation))
+            self._finished(CONFIRM, token, result)
+        for token in settled.wait:
+            _, batch_id, cid, progress = ended[token]
+            later[token] = (batch_id, cid, now + self.timing.next_check(now - (progress.patched_at or now)))
         if later:
             pipe = self.redis.pipeline(transaction=False)
             for batch_id, cid, _ in later.values():
                 pipe.hincrbyfloat(KEYS.progress(cid, batch_id), "api_calls", share)
             pipe.zadd(KEYS.checks(CONFIRM), {token: due for token, (_, _, due) in later.items()}, xx=True)
             pipe.execute()
-        self._send(CONFIRM, DIRECT, late, share, batches, {"confirm_only": "1"})
+        confirm_only = {"confirm_only": "1"}
+        self._send(CONFIRM, DIRECT, late, share, batches, confirm_only)
+        self._send(CONFIRM, DIRECT, segments_only, share, batches,
+                   {**confirm_only, "live_read": LiveRead.SEGMENTS_ONLY.value})
+        for tokens, why in ((settled.disagreed, LiveRead.DISAGREED), (settled.read_live, LiveRead.DISTRUSTED)):
+            group = [ended[token] for token in tokens]
+            self._add_calls({ended[t][1:3]: verified.calls[t] for t in tokens if t in verified.calls})
+            self._send(CONFIRM, DIRECT, group, share, batches, {**confirm_only, "live_read": why.value})
+
+    def _verify(self, ended: dict[str, tuple[str, str, str, Progress]]) -> Verified:
+        """Sample the items analytics shows ended against the live conversation (all of them settle by analytics
+        when no verifier is configured)."""
+        if self.verifier is None:
+            return Verified(TrustMode.TRUSTED, Settlement(by_analytics=list(ended)))
+        return self.verifier.verify({token: item[2] for token, item in ended.items()},
+                                    {token for token, item in ended.items() if item[3].answer_open})
+
+    def _add_calls(self, calls: dict[tuple[str, str], float]) -> None:
+        if calls:
+            pipe = self.redis.pipeline(transaction=False)
+            for (batch_id, cid), count in calls.items():
+                pipe.hincrbyfloat(KEYS.progress(cid, batch_id), "api_calls", count)
+            pipe.execute()
+
+    def _confirmed(self, cid: str, batch_id: str, progress: Progress, share: float, row: dict[str, Any],
+                   now: float) -> CloseResult:
+        outcome = Outcome.CLOSED if progress.patched else Outcome.ALREADY_CLOSED
+        result = self._result(cid, batch_id, outcome, progress, share, row)
+        result.action, result.confirm_seconds = "patch", round(now - (progress.patched_at or now), 4)
+        return result
 
     @staticmethod
     def _result(cid: str, batch_id: str, outcome: Outcome, progress: Progress, share: float,

@@ -18,6 +18,7 @@ import redis
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.config.settings import WorkerSettings
 from genesys_closer.worker import metrics
+from genesys_closer.worker.analytics_trust import FleetTrust, LiveRead
 from genesys_closer.worker.batched_checks import (
     CONFIRM,
     DIRECT,
@@ -31,7 +32,13 @@ from genesys_closer.worker.batches import ORIGIN_SWEEP
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.closing.closer import Closer, PatchSent
 from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.closing.outcomes import (
+    CONFIRMED_BY_READ,
+    CONFIRMED_BY_READ_DISAGREED,
+    CONFIRMED_BY_READ_DISTRUSTED,
+    CloseResult,
+    Outcome,
+)
 from genesys_closer.worker.genesys.errors import InvalidConversationId, RetryableError
 from genesys_closer.worker.genesys.http_policy import backoff_seconds
 from genesys_closer.worker.genesys.ids import parse_conversation_id
@@ -69,7 +76,7 @@ class CloseRunner:
 
     def __init__(self, settings: WorkerSettings, client: redis.Redis, closer: Closer, default_options: CloseOptions,
                  results: ResultStore, breaker: CircuitBreaker, *, clock: Callable[[], float] = time.time,
-                 checks: CheckQueue | None = None) -> None:
+                 checks: CheckQueue | None = None, trust: FleetTrust | None = None) -> None:
         self.settings = settings
         self.redis = client
         self.closer = closer
@@ -79,6 +86,7 @@ class CloseRunner:
         self.breaker = breaker
         self.clock = clock
         self.checks = checks
+        self.trust = trust
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
         """Run one close; returns the outcome record or raises RetryLater."""
@@ -191,7 +199,20 @@ class CloseRunner:
             result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
         else:
             result.api_calls += progress.api_calls
+            if progress.stage == DIRECT and progress.live_read is not None:
+                self._after_live_read(result, progress.live_read)
         return self._concluded(result, progress_key, context)
+
+    def _after_live_read(self, result: CloseResult, why: LiveRead) -> None:
+        """A batch item the pump sent to a read of its conversation instead of trusting analytics: a pre-check row
+        that looked ended while the read found the conversation open is a disagreement (the fleet distrusts
+        analytics confirmations for a while); the record says why it was confirmed by a read."""
+        found_open = result.action is not None or result.outcome is Outcome.NOT_WEB_MESSAGING
+        if why is LiveRead.LOOKED_ENDED and found_open and self.trust is not None:
+            self.trust.disagreed(result.conversation_id, "pre-check")
+        relabel = {LiveRead.DISTRUSTED: CONFIRMED_BY_READ_DISTRUSTED, LiveRead.DISAGREED: CONFIRMED_BY_READ_DISAGREED}
+        if result.confirmed_by == CONFIRMED_BY_READ and why in relabel:
+            result.confirmed_by = relabel[why]
 
     def _patch_for_batched_confirm(self, conversation_id: str, options: CloseOptions, context: TaskContext,
                                    batch_id: str, checks: CheckQueue, progress: Progress) -> dict[str, Any]:
@@ -216,7 +237,8 @@ class CloseRunner:
             result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
         else:
             if isinstance(answer, PatchSent):
-                checks.enter_confirm(batch_id, conversation_id, patched=answer.patched, calls=answer.api_calls)
+                checks.enter_confirm(batch_id, conversation_id, patched=answer.patched, calls=answer.api_calls,
+                                     answer_open=not answer.answer_shows_end)
                 return self._waiting(conversation_id, batch_id, CONFIRM)
             result = answer
             result.api_calls += progress.api_calls

@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.worker.analytics_trust import LiveRead
 from genesys_closer.worker.batched_checks import (
     CONFIRM,
     DIRECT,
@@ -85,12 +86,16 @@ def harness(client: redis.Redis, **timing: Any) -> Harness:
     return h
 
 
-def row(cid: str, *, ended: bool = False, message_type: str = "webmessaging") -> dict[str, Any]:
+def row(cid: str, *, ended: bool = False, message_type: str = "webmessaging",
+        conversation_end: bool = True) -> dict[str, Any]:
     segment = {"segmentType": "interact", "segmentStart": "2026-01-01T00:00:00.000Z"}
     if ended:
         segment["segmentEnd"] = "2026-01-01T00:01:00.000Z"
-    return {"conversationId": cid, "participants": [{"purpose": "customer", "sessions": [
+    found: dict[str, Any] = {"conversationId": cid, "participants": [{"purpose": "customer", "sessions": [
         {"mediaType": "message", "messageType": message_type, "segments": [segment]}]}]}
+    if ended and conversation_end:
+        found["conversationEnd"] = "2026-01-01T00:01:00.000Z"
+    return found
 
 
 def ids(count: int) -> list[str]:
@@ -115,19 +120,22 @@ def test_a_read_waits_for_a_fifth_of_a_chunk_or_for_its_oldest_item(redis_client
 
 
 def test_the_precheck_decides_per_item_from_one_read(redis_client: redis.Redis) -> None:
+    """Only an open, visibly web messaging row goes to the PATCH; analytics never ends an item by itself."""
     h = harness(redis_client, chunk_size=10, gather_seconds=0.0)
-    ended, sms, unknown, open_one = ids(4)
-    for cid in (ended, sms, unknown, open_one):
+    ended, sms, unknown, open_one, untyped = ids(5)
+    for cid in (ended, sms, unknown, open_one, untyped):
         h.queue.enter_precheck(BATCH, cid)
-    h.rows = [row(ended, ended=True), row(sms, message_type="sms"), row(open_one)]
+    h.rows = [row(ended, ended=True), row(sms, message_type="sms"), row(open_one), row(untyped, message_type="")]
+    del h.rows[3]["participants"][0]["sessions"][0]["messageType"]
     assert h.pump.drain_ready() == 1
-    outcomes = {r.conversation_id: r for r in h.finished}
-    assert outcomes[ended].outcome is Outcome.ALREADY_CLOSED and outcomes[ended].confirmed_by == "analytics"
-    assert outcomes[sms].outcome is Outcome.NOT_WEB_MESSAGING
-    assert outcomes[ended].api_calls == 0.25  # its share of one read for four items
-    assert sorted(h.published) == sorted([(BATCH, [open_one]), (BATCH, [unknown])])
-    assert h.queue.progress(BATCH, open_one).stage == PATCH and h.queue.progress(BATCH, unknown).stage == DIRECT
-    assert h.queue.progress(BATCH, unknown).api_calls == 0.25
+    assert h.finished == []  # nothing recorded on analytics' word
+    assert {cid for _, cids in h.published for cid in cids} == {ended, sms, unknown, open_one, untyped}
+    assert h.queue.progress(BATCH, open_one).stage == PATCH
+    for cid, why in ((ended, LiveRead.LOOKED_ENDED), (sms, LiveRead.NOT_VISIBLY_WEB),
+                     (untyped, LiveRead.NOT_VISIBLY_WEB), (unknown, None)):
+        progress = h.queue.progress(BATCH, cid)
+        assert progress.stage == DIRECT and progress.live_read is why and not progress.confirm_only
+    assert h.queue.progress(BATCH, unknown).api_calls == 0.2  # its share of one read for five items
     assert redis_client.zcard(KEYS.checks(PRECHECK)) == 0
 
 
@@ -205,3 +213,17 @@ def test_stale_entries_are_dropped(redis_client: redis.Redis) -> None:
     redis_client.zadd(KEYS.checks(CONFIRM), {f"{BATCH}:{cid}": 0, "garbage": 0, f"{BATCH}:not-an-id": 0})
     assert h.pump.drain_ready() == 0 and not h.reads  # nothing worth a read: no request
     assert redis_client.zcard(KEYS.checks(CONFIRM)) == 0
+
+
+def test_a_confirmation_without_conversation_end_is_read(redis_client: redis.Redis) -> None:
+    """Every segment ended but no conversationEnd: not analytics' documented word, so a read confirms."""
+    h = harness(redis_client, chunk_size=10, gather_seconds=0.0)
+    documented, inferred = ids(2)
+    for cid in (documented, inferred):
+        h.queue.enter_confirm(BATCH, cid, patched=True, calls=1.0)
+    h.rows = [row(documented, ended=True), row(inferred, ended=True, conversation_end=False)]
+    h.clock.now += 1.0
+    assert h.pump.drain_ready() == 1
+    assert [r.conversation_id for r in h.finished] == [documented] and h.finished[0].confirmed_by == "analytics"
+    progress = h.queue.progress(BATCH, inferred)
+    assert progress.stage == DIRECT and progress.confirm_only and progress.live_read is LiveRead.SEGMENTS_ONLY

@@ -8,7 +8,14 @@ import logging
 import pytest
 import redis
 
-from genesys_closer.worker.analytics_trust import FleetTrust, TrustMode, Verdict
+from genesys_closer.worker.analytics_trust import (
+    MAX_SAMPLE_READS,
+    ConfirmVerifier,
+    FleetTrust,
+    TrustMode,
+    Verdict,
+)
+from genesys_closer.worker.genesys.client import CallTally
 
 
 def test_distrust_cooling_probation_and_back(redis_client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
@@ -44,3 +51,52 @@ def test_a_clean_sample_does_not_end_a_cooling_off_set_meanwhile(redis_client: r
     trust.disagreed("3b47a74f-a827-4166-ae62-f6ba6d7268ae", "confirmation")  # another process, meanwhile
     trust.sampled({"x": Verdict.AGREED}, mode)
     assert trust.state().mode is TrustMode.COOLING
+
+
+class LiveReads:
+    """A scripted Genesys client: the live conversation of each id (closed or still open)."""
+
+    def __init__(self, open_ids: set[str]) -> None:
+        self.open_ids = open_ids
+        self.reads: list[str] = []
+
+    def get_message_conversation(self, cid: str, tally: CallTally | None = None) -> dict[str, object]:
+        self.reads.append(cid)
+        if tally is not None:
+            tally.api_calls += 1
+        state = "connected" if cid in self.open_ids else "disconnected"
+        return {"id": cid, "participants": [{"id": "p", "purpose": "customer", "state": state}]}
+
+
+def verifier(redis_client: redis.Redis, live: LiveReads, share: float) -> ConfirmVerifier:
+    trust = FleetTrust(redis_client, cooling_seconds=60)
+    return ConfirmVerifier(trust, live, lambda call: call(), share,  # type: ignore[arg-type]
+                           rng=lambda tokens, n: list(tokens)[:n])
+
+
+def test_a_clean_sample_confirms_the_rest_by_analytics(redis_client: redis.Redis) -> None:
+    live = LiveReads(set())
+    result = verifier(redis_client, live, 0.02).verify({f"t{i}": f"c{i}" for i in range(50)})
+    assert live.reads == ["c0"] and result.settlement.verified == ["t0"] and len(result.settlement.by_analytics) == 49
+    assert result.calls == {"t0": 1.0} and result.settlement.clean
+
+
+def test_a_disagreeing_sample_makes_the_fleet_confirm_live(redis_client: redis.Redis) -> None:
+    live = LiveReads({"c1"})
+    check = verifier(redis_client, live, 0.02)
+    ended = {f"t{i}": f"c{i}" for i in range(5)}
+    result = check.verify(ended, must_verify={"t1"})  # its PATCH's answer did not show it ended
+    assert live.reads == ["c1", "c0"]  # the item that must be verified, then the random sample
+    assert result.settlement.disagreed == ["t1"] and result.settlement.by_analytics == []
+    assert sorted(result.settlement.read_live) == ["t2", "t3", "t4"]
+    assert check.trust.state().mode is TrustMode.COOLING
+    again = check.verify({"t9": "c9"})  # the next read while cooling: no sample, every item read live
+    assert again.settlement.read_live == ["t9"] and live.reads == ["c1", "c0"]
+
+
+def test_at_most_a_few_live_reads_per_analytics_read(redis_client: redis.Redis) -> None:
+    live = LiveReads(set())
+    ended = {f"t{i}": f"c{i}" for i in range(30)}
+    result = verifier(redis_client, live, 1.0).verify(ended)
+    assert len(live.reads) == MAX_SAMPLE_READS and len(result.settlement.verified) == MAX_SAMPLE_READS
+    assert len(result.settlement.read_live) == 30 - MAX_SAMPLE_READS  # left to their own tasks' reads
