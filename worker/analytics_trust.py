@@ -48,16 +48,6 @@ class TrustMode(StrEnum):
     PROBATION = "probation"  # cooling-off over: trusted again after a clean sample
 
 
-class LiveRead(StrEnum):
-    """Why a batch item's conversation is read live instead of trusting analytics (its progress hash keeps it)."""
-
-    LOOKED_ENDED = "looked_ended"  # pre-check: the row looked ended (a read showing it open is a disagreement)
-    NOT_VISIBLY_WEB = "not_visibly_web"  # pre-check: another channel, or no messageType
-    SEGMENTS_ONLY = "segments_only"  # confirmation: every segment ended, no conversationEnd
-    DISTRUSTED = "distrusted"  # confirmation: the fleet distrusts analytics (or the sample was not read)
-    DISAGREED = "disagreed"  # confirmation: its sampled read showed a participant still connected
-
-
 class Verdict(StrEnum):
     AGREED = "agreed"  # the live read shows every participant gone, as analytics does
     DISAGREED = "disagreed"  # the live read shows a participant still connected
@@ -108,6 +98,10 @@ class Settlement:
     read_live: list[str] = field(default_factory=list)  # the direct path's confirmation: analytics is not trusted
     wait: list[str] = field(default_factory=list)  # no sample could be read: read again later
     clean: bool = False  # a sample was read and every read agreed
+
+    def by_kind(self) -> dict[str, list[str]]:
+        return {"by_analytics": self.by_analytics, "verified": self.verified, "disagreed": self.disagreed,
+                "read_live": self.read_live, "wait": self.wait}
 
 
 def settle(mode: TrustMode, ended: Sequence[str], verdicts: dict[str, Verdict]) -> Settlement:

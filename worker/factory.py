@@ -15,7 +15,7 @@ from celery import Celery
 from genesys_closer.config.redis_keys import client_digest
 from genesys_closer.config.settings import WorkerSettings, get_worker_settings
 from genesys_closer.worker.analytics_trust import ConfirmVerifier, FleetTrust
-from genesys_closer.worker.batched_checks import PUMP_BUDGET_SECONDS, CheckPump, CheckQueue, CheckTiming
+from genesys_closer.worker.batched_checks import PUMP_BUDGET_SECONDS, CheckPump, CheckQueue
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.close_run import CloseRunner
@@ -26,6 +26,7 @@ from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Tra
 from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
+from genesys_closer.worker.item_lifecycle import CheckTiming
 from genesys_closer.worker.message_bounds import CLOSE_BOUNDS, SWEEP_BOUNDS, Bounds
 from genesys_closer.worker.names import CHECKS_TASK_NAME, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
 from genesys_closer.worker.recovery import Recovery
