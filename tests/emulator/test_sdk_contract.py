@@ -388,3 +388,14 @@ def test_stuck_conversations_shown_ended_after_our_patch(sdk: object, admin: Emu
     assert _row(api, normal).conversation_end is None  # only stuck conversations are affected
     with pytest.raises(urllib.error.HTTPError, match="400"):
         admin.faults(analytics_stuck_ended="sideways")  # an unknown mode is refused
+
+
+def test_the_variants_are_command_line_flags() -> None:
+    from genesys_closer.emulator.__main__ import build_parser
+
+    args = build_parser().parse_args(["--analytics-no-message-type", "--analytics-no-conversation-end",
+                                      "--analytics-stuck-ended", "after_patch"])
+    assert (args.analytics_no_message_type, args.analytics_no_conversation_end, args.analytics_stuck_ended) == (
+        True, True, "after_patch")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--analytics-stuck-ended", "sideways"])
