@@ -310,7 +310,6 @@ def scenario_overhead(bench: Bench) -> dict[str, dict[str, float]]:
 ENQUEUE_SCRIPT = """
 import json, resource, sys, time, uuid
 from genesys_closer.config import load_producer_settings
-from bench import analytics_trust
 from bench.emulator_capacity import measure as measure_emulator_capacity
 from bench.interactive_lane import measure as measure_lane
 from bench.intake_capacity import measure as measure_intake_capacity
