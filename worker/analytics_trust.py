@@ -203,9 +203,9 @@ class ConfirmVerifier:
 
     def verify(self, ended: dict[str, str], must_verify: set[str] | frozenset[str] = frozenset()) -> Verified:
         """``ended``: token -> conversation id of each item the read showed ended."""
-        mode = self.trust.state().mode
         if not ended:
-            return Verified(mode, Settlement())
+            return Verified(TrustMode.TRUSTED, Settlement())  # nothing to settle: the state is not even read
+        mode = self.trust.state().mode
         if mode is TrustMode.COOLING:
             return Verified(mode, settle(mode, list(ended), {}))
         forced = [token for token in ended if token in must_verify]
