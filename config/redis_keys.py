@@ -77,6 +77,11 @@ class RedisKeys:
         ``kick`` (a pump is on its way)."""
         return f"{self.prefix}:checks:{part}"
 
+    @property
+    def analytics_trust(self) -> str:
+        """Hash set while the fleet distrusts analytics confirmations (``worker.analytics_trust``)."""
+        return f"{self.prefix}:analytics-trust"
+
     # -- fleet jobs --------------------------------------------------------------------------------------------
     @property
     def restart_aftermath(self) -> str:

@@ -135,6 +135,10 @@ class WorkerSettings(ProducerSettings):
     confirm_analytics_first_check_seconds: float = Field(1.0, ge=0, le=600)
     confirm_analytics_max_interval_seconds: float = Field(5.0, gt=0, le=600)
     confirm_analytics_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    # Trust but verify: a share of analytics confirmations is read live (at least one per read that confirms any);
+    # after a disagreement the fleet confirms every item live for this long, and until a sample is clean again.
+    analytics_verify_share: float = Field(0.02, ge=0, le=1)
+    analytics_distrust_seconds: float = Field(600.0, ge=0, le=86_400)
 
     # Retries and the circuit breaker
     retry_max_attempts: int = Field(4, ge=1, le=20)
