@@ -39,6 +39,11 @@ class RedisKeys:
     def batches(self) -> str:
         return f"{self.prefix}:batches"
 
+    @property
+    def replication_mark(self) -> str:
+        """Written by a producer after it enqueued work, so that WAIT covers the broker's writes too."""
+        return f"{self.prefix}:replication-mark"
+
     # -- one close ---------------------------------------------------------------------------------------------
     def inflight(self, conversation_id: str) -> str:
         return f"{self.prefix}:inflight:{conversation_id}"
