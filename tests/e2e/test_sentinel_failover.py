@@ -134,12 +134,7 @@ def probe(worker: CeleryWorker, env: dict[str, str]) -> subprocess.CompletedProc
                            "--timeout", "15"], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
-KOMBU_ACK_BUG = pytest.mark.xfail(
-    reason="kombu 5.7 can kill a worker on a broker connection loss (AttributeError 'NoneType' has no 'hostname', "
-           "issue 22 part 1, fixed on the outage branch); remove once that fix is merged", strict=False)
-
-
-@pytest.mark.parametrize("replica", ["in-sync", pytest.param("lagging", marks=KOMBU_ACK_BUG)])
+@pytest.mark.parametrize("replica", ["in-sync", "lagging"])
 def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology, emulator: EmulatorServer,
                                                      admin: EmulatorAdmin, logdir: Path, replica: str) -> None:
     """``in-sync``, at default settings: the replica has (nearly) every write, as loopback replication keeps up.
