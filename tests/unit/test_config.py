@@ -127,6 +127,10 @@ def test_sentinel_settings_reach_broker_and_backend() -> None:
         assert options["sentinel_kwargs"]["password"] == "sentinel-secret"
     assert "sentinel-secret" not in repr(settings) and "sentinel-secret" not in target.describe()
     assert "pw" not in target.describe()
+    from celery.app.utils import filter_hidden_settings
+
+    shown = str(filter_hidden_settings(conf))  # what Flower and `celery inspect conf` show
+    assert ":pw@" not in shown and "sentinel-secret" not in shown
 
 
 @pytest.mark.parametrize(("overrides", "named"), [
