@@ -1,8 +1,8 @@
 """Every Redis key name genesys-closer uses, in one place.
 
 All keys start with ``genesys-closer:``. Per-client keys use a digest of the OAuth client id (client ids stay out of
-key names). Batch ids and conversation ids are validated before they reach a key (``parse_batch_id``,
-``parse_conversation_id``), so no caller can build a key outside its own namespace.
+key names). Batch ids and conversation ids are validated before they reach a key (``worker.results.is_batch_id``,
+``worker.genesys.ids.parse_conversation_id``), so no caller can build a key outside its own namespace.
 """
 
 from __future__ import annotations
@@ -38,6 +38,20 @@ class RedisKeys:
     @property
     def batches(self) -> str:
         return f"{self.prefix}:batches"
+
+    def batch_enqueuer(self, batch_id: str) -> str:
+        """The lease of whoever is storing or publishing the batch's items (see ``worker.enqueue_lease``)."""
+        return f"{self.batch(batch_id)}:enqueuer"
+
+    @property
+    def enqueuing(self) -> str:
+        """Batches being stored or published (state ``enqueuing``): what the recovery looks at when a lease ends."""
+        return f"{self.prefix}:enqueuing"
+
+    # -- the HTTP intake ---------------------------------------------------------------------------------------
+    def idempotency(self, credential_digest: str, key_digest: str) -> str:
+        """A batch upload's ``Idempotency-Key``, scoped to the credential that sent it (both as digests)."""
+        return f"{self.prefix}:idempotency:{credential_digest}:{key_digest}"
 
     # -- one close ---------------------------------------------------------------------------------------------
     def inflight(self, conversation_id: str) -> str:
