@@ -57,7 +57,7 @@ import threading
 from typing import Any
 
 import redis.exceptions
-from billiard import pool as billiard_pool
+from billiard import pool as billiard_pool  # type: ignore[import-untyped]
 from billiard import queues as billiard_queues
 from celery.concurrency import asynpool
 from kombu.transport import redis as kombu_redis
