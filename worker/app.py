@@ -58,7 +58,7 @@ def _configuration() -> dict[str, Any]:
 @functools.cache
 def build_app() -> Celery:
     """The worker app; its configuration is read from the settings when Celery first needs it. Workers, beat, Flower
-    and the liveness probe run on it, with two reconnection defects of kombu and Celery fixed
+    and the liveness probe run on it, with three reconnection defects of kombu, Celery and billiard fixed
     (``worker.reconnect_fixes``)."""
     reconnect_fixes.apply()
     app = Celery(APP_NAME, include=[TASKS_MODULE])

@@ -1,9 +1,10 @@
-"""Two defects of Celery 5.7 / kombu 5.7 that make a worker exit after a Redis outage, fixed where they are.
+"""Three defects of kombu 5.7, Celery 5.7 and billiard 4.3 that make a worker exit after a Redis outage, fixed where
+they are.
 
-``apply()`` installs both (idempotent); ``worker.app.build_app`` calls it, so workers, beat, Flower and the liveness
-probe run with them. ``tests/worker/test_reconnect_fixes.py`` reproduces each error with the libraries' own code
-and checks its fix; ``tests/e2e/test_redis_flap.py`` flaps Redis under real workers. No released version has the
-fixes (kombu 5.7.0 and Celery 5.7.0 are the newest, and Celery 5.7 requires kombu 5.7).
+``apply()`` installs all three (idempotent); ``worker.app.build_app`` calls it, so workers, beat, Flower and the
+liveness probe run with them. ``tests/worker/test_reconnect_fixes.py`` reproduces each error with the libraries'
+own code and checks its fix; ``tests/e2e/test_redis_flap.py`` flaps Redis under real workers. No released version
+has the fixes (kombu 5.7.0, Celery 5.7.0 and billiard 4.3.2 are the newest, and Celery 5.7 requires kombu 5.7).
 
 **1. kombu: a channel whose transport was detached raises AttributeError** (issue 22; the same AttributeError as
 celery/kombu #582 and #970, whose fixes did not cover this path). Redis stops while the task channel holds
@@ -34,14 +35,30 @@ raises. Celery's ``iterate_file_descriptors_safely`` exists to drop such stale f
 (kombu #2623 assumed Celery caught ValueError; Celery 5.7 does not). The fix lets it treat ValueError, which is
 what ``fileno`` raises for any unusable descriptor (None, negative), as the stale fd it is; the pool's own
 maintenance then reaps the process and starts its replacement, as it does for any exited process.
+
+**3. billiard: a soft time limit that arrives while a pool process sends its result corrupts the result pipe.**
+While the consumer reconnects, the worker's event loop does not run, so nobody reads the pool's result pipes: a pool
+process whose result is larger than the pipe's buffer (a failure's pickled traceback easily is) blocks in the
+middle of writing it for the whole outage. When the loop runs again, the task's soft time limit fires (SIGUSR1
+raises SoftTimeLimitExceeded inside the write), and the pool process, as billiard's ``Worker.workloop`` does for any
+error while sending, sends a second result after the half-written first one. The parent reads the first message's
+length over both and unpickles garbage (seen as ``UnicodeDecodeError`` from ``AsynPool._recv_message``): an
+"Unrecoverable error" again. A soft time limit is meant to interrupt the task, and once its result is being sent
+the task is over: the fix ignores SIGUSR1 while a pool process sends a READY message, so the message always goes
+out whole. (The hard time limit still kills a stuck process; billiard discards the pipes of a process killed
+mid-message.)
 """
 
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 from typing import Any
 
 import redis.exceptions
+from billiard import pool as billiard_pool  # type: ignore[import-untyped]
+from billiard import queues as billiard_queues
 from celery.concurrency import asynpool
 from kombu.transport import redis as kombu_redis
 
@@ -83,12 +100,31 @@ def _value_error_is_stale(iterate: Any) -> Any:
     return _marked(tolerant)
 
 
+def _result_sent_whole(put: Any) -> Any:
+    soft_timeout = billiard_pool.SIG_SOFT_TIMEOUT
+
+    @functools.wraps(put)
+    def send(self: Any, obj: Any) -> Any:
+        is_result = isinstance(obj, tuple) and bool(obj) and obj[0] == billiard_pool.READY
+        if not is_result or soft_timeout is None or threading.current_thread() is not threading.main_thread():
+            return put(self, obj)
+        previous = signal.signal(soft_timeout, signal.SIG_IGN)  # the task is over: a soft time limit now is void
+        try:
+            return put(self, obj)
+        finally:
+            signal.signal(soft_timeout, previous)
+
+    return _marked(send)
+
+
 def apply() -> None:
-    """Install both fixes (idempotent)."""
+    """Install the three fixes (idempotent). Called before the pool forks, so its processes inherit them."""
     if not applied(kombu_redis.Channel._connparams):
         kombu_redis.Channel._connparams = _raise_when_detached(kombu_redis.Channel._connparams)  # type: ignore[method-assign]
     if not applied(asynpool.iterate_file_descriptors_safely):
         asynpool.iterate_file_descriptors_safely = _value_error_is_stale(asynpool.iterate_file_descriptors_safely)
+    if not applied(billiard_queues._SimpleQueue.put):
+        billiard_queues._SimpleQueue.put = _result_sent_whole(billiard_queues._SimpleQueue.put)
 
 
 def applied(function: Any) -> bool:

@@ -13,6 +13,8 @@ loop again as the pool does when the consumer reconnects.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -152,3 +154,58 @@ def test_live_descriptors_are_still_registered() -> None:
         hub.close()
         os.close(read_end)
         os.close(write_end)
+
+
+# A pool process sending a result larger than the pipe's buffer while nobody reads (the consumer reconnecting),
+# then its soft time limit (SIGUSR1), exactly as billiard's Worker.workloop sends and handles it; the parent reads.
+RESULT_PIPE_SCRIPT = """
+import os, signal, sys, time
+from billiard.pool import READY, soft_timeout_sighandler
+from billiard.queues import _SimpleQueue
+if sys.argv[1] == "fixed":
+    from genesys_closer.worker import reconnect_fixes
+    reconnect_fixes.apply()
+outq = _SimpleQueue()
+big = (READY, (1, 0, (False, "x" * 1_000_000), None))
+pid = os.fork()
+if pid == 0:  # the pool process
+    signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    try:
+        outq.put(big)
+    except Exception:  # what Worker.workloop does when sending fails: send a small error result instead
+        outq.put((READY, (1, 0, (False, "MaybeEncodingError"), None)))
+    os._exit(0)
+outq._writer.close()
+deadline = time.monotonic() + 30
+while "pipe_write" not in open(f"/proc/{pid}/wchan").read():  # blocked in the middle of its result
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        sys.exit("the pool process never blocked writing its result")
+    time.sleep(0.01)
+os.kill(pid, signal.SIGUSR1)  # the soft time limit
+received = []
+try:
+    while True:
+        received.append(outq.get())
+except EOFError:
+    pass
+except Exception as exc:
+    received.append(repr(exc))
+os.waitpid(pid, 0)
+print("intact" if received == [big] else "corrupted")
+"""
+
+
+def result_pipe(mode: str) -> str:
+    run = subprocess.run([sys.executable, "-c", RESULT_PIPE_SCRIPT, mode], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+def test_without_the_fix_a_soft_time_limit_mid_result_corrupts_the_pipe() -> None:
+    assert result_pipe("unpatched") == "corrupted"
+
+
+def test_with_the_fix_the_result_goes_out_whole() -> None:
+    assert result_pipe("fixed") == "intact"
