@@ -151,7 +151,7 @@ def message_limits(task_name: str) -> Bounds:
 @functools.cache
 def _results_for(pid: int) -> ResultStore:
     settings = get_worker_settings()
-    return ResultStore(connect(settings.redis_url), settings.results_ttl_seconds)
+    return ResultStore(connect(settings.redis_target), settings.results_ttl_seconds)
 
 
 def record_rejected(task_name: str, task_id: str, payload: object, problem: str) -> None:
@@ -175,7 +175,7 @@ def _parts_for(pid: int) -> WorkerParts:
     from genesys_closer.worker.app import app
 
     settings = get_worker_settings()
-    return build_worker_parts(settings, connect(settings.redis_url), app)
+    return build_worker_parts(settings, connect(settings.redis_target), app)
 
 
 def worker_parts() -> WorkerParts:
