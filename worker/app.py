@@ -101,7 +101,7 @@ def _on_ready(**_: Any) -> None:
     from genesys_closer.worker.genesys.redis_connection import connect
     from genesys_closer.worker.recovery import remember_redis_run_id
 
-    remember_redis_run_id(connect(settings.redis_url))
+    remember_redis_run_id(connect(settings.redis_target))
     if settings.metrics_port:
         from genesys_closer.worker import metrics
 
