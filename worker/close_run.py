@@ -240,6 +240,22 @@ class CloseRunner:
         return self._finish(result, TaskContext(task_id="batched-check", retries=0, batch_id=result.batch_id,
                                                 queue=QUEUE_BULK))
 
+    def after_time_limit(self, raw_id: object, context: TaskContext) -> dict[str, Any]:
+        """A run the worker's soft time limit stopped: retried like a transient failure, within TASK_MAX_RETRIES and
+        TASK_RETRY_WINDOW_SECONDS, then it ends ``failed``. A close never loops without an outcome. Raises
+        RetryLater or returns the outcome record."""
+        try:
+            conversation_id = parse_conversation_id(raw_id)
+        except InvalidConversationId as exc:
+            return self._reject(raw_id, exc, context, self.clock())
+        context, _ = self._verified_batch(conversation_id, context)
+        progress_key = KEYS.progress(conversation_id, context.batch_id)
+        limit = self.settings.task_soft_time_limit_seconds
+        stopped = RetryableError(f"run stopped by the soft time limit ({limit} s, TASK_SOFT_TIME_LIMIT_SECONDS)",
+                                 code="soft_time_limit")
+        return self._concluded(self._exhausted_or_retry(conversation_id, stopped, progress_key, context),
+                               progress_key, context)
+
     def _exhausted_or_retry(self, conversation_id: str, exc: RetryableError, progress_key: str,
                             context: TaskContext) -> CloseResult:
         """The failed result once retries are exhausted; otherwise raise RetryLater with a jittered countdown."""
