@@ -13,6 +13,7 @@ from rich.table import Table
 from genesys_closer.config.settings import load_worker_settings
 from genesys_closer.producer.cli import EXIT_NOT_ALL_SUCCEEDED, EXIT_OK, State, app, console
 from genesys_closer.producer.cli import main as producer_main
+from genesys_closer.producer.display import cell
 from genesys_closer.worker.readiness import ready, run_checks
 
 MARKS = {True: "ok", False: "FAIL", None: "info"}
@@ -44,7 +45,7 @@ def check(
     else:
         table = Table("check", "result", "detail", "fix")
         for item in checks:
-            table.add_row(item.name, MARKS[item.ok], item.detail, item.fix)
+            table.add_row(cell(item.name), MARKS[item.ok], cell(item.detail), cell(item.fix))  # Genesys' text
         console.print(table)
     good = ready(checks)
     if not state.json:

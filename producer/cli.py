@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -88,7 +89,9 @@ class State:
                 overrides["redis_url"] = self.redis_url
             if self.env_file:
                 overrides["_env_file"] = str(self.env_file)
-            self._client = CloseClient(load_producer_settings(**overrides))
+            client = CloseClient(load_producer_settings(**overrides))
+            client.redis.ping()  # unreachable is said at once, before Celery's own reconnect loops (sweep: 19 s)
+            self._client = client
         return self._client
 
     def emit_all(self, rows: Iterable[dict[str, Any]]) -> bool:
@@ -274,7 +277,7 @@ def bulk(
     """
     state = _state(ctx)
     for stream in _open_source(source):
-        ids = read_ids(stream, fmt=fmt, column=column, name=source)
+        ids = _not_empty(read_ids(stream, fmt=fmt, column=column, name=source), source)
         if dry_run:
             raise typer.Exit(_dry_run(state, ids))
         batch = state.client.close_many(ids, label=label or Path(source).name, source=source,
@@ -286,6 +289,17 @@ def bulk(
     if detach:
         raise typer.Exit(0)
     raise typer.Exit(follow(state, batch))
+
+
+def _not_empty(ids: Iterator[object], source: str) -> Iterator[object]:
+    """``ids``, or an input error when the source holds nothing at all (an empty file, /dev/null)."""
+    first = next(ids, _NOTHING)
+    if first is _NOTHING:
+        raise InputError(f"{'standard input' if source == '-' else inert(source)} holds no conversation IDs")
+    return itertools.chain([first], ids)
+
+
+_NOTHING = object()
 
 
 def _dry_run(state: State, ids: Iterator[object]) -> int:
@@ -574,14 +588,27 @@ def exit_status_for(exc: BaseException) -> tuple[int, str] | None:
         return EXIT_USAGE, f"error: {inert(str(exc)[:1000])}"
     if isinstance(exc, CloserError):
         return EXIT_NOT_ALL_SUCCEEDED, f"error: {inert(str(exc)[:1000])}"
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError)):
-        return EXIT_UNREACHABLE, (f"cannot reach Redis: {type(exc).__name__}: {inert(str(exc)[:300])} "
+    unreachable = _redis_unreachable(exc)
+    if unreachable is not None:
+        return EXIT_UNREACHABLE, (f"cannot reach Redis: {type(unreachable).__name__}: {inert(str(unreachable)[:300])} "
                                   "(check REDIS_URL / --redis-url)")
     if isinstance(exc, redis.ResponseError):
         return EXIT_UNREACHABLE, (f"Redis refused a command: {inert(str(exc)[:300])} (check the database number in "
                                   "REDIS_URL)")
     if isinstance(exc, OSError):  # a file or stream of the operator's (not Redis: redis-py's errors are not OSError)
         return EXIT_USAGE, f"error: {inert(str(exc)[:1000])}"
+    return None
+
+
+def _redis_unreachable(exc: BaseException) -> BaseException | None:
+    """The Redis connection error behind ``exc`` (itself, or what Celery's or kombu's error was raised from)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
