@@ -39,6 +39,7 @@ from genesys_closer.worker.genesys.lanes import BULK, INTERACTIVE, lane
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.genesys.redis_connection import text
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
+from genesys_closer.worker.patch_guard import PatchGuard, claim_seconds
 from genesys_closer.worker.results import ItemView, ResultStore, is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
@@ -79,6 +80,7 @@ class CloseRunner:
         self.breaker = breaker
         self.clock = clock
         self.checks = checks
+        self.guard = PatchGuard(client, claim_seconds(settings))
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
         """Run one close; returns the outcome record or raises RetryLater."""
@@ -181,9 +183,12 @@ class CloseRunner:
             pipe.expire(progress_key, PROGRESS_TTL_SECONDS)
             pipe.execute()
 
+        confirm_only = progress.stage == DIRECT and progress.confirm_only
+        if not confirm_only:
+            self._fresh_look(conversation_id, context)
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
-                if progress.stage == DIRECT and progress.confirm_only:
+                if confirm_only:
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
                 else:
                     result = self.closer.close(conversation_id, options, on_patched=remember_patch)
@@ -197,6 +202,7 @@ class CloseRunner:
                                    batch_id: str, checks: CheckQueue, progress: Progress) -> dict[str, Any]:
         """The batched path's PATCH: its confirmation joins the confirm set (unless the close ended here)."""
         progress_key = KEYS.progress(conversation_id, batch_id)
+        self._fresh_look(conversation_id, context)
         earlier = self.results.outcome(conversation_id)
         if earlier is not None and earlier.outcome.succeeded and earlier.batch_id != batch_id and not progress.patched:
             # Closed (and confirmed) by another close of ours since the pre-check read: no second PATCH.
@@ -221,6 +227,16 @@ class CloseRunner:
             result = answer
             result.api_calls += progress.api_calls
         return self._concluded(result, progress_key, context)
+
+    def _fresh_look(self, conversation_id: str, context: TaskContext) -> None:
+        """The look after the in-flight lock, before any PATCH (see ``patch_guard``): claim the conversation's PATCH
+        for this item, or wait (RetryLater, no API call) while another close of ours has one out and its outcome is
+        not recorded yet. Once it is, this close sees it (the batched path's recorded-outcome check, the direct
+        path's first read) and sends no second PATCH."""
+        holder = self.guard.claim(conversation_id, context.batch_id)
+        if holder is not None:
+            raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0),
+                             f"another close of ours ({holder[:40]}) has a PATCH out for it")
 
     def _concluded(self, result: CloseResult, progress_key: str, context: TaskContext) -> dict[str, Any]:
         """A close that ran: its progress is forgotten, the breaker learns from it, its outcome is recorded."""
@@ -295,6 +311,7 @@ class CloseRunner:
         result.attempts = context.retries + 1
         result.batch_id = context.batch_id
         counted = self.results.record(result)
+        self.guard.release(result.conversation_id, context.batch_id)  # after the record: the next close sees it
         if context.batch_id is None:
             self.results.forget_pending(context.task_id)
         metrics.CLOSES.labels(result.outcome.value).inc()
