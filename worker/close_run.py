@@ -173,7 +173,11 @@ class CloseRunner:
             if progress.stage is None and not progress.patched and not sweep_item:
                 self.checks.enter_precheck(batch_id, conversation_id)
                 return self._waiting(conversation_id, batch_id, PRECHECK)
-            if progress.stage == PATCH or (progress.stage is None and not progress.patched):
+            if progress.stage == PATCH and progress.patched:
+                # A copy of this PATCH task sent its PATCH and was lost before its item joined the confirm set (a
+                # Redis restart): the direct path reads first and PATCHes only if the conversation is still open.
+                options = replace(options, skip_initial_get=False)
+            elif progress.stage == PATCH or (progress.stage is None and not progress.patched):
                 return self._patch_for_batched_confirm(conversation_id, options, context, batch_id, self.checks,
                                                        progress)
 

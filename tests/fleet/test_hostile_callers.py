@@ -170,3 +170,17 @@ def test_hostile_headers_end_with_an_outcome(admin: EmulatorAdmin, client: Close
     assert [admin.conversation(cid)["patches"] for cid in ids] == [0] * 6 + [1]
     assert {admin.conversation(cid)["open"] for cid in ids[:6]} == {True}
     assert not dict(client.results.pending())  # nothing left for the recovery check to re-send
+
+
+def test_a_close_that_expires_while_retrying_ends_not_attempted(admin: EmulatorAdmin, client: CloseClient,
+                                                                redis_url: str) -> None:
+    """Every retry keeps the message's ``expires``: Genesys is unreachable, the close is retried with countdowns, and
+    the copy that comes after its expiry ends ``not_attempted`` with a rejected entry instead of REVOKED and nothing."""
+    [cid] = admin.create(1)
+    admin.faults(unavailable_seconds=8)
+    sent = foreign(redis_url).send_task(TASK_NAME, args=[cid], expires=2.0)
+    wait_until(lambda: str(sent.id) in rejected_task_ids(client), timeout=60)
+    row = next(r for r in client.rejected(50) if r["task_id"] == str(sent.id))
+    assert row["outcome"] == "not_attempted" and "expired before it ran" in row["error"]
+    assert admin.conversation(cid)["patches"] == 0
+    assert not dict(client.results.pending())
