@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -171,7 +172,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             conversation_id = ",".join(query["id"])[:4000]
         faults = state.faults
         with state.lock:
-            now = time.time()
+            now = state.clock()
             dropped = now < faults.unavailable_until or (
                 faults.drop_rate > 0 and state.rng.random() < faults.drop_rate)
             delay_ms = faults.latency_ms
@@ -231,7 +232,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if not authorization.startswith("Bearer "):
             return 401, error_body(401, "authentication.required",
                                    "No authentication bearer token specified in authorization header."), {}, None
-        now = time.time()
+        now = state.clock()
         token_value = authorization[7:].strip()
         token: Token | None = state.tokens.get(token_value)
         if token is not None and token.expires_at <= now:
@@ -460,8 +461,9 @@ class RequestHandler(BaseHTTPRequestHandler):
 class EmulatorServer:
     """An emulator bound to a host and port (0 picks a free one), served from a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, config: EmulatorConfig | None = None) -> None:
-        self.state = EmulatorState(config)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, config: EmulatorConfig | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.state = EmulatorState(config, clock)
         self.httpd = EmulatorHTTPServer((host, port), self.state)
         self._thread: threading.Thread | None = None
 
@@ -485,5 +487,8 @@ class EmulatorServer:
             self._thread.join(timeout=5)
 
 
-def start_in_thread(host: str = "127.0.0.1", port: int = 0, config: EmulatorConfig | None = None) -> EmulatorServer:
-    return EmulatorServer(host, port, config).start()
+def start_in_thread(host: str = "127.0.0.1", port: int = 0, config: EmulatorConfig | None = None,
+                    clock: Callable[[], float] = time.time) -> EmulatorServer:
+    """``clock``: epoch seconds now, for every time the emulator reads (tokens, rate windows, faults, analytics lag,
+    consistency delay); tests pass one they advance instead of sleeping."""
+    return EmulatorServer(host, port, config, clock).start()

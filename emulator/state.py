@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -118,7 +119,9 @@ class Token:
 class EmulatorState:
     """Everything the emulator knows. Thread-safe."""
 
-    def __init__(self, config: EmulatorConfig | None = None) -> None:
+    def __init__(self, config: EmulatorConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+        """``clock``: epoch seconds now (tests pass one they advance, instead of sleeping for time to pass)."""
+        self.clock = clock
         self.config = config or EmulatorConfig()
         self.faults = self.config.faults
         self.lock = threading.Lock()
@@ -154,10 +157,10 @@ class EmulatorState:
         else:
             self.responses_by_status[str(status)] += 1
         if len(self.request_log) < REQUEST_LOG_LIMIT:
-            self.request_log.append((time.time(), method, route, status, conversation_id, client_id))
+            self.request_log.append((self.clock(), method, route, status, conversation_id, client_id))
 
     def stats(self) -> dict[str, Any]:
-        now = time.time()
+        now = self.clock()
         open_count = closed_count = 0
         for conversation in self.conversations.values():
             if conversation.message_type != WEB_MESSAGING:
@@ -187,14 +190,14 @@ class EmulatorState:
 
     def faults_view(self) -> dict[str, Any]:
         view = asdict(self.faults)
-        view["unavailable_seconds"] = max(0.0, view.pop("unavailable_until") - time.time())
-        view["storm_429_seconds"] = max(0.0, view.pop("storm_429_until") - time.time())
+        view["unavailable_seconds"] = max(0.0, view.pop("unavailable_until") - self.clock())
+        view["storm_429_seconds"] = max(0.0, view.pop("storm_429_until") - self.clock())
         view.update({name: getattr(self.config, name) for name in CONFIG_FAULTS})
         return view
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Fault injection and the configurable answers (``CONFIG_FAULTS``), each coerced to its field's type."""
-        self.faults.update(changes, time.time())
+        self.faults.update(changes, self.clock())
         options = {name: type(getattr(self.config, name))(changes[name]) for name in CONFIG_FAULTS if name in changes}
         if options:
             self.config = replace(self.config, **options)  # validated by EmulatorConfig.__post_init__
@@ -207,7 +210,7 @@ class EmulatorState:
     def issue_token(self, client_id: str) -> tuple[str, int]:
         token = secrets.token_urlsafe(32)
         ttl = self.config.token_ttl_seconds
-        self.tokens[token] = Token(client_id=client_id, expires_at=time.time() + ttl)
+        self.tokens[token] = Token(client_id=client_id, expires_at=self.clock() + ttl)
         return token, ttl
 
     def revoke_tokens(self, client_id: str | None = None) -> int:
@@ -228,7 +231,7 @@ class EmulatorState:
     # -- conversations -----------------------------------------------------------------------------------------
     def create_conversations(self, count: int, kind: str, *, age_seconds: float = 600.0,
                              idle_seconds: float | None = None, queue_id: str | None = None) -> list[str]:
-        now = time.time()
+        now = self.clock()
         ids = []
         for _ in range(count):
             conversation = build_conversation(kind, now, self.rng, age_seconds=age_seconds,
@@ -241,7 +244,7 @@ class EmulatorState:
         return ids
 
     def describe(self, conversation: Conversation) -> dict[str, Any]:
-        now = time.time()
+        now = self.clock()
         visible = conversation.visible_participants(now)
         return {
             "id": conversation.id,

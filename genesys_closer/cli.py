@@ -1,6 +1,10 @@
 """The ``genesys-closer`` console entry point: the producer's commands (they need only Redis) plus ``check``, which
 needs the worker's Genesys settings and client. Composed here, above both layers, so that the producer never
-imports the worker's Genesys client."""
+imports the worker's Genesys client.
+
+Installs sized to the role: the commands need the ``[cli]`` extra (typer, rich); ``check`` also needs the ``[worker]``
+extra (requests, cryptography, tenacity), so it loads the Genesys client when it runs, and an install without it
+gets one line saying what to install instead of a traceback."""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from genesys_closer.config.errors import ConfigError
 from genesys_closer.config.settings import load_worker_settings
 from genesys_closer.producer.cli import EXIT_NOT_ALL_SUCCEEDED, EXIT_OK, State, app, console
 from genesys_closer.producer.cli import main as producer_main
 from genesys_closer.producer.display import cell
-from genesys_closer.worker.readiness import ready, run_checks
 
 MARKS = {True: "ok", False: "FAIL", None: "info"}
 
@@ -33,6 +37,11 @@ def check(
 
     Example: genesys-closer check --env-file .env
     """
+    try:  # the [worker] extra; loaded here so that the other commands run with the [cli] extra alone
+        from genesys_closer.worker.readiness import ready, run_checks
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"genesys-closer check drives the worker's Genesys client, which needs {exc.name}: "
+                          "pip install 'genesys-closer[cli,worker]'") from exc
     state: State = ctx.obj
     overrides: dict[str, Any] = {}
     chosen = env_file or state.env_file

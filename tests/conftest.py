@@ -17,15 +17,49 @@ from genesys_closer.worker.names import QUEUES
 from tests.services import CeleryWorker, RedisServer
 
 
+def settings_environment() -> tuple[frozenset[str], tuple[str, ...]]:
+    """The environment variables the settings read, derived from the settings classes themselves (every
+    ``BaseSettings`` in ``genesys_closer.config.settings``, each field's name or aliases, with the class's
+    env_prefix), and the prefixes they share (``GENESYS_``, ``REDIS_``...), so that a new setting is covered
+    without editing this file. Plus what the code reads outside the settings (``PROMETHEUS_MULTIPROC_DIR``)."""
+    import inspect
+
+    from pydantic import AliasChoices
+    from pydantic_settings import BaseSettings
+
+    from genesys_closer.config import settings as module
+
+    names = {"PROMETHEUS_MULTIPROC_DIR"}
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if not issubclass(cls, BaseSettings) or cls is BaseSettings:
+            continue
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        for field_name, info in cls.model_fields.items():
+            aliases: list[object] = [info.alias, info.validation_alias]
+            if isinstance(info.validation_alias, AliasChoices):
+                aliases += info.validation_alias.choices
+            names |= {(prefix + field_name).upper()} | {a.upper() for a in aliases if isinstance(a, str)}
+    prefixes = tuple(sorted({name.split("_", 1)[0] + "_" for name in names}))
+    return frozenset(names), prefixes
+
+
+SETTINGS_NAMES, SETTINGS_PREFIXES = settings_environment()
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never read a developer's GENESYS_*/REDIS_URL variables."""
+    """Tests never read a developer's settings: every variable a settings class reads, and every variable under
+    the prefixes they use (derived from the classes, see ``settings_environment``), is removed."""
+    remove_settings_variables(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # no stray .env, and no test package shadowing a real one
+
+
+def remove_settings_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith(("GENESYS_", "CLOSE_", "CONFIRM_", "RETRY_", "TASK_", "BROKER_")) or name == "REDIS_URL":
+        if name.upper() in SETTINGS_NAMES or name.upper().startswith(SETTINGS_PREFIXES):
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)  # no stray .env, and no test package shadowing a real one
 
 
 @pytest.fixture

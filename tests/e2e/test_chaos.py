@@ -67,7 +67,6 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
         batch = client.close_many(ids, label="chaos-sigkill")
         wait_until(lambda: batch.status().done >= 400, timeout=120)
         first.kill()
-        killed_at = time.monotonic()
         first.start().wait_ready()
         wait_until(lambda: batch.status().done >= 1000, timeout=120)
         second.kill()
@@ -82,7 +81,6 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
     assert admin.stats()["conversations_open"] == 0
     assert lost_items(batch, admin, ids) == 0
     duplicates = admin.stats()["duplicate_conversation_patches"]
-    assert recovered < 60 and time.monotonic() - killed_at < 120
     report("SIGKILL a worker at 400/1500, restart it, SIGKILL the other at 1000/1500", "1,500 conversations, "
            "2 workers x 10", "2 x SIGKILL (whole process group)", 0, duplicates,
            f"{recovered:.0f} s from the 2nd kill to the last outcome (visibility timeout 15 s, stall window 20 s; "
@@ -93,10 +91,11 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
 def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
                                  redis_server: RedisServer, redis_url: str, emulator: EmulatorServer,
                                  logdir: Path, stop: str) -> None:
-    """At the product's default settings every item ends within 2 minutes of the restart: beat sees Redis' new run
-    id within RECOVERY_CHECK_SECONDS, puts back what workers had taken and re-sends what the broker lost, without
-    waiting for the visibility timeout or the stall window. Redis is stopped as a supervisor stops it (SIGTERM) or
-    as an operator might (``SHUTDOWN NOSAVE``, which issue 22 used: with AOF on, both flush the AOF)."""
+    """At the product's default settings every item ends: beat sees Redis' new run id within
+    RECOVERY_CHECK_SECONDS, puts back what workers had taken and re-sends what the broker lost, without waiting for
+    the stall window (the wait's 240 s deadline is below its 300 s; how long recovery takes is reported, not
+    asserted: docs/reliability.md). Redis is stopped as a supervisor stops it (SIGTERM) or as an operator might
+    (``SHUTDOWN NOSAVE``, which issue 22 used; with AOF on, both flush the AOF)."""
     workers = start(2, concurrency=4, genesys_rate_limit_per_minute=6000, **PRODUCT_DEFAULTS)
     beat = BeatProcess(worker_env(redis_url, emulator.base_url, **PRODUCT_DEFAULTS), logdir).start()
     try:
@@ -122,7 +121,6 @@ def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, clie
     assert {client.outcome(cid).outcome.value for cid in singles} <= {"closed", "already_closed"}  # type: ignore[union-attr]
     assert not dict(client.results.pending())  # every tracked standalone close ended
     redriven = int(client.results.batch_fields(batch.id, "redriven")[0] or 0)
-    assert recovered < 120
     assert status.done == status.total == 400
     assert set(status.counts) <= {"closed", "already_closed"}
     assert admin.stats()["conversations_open"] == 0

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from genesys_closer.emulator import EmulatorConfig, EmulatorServer
+from genesys_closer.emulator import EmulatorConfig, EmulatorServer, start_in_thread
 from genesys_closer.emulator.admin import EmulatorAdmin
+from tests.clock import SteppedClock
 
 MESSAGES = "/api/v2/conversations/messages/{conversationId}"
 
@@ -66,7 +67,16 @@ def test_rate_limit_headers_and_429(emulator: EmulatorServer, admin: EmulatorAdm
     assert limited.headers["ININ-Correlation-Id"] == body["contextId"]
 
 
-def test_tokens_expire_and_can_be_revoked(emulator: EmulatorServer, admin: EmulatorAdmin) -> None:
+def test_tokens_expire_and_can_be_revoked(emulator_config: EmulatorConfig) -> None:
+    clock = SteppedClock()
+    emulator = start_in_thread(config=emulator_config, clock=clock)
+    try:
+        tokens_expire_and_can_be_revoked(emulator, EmulatorAdmin(emulator.base_url), clock)
+    finally:
+        emulator.stop()
+
+
+def tokens_expire_and_can_be_revoked(emulator: EmulatorServer, admin: EmulatorAdmin, clock: SteppedClock) -> None:
     [cid] = admin.create(1)
     path = MESSAGES.format(conversationId=cid)
     bearer = token(emulator.base_url)
@@ -74,9 +84,12 @@ def test_tokens_expire_and_can_be_revoked(emulator: EmulatorServer, admin: Emula
     assert admin.revoke_tokens() == 1
     revoked = get(emulator.base_url, path, bearer)
     assert revoked.status_code == 401 and revoked.json()["code"] == "bad.credentials"
-    bearer = token(emulator.base_url)
-    time.sleep(2.1)
-    assert get(emulator.base_url, path, bearer).status_code == 401
+    bearer = token(emulator.base_url)  # lives token_ttl_seconds (2 s)
+    clock.advance(1.9)
+    assert get(emulator.base_url, path, bearer).status_code == 200
+    clock.advance(0.1)
+    expired = get(emulator.base_url, path, bearer)
+    assert expired.status_code == 401 and expired.json()["code"] == "credentials.expired"
     missing = requests.get(f"{emulator.base_url}{path}", timeout=5)
     assert missing.status_code == 401 and missing.json()["code"] == "authentication.required"
 

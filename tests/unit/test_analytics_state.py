@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from emulator.model import KINDS, build_conversation, render_analytics, render_message_conversation
+from genesys_closer.emulator.model import KINDS, build_conversation, render_analytics, render_message_conversation
 from genesys_closer.worker.closing.analytics_state import (
     row_ended,
     row_is_web_messaging,

@@ -2,78 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from genesys_closer.worker.genesys.http_policy import RateLimitHeaders
 from genesys_closer.worker.genesys.rate_limit import RedisRateLimiter
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.genesys.tokens import RedisTokenProvider, TokenGrant
 from genesys_closer.worker.results import ResultStore
 from tests.waiting import wait_until
 
-
-def test_limiter_spaces_requests_across_threads_and_clients(redis_url: str) -> None:
-    """40 reservations from 4 clients in 4 threads get 40 distinct slots exactly one interval apart (10/s).
-
-    Nothing sleeps: each grant says how long after its reservation the request may go, on Redis' clock. Slots are
-    ``reserved_at + wait``; all reservations happen within ``spread`` seconds, so the slots, read back with that
-    uncertainty, must be 0.1 s apart and span 3.9 s."""
-    limiters = [RedisRateLimiter(connect(redis_url), "bucket", 600, headroom=1.0) for _ in range(4)]  # 10/s
-    grants: list[tuple[float, float]] = []
-    lock = threading.Lock()
-
-    def reserve_ten(limiter: RedisRateLimiter) -> None:
-        for _ in range(10):
-            reserved_at = time.monotonic()
-            grant = limiter.reserve(10)
-            assert grant.granted
-            with lock:
-                grants.append((reserved_at, grant.wait_seconds))
-
-    started = time.monotonic()
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(reserve_ten, limiters))
-    spread = time.monotonic() - started
-    slots = sorted(at + wait for at, wait in grants)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(slots)]
-    assert len(slots) == 40 and sorted(wait for _, wait in grants)[0] == 0
-    assert all(0.1 - spread <= gap <= 0.1 + spread for gap in gaps), (gaps, spread)
-    assert 3.9 - spread <= slots[-1] - slots[0] <= 3.9 + spread
-    assert spread < 0.5  # reservations are cheap: no caller waited inside reserve()
-
-
-def test_limiter_buckets_are_separate(redis_url: str) -> None:
-    a = RedisRateLimiter(connect(redis_url), "a", 60, headroom=1.0)
-    b = RedisRateLimiter(connect(redis_url), "b", 60, headroom=1.0)
-    assert a.reserve(0).granted and b.reserve(0).granted
-    assert not a.reserve(0).granted
-
-
-def test_pause_is_shared_and_counted_once(redis_url: str) -> None:
-    one, two = (RedisRateLimiter(connect(redis_url), "x", 6000) for _ in range(2))
-    assert one.pause(1.0) is True
-    assert two.pause(0.5) is False
-    grant = two.reserve(10)
-    assert not grant.granted and 0.5 < grant.wait_seconds <= 1.0
-    assert one.pause_count() == 1
-    wait_until(lambda: two.reserve(0).granted, timeout=3, interval=0.05)
-    assert one.pause_count() == 1
-
-
-def test_server_headers_impose_a_slower_rate(redis_url: str) -> None:
-    limiter = RedisRateLimiter(connect(redis_url), "y", 6000, headroom=1.0)
-    limiter.observe(RateLimitHeaders(allowed=60, count=1, reset_seconds=59))
-    assert limiter.reserve(5).wait_seconds == 0
-    assert limiter.reserve(5).wait_seconds == pytest.approx(1.0, abs=0.05)
+# The limiter's own tests run on both backends: tests/worker/test_rate_limiters.py.
 
 
 class CountingFetcher:
@@ -192,5 +136,4 @@ def test_bulk_reserves_a_short_horizon_so_interactive_goes_first(redis_url: str)
     for thread in threads:
         thread.join(timeout=10)
     assert interactive.granted and interactive.wait_seconds <= BULK_HORIZON_SECONDS + 0.2
-    assert len(granted) == 20
-    assert max(granted) - min(granted) <= 20 * 0.1 + 1.0  # bulk still ran at about the full rate
+    assert len(granted) == 20  # every bulk caller got its slot (how fast: bench/interactive_lane.py)

@@ -1,4 +1,5 @@
-"""The close algorithm: pure decisions from ``worker.policy`` around the calls of ``GenesysClient``.
+"""The close algorithm: pure decisions (``closing.conversation_state``, ``genesys.http_policy``) around the calls of
+``GenesysClient``.
 
     validate the ID (no request for a bad one)
     -> GET the message conversation (skipped for sweep candidates already known to be open web messaging)

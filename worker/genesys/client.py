@@ -4,7 +4,7 @@
 ``requests`` failures to ``TransportError``, reads the rate-limit headers and starts the fleet pause on a 429.
 ``OAuthClient`` fetches client-credentials tokens. ``GenesysClient`` makes the API calls the closer needs, with
 the token from a ``TokenProvider`` (on 401: drop that token, refresh once, retry once) and turns non-2xx replies
-into the errors of ``worker.errors``. Nothing here logs or keeps a token or the secret in an error.
+into the errors of ``worker.genesys.errors``. Nothing here logs or keeps a token or the secret in an error.
 """
 
 from __future__ import annotations

@@ -82,6 +82,10 @@ class InMemoryRateLimiter:
             self.pauses += started
             return started
 
+    def pause_count(self) -> int:
+        """How many pauses were started (``RedisRateLimiter.pause_count``'s twin)."""
+        return self.pauses
+
     def observe(self, headers: RateLimitHeaders) -> None:
         if headers.allowed > 0 and emission_interval_seconds(headers.allowed, self.headroom) > self.interval:
             self.imposed_interval = emission_interval_seconds(headers.allowed, self.headroom)
