@@ -190,6 +190,8 @@ class CloseRunner:
         confirm_only = progress.stage == DIRECT and progress.confirm_only
         if not confirm_only:
             self._fresh_look(conversation_id, context)
+            if options.skip_initial_get and self.results.outcome(conversation_id) is not None:
+                options = replace(options, skip_initial_get=False)  # another close of ours ended: read it first
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
                 if confirm_only:

@@ -310,6 +310,10 @@ def test_sweep_batches_skip_the_first_read(redis_client: redis.Redis, results: R
     run.run(CID, TaskContext("a", 0, sweep_batch), {})
     run.run(OTHER, TaskContext("b", 0, list_batch), {})
     assert [options.skip_initial_get for options in closer.calls] == [True, False]
+    second_sweep = writer.start([CID], options={}, origin=ORIGIN_SWEEP)  # CID has an outcome of ours now
+    closer.steps.append(("get", Outcome.ALREADY_CLOSED))
+    assert run.run(CID, TaskContext("c", 0, second_sweep), {})["outcome"] == "already_closed"
+    assert closer.calls[-1].skip_initial_get is False  # read first: no PATCH after another close of ours ended
 
 
 # -- sweeps ----------------------------------------------------------------------------------------------------------
