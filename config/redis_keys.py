@@ -39,6 +39,20 @@ class RedisKeys:
     def batches(self) -> str:
         return f"{self.prefix}:batches"
 
+    def batch_enqueuer(self, batch_id: str) -> str:
+        """The lease of whoever is storing or publishing the batch's items (see ``worker.enqueue_lease``)."""
+        return f"{self.batch(batch_id)}:enqueuer"
+
+    @property
+    def enqueuing(self) -> str:
+        """Batches being stored or published (state ``enqueuing``): what the recovery looks at when a lease ends."""
+        return f"{self.prefix}:enqueuing"
+
+    # -- the HTTP intake ---------------------------------------------------------------------------------------
+    def idempotency(self, credential_digest: str, key_digest: str) -> str:
+        """A batch upload's ``Idempotency-Key``, scoped to the credential that sent it (both as digests)."""
+        return f"{self.prefix}:idempotency:{credential_digest}:{key_digest}"
+
     # -- one close ---------------------------------------------------------------------------------------------
     def inflight(self, conversation_id: str) -> str:
         return f"{self.prefix}:inflight:{conversation_id}"

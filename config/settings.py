@@ -36,6 +36,7 @@ class ProducerSettings(BaseSettings):
     # Redis, Celery, results
     redis_url: str = "redis://localhost:6379/0"
     results_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    batch_enqueue_lease_seconds: float = Field(30.0, ge=1, le=600)  # a dead batch builder's batch is taken over after
     broker_visibility_timeout_seconds: int = Field(90, ge=10)
     broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
     task_soft_time_limit_seconds: int = Field(45, ge=5)
@@ -69,6 +70,13 @@ class IntakeSettings(ProducerSettings):
     intake_max_batch_ids: int = Field(100_000, ge=1, le=1_000_000)
     intake_max_wait_seconds: float = Field(30.0, ge=0, le=120)
     intake_rate_limit_per_minute: int = Field(1200, ge=1, le=1_000_000)  # requests per credential
+    intake_max_waiting: int = Field(50, ge=0, le=10_000)  # concurrent ?wait= requests per process; beyond: 503
+    intake_max_enqueuing_batches: int = Field(8, ge=1, le=256)  # batches published in the background per process
+    intake_idempotency_ttl_seconds: int = Field(24 * 3600, ge=60, le=7 * 24 * 3600)  # how long a key is remembered
+    intake_header_timeout_seconds: float = Field(10.0, gt=0, le=300)  # to receive a request's headers
+    intake_body_timeout_seconds: float = Field(60.0, gt=0, le=3600)  # to receive a request's whole body
+    intake_keepalive_seconds: float = Field(5.0, gt=0, le=300)  # an idle keep-alive connection is closed after it
+    intake_max_connections: int = Field(1000, ge=1, le=100_000)  # per process; beyond: 503 (uvicorn)
 
     @model_validator(mode="after")
     def _some_auth(self) -> IntakeSettings:

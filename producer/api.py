@@ -131,7 +131,8 @@ class CloseClient:
         self.app = app or producer_app(self.settings)
         self.redis = connect(self.settings.redis_url)
         self.results = ResultStore(self.redis, self.settings.results_ttl_seconds)
-        self.batches_writer = BatchWriter(self.app, self.results, time.time)
+        self.batches_writer = BatchWriter(self.app, self.results, time.time,
+                                          lease_seconds=self.settings.batch_enqueue_lease_seconds)
 
     def close(self, conversation_id: str, *, wait: bool = False, timeout: float = 60.0,
               countdown: float | None = None, **options: Any) -> str | CloseResult:
@@ -172,15 +173,22 @@ class CloseClient:
         deadline = time.monotonic() + timeout
         interval = 0.05
         while True:
-            meta = self.app.backend.get_task_meta(task_id)
-            if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
-                return CloseResult.from_dict(meta["result"])
-            if meta.get("status") in {"FAILURE", "REVOKED"}:
-                raise CloserError(f"close {task_id} ended {meta.get('status')}: {str(meta.get('result'))[:200]}")
+            result = self.poll_result(task_id)
+            if result is not None:
+                return result
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"close {task_id} has no outcome after {timeout:g} s; it stays queued")
             time.sleep(interval)
             interval = min(interval * 1.5, 0.5)
+
+    def poll_result(self, task_id: str) -> CloseResult | None:
+        """The outcome record of a close if it has ended, else None (one read of the result backend)."""
+        meta = self.app.backend.get_task_meta(task_id)
+        if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
+            return CloseResult.from_dict(meta["result"])
+        if meta.get("status") in {"FAILURE", "REVOKED"}:
+            raise CloserError(f"close {task_id} ended {meta.get('status')}: {str(meta.get('result'))[:200]}")
+        return None
 
     def close_many(self, conversation_ids: Iterable[object], *, label: str = "", source: str = "",
                    options: dict[str, Any] | None = None, on_invalid: str = "record",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -548,24 +551,30 @@ def batches(
     console.print(table)
 
 
+WORKER_STARTUP_SECONDS = 30
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on (put TLS in front of it: a proxy or a load "
                                            "balancer).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Intake processes sharing the port (state is in "
+                                                             "Redis, so any number works; about one per core).")] = 1,
 ) -> None:
     """Serve the HTTP intake: POST /v1/closes, /v1/batches and their status and results (OpenAPI at /docs).
 
     Needs REDIS_URL and INTAKE_TOKENS (bearer tokens, comma-separated for rotation) or INTAKE_BASIC_AUTH
     (user:password); it refuses to start without one of them.
 
-    Example: INTAKE_TOKENS=$(openssl rand -hex 24) genesys-closer serve --port 8080
+    Example: INTAKE_TOKENS=$(openssl rand -hex 24) genesys-closer serve --port 8080 --workers 2
     """
     import uvicorn
 
     from genesys_closer.config.settings import load_intake_settings
-    from genesys_closer.producer.intake import create_app
+    from genesys_closer.producer.intake import ENV_FILE_VARIABLE, MULTIPROCESS_DIR_VARIABLE, create_app
+    from genesys_closer.producer.intake_http import uvicorn_options
     from genesys_closer.worker.logging_setup import configure_logging
 
     state = _state(ctx)
@@ -574,12 +583,31 @@ def serve(
         overrides["redis_url"] = state.redis_url
     if state.env_file:
         overrides["_env_file"] = str(state.env_file)
-    settings = load_intake_settings(**overrides)
+    settings = load_intake_settings(**overrides)  # checked here, before any process starts
     secrets = [*settings.bearer_tokens(), *(settings.basic_credentials() or ())]
     configure_logging(settings.log_level, settings.log_format, secrets)
-    errors.print(f"intake listening on http://{inert(host)}:{port} (OpenAPI: /docs)", markup=False)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=True,
-                server_header=False, proxy_headers=False)
+    errors.print(f"intake listening on http://{inert(host)}:{port} (OpenAPI: /docs), {workers} process(es)",
+                 markup=False)
+    options: dict[str, Any] = {"host": host, "port": port, "log_config": None, "access_log": True,
+                               "server_header": False, "proxy_headers": False, **uvicorn_options(settings)}
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    if state.redis_url:  # each process reads its settings itself, from the same environment
+        os.environ["REDIS_URL"] = state.redis_url
+    if state.env_file:
+        os.environ[ENV_FILE_VARIABLE] = str(state.env_file)
+    own_metrics_dir = not os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if own_metrics_dir:  # /metrics then adds up every process's samples
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = tempfile.mkdtemp(prefix="genesys-closer-intake-metrics-")
+    # A process gets WORKER_STARTUP_SECONDS to import and answer the supervisor's first health check (uvicorn's 5 s
+    # default kills slow starters on a busy host, then starts them again).
+    try:
+        uvicorn.run("genesys_closer.producer.intake:app_from_environment", factory=True, workers=workers,
+                    timeout_worker_healthcheck=WORKER_STARTUP_SECONDS, **options)
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(os.environ[MULTIPROCESS_DIR_VARIABLE], ignore_errors=True)
 
 
 def exit_status_for(exc: BaseException) -> tuple[int, str] | None:

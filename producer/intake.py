@@ -5,46 +5,62 @@ It needs only Redis and its own credentials (bearer tokens, optionally Basic), l
 answered before anything is enqueued, in one error shape with a request id; options from callers follow the task
 rules (they can only narrow what the workers allow). The OpenAPI document is at ``/openapi.json``, the docs at
 ``/docs``.
+
+Nothing blocks the event loop: Redis and broker calls run in the thread pool, a batch upload is validated and stored
+in a thread and answered 202 before its closes are published (``BackgroundEnqueue``), ``?wait=`` polls
+asynchronously within a per-process cap (``WaitSlots``), and ``/healthz`` answers from the loop itself. Slow and
+oversized clients are bounded below the routes (``intake_http``). Every piece of shared state (rate limit,
+idempotency keys, batches) is in Redis, so any number of intake processes can serve the same callers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import io
+import itertools
 import logging
 import math
+import os
+import threading
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genesys_closer.config.settings import IntakeSettings
-from genesys_closer.producer.api import BatchNotFound, CloseClient
+from genesys_closer.config.settings import IntakeSettings, load_intake_settings
+from genesys_closer.producer.api import BatchNotFound, CloseClient, validate_options
 from genesys_closer.producer.export import csv_lines, jsonl_lines
+from genesys_closer.producer.idempotency import Claim, IdempotencyKeys, fingerprint, is_valid_key
 from genesys_closer.producer.inputs import InputError, read_ids
-from genesys_closer.worker.batches import IdCheck
+from genesys_closer.producer.intake_http import BodyGuard, RequestIdAndMetrics, error_response
+from genesys_closer.worker.batches import BatchWriter, StagedBatch
 from genesys_closer.worker.closing.outcomes import CloseResult
 from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.genesys.rate_limit import RedisRateLimiter
+from genesys_closer.worker.logging_setup import configure_logging
 from genesys_closer.worker.results import is_batch_id
 
 log = logging.getLogger("genesys_closer.intake")
 MAX_REPORTED_INVALID = 20
 BURST_SECONDS = 1.0  # how far ahead a caller may reserve slots before it is told 429
 API_VERSION = "v1"
+RESULT_LINES_PER_CHUNK = 500  # streamed results: lines read per thread hop
+READY_CACHE_SECONDS = 2.0  # /readyz asks the workers at most this often
+ENV_FILE_VARIABLE = "GENESYS_CLOSER_SERVE_ENV_FILE"  # how `serve --env-file` reaches the processes of --workers N
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # where the processes of --workers N share their metrics
 
 
 class IntakeError(Exception):
@@ -58,14 +74,6 @@ class IntakeError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
-
-
-def error_response(request_id: str, status: int, code: str, message: str, details: Any = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"code": code, "message": message, "requestId": request_id}}
-    if details is not None:
-        body["error"]["details"] = details
-    return JSONResponse(body, status_code=status, headers={"X-Request-Id": request_id, **(headers or {})})
 
 
 class CloseRequest(BaseModel):
@@ -96,39 +104,6 @@ class BatchAccepted(BaseModel):
     total: int | None
     invalid: int
     invalidSamples: list[str]
-
-
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 (by Content-Length, and while streaming)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise IntakeError(413, "body_too_large", f"request body over {self.limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(uuid.uuid4().hex, 413, "body_too_large", f"request body over {self.limit} bytes")
-        await response(scope, receive, send)
 
 
 def schema_problems(errors: Any) -> list[dict[str, str]]:
@@ -169,14 +144,16 @@ class Guard:
         raise IntakeError(401, "unauthorized", "authentication required",
                           headers={"WWW-Authenticate": 'Bearer realm="genesys-closer"'})
 
-    def admit(self, credential: str) -> None:
+    async def admit(self, credential: str) -> None:
+        """Take a slot of the credential's limit (in Redis: shared by every intake process); a short burst waits
+        for its slot without holding a thread, beyond that: 429."""
         limiter = self._limiters.get(credential)
         if limiter is None:
             limiter = RedisRateLimiter(self.redis, f"intake-{credential}", self.limit, headroom=1.0)
             self._limiters[credential] = limiter
-        grant = limiter.reserve(BURST_SECONDS)  # a short burst waits for its slot; beyond that: 429
+        grant = await run_in_threadpool(limiter.reserve, BURST_SECONDS)
         if grant.granted and grant.wait_seconds > 0:
-            time.sleep(grant.wait_seconds)
+            await asyncio.sleep(grant.wait_seconds)
         if not grant.granted:
             retry = max(1, math.ceil(grant.wait_seconds))
             raise IntakeError(429, "rate_limited", f"too many requests for this credential; retry in {retry} s",
@@ -193,6 +170,119 @@ def _ids_from_text(body: bytes, content_type: str) -> list[object]:
         raise IntakeError(422, "invalid_body", str(exc)[:500]) from None
 
 
+def parse_upload(raw: bytes, content_type: str, max_ids: int) -> tuple[list[object], str | None]:
+    """The ids (and label) of a batch upload: JSON, text/plain (one per line) or text/csv; IntakeError otherwise."""
+    label: str | None = None
+    if content_type == "application/json":
+        try:
+            parsed = BatchRequest.model_validate_json(raw)
+        except ValueError as exc:
+            raise IntakeError(422, "invalid_request", "the request does not match the schema",
+                              schema_problems(getattr(exc, "errors", list)())) from None
+        ids, label = parsed.conversationIds, parsed.label
+    elif content_type in {"text/plain", "text/csv"}:
+        try:
+            ids = _ids_from_text(raw, content_type)
+        except UnicodeDecodeError:
+            raise IntakeError(422, "invalid_body", "the body is not UTF-8 text") from None
+    else:
+        raise IntakeError(415, "unsupported_media_type", "send application/json, text/plain or text/csv")
+    if len(ids) > max_ids:
+        raise IntakeError(413, "too_many_ids", f"at most {max_ids} ids per batch")
+    if not ids:
+        raise IntakeError(422, "empty_batch", "no conversation ids")
+    return ids, label
+
+
+class BackgroundEnqueue:
+    """Publishes staged batches from threads of this process, at most ``limit`` at a time (a slot is reserved
+    before the upload is validated, so a full intake says 503 before it stores anything; a replayed upload needs
+    none). A batch whose thread dies with the process is finished by the recovery check
+    (``worker.enqueue_lease``)."""
+
+    def __init__(self, writer: BatchWriter, limit: int, gauge: Gauge) -> None:
+        self.writer = writer
+        self._slots = threading.BoundedSemaphore(limit)
+        self._gauge = gauge
+
+    def reserve(self) -> bool:
+        reserved = self._slots.acquire(blocking=False)
+        if reserved:
+            self._gauge.inc()
+        return reserved
+
+    def unreserve(self) -> None:
+        self._gauge.dec()
+        self._slots.release()
+
+    def start(self, staged: StagedBatch) -> None:
+        """Publish ``staged`` in a thread of its own, which frees the slot reserved for it when done."""
+        threading.Thread(target=self._publish, args=(staged,), name=f"enqueue-{staged.batch_id[:8]}",
+                         daemon=True).start()
+
+    def _publish(self, staged: StagedBatch) -> None:
+        try:
+            count = self.writer.publish_staged(staged)
+            log.info("batch %s: %d item(s) published", staged.batch_id, count, extra={"batch_id": staged.batch_id})
+        except Exception:  # the lease is released: the recovery check publishes what is missing
+            log.exception("batch %s: publishing stopped; the recovery check finishes it", staged.batch_id,
+                          extra={"batch_id": staged.batch_id})
+        finally:
+            self.unreserve()
+
+
+class WaitSlots:
+    """Bounds the ``?wait=`` requests this process holds at once (they poll without holding a thread)."""
+
+    def __init__(self, limit: int, gauge: Gauge) -> None:
+        self.limit = limit
+        self.held = 0
+        self._gauge = gauge
+
+    def take(self) -> bool:  # called on the event loop only: no lock needed
+        if self.held >= self.limit:
+            return False
+        self.held += 1
+        self._gauge.inc()
+        return True
+
+    def give_back(self) -> None:
+        self.held -= 1
+        self._gauge.dec()
+
+
+async def wait_for_outcome(closes: CloseClient, task_id: str, timeout: float, request: Request) -> Any:
+    """Poll for a close's outcome record until ``timeout`` or the caller leaves; None if it has not ended."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    interval = 0.05
+    while True:
+        result = await run_in_threadpool(closes.poll_result, task_id)
+        if result is not None:
+            return result
+        remaining = deadline - loop.time()
+        if remaining <= 0 or await request.is_disconnected():
+            return None
+        await asyncio.sleep(min(interval, remaining))
+        interval = min(interval * 1.5, 0.5)
+
+
+def in_chunks(lines: Iterator[str], size: int = RESULT_LINES_PER_CHUNK) -> Iterator[str]:
+    """Lines joined ``size`` at a time, so a streamed response reads Redis in a thread once per chunk, not per line."""
+    while chunk := "".join(itertools.islice(lines, size)):
+        yield chunk
+
+
+def app_from_environment() -> FastAPI:
+    """The app for ``serve --workers N``: each process reads the settings and sets up its (redacting) logging
+    itself (uvicorn's factory)."""
+    env_file = os.environ.get(ENV_FILE_VARIABLE)
+    settings = load_intake_settings(**({"_env_file": env_file} if env_file else {}))
+    configure_logging(settings.log_level, settings.log_format,
+                      [*settings.bearer_tokens(), *(settings.basic_credentials() or ())])
+    return create_app(settings)
+
+
 def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> FastAPI:
     """The intake's ASGI app (served by ``genesys-closer serve`` with uvicorn)."""
     closes = client or CloseClient(settings)
@@ -200,41 +290,40 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
     registry = CollectorRegistry()
     requests_total = Counter("genesys_closer_intake_requests_total", "Intake requests, by route and status.",
                              ["route", "status"], registry=registry)
+    waiting = Gauge("genesys_closer_intake_waiting", "?wait= requests waiting for an outcome.", registry=registry,
+                    multiprocess_mode="livesum")
+    enqueuing = Gauge("genesys_closer_intake_enqueuing_batches", "Batches being validated, stored or published in "
+                      "the background.", registry=registry, multiprocess_mode="livesum")
     app = FastAPI(title="genesys-closer intake", version=API_VERSION,
                   description="Request closes of Genesys Cloud web messaging conversations over HTTP. "
                               "Authenticate with a bearer token (INTAKE_TOKENS) or Basic credentials.")
 
-    @app.middleware("http")
-    async def request_id_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                                     ) -> Response:
-        request.state.request_id = uuid.uuid4().hex
-        try:
-            response = await call_next(request)
-        except IntakeError as exc:  # raised while the body streamed in (BodyLimit)
-            response = error_response(request.state.request_id, exc.status, exc.code, exc.message, exc.details,
-                                      exc.headers)
-        response.headers["X-Request-Id"] = request.state.request_id
-        route = request.scope.get("route")
-        requests_total.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
-
     _error_handlers(app)
 
-    def caller(request: Request) -> str:
+    async def caller(request: Request) -> str:
         credential = guard.identify(request)
-        guard.admit(credential)
+        await guard.admit(credential)
         return credential
 
     authenticated = [Depends(caller)]
     _health_routes(app, closes)
-    _close_routes(app, closes, settings, authenticated)
-    _batch_routes(app, closes, settings, authenticated)
+    _close_routes(app, closes, settings, authenticated, WaitSlots(settings.intake_max_waiting, waiting))
+    _batch_routes(app, closes, settings, caller,
+                  BackgroundEnqueue(closes.batches_writer, settings.intake_max_enqueuing_batches, enqueuing))
+    _batch_read_routes(app, closes, authenticated)
 
     @app.get("/metrics", include_in_schema=False, dependencies=authenticated)
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        """This process's metrics, or with ``serve --workers N`` (PROMETHEUS_MULTIPROC_DIR) every process's."""
+        shown = registry
+        if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+            shown = CollectorRegistry()
+            multiprocess.MultiProcessCollector(shown)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(shown), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodyLimit, limit=settings.intake_max_body_bytes)
+    app.add_middleware(BodyGuard, limit=settings.intake_max_body_bytes,
+                       timeout_seconds=settings.intake_body_timeout_seconds)
+    app.add_middleware(RequestIdAndMetrics, counter=requests_total)  # outermost: it sees every answer
     return app
 
 
@@ -259,10 +348,34 @@ def _error_handlers(app: FastAPI) -> None:
         return error_response(request.state.request_id, 503, "unavailable", "the queue is unavailable; retry later",
                               headers={"Retry-After": "5"})
 
+def _replay(claim: Claim) -> JSONResponse:
+    """The answer to a request whose Idempotency-Key an earlier request used."""
+    if not claim.same_body:
+        raise IntakeError(422, "idempotency_key_reused", "this Idempotency-Key was used with another body; "
+                          "use a new key for a new upload")
+    if claim.pending:
+        raise IntakeError(409, "idempotency_key_in_progress", "a request with this Idempotency-Key is being "
+                          "stored; retry shortly", headers={"Retry-After": "1"})
+    return JSONResponse(claim.body, status_code=claim.status, headers={"Idempotent-Replayed": "true"})
+
+
 def _health_routes(app: FastAPI, closes: CloseClient) -> None:
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: it answers while every thread is busy
         return {"status": "ok"}
+
+    asked: dict[str, Any] = {"at": -math.inf, "replies": []}
+    asking = threading.Lock()
+
+    def worker_replies() -> list[Any]:
+        """The workers' answers to a ping, asked at most every READY_CACHE_SECONDS (probes do not pile up)."""
+        if time.monotonic() - asked["at"] >= READY_CACHE_SECONDS and asking.acquire(blocking=False):
+            try:
+                asked["replies"] = list(closes.app.control.ping(timeout=1.0) or [])
+                asked["at"] = time.monotonic()
+            finally:
+                asking.release()
+        return list(asked["replies"])
 
     @app.get("/readyz", include_in_schema=False)
     def readyz(request: Request) -> JSONResponse:
@@ -270,32 +383,41 @@ def _health_routes(app: FastAPI, closes: CloseClient) -> None:
             closes.redis.ping()
         except redis.RedisError:
             return error_response(request.state.request_id, 503, "not_ready", "Redis is unreachable")
-        replies = closes.app.control.ping(timeout=1.0)
+        replies = worker_replies()
         if not replies:
             return error_response(request.state.request_id, 503, "not_ready", "no worker answers")
         return JSONResponse({"status": "ready", "workers": len(replies)})
 
 
-def _close_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, authenticated: list[Any]) -> None:
+def _close_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, authenticated: list[Any],
+                  waits: WaitSlots) -> None:
     @app.post("/v1/closes", status_code=202, dependencies=authenticated,
-              responses={200: {"description": "the outcome record, when `wait` was given and it ended in time"}})
-    def post_close(body: CloseRequest, wait: float = Query(0.0, ge=0, le=settings.intake_max_wait_seconds,
-                                                                description="seconds to wait for the outcome")
-                   ) -> Any:
+              responses={200: {"description": "the outcome record, when `wait` was given and it ended in time"},
+                         503: {"description": "too many requests wait already (`Retry-After`); nothing enqueued"}})
+    async def post_close(request: Request, body: CloseRequest,
+                         wait: float = Query(0.0, ge=0, le=settings.intake_max_wait_seconds,
+                                             description="seconds to wait for the outcome")) -> Any:
         try:
             conversation_id = parse_conversation_id(body.conversationId)
         except InvalidConversationId as exc:
             raise IntakeError(422, "invalid_conversation_id", str(exc), [body.conversationId[:100]]) from None
         options = {"wrapup_code": body.wrapupCode} if body.wrapupCode else {}
-        task_id = closes.send_close(conversation_id, options)
-        accepted = CloseAccepted(taskId=task_id, conversationId=conversation_id,
-                                 statusUrl=f"/v1/conversations/{conversation_id}", label=body.label)
-        if wait > 0:
-            try:
-                return JSONResponse(closes.result(task_id, timeout=wait).as_dict(), status_code=200)
-            except TimeoutError:
-                pass
-        return JSONResponse(accepted.model_dump(), status_code=202)
+        if wait > 0 and not waits.take():
+            raise IntakeError(503, "too_many_waits", f"{waits.limit} requests wait for outcomes already; nothing was "
+                              "enqueued: retry later, or send without wait and poll statusUrl",
+                              headers={"Retry-After": "1"})
+        try:
+            task_id = await run_in_threadpool(closes.send_close, conversation_id, options)
+            accepted = CloseAccepted(taskId=task_id, conversationId=conversation_id,
+                                     statusUrl=f"/v1/conversations/{conversation_id}", label=body.label)
+            if wait > 0:
+                result = await wait_for_outcome(closes, task_id, wait, request)
+                if result is not None:
+                    return JSONResponse(result.as_dict(), status_code=200)
+            return JSONResponse(accepted.model_dump(), status_code=202)
+        finally:
+            if wait > 0:
+                waits.give_back()
 
     @app.get("/v1/conversations/{conversation_id}", dependencies=authenticated)
     def get_conversation(conversation_id: str) -> dict[str, Any]:
@@ -309,41 +431,65 @@ def _close_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, a
         return record.as_dict()
 
 
-def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, authenticated: list[Any]) -> None:
-    @app.post("/v1/batches", status_code=202, dependencies=authenticated, response_model=BatchAccepted,
+def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, caller: Callable[..., Any],
+                  enqueue: BackgroundEnqueue) -> None:
+    keys = IdempotencyKeys(closes.redis, settings.intake_idempotency_ttl_seconds)
+
+    def stage(raw: bytes, content_type: str) -> tuple[StagedBatch, BatchAccepted]:
+        ids, label = parse_upload(raw, content_type, settings.intake_max_batch_ids)
+        staged = closes.batches_writer.stage(ids, options=validate_options(None), label=label or "intake",
+                                             source="http intake")
+        check = staged.check
+        accepted = BatchAccepted(batchId=staged.batch_id, statusUrl=f"/v1/batches/{staged.batch_id}",
+                                 resultsUrl=f"/v1/batches/{staged.batch_id}/results",
+                                 total=check.valid + check.invalid, invalid=check.invalid,
+                                 invalidSamples=check.samples[:MAX_REPORTED_INVALID])
+        return staged, accepted
+
+    @app.post("/v1/batches", status_code=202, response_model=BatchAccepted,
+              responses={409: {"description": "a request with this Idempotency-Key is still being stored"},
+                         422: {"description": "invalid input, or an Idempotency-Key reused with another body"},
+                         503: {"description": "this intake process publishes its limit of batches (Retry-After)"}},
               openapi_extra={"requestBody": {"content": {
                   "application/json": {"schema": BatchRequest.model_json_schema()},
                   "text/plain": {"schema": {"type": "string", "description": "one conversation id per line"}},
-                  "text/csv": {"schema": {"type": "string", "description": "a conversationId column"}}}}})
-    async def post_batch(request: Request) -> JSONResponse:
+                  "text/csv": {"schema": {"type": "string", "description": "a conversationId column"}}}},
+                  "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                  "schema": {"type": "string", "maxLength": 200},
+                                  "description": "a retry with the same key (and body) returns the same batch"}]})
+    async def post_batch(request: Request, credential: str = Depends(caller)) -> JSONResponse:
+        """Validate and store the ids, answer 202, publish the closes in the background."""
+        key = request.headers.get("idempotency-key")
+        if key is not None and not is_valid_key(key):
+            raise IntakeError(422, "invalid_idempotency_key", "Idempotency-Key: 1 to 200 printable ASCII characters")
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         raw = await request.body()
-        label: str | None = None
-        if content_type == "application/json":
-            try:
-                parsed = BatchRequest.model_validate_json(raw)
-            except ValueError as exc:
-                raise IntakeError(422, "invalid_request", "the request does not match the schema",
-                                  schema_problems(getattr(exc, "errors", list)())) from None
-            ids, label = parsed.conversationIds, parsed.label
-        elif content_type in {"text/plain", "text/csv"}:
-            try:
-                ids = _ids_from_text(raw, content_type)
-            except UnicodeDecodeError:
-                raise IntakeError(422, "invalid_body", "the body is not UTF-8 text") from None
-        else:
-            raise IntakeError(415, "unsupported_media_type", "send application/json, text/plain or text/csv")
-        if len(ids) > settings.intake_max_batch_ids:
-            raise IntakeError(413, "too_many_ids", f"at most {settings.intake_max_batch_ids} ids per batch")
-        if not ids:
-            raise IntakeError(422, "empty_batch", "no conversation ids")
-        batch = closes.close_many(ids, label=label or "intake", source="http intake")
-        check = batch.check or IdCheck()
-        accepted = BatchAccepted(batchId=batch.id, statusUrl=f"/v1/batches/{batch.id}",
-                                 resultsUrl=f"/v1/batches/{batch.id}/results", total=check.valid + check.invalid,
-                                 invalid=check.invalid, invalidSamples=check.samples[:MAX_REPORTED_INVALID])
-        return JSONResponse(accepted.model_dump(), status_code=202)
+        body_fingerprint, token = "", ""
+        if key is not None:
+            body_fingerprint = await run_in_threadpool(fingerprint, content_type, raw)
+            claim, token = await run_in_threadpool(keys.claim, credential, key, body_fingerprint)
+            if not claim.won:
+                return _replay(claim)
+        if not enqueue.reserve():
+            if key is not None:
+                await run_in_threadpool(keys.abandon, credential, key, token)
+            raise IntakeError(503, "busy", "this intake publishes its limit of batches; retry later",
+                              headers={"Retry-After": "5"})
+        try:
+            staged, accepted = await run_in_threadpool(stage, raw, content_type)
+        except BaseException:
+            enqueue.unreserve()
+            if key is not None:
+                await run_in_threadpool(keys.abandon, credential, key, token)
+            raise
+        enqueue.start(staged)  # the slot is the publisher's now
+        body = accepted.model_dump()
+        if key is not None:
+            await run_in_threadpool(keys.complete, credential, key, body_fingerprint, 202, body)
+        return JSONResponse(body, status_code=202)
 
+
+def _batch_read_routes(app: FastAPI, closes: CloseClient, authenticated: list[Any]) -> None:
     def batch_of(batch_id: str) -> Any:
         if not is_batch_id(batch_id):
             raise IntakeError(404, "not_found", "no such batch")
@@ -363,7 +509,7 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, a
         wants_csv = "text/csv" in request.headers.get("accept", "")
         items: Iterator[CloseResult] = batch.results()
         lines = csv_lines(items) if wants_csv else jsonl_lines(items)
-        return StreamingResponse(lines, media_type="text/csv" if wants_csv else "application/x-ndjson")
+        return StreamingResponse(in_chunks(lines), media_type="text/csv" if wants_csv else "application/x-ndjson")
 
     @app.post("/v1/batches/{batch_id}/cancel", dependencies=authenticated)
     def cancel_batch(batch_id: str) -> dict[str, Any]:

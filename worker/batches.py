@@ -17,6 +17,7 @@ from celery import Celery
 
 from genesys_closer.config.errors import CloserError
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.enqueue_lease import LEASE_SECONDS, EnqueueLease
 from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.names import QUEUE_BULK, TASK_NAME
@@ -27,6 +28,7 @@ ORIGIN_SWEEP = "sweep"
 DEDUPE_CHUNK = 1000
 MAX_INVALID_SAMPLES = 20
 MAX_ECHO = 100
+PUBLISH_CHUNK = 500  # items published between two checks of the enqueue lease
 
 
 class InvalidBatch(CloserError):
@@ -84,13 +86,27 @@ def check_ids(raw_ids: Iterable[object]) -> IdCheck:
     return report
 
 
+@dataclass
+class StagedBatch:
+    """A batch whose items are validated and stored, not yet published (see ``BatchWriter.stage``)."""
+
+    batch_id: str
+    check: IdCheck
+    options: dict[str, Any]
+    queue: str
+    spool: IO[str]  # the new valid IDs, one per line, in input order
+    lease: EnqueueLease
+
+
 class BatchWriter:
     """Builds batches in Redis and publishes their close tasks through ``app``."""
 
-    def __init__(self, app: Celery, results: ResultStore, clock: Callable[[], float]) -> None:
+    def __init__(self, app: Celery, results: ResultStore, clock: Callable[[], float], *,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.app = app
         self.results = results
         self.clock = clock
+        self.lease_seconds = lease_seconds
 
     def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
               source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
@@ -102,7 +118,7 @@ class BatchWriter:
     def start_checked(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
                       source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
                       batch_id: str | None = None, origin: str = ORIGIN_LIST) -> tuple[str, IdCheck]:
-        """Start a batch; return its id and what validating its input found.
+        """Start a batch; return its id and what validating its input found (``stage``, then ``publish_staged``).
 
         Every ID is validated before any is enqueued; the input is streamed (spooled to a temporary file, never held
         in memory); duplicates are dropped; all tasks go out over one connection. ``origin`` is ``list`` (any
@@ -111,32 +127,65 @@ class BatchWriter:
         closes the valid ones; ``"abort"`` raises InvalidBatch and enqueues nothing. An input that fails while
         being read discards the batch (no half-made batch is left behind).
         """
+        staged = self.stage(conversation_ids, options=options, label=label, source=source, on_invalid=on_invalid,
+                            queue=queue, batch_id=batch_id, origin=origin)
+        self.publish_staged(staged)
+        return staged.batch_id, staged.check
+
+    def stage(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
+              source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
+              batch_id: str | None = None, origin: str = ORIGIN_LIST) -> StagedBatch:
+        """Validate and store a batch's items (state ``enqueuing``, ``total`` known, readable by its status) without
+        publishing any; ``publish_staged`` publishes them. The caller holds the returned batch's enqueue lease: if
+        it dies before ``publish_staged`` ends, the recovery publishes the items (``worker.enqueue_lease``)."""
         if origin not in {ORIGIN_LIST, ORIGIN_SWEEP}:
             raise ValueError(f"unknown batch origin {origin!r}")
         batch_id = batch_id or new_batch_id()
         if not is_batch_id(batch_id):
             raise ValueError("a batch id is 32 lower-case hexadecimal digits")
+        lease = EnqueueLease(self.results.redis, batch_id, self.lease_seconds)
+        if not lease.take():
+            raise ValueError(f"batch {batch_id} is being enqueued already")
         self.results.create_batch(batch_id, label=label, source=source, options=json.dumps(options), queue=queue,
                                   origin=origin)
-        abort = False
-        try:
-            with tempfile.TemporaryFile("w+", encoding="ascii") as spool:
-                check = self._validate_into(spool, batch_id, conversation_ids, record_invalid=on_invalid == "record")
-                abort = bool(check.invalid) and on_invalid == "abort"
-                if not abort:
-                    spool.seek(0)
-                    self.publish(batch_id, (line.strip() for line in spool), options, queue)
-        except BaseException:
+        self.results.track_enqueuing(batch_id)
+        spool: IO[str] = tempfile.TemporaryFile("w+", encoding="ascii")  # noqa: SIM115 (closed by publish_staged)
+
+        def give_up() -> None:
+            spool.close()
             self.results.discard_batch(batch_id)
+            lease.release()
+
+        try:
+            check = self._validate_into(spool, batch_id, conversation_ids, record_invalid=on_invalid == "record",
+                                        lease=lease)
+            abort = bool(check.invalid) and on_invalid == "abort"
+            if not abort:
+                self.results.mark_staged(batch_id, check.valid + check.invalid)
+        except BaseException:
+            give_up()
             raise
         if abort:
-            self.results.discard_batch(batch_id)
+            give_up()
             raise InvalidBatch(check.invalid, check.samples)
-        self.results.mark_enqueued(batch_id, check.valid + check.invalid)
-        return batch_id, check
+        spool.seek(0)
+        return StagedBatch(batch_id, check, options, queue, spool, lease)
+
+    def publish_staged(self, staged: StagedBatch) -> int:
+        """Publish a staged batch's items and mark it enqueued; returns how many were published. Stops early (the
+        recovery finishes the batch) if the lease was lost; always closes the spool and releases the lease."""
+        try:
+            ids = (line.strip() for line in staged.spool)
+            count = self.publish(staged.batch_id, ids, staged.options, staged.queue, lease=staged.lease)
+            if staged.lease.keep():
+                self.results.mark_enqueued(staged.batch_id, staged.check.valid + staged.check.invalid)
+            return count
+        finally:
+            staged.spool.close()
+            staged.lease.release()
 
     def _validate_into(self, spool: IO[str], batch_id: str, raw_ids: Iterable[object], *,
-                       record_invalid: bool) -> IdCheck:
+                       record_invalid: bool, lease: EnqueueLease) -> IdCheck:
         check = IdCheck()
         chunk: list[str] = []
 
@@ -146,6 +195,7 @@ class BatchWriter:
             check.duplicates += len(chunk) - len(fresh)
             spool.writelines(f"{cid}\n" for cid in fresh)
             chunk.clear()
+            lease.keep()
 
         for position, raw in enumerate(raw_ids, start=1):
             try:
@@ -171,11 +221,15 @@ class BatchWriter:
         return str(self.app.send_task(TASK_NAME, args=[conversation_id], kwargs=options, queue=queue,
                                       ignore_result=True).id)
 
-    def publish(self, batch_id: str, conversation_ids: Iterable[str], options: dict[str, Any], queue: str) -> int:
-        """Publish one close task per (already validated) ID, all over one broker connection."""
+    def publish(self, batch_id: str, conversation_ids: Iterable[str], options: dict[str, Any], queue: str, *,
+                lease: EnqueueLease | None = None) -> int:
+        """Publish one close task per (already validated) ID, all over one broker connection; with ``lease``,
+        extend it as it goes and stop when it is lost (its new holder publishes the rest)."""
         count = 0
         with self.app.producer_or_acquire() as producer:
             for conversation_id in conversation_ids:
+                if lease is not None and count % PUBLISH_CHUNK == 0 and not lease.keep():
+                    break
                 # Batch items store no Celery result: their outcomes live in the batch (see ResultStore).
                 self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={"batch_id": batch_id, **options},
                                    queue=queue, producer=producer, ignore_result=True)

@@ -107,7 +107,7 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
     results = ResultStore(redis_client, settings.results_ttl_seconds, clock=clock)
     breaker = CircuitBreaker(redis_client, client_digest(client_id), settings.circuit_breaker_threshold,
                              settings.circuit_breaker_open_seconds)
-    batches = BatchWriter(app, results, clock)
+    batches = BatchWriter(app, results, clock, lease_seconds=settings.batch_enqueue_lease_seconds)
     queue: CheckQueue | None = None
     if settings.batched_checks:
         def send_pump(countdown: float) -> None:

@@ -12,6 +12,10 @@ at a time in the fleet:
   without an outcome, and every tracked standalone close, that the broker no longer holds are published again.
 - **Stalled**: a batch with no progress for ``BATCH_STALL_SECONDS``, or a standalone close older than that, gets
   the same treatment.
+- **Enqueue interrupted**: a batch still ``enqueuing`` whose builder stopped extending its lease (an intake restart
+  mid-enqueue, a killed ``close_many``; see ``worker.enqueue_lease``) is taken over on the next check: its items
+  without an outcome that the broker does not hold are published and it is marked enqueued, or, if its items were
+  not all stored yet (nobody got its id), it is discarded.
 
 "What the broker still holds" (queued or unacknowledged, see ``broker_scan``) is never re-sent, so the re-driven
 copies are only the lost ones; a copy that races a late original is harmless (in-flight lock, counted once).
@@ -33,6 +37,7 @@ from genesys_closer.worker import metrics
 from genesys_closer.worker.batched_checks import CheckQueue
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.broker_scan import UNACKED_INDEX, HeldClose, held_closes, unacked_task_id
+from genesys_closer.worker.enqueue_lease import EnqueueLease
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.genesys.redis_connection import text
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
@@ -73,11 +78,14 @@ class RecoveryReport:
     batches: dict[str, int] = field(default_factory=dict)
     standalone: int = 0
     checks_kicked: bool = False
+    resumed: dict[str, int] = field(default_factory=dict)  # batches whose interrupted enqueue was finished
+    discarded: list[str] = field(default_factory=list)  # batches whose builder died before storing every item
 
     def as_dict(self) -> dict[str, object]:
         return {"redis_restarted": self.redis_restarted, "restored": self.restored, "memory_used": self.memory_used,
                 "batches": dict(self.batches),
-                "standalone": self.standalone, "checks_kicked": self.checks_kicked}
+                "standalone": self.standalone, "checks_kicked": self.checks_kicked, "resumed": dict(self.resumed),
+                "discarded": list(self.discarded)}
 
 
 class Recovery:
@@ -111,21 +119,54 @@ class Recovery:
             stale_before = None if report.redis_restarted else self.results.clock() - self.stall_seconds
             standalone = [(task_id, entry) for task_id, entry in self.results.pending()
                           if stale_before is None or float(entry.get("at", 0)) <= stale_before]
-            if not batch_ids and not standalone:
+            abandoned = self._abandoned_enqueues()
+            if not batch_ids and not standalone and not abandoned:
                 return report
             held = self._held()
             held_tasks = {h.task_id for h in held}
             held_items = {(h.batch_id, h.conversation_id) for h in held}
+            for lease in abandoned:
+                self._take_over(lease, held_items, report)
             for batch_id in batch_ids:
                 report.batches[batch_id] = self._redrive_batch(batch_id, held_items, report.redis_restarted)
             for task_id, entry in standalone:
                 if task_id not in held_tasks:
                     report.standalone += self._resend(task_id, entry)
-        if report.standalone or any(report.batches.values()):
+        if report.standalone or any(report.batches.values()) or report.resumed:
             log.warning("recovery: re-sent %d batch item(s) and %d standalone close(s)%s",
                         sum(report.batches.values()), report.standalone,
                         " after a Redis restart" if report.redis_restarted else " (stalled)")
         return report
+
+    def _abandoned_enqueues(self) -> list[EnqueueLease]:
+        """Batches still being enqueued whose builder's lease has expired (each is taken over in turn: its lease is
+        taken only then, so one long takeover never lets the others' leases run out)."""
+        leases = [EnqueueLease(self.redis, batch_id) for batch_id in self.results.enqueuing_batches()]
+        return [lease for lease in leases if not lease.held_by_anyone()]
+
+    def _take_over(self, lease: EnqueueLease, held: set[tuple[str | None, str]], report: RecoveryReport) -> None:
+        batch_id = lease.batch_id
+        if not lease.take():  # its builder came back, or another recovery took it
+            return
+        try:
+            staged_at, total, options, queue = self.results.batch_fields(batch_id, "staged_at", "total", "options",
+                                                                         "queue")
+            if staged_at is None or total is None:
+                self.results.discard_batch(batch_id)
+                report.discarded.append(batch_id)
+                log.warning("batch %s: its builder died before storing every item; discarded (nobody got its id)",
+                            batch_id, extra={"batch_id": batch_id})
+                return
+            missing = [cid for cid in self.results.missing_items(batch_id) if (batch_id, cid) not in held]
+            count = self.batches.publish(batch_id, missing, json.loads(options or "{}"), queue or QUEUE_BULK,
+                                         lease=lease)
+            if lease.keep():
+                self.results.mark_enqueued(batch_id, int(total))
+            report.resumed[batch_id] = count
+            log.warning("batch %s: its enqueue was interrupted; published the %d item(s) the broker did not hold",
+                        batch_id, count, extra={"batch_id": batch_id})
+        finally:
+            lease.release()
 
     def _redis_restarted(self) -> bool:
         """Whether Redis restarted since the last check (its run id changed)."""

@@ -165,8 +165,21 @@ class ResultStore:
         return ItemView(member=bool(member), origin=None if origin is None else text(origin),
                         state=None if state is None else text(state), reason=text(reason) if reason else "")
 
+    def track_enqueuing(self, batch_id: str) -> None:
+        """List the batch among those being enqueued (until ``mark_enqueued`` or ``discard_batch``)."""
+        self.redis.sadd(self.keys.enqueuing, batch_id)
+
+    def enqueuing_batches(self) -> list[str]:
+        return sorted(text(raw) for raw in self.redis.smembers(self.keys.enqueuing))
+
+    def mark_staged(self, batch_id: str, total: int) -> None:
+        """Every item of the batch is stored (members and invalid-ID records): its total is known, its items may
+        not all be published yet (the state stays ``enqueuing``, so it cannot finish early)."""
+        self.redis.hset(self.keys.batch(batch_id), mapping={"total": total, "staged_at": repr(self.clock())})
+
     def mark_enqueued(self, batch_id: str, total: int) -> None:
         self._enqueued(keys=[self.keys.batch(batch_id)], args=[total, repr(self.clock())])
+        self.redis.srem(self.keys.enqueuing, batch_id)
 
     def set_state(self, batch_id: str, state: str, reason: str = "") -> None:
         if state not in BATCH_STATES:
@@ -184,6 +197,7 @@ class ResultStore:
         self.redis.delete(self.keys.batch(batch_id), self.keys.batch_items(batch_id),
                           self.keys.batch_members(batch_id))
         self.redis.zrem(self.keys.batches, batch_id)
+        self.redis.srem(self.keys.enqueuing, batch_id)
 
     def batch_status(self, batch_id: str) -> BatchStatus | None:
         raw = {text(k): text(v) for k, v in self.redis.hgetall(self.keys.batch(batch_id)).items()}

@@ -6,13 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
@@ -21,49 +16,17 @@ import requests
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.emulator.admin import EmulatorAdmin
 from tests.conftest import Fleet
-from tests.services import free_port
+from tests.fleet.intake_server import BASIC, TOKEN_A, TOKEN_B, Intake, running_intake
 from tests.waiting import wait_until
-
-TOKEN_A, TOKEN_B = secrets.token_hex(16), secrets.token_hex(16)
-BASIC = ("datadog-action", secrets.token_hex(12))
-CLI = str(Path(sys.executable).with_name("genesys-closer"))
-
-
-class Intake:
-    def __init__(self, url: str, log: Path) -> None:
-        self.url = url
-        self.log = log
-
-    def call(self, method: str, path: str, token: str | None = TOKEN_A, **kwargs: object) -> requests.Response:
-        headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return requests.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
 def intake(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Intake]:
-    port = free_port()
+    """Two intake processes (``serve --workers 2``): the rate limit and everything else must hold across them."""
     log = tmp_path_factory.mktemp("intake") / "intake.log"
-    env = {"PATH": os.environ["PATH"], "REDIS_URL": fleet.redis_url, "INTAKE_TOKENS": f"{TOKEN_A},{TOKEN_B}",
-           "INTAKE_BASIC_AUTH": f"{BASIC[0]}:{BASIC[1]}", "INTAKE_MAX_BODY_BYTES": "200000",
-           "INTAKE_RATE_LIMIT_PER_MINUTE": "600", "LOG_LEVEL": "DEBUG"}
-    with log.open("wb") as out:
-        process = subprocess.Popen([CLI, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _up(url), timeout=30, message="intake did not start")
-        yield Intake(url, log)
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-def _up(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
+    with running_intake(fleet.redis_url, log, workers=2, INTAKE_MAX_BODY_BYTES=200000,
+                        INTAKE_RATE_LIMIT_PER_MINUTE=600) as server:
+        yield server
 
 
 def test_single_close_with_and_without_wait(intake: Intake, admin: EmulatorAdmin) -> None:
@@ -170,6 +133,6 @@ def test_per_credential_rate_limit(intake: Intake, fleet: Fleet) -> None:
 def test_no_token_or_secret_in_the_logs(intake: Intake) -> None:
     intake.call("GET", "/v1/batches/" + "c" * 32)
     text = intake.log.read_text()
-    assert "intake listening" in text
+    assert "intake listening" in text and text.count("Started server process") == 2  # serve --workers 2
     for secret in (TOKEN_A, TOKEN_B, BASIC[1]):
         assert secret not in text
