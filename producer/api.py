@@ -7,7 +7,7 @@ imports none of the worker's Genesys dependencies (requests, tenacity, cryptogra
     client = CloseClient()                      # settings from the environment
     client.close("3b47a74f-...")                 # -> task id
     client.close("3b47a74f-...", wait=True)      # -> CloseResult
-    batch = client.close_many(open("ids.txt"))   # validates every ID first, streams, publishes on one connection
+    batch = client.close_many(open("ids.txt"))   # validates every ID first, streams them into Redis, feeds workers
     batch.wait(progress=print)                   # -> BatchStatus
 """
 
@@ -95,10 +95,11 @@ class Batch:
 
     def cancel(self) -> BatchStatus:
         """Items not yet run end as ``cancelled``; items already running finish normally. A finished batch stays as
-        it is."""
+        it is. Nothing more is fed at once; a worker records the items never fed (the feed task)."""
         if self.status().finished:
             return self.status()
         self.client.results.set_state(self.id, "cancelled", "cancelled by operator")
+        self.client.batches_writer.feeder.kick()
         return self.status()
 
     def results(self) -> Iterator[CloseResult]:
@@ -132,7 +133,8 @@ class CloseClient:
         self.redis = connect(self.settings.redis_url)
         self.results = ResultStore(self.redis, self.settings.results_ttl_seconds)
         self.batches_writer = BatchWriter(self.app, self.results, time.time,
-                                          lease_seconds=self.settings.batch_enqueue_lease_seconds)
+                                          lease_seconds=self.settings.batch_enqueue_lease_seconds,
+                                          in_flight=self.settings.batch_in_flight)
 
     def close(self, conversation_id: str, *, wait: bool = False, timeout: float = 60.0,
               countdown: float | None = None, **options: Any) -> str | CloseResult:
@@ -194,7 +196,8 @@ class CloseClient:
                    options: dict[str, Any] | None = None, on_invalid: str = "record",
                    queue: str = QUEUE_BULK, batch_id: str | None = None) -> Batch:
         """Start a batch (see ``BatchWriter.start``): every ID is validated before any is enqueued, the input is
-        streamed, duplicates are dropped, all tasks go out over one connection."""
+        streamed into Redis, duplicates are dropped; the items are fed to the broker ``BATCH_IN_FLIGHT`` at a
+        time (``worker.feeder``)."""
         started, check = self.batches_writer.start_checked(
             conversation_ids, options=validate_options(options), label=label, source=source, on_invalid=on_invalid,
             queue=queue, batch_id=batch_id)

@@ -88,6 +88,18 @@ class ResultStore:
 
         A batch item's record is kept once, in its batch; the conversation's latest-outcome key then holds only a
         reference to it (``{"batch_id": ...}``), which keeps a batched close under 1 kB of Redis memory."""
+        keys, args = self._record_call(result, item_key)
+        return bool(self._record(keys=keys, args=args))
+
+    def record_many(self, results: list[CloseResult]) -> int:
+        """``record`` for several outcomes in one round trip; returns how many were counted now."""
+        pipe = self.redis.pipeline(transaction=False)
+        for result in results:
+            keys, args = self._record_call(result, None)
+            self._record(keys=keys, args=args, client=pipe)
+        return sum(1 for counted in pipe.execute() if counted)
+
+    def _record_call(self, result: CloseResult, item_key: str | None) -> tuple[list[str], list[Any]]:
         payload = json.dumps(result.stored(in_batch=bool(result.batch_id)), separators=(",", ":"))
         key = item_key or result.conversation_id
         if result.batch_id:
@@ -98,9 +110,7 @@ class ResultStore:
             keys = [self.keys.outcome(result.conversation_id), "", ""]
             latest = payload
         by_conversation = "0" if result.outcome is Outcome.INVALID_ID else "1"
-        counted = self._record(keys=keys, args=[key, payload, result.outcome.value, self.retention,
-                                                repr(self.clock()), by_conversation, latest])
-        return bool(counted)
+        return keys, [key, payload, result.outcome.value, self.retention, repr(self.clock()), by_conversation, latest]
 
     def record_rejected(self, result: CloseResult, task_id: str, keep: int = 1000) -> None:
         """A message refused before it ran: kept in a capped list (and counted in its batch when it is an item)."""
@@ -195,9 +205,11 @@ class ResultStore:
 
     def discard_batch(self, batch_id: str) -> None:
         self.redis.delete(self.keys.batch(batch_id), self.keys.batch_items(batch_id),
-                          self.keys.batch_members(batch_id))
+                          self.keys.batch_members(batch_id), self.keys.batch_feed(batch_id),
+                          self.keys.batch_in_flight(batch_id))
         self.redis.zrem(self.keys.batches, batch_id)
         self.redis.srem(self.keys.enqueuing, batch_id)
+        self.redis.srem(self.keys.feeding, batch_id)
 
     def batch_status(self, batch_id: str) -> BatchStatus | None:
         raw = {text(k): text(v) for k, v in self.redis.hgetall(self.keys.batch(batch_id)).items()}
