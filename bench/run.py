@@ -7,6 +7,7 @@ writes ``docs/benchmarks.md`` with PNG plots. ``--smoke`` runs tiny versions tha
 3. Enqueue: 10,000 IDs with ``close_many`` against a ``.delay()`` loop; producer peak RSS (1,000 and 10,000).
 4. Latency: one close on an idle system, enqueue to confirmed, p50/p95/p99, and the share in the confirm poll.
 5. Requests per second over time with a 429 storm in the middle, ours against baseline (b).
+8. A waiting 100,000-item batch, fed (the product) against one message per ID up front (``bench/batch_feed.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import psutil
 import redis
 from celery.states import READY_STATES
 
+from bench.batch_feed import measure as measure_feed
+from bench.batch_feed import problems as feed_problems
+from bench.batch_feed import report_lines as feed_report
 from bench.emulator_capacity import measure as measure_emulator_capacity
 from bench.intake_capacity import measure as measure_intake_capacity
 from bench.intake_capacity import problems as intake_problems
@@ -445,7 +449,7 @@ def machine() -> str:
 def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[str, float]],
            enqueue: dict[str, dict[str, float]], latency: dict[str, float], storm: list[Run], out: Path,
            elapsed: float, capacity: dict[str, float], intake: dict[str, float], per_token: list[TokenRow],
-           lane: dict[str, float]) -> str:
+           lane: dict[str, float], feed: dict[str, float]) -> str:
     img = out / "img"
     img.mkdir(parents=True, exist_ok=True)
     plot_bars(rate, img / "rate-limit-use.png")
@@ -530,7 +534,8 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
               f"{sizes.lane_batch}-item bulk batch fills the limit (`bench/interactive_lane.py`).", "",
               "| idle fleet: median | during the bulk batch: median | during the bulk batch: max |",
               "|---|---|---|",
-              f"| {lane['idle_median']:.2f} s | {lane['busy_median']:.2f} s | {lane['busy_max']:.2f} s |", ""]
+              f"| {lane['idle_median']:.2f} s | {lane['busy_median']:.2f} s | {lane['busy_max']:.2f} s |", "",
+              *feed_report(feed)]
     text = "\n".join(lines)
     (out / "benchmarks.md").write_text(text)
     return text
@@ -545,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
     started = time.monotonic()
     bench = Bench(sizes, workdir)
-    step = Steps(10)
+    step = Steps(10, of=11)
     try:
         with step("rate-limit use: our fleet, the tutorial, Celery's rate_limit"):
             rate = scenario_rate_limit(bench)
@@ -572,10 +577,12 @@ def main(argv: list[str] | None = None) -> int:
                                           sizes.concurrency, sizes.per_token_at_default)
     finally:
         bench.close()
-    with Steps(1, start=10, of=10)("interactive lane: a single close during a bulk batch at 300/min"):
+    with Steps(1, start=10, of=11)("interactive lane: a single close during a bulk batch at 300/min"):
         lane = measure_lane(singles=sizes.lane_singles, batch=sizes.lane_batch)
+    with Steps(1, start=11, of=11)("a waiting batch: fed against one message per ID up front"):
+        feed = measure_feed(10_000 if args.smoke else 100_000)
     text = report(sizes, rate, sweep, overhead, enqueue, latency, storm, args.out, time.monotonic() - started,
-                  capacity, intake, per_token, lane)
+                  capacity, intake, per_token, lane, feed)
     print(text)
     shutil.rmtree(workdir, ignore_errors=True)
     ours = [run for run in [*rate, sweep, *storm] if run.name.startswith("genesys-closer")]
@@ -591,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         if lane["busy_median"] > 3.0:
             problems.append(f"interactive lane: median {lane['busy_median']:.2f} s > 3 s")
     problems += intake_problems(intake)
+    problems += feed_problems(feed)
     if problems:
         print("BENCHMARK CHECK FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1
