@@ -478,9 +478,9 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
               "and its `closed` count is what the emulator holds, not something it verified. Baseline (b) fetches "
               "one token per worker process; the emulator counts the limit per token (Genesys documents "
               "`client.credentials.token.rate.per.minute`), so with the full limit per worker its many tokens went "
-              "past L without 429s, which a per-client limit would have refused. `close_many` publishes no faster "
-              "than a `.delay()` loop here (Celery's per-message cost dominates); what it adds is validation of "
-              "every ID first, de-duplication and flat memory."]
+              "past L without 429s, which a per-client limit would have refused. `close_many` stores a batch's IDs in "
+              "Redis and publishes only its first `BATCH_IN_FLIGHT` items (the rest are fed as items end, section "
+              "8); it also validates every ID first, de-duplicates, and keeps the producer's memory flat."]
     lines += ["", "![rate-limit use](img/rate-limit-use.png)", "", "![timelines](img/timelines.png)", "",
               "The sweep row closes candidates already known to be open web messaging (`skip_initial_get`), as "
               "`genesys-closer sweep` does, on the direct path (2 calls each: the PATCH and the confirming read); "
