@@ -7,7 +7,12 @@ writes ``docs/benchmarks.md`` with PNG plots. ``--smoke`` runs tiny versions tha
 3. Enqueue: 10,000 IDs with ``close_many`` against a ``.delay()`` loop; producer peak RSS (1,000 and 10,000).
 4. Latency: one close on an idle system, enqueue to confirmed, p50/p95/p99, and the share in the confirm poll.
 5. Requests per second over time with a 429 storm in the middle, ours against baseline (b).
+6. Throughput per token (``bench/per_token.py``), and 6b the cost of verifying analytics confirmations
+   (``bench/analytics_trust.py``).
+7. The interactive lane (``bench/interactive_lane.py``).
 8. A waiting 100,000-item batch, fed (the product) against one message per ID up front (``bench/batch_feed.py``).
+
+``--only trust`` runs section 6b alone and replaces only that section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import psutil
 import redis
 from celery.states import READY_STATES
 
+from bench import analytics_trust
 from bench.batch_feed import measure as measure_feed
 from bench.batch_feed import problems as feed_problems
 from bench.batch_feed import report_lines as feed_report
@@ -70,13 +76,15 @@ class Sizes:
     per_token_at_default: int = 300
     lane_singles: int = 8
     lane_batch: int = 300
+    trust_batch: int = 600
+    trust_limit: int = 3000
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(batch=120, limit=6000, concurrency=4, overhead_closes=40, enqueue=(200, 1000), latency_runs=10,
                    storm_batch=150, storm_limit=6000, per_token_batch=40, per_token_limit=6000, lags=(0.3,),
                    per_token_at_default=10,
-                   lane_singles=2, lane_batch=30)
+                   lane_singles=2, lane_batch=30, trust_batch=60, trust_limit=6000)
 
 
 @dataclass
@@ -449,7 +457,7 @@ def machine() -> str:
 def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[str, float]],
            enqueue: dict[str, dict[str, float]], latency: dict[str, float], storm: list[Run], out: Path,
            elapsed: float, capacity: dict[str, float], intake: dict[str, float], per_token: list[TokenRow],
-           lane: dict[str, float], feed: dict[str, float]) -> str:
+           lane: dict[str, float], trust: list[analytics_trust.TrustRow], feed: dict[str, float]) -> str:
     img = out / "img"
     img.mkdir(parents=True, exist_ok=True)
     plot_bars(rate, img / "rate-limit-use.png")
@@ -528,6 +536,7 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
               "for a short run. *At Genesys' 300/min (derived)*: 300 x limit used / calls per close. A read is made "
               "as soon as 20 items are due for it (or the oldest has waited 5 s), so its share per item, and with "
               "it the calls per close, hardly depends on the rate: the last row measures it at 300/min.", "",
+              *analytics_trust.section(trust, sizes.trust_batch, sizes.trust_limit, sizes.concurrency),
               "## 7. Interactive lane", "",
               f"A single `close(wait=True)` at Genesys' 300 requests/min, two workers x 8, enqueue to confirmed "
               f"outcome; {lane['singles']:.0f} closes one after another on an idle fleet, then as many while a "
@@ -545,12 +554,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that every scenario works")
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="where benchmarks.md and img/ go")
+    parser.add_argument("--only", choices=["trust"], help="run one section alone and update only it in "
+                        "benchmarks.md (trust: 6b, the cost of verifying analytics confirmations)")
     args = parser.parse_args(argv)
     sizes = Sizes.smoke() if args.smoke else Sizes()
+    if args.only == "trust":
+        return only_trust(sizes, args.out, smoke=args.smoke)
     workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
     started = time.monotonic()
     bench = Bench(sizes, workdir)
-    step = Steps(10, of=11)
+    step = Steps(11, of=12)
     try:
         with step("rate-limit use: our fleet, the tutorial, Celery's rate_limit"):
             rate = scenario_rate_limit(bench)
@@ -575,14 +588,16 @@ def main(argv: list[str] | None = None) -> int:
         with step(f"throughput per token: direct vs batched path, analytics lag {', '.join(map(str, sizes.lags))} s"):
             per_token = measure_per_token(bench, sizes.per_token_batch, sizes.per_token_limit, sizes.lags,
                                           sizes.concurrency, sizes.per_token_at_default)
+        with step("trust but verify: sampled analytics confirmations"):
+            trust = analytics_trust.measure(bench, sizes.trust_batch, sizes.trust_limit, sizes.concurrency)
     finally:
         bench.close()
-    with Steps(1, start=10, of=11)("interactive lane: a single close during a bulk batch at 300/min"):
+    with Steps(1, start=11, of=12)("interactive lane: a single close during a bulk batch at 300/min"):
         lane = measure_lane(singles=sizes.lane_singles, batch=sizes.lane_batch)
-    with Steps(1, start=11, of=11)("a waiting batch: fed against one message per ID up front"):
+    with Steps(1, start=12, of=12)("a waiting batch: fed against one message per ID up front"):
         feed = measure_feed(10_000 if args.smoke else 100_000)
     text = report(sizes, rate, sweep, overhead, enqueue, latency, storm, args.out, time.monotonic() - started,
-                  capacity, intake, per_token, lane, feed)
+                  capacity, intake, per_token, lane, trust, feed)
     print(text)
     shutil.rmtree(workdir, ignore_errors=True)
     ours = [run for run in [*rate, sweep, *storm] if run.name.startswith("genesys-closer")]
@@ -597,12 +612,42 @@ def main(argv: list[str] | None = None) -> int:
                      if row.lag_seconds <= 2 and row.run.calls_per_close > 1.2]
         if lane["busy_median"] > 3.0:
             problems.append(f"interactive lane: median {lane['busy_median']:.2f} s > 3 s")
+    found = analytics_trust.problems(trust)
+    problems += found if not args.smoke else [p for p in found if "calls per close" not in p]
     problems += intake_problems(intake)
     problems += feed_problems(feed)
     if problems:
         print("BENCHMARK CHECK FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1
     print(f"benchmark check passed ({'smoke' if args.smoke else 'full'} run)")
+    return 0
+
+
+def only_trust(sizes: Sizes, out: Path, *, smoke: bool = False) -> int:
+    """Section 6b alone: its rows side by side in one run, spliced into the existing benchmarks.md."""
+    workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
+    bench = Bench(sizes, workdir)
+    try:
+        with Steps(1)("trust but verify: sampled analytics confirmations"):
+            rows = analytics_trust.measure(bench, sizes.trust_batch, sizes.trust_limit, sizes.concurrency)
+    finally:
+        bench.close()
+    lines = analytics_trust.section(rows, sizes.trust_batch, sizes.trust_limit, sizes.concurrency)
+    print("\n".join(lines))
+    path = out / "benchmarks.md"
+    text = path.read_text() if path.exists() else ""
+    start = text.find(analytics_trust.SECTION)
+    if start < 0:
+        start = end = text.find("## 7. ") if "## 7. " in text else len(text)
+    else:
+        end = text.find("\n## ", start + 1)
+        end = len(text) if end < 0 else end + 1
+    path.write_text(text[:start] + "\n".join(lines) + "\n" + text[end:])
+    shutil.rmtree(workdir, ignore_errors=True)
+    found = [p for p in analytics_trust.problems(rows) if not smoke or "calls per close" not in p]
+    if found:
+        print("BENCHMARK CHECK FAILED: " + "; ".join(found), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -39,6 +39,11 @@ class RedisKeys:
     def batches(self) -> str:
         return f"{self.prefix}:batches"
 
+    @property
+    def replication_mark(self) -> str:
+        """Written by a producer after it enqueued work, so that WAIT covers the broker's writes too."""
+        return f"{self.prefix}:replication-mark"
+
     def batch_enqueuer(self, batch_id: str) -> str:
         """The lease of whoever is storing or publishing the batch's items (see ``worker.enqueue_lease``)."""
         return f"{self.batch(batch_id)}:enqueuer"
@@ -93,6 +98,11 @@ class RedisKeys:
         """``part``: ``precheck`` / ``confirm`` (sorted sets of batch items by due time), ``lock`` (the pump),
         ``kick`` (a pump is on its way)."""
         return f"{self.prefix}:checks:{part}"
+
+    @property
+    def analytics_trust(self) -> str:
+        """Hash set while the fleet distrusts analytics confirmations (``worker.analytics_trust``)."""
+        return f"{self.prefix}:analytics-trust"
 
     # -- fleet jobs --------------------------------------------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genesys_closer.config.errors import ConfigError
+from genesys_closer.config.redis_target import RedisTarget, parse_sentinels
 from genesys_closer.config.regions import resolve_domain
 
 
@@ -35,6 +36,13 @@ class ProducerSettings(BaseSettings):
 
     # Redis, Celery, results
     redis_url: str = "redis://localhost:6379/0"
+    # Redis Sentinel (off while REDIS_SENTINELS is unset): the sentinels name the master; REDIS_URL still gives its
+    # password and database (see config/redis_target.py)
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: SecretStr | None = None
+    # Producers wait until this many replicas have their writes before a close or batch counts as accepted
+    redis_wait_replicas: int = Field(0, ge=0, le=10)
     results_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     batch_enqueue_lease_seconds: float = Field(30.0, ge=1, le=600)  # a dead batch builder's batch is taken over after
     batch_in_flight: int = Field(300, ge=1, le=5000)  # a batch's items handed to the broker and not yet counted
@@ -53,6 +61,42 @@ class ProducerSettings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str) -> str:
+        parse_sentinels(value)
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _master_name(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ValueError(f"{value[:100]!r} is not a master name (letters, digits, '-', '_', '.')")
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_consistent(self) -> ProducerSettings:
+        if not self.redis_sentinels.strip():
+            stray = [name for name, value in (("REDIS_SENTINEL_MASTER", self.redis_sentinel_master),
+                                              ("REDIS_SENTINEL_PASSWORD", self.redis_sentinel_password)) if value]
+            if stray:
+                raise ValueError(f"{stray[0]} is set but REDIS_SENTINELS is not (set both to use Redis Sentinel)")
+            return self
+        if not self.redis_sentinel_master:
+            raise ValueError("REDIS_SENTINEL_MASTER must be set when REDIS_SENTINELS is (the name in the sentinels' "
+                             "'sentinel monitor NAME ...' line)")
+        if not self.redis_url.startswith("redis://"):
+            raise ValueError("REDIS_URL must start with redis:// when REDIS_SENTINELS is set (it gives the master's "
+                             "password and database; TLS and unix sockets are not supported with Sentinel)")
+        return self
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """Where every client connects: REDIS_URL, or the master the sentinels name."""
+        return RedisTarget(self.redis_url, parse_sentinels(self.redis_sentinels), self.redis_sentinel_master,
+                           self.redis_sentinel_password)
 
     @property
     def max_countdown_seconds(self) -> int:
@@ -136,6 +180,10 @@ class WorkerSettings(ProducerSettings):
     confirm_analytics_first_check_seconds: float = Field(1.0, ge=0, le=600)
     confirm_analytics_max_interval_seconds: float = Field(5.0, gt=0, le=600)
     confirm_analytics_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    # Trust but verify: a share of analytics confirmations is read live (at least one per read that confirms any);
+    # after a disagreement the fleet confirms every item live for this long, and until a sample is clean again.
+    analytics_verify_share: float = Field(0.02, ge=0, le=1)
+    analytics_distrust_seconds: float = Field(600.0, ge=0, le=86_400)
 
     # Retries and the circuit breaker
     retry_max_attempts: int = Field(4, ge=1, le=20)

@@ -10,7 +10,7 @@ from types import FrameType
 
 from genesys_closer.emulator.model import KINDS
 from genesys_closer.emulator.server import EmulatorServer
-from genesys_closer.emulator.state import EmulatorConfig, Faults
+from genesys_closer.emulator.state import STUCK_ENDED_MODES, EmulatorConfig, Faults
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="analytics (details query, multi-get) shows reality this late")
     answers.add_argument("--analytics-max-ids", type=int, default=100,
                          help="ids per GET /api/v2/analytics/conversations/details (the real maximum is undocumented)")
+    variants = parser.add_argument_group("analytics variants", "how far analytics' word strays from the live "
+                                          "conversation (docs/emulator.md)")
+    variants.add_argument("--analytics-no-message-type", action="store_true",
+                          help="analytics sessions carry no messageType (it is optional in the SDK's models)")
+    variants.add_argument("--analytics-no-conversation-end", action="store_true",
+                          help="ended analytics rows carry no conversationEnd (only every segment has ended)")
+    variants.add_argument("--analytics-stuck-ended", choices=STUCK_ENDED_MODES, default="off",
+                          help="analytics shows stuck conversations ended while they are open: always, or once a "
+                               "conversation-level PATCH reached them")
     return parser
 
 
@@ -89,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         reclose_status=args.reclose_status, acw_after_patch=args.acw_after_patch,
         wrapup_codes=tuple(args.wrapup_code), flow_purpose=args.flow_purpose, paging_cap=args.paging_cap,
         token_rate_limit_per_minute=args.token_rate_limit_per_minute, analytics_lag_ms=args.analytics_lag_ms,
-        analytics_max_ids=args.analytics_max_ids)
+        analytics_max_ids=args.analytics_max_ids, analytics_message_type=not args.analytics_no_message_type,
+        analytics_conversation_end=not args.analytics_no_conversation_end,
+        analytics_stuck_ended=args.analytics_stuck_ended)
     server = EmulatorServer(args.host, args.port, config)
     with server.state.lock:
         server.state.create_conversations(args.conversations, "webmessaging", age_seconds=args.age_minutes * 60)

@@ -5,14 +5,27 @@ Supported: ``interval`` (required; conversations that were active in it and star
 ``segmentFilters`` on ``mediaType``, ``messageType``, ``queueId``, ``purpose``, ``direction`` (``matches``),
 ``type`` ``and``/``or`` for filters and clauses, ``order``, ``orderBy`` ``conversationStart``/``conversationEnd``
 and ``paging{pageSize, pageNumber}``. Anything else is a 400, as an unknown field would be.
+
+``AnalyticsVariants`` lets analytics' word stray from the live conversation the ways a real org might: rows
+without ``messageType``, ended rows without ``conversationEnd``, and ``stuck`` conversations shown ended while
+they are open (from the start, or once a conversation-level PATCH reached them). Filters still match what the
+conversation really is; only the rows say less (or something else).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from genesys_closer.emulator.model import Conversation, Participant, conversation_end, parse_iso, render_analytics
+from genesys_closer.emulator.model import (
+    Conversation,
+    Participant,
+    conversation_end,
+    parse_iso,
+    render_analytics,
+    shown_ended,
+)
 
 CONVERSATION_DIMENSIONS = {"conversationEnd", "conversationStart", "conversationId"}
 SEGMENT_DIMENSIONS = {"mediaType", "messageType", "queueId", "purpose", "direction"}
@@ -20,6 +33,33 @@ SEGMENT_DIMENSIONS = {"mediaType", "messageType", "queueId", "purpose", "directi
 
 class QueryError(ValueError):
     """The query is malformed; becomes a 400 ``bad.request``."""
+
+
+@dataclass(frozen=True)
+class AnalyticsVariants:
+    """How analytics' rows differ from a faithful org (all defaults: faithful)."""
+
+    message_type: bool = True  # sessions carry messageType
+    conversation_end: bool = True  # ended rows carry conversationEnd
+    stuck_ended: str = "off"  # ``stuck`` conversations shown ended: off | always | after_patch
+
+    def seen(self, conversation: Conversation, participants: list[Participant], cutoff: float) -> list[Participant]:
+        """What analytics shows of ``participants`` (reality as of ``cutoff``)."""
+        if conversation.kind != "stuck" or self.stuck_ended == "off":
+            return participants
+        if self.stuck_ended == "always":
+            return shown_ended(participants, min(cutoff, conversation.last_message_time + 1))
+        patched_at = conversation.patched_at
+        if patched_at is not None and patched_at <= cutoff:
+            return shown_ended(participants, patched_at)
+        return participants
+
+    def render(self, conversation: Conversation, participants: list[Participant]) -> dict[str, Any]:
+        return render_analytics(conversation, participants, message_type=self.message_type,
+                                with_end=self.conversation_end)
+
+
+FAITHFUL = AnalyticsVariants()
 
 
 def _interval(text: object, max_days: int) -> tuple[float, float]:
@@ -103,16 +143,18 @@ def matches(conversation: Conversation, participants: list[Participant], query: 
     return True
 
 
-def analytics_participants(conversation: Conversation, now: float, lag_seconds: float) -> list[Participant] | None:
+def analytics_participants(conversation: Conversation, now: float, lag_seconds: float,
+                           variants: AnalyticsVariants = FAITHFUL) -> list[Participant] | None:
     """What analytics shows of a conversation: reality ``lag_seconds`` ago (None: not known yet); without a lag,
     what readers see now."""
     if lag_seconds <= 0:
-        return conversation.visible_participants(now)
-    return conversation.analytics_view(now - lag_seconds)
+        return variants.seen(conversation, conversation.visible_participants(now), now)
+    seen = conversation.analytics_view(now - lag_seconds)
+    return None if seen is None else variants.seen(conversation, seen, now - lag_seconds)
 
 
 def multi_get(conversations: dict[str, Conversation], ids: list[str], now: float, *, max_ids: int,
-              lag_seconds: float = 0.0) -> dict[str, Any]:
+              lag_seconds: float = 0.0, variants: AnalyticsVariants = FAITHFUL) -> dict[str, Any]:
     """``GET /api/v2/analytics/conversations/details?id=...``: the rows analytics knows, unknown ids left out."""
     if not ids:
         raise QueryError("at least one id is required")
@@ -123,15 +165,16 @@ def multi_get(conversations: dict[str, Conversation], ids: list[str], now: float
         conversation = conversations.get(cid)
         if conversation is None:
             continue
-        participants = analytics_participants(conversation, now, lag_seconds)
+        participants = analytics_participants(conversation, now, lag_seconds, variants)
         if participants is not None:
-            rows.append(render_analytics(conversation, participants))
+            rows.append(variants.render(conversation, participants))
     return {"conversations": rows}
 
 
 def run_query(
     conversations: list[Conversation], query: dict[str, Any], now: float, *, max_page_size: int,
     max_interval_days: int, paging_cap: int = 100_000, lag_seconds: float = 0.0,
+    variants: AnalyticsVariants = FAITHFUL,
 ) -> dict[str, Any]:
     if not isinstance(query, dict):
         raise QueryError("body must be a ConversationQuery object")
@@ -153,7 +196,7 @@ def run_query(
         raise QueryError(f"unsupported orderBy {order_by!r}")
     hits = []
     for conversation in conversations:
-        seen = analytics_participants(conversation, now, lag_seconds)
+        seen = analytics_participants(conversation, now, lag_seconds, variants)
         if seen is None:
             continue
         participants = seen
@@ -171,5 +214,5 @@ def run_query(
     page = hits[(page_number - 1) * page_size: page_number * page_size]
     body: dict[str, Any] = {"totalHits": len(hits)}
     if page:
-        body["conversations"] = [render_analytics(c, p) for c, p in page]
+        body["conversations"] = [variants.render(c, p) for c, p in page]
     return body

@@ -102,6 +102,7 @@ class Conversation:
     last_message_time: float
     division_id: str = "4c1d5e6f-0000-4000-8000-00000000d1f5"
     ignores_conversation_patch: bool = False
+    patched_at: float | None = None  # the first conversation-level PATCH (analytics variant ``after_patch``)
     # Eventual consistency: what readers see until ``stale_until``.
     stale_participants: list[Participant] | None = None
     stale_until: float = 0.0
@@ -309,8 +310,21 @@ def render_conversation(conversation: Conversation, participants: list[Participa
     })
 
 
-def render_analytics(conversation: Conversation, participants: list[Participant]) -> dict[str, Any]:
-    """``AnalyticsConversationWithoutAttributes``: one row of the conversation details query."""
+def shown_ended(participants: list[Participant], at: float) -> list[Participant]:
+    """The participants as a view that has them all leave at ``at`` (the live conversation is not changed)."""
+    ended = copy.deepcopy(participants)
+    for p in ended:
+        if p.state not in CLOSED_STATES:
+            p.state, p.end_time, p.disconnect_type = "disconnected", at, "system"
+            p.park_time = p.resume_time = None
+    return ended
+
+
+def render_analytics(conversation: Conversation, participants: list[Participant], *, message_type: bool = True,
+                     with_end: bool = True) -> dict[str, Any]:
+    """``AnalyticsConversationWithoutAttributes``: one row of the conversation details query. ``message_type``
+    False leaves ``messageType`` out of every session and ``with_end`` False leaves ``conversationEnd`` out
+    (both optional in the SDK's models)."""
     rows = []
     for p in participants:
         interact_end = p.park_time if p.state == "parked" else p.end_time
@@ -333,19 +347,19 @@ def render_analytics(conversation: Conversation, participants: list[Participant]
             "participantId": p.id,
             "purpose": p.purpose,
             "userId": p.user_id,
-            "sessions": [{
+            "sessions": [_prune({
                 "sessionId": p.id,
                 "mediaType": "message",
-                "messageType": conversation.message_type,
+                "messageType": conversation.message_type if message_type else None,
                 "direction": p.direction,
                 "provider": "PureCloud Messaging",
                 "segments": segments,
-            }],
+            })],
         }))
     return _prune({
         "conversationId": conversation.id,
         "conversationStart": iso(conversation.start_time),
-        "conversationEnd": iso(conversation_end(participants)),
+        "conversationEnd": iso(conversation_end(participants)) if with_end else None,
         "originatingDirection": "inbound",
         "divisionIds": [conversation.division_id],
         "participants": rows,

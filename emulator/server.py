@@ -297,12 +297,15 @@ class RequestHandler(BaseHTTPRequestHandler):
             return 400, error_body(400, "bad.request", "The request could not be understood by the server "
                                    "due to malformed syntax."), {}
         lag = state.config.analytics_lag_ms / 1000
+        variants = analytics.AnalyticsVariants(state.config.analytics_message_type,
+                                               state.config.analytics_conversation_end,
+                                               state.config.analytics_stuck_ended)
         if template == "/api/v2/analytics/conversations/details":
             ids = [cid for value in query.get("id", []) for cid in value.split(",") if cid]
             granted = {cid: c for cid, c in state.conversations.items() if c.division_id != RESTRICTED_DIVISION_ID}
             try:
                 return 200, analytics.multi_get(granted, ids, now, max_ids=state.config.analytics_max_ids,
-                                                lag_seconds=lag), {}
+                                                lag_seconds=lag, variants=variants), {}
             except analytics.QueryError as exc:
                 return 400, error_body(400, "bad.request", str(exc)), {}
         if template == "/api/v2/analytics/conversations/details/query":
@@ -311,7 +314,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 body = analytics.run_query(
                     visible_to_client, payload if isinstance(payload, dict) else {}, now,
                     max_page_size=state.config.max_page_size, max_interval_days=state.config.max_interval_days,
-                    paging_cap=state.config.paging_cap, lag_seconds=lag)
+                    paging_cap=state.config.paging_cap, lag_seconds=lag, variants=variants)
             except (analytics.QueryError, TypeError, ValueError) as exc:
                 return 400, error_body(400, "bad.request", str(exc)), {}
             return 200, body, {}
@@ -341,6 +344,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                                    "Invalid value for state. On update, 'disconnected' is the only valid value.",
                                    {"fieldName": "state"}), {}
         state.patches_by_conversation[conversation.id] += 1
+        if conversation.patched_at is None:
+            conversation.patched_at = now
         if all(p.state in CLOSED_STATES for p in conversation.participants):
             return self._reclose(conversation)
         if not conversation.ignores_conversation_patch:

@@ -28,9 +28,11 @@ RATE_WINDOW_SECONDS = 60.0
 CONFIG_FAULTS = (  # EmulatorConfig fields that POST /__emulator__/faults may change at run time
     "rate_limit_per_minute", "consistency_delay_ms", "restricted_status", "participant_type_on", "reclose_status",
     "acw_after_patch", "wrapup_codes", "flow_purpose", "paging_cap", "token_rate_limit_per_minute",
-    "analytics_lag_ms", "analytics_max_ids",
+    "analytics_lag_ms", "analytics_max_ids", "analytics_message_type", "analytics_conversation_end",
+    "analytics_stuck_ended",
 )
 REQUEST_LOG_LIMIT = 2_000_000
+STUCK_ENDED_MODES = ("off", "always", "after_patch")
 
 
 @dataclass
@@ -88,6 +90,10 @@ class EmulatorConfig:
     token_rate_limit_per_minute: int = 0    # POST /oauth/token per client per minute (0: unlimited)
     analytics_lag_ms: float = 0.0           # analytics shows reality this late (the command line's default: 2000)
     analytics_max_ids: int = 100            # ids per GET /api/v2/analytics/conversations/details (undocumented)
+    # How far analytics' word may stray from the live conversation (docs/emulator.md, "Analytics variants"):
+    analytics_message_type: bool = True     # sessions carry messageType (optional in the SDK's AnalyticsSession)
+    analytics_conversation_end: bool = True  # ended rows carry conversationEnd (else only every segment has ended)
+    analytics_stuck_ended: str = "off"      # stuck conversations shown ended while live is open: off|always|after_patch
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[object, tuple[object, ...]]] = {
@@ -95,6 +101,7 @@ class EmulatorConfig:
             "participant_type_on": (self.participant_type_on, ("customer", "all")),
             "reclose_status": (self.reclose_status, (409, 400, 404, 200)),
             "flow_purpose": (self.flow_purpose, ("workflow", "ivr")),
+            "analytics_stuck_ended": (self.analytics_stuck_ended, STUCK_ENDED_MODES),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:

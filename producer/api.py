@@ -29,7 +29,7 @@ from genesys_closer.worker.celery_config import producer_app
 from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.outcomes import CloseResult
 from genesys_closer.worker.genesys.ids import parse_conversation_id
-from genesys_closer.worker.genesys.redis_connection import connect
+from genesys_closer.worker.genesys.redis_connection import await_replicas, connect
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
 from genesys_closer.worker.results import BatchStatus, ResultStore
 
@@ -130,7 +130,7 @@ class CloseClient:
     def __init__(self, settings: ProducerSettings | None = None, *, app: Celery | None = None) -> None:
         self.settings = settings or get_producer_settings()
         self.app = app or producer_app(self.settings)
-        self.redis = connect(self.settings.redis_url)
+        self.redis = connect(self.settings.redis_target)
         self.results = ResultStore(self.redis, self.settings.results_ttl_seconds)
         self.batches_writer = BatchWriter(self.app, self.results, time.time,
                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
@@ -166,6 +166,7 @@ class CloseClient:
         except BaseException:
             self.results.forget_pending(task_id)
             raise
+        await_replicas(self.redis, self.settings.redis_wait_replicas)  # tracked and queued, on a replica too
         return task_id
 
     def result(self, task_id: str, timeout: float = 60.0) -> CloseResult:
@@ -201,6 +202,7 @@ class CloseClient:
         started, check = self.batches_writer.start_checked(
             conversation_ids, options=validate_options(options), label=label, source=source, on_invalid=on_invalid,
             queue=queue, batch_id=batch_id)
+        await_replicas(self.redis, self.settings.redis_wait_replicas)  # the batch and its items, on a replica too
         return Batch(self, started, check)
 
     def check_ids(self, conversation_ids: Iterable[object]) -> IdCheck:

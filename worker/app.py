@@ -15,10 +15,12 @@ import tempfile
 from typing import Any, NoReturn
 
 from celery import Celery
-from celery.signals import setup_logging, worker_init, worker_process_shutdown, worker_ready
+from celery.signals import celeryd_after_setup, setup_logging, worker_init, worker_process_shutdown, worker_ready
+from celery.utils.nodenames import worker_direct
 
 from genesys_closer.config.errors import ConfigError
 from genesys_closer.config.settings import WorkerSettings, get_worker_settings
+from genesys_closer.worker import reconnect_fixes
 from genesys_closer.worker.celery_config import APP_NAME, worker_config
 from genesys_closer.worker.logging_setup import configure_logging
 
@@ -55,7 +57,10 @@ def _configuration() -> dict[str, Any]:
 
 @functools.cache
 def build_app() -> Celery:
-    """The worker app; its configuration is read from the settings when Celery first needs it."""
+    """The worker app; its configuration is read from the settings when Celery first needs it. Workers, beat, Flower
+    and the liveness probe run on it, with three reconnection defects of kombu, Celery and billiard fixed
+    (``worker.reconnect_fixes``)."""
+    reconnect_fixes.apply()
     app = Celery(APP_NAME, include=[TASKS_MODULE])
     app.add_defaults(_configuration)
     return app
@@ -76,13 +81,27 @@ def _require_credentials(**_: Any) -> None:
         _refuse_to_start(exc)
 
 
+@celeryd_after_setup.connect  # type: ignore[untyped-decorator]
+def _direct_queue_first(sender: str, instance: Any, **_: Any) -> None:
+    """The worker's own queue (``worker_direct``, where the liveness probe sends its task) is consumed before the
+    others. kombu's Redis transport pops its queues in the order they were added, and Celery adds this one last:
+    behind a batch's thousands of queued items the probe would wait its turn, and a busy, healthy worker would be
+    reported dead (and restarted by its supervisor)."""
+    consume_from = instance.app.amqp.queues.consume_from
+    direct = worker_direct(sender).name
+    if direct in consume_from:
+        ordered = {direct: consume_from[direct]} | {name: q for name, q in consume_from.items() if name != direct}
+        consume_from.clear()
+        consume_from.update(ordered)
+
+
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _on_ready(**_: Any) -> None:
     settings = _settings()
     from genesys_closer.worker.genesys.redis_connection import connect
     from genesys_closer.worker.recovery import remember_redis_run_id
 
-    remember_redis_run_id(connect(settings.redis_url))
+    remember_redis_run_id(connect(settings.redis_target))
     if settings.metrics_port:
         from genesys_closer.worker import metrics
 

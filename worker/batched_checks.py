@@ -2,19 +2,21 @@
 
 The direct path costs 3 calls per close (GET, PATCH, confirming GET). A batch item on the batched path costs the
 PATCH plus its share of two analytics reads by id (``GET /api/v2/analytics/conversations/details?id=...``, up to
-``ANALYTICS_CHUNK_SIZE`` conversations per call)::
+``ANALYTICS_CHUNK_SIZE`` conversations per call). The item's stages and every decision between them are in
+``worker.item_lifecycle`` (``Stage``, ``next_step``); this module is their Redis side and the pump that makes the
+reads and carries out what ``next_step`` decides.
 
-    item task ──> precheck set ──pump: one read per chunk──> ended: already_closed | other channel: not_web_messaging
-                                                      └───> open: PATCH task ──> confirm set ──pump──> closed
-                                                      └───> unknown to analytics: direct path (GET ...)
-    confirm set: not ended after CONFIRM_ANALYTICS_TIMEOUT_SECONDS ──> direct path (a read of the conversation)
+Where each item is lives in Redis, never only in a process: the stage in the item's progress hash
+(``worker.item_progress``, which also sums its calls, a chunk read counting as its share) and its due time in a
+fleet-wide sorted set per waiting stage. The pump is a Celery task that holds a lock while it drains both sets, and
+stops as soon as it cannot extend that lock (another pump may then hold it). A pump is sent whenever an item becomes
+due and none is on its way (one Lua script decides and marks it, so concurrent callers send one); it sends itself
+again (with a countdown) while items wait, and the recovery check sends one when items are overdue. A SIGKILL
+loses nothing: the lock expires, items stay in their sets, a re-driven item task sees its stage and carries on.
 
-Where each item is lives in Redis, never only in a process: the stage in the item's progress hash (which also
-sums its calls, a chunk read counting as its share) and its due time in a fleet-wide sorted set per stage. The
-pump is a Celery task that holds a lock while it drains both sets; it is sent whenever an item becomes due and no
-pump is on its way, sends itself again (with a countdown) while items wait, and the recovery check sends one when
-items are overdue. A SIGKILL loses nothing: the lock expires, items stay in their sets, a re-driven item task
-sees its stage and carries on from there.
+Analytics never decides an outcome alone (issue 18): of the items a confirmation read shows ended, the pump reads a
+sample live before any is recorded (``worker.analytics_trust.ConfirmVerifier``) and each item's ``AnalyticsRow``
+says how its sample came out; ``next_step`` decides from that.
 """
 
 from __future__ import annotations
@@ -23,103 +25,105 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.config.settings import WorkerSettings
+from genesys_closer.worker.analytics_trust import ConfirmVerifier, Settlement, TrustMode, Verified
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.closing.analytics_state import (
-    row_ended,
-    row_is_web_messaging,
+    row_confirms_end,
     row_participant_states,
     row_pending_wrapups,
 )
+from genesys_closer.worker.closing.conversation_state import pending_wrapups
 from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
-from genesys_closer.worker.closing.outcomes import CONFIRMED_BY_ANALYTICS, CloseResult, Outcome
+from genesys_closer.worker.closing.outcomes import CONFIRMED_BY_ANALYTICS, CloseResult, summarize_participants
 from genesys_closer.worker.genesys.client import CallTally, GenesysClient
 from genesys_closer.worker.genesys.errors import InvalidConversationId, PermanentError, RetryableError
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.genesys.lanes import INTERACTIVE, lane
 from genesys_closer.worker.genesys.locks import OwnedLock
-from genesys_closer.worker.genesys.redis_connection import text
+from genesys_closer.worker.genesys.redis_connection import register_lua, text
+from genesys_closer.worker.item_lifecycle import (
+    WAITING_STAGES,
+    AnalyticsRow,
+    BatchStopped,
+    CheckTiming,
+    Decision,
+    Drop,
+    Finish,
+    Hand,
+    Ignore,
+    Item,
+    ItemRef,
+    Listed,
+    LiveRead,
+    NotInAnalytics,
+    Observation,
+    Progress,
+    Read,
+    ReadFailed,
+    ReadRefused,
+    Settled,
+    Stage,
+    Wait,
+    next_step,
+)
+from genesys_closer.worker.item_progress import ItemProgress
 from genesys_closer.worker.names import QUEUE_BULK
 from genesys_closer.worker.results import is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
-PRECHECK, PATCH, CONFIRM, DIRECT = "precheck", "patch", "confirm", "direct"
-PROGRESS_TTL_SECONDS = 86_400
-LOCK_SECONDS = 15.0  # extended after every read: a pump that died holds up the others at most this long
+LOCK_SECONDS = 15.0  # extended before every read: a pump that died holds up the others at most this long
 PUMP_BUDGET_SECONDS = 20.0  # a pump run ends (and sends the next) well inside the task's soft time limit
 STAY_FOR_SECONDS = 1.0  # the pump waits in place for items due this soon; later ones get a pump with a countdown
 SLACK_SECONDS = 0.5
-MAX_READ_FAILURES = 3  # failed batched reads before an item takes the direct path
 KICK_GRACE_SECONDS = 10.0  # a pump not started this long after its time was lost: the next item sends another
+SETTLED = {"by_analytics": Settled.BY_ANALYTICS, "verified": Settled.VERIFIED, "disagreed": Settled.DISAGREED,
+           "read_live": Settled.READ_LIVE, "wait": Settled.WAIT}  # analytics_trust.Settlement's lists
+STOPPING_BATCH_STATES = frozenset({"cancelled", "stopped"})  # ``worker.results`` names the batch states
 Retrying = Callable[[Callable[[], Any]], Any]
 
 
-@dataclass(frozen=True)
-class CheckTiming:
-    chunk_size: int = 100
-    gather_seconds: float = 5.0  # how long a due item may wait for others to share its read
-    first_check_seconds: float = 1.0
-    max_interval_seconds: float = 5.0
-    timeout_seconds: float = 60.0
-
-    @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> CheckTiming:
-        return cls(settings.analytics_chunk_size, settings.batched_gather_seconds,
-                   settings.confirm_analytics_first_check_seconds, settings.confirm_analytics_max_interval_seconds,
-                   settings.confirm_analytics_timeout_seconds)
-
-    @property
-    def min_chunk(self) -> int:
-        """A read is made at once for this many due items (a fifth of a chunk): a read's share per item then stays
-        at most 5% of a call at any rate, and a slower stream of items waits at most ``gather_seconds``."""
-        return max(1, self.chunk_size // 5)
-
-    def next_check(self, since_patch: float) -> float:
-        """Seconds until the next confirmation read of an item patched ``since_patch`` seconds ago."""
-        return min(max(since_patch / 2, self.first_check_seconds, 0.2), self.max_interval_seconds)
-
-
-def item_token(batch_id: str, conversation_id: str) -> str:
-    return f"{batch_id}:{conversation_id}"
-
-
-def parse_token(token: str) -> tuple[str, str] | None:
+def parse_token(token: str) -> ItemRef | None:
+    """The item a stage-set entry names; None when it is malformed."""
     batch_id, _, conversation_id = token.partition(":")
     if not is_batch_id(batch_id):
         return None
     try:
-        return batch_id, parse_conversation_id(conversation_id)
+        return ItemRef(batch_id, parse_conversation_id(conversation_id))
     except InvalidConversationId:
         return None
 
 
-@dataclass
-class Progress:
-    """An item's progress hash (``KEYS.progress``): its stage, whether a PATCH of ours went out, its calls so far."""
+@dataclass(frozen=True)
+class BatchView:
+    """What the pump needs of an item's batch."""
 
-    stage: str | None = None
-    patched: bool = False
-    patched_at: float | None = None
-    api_calls: float = 0.0
-    confirm_only: bool = False  # the direct path only confirms (our PATCH was taken; analytics did not show it)
+    stop_reason: str | None  # why its items are not attempted any more (its state), or None
+    options: CloseOptions | None  # its close options; None when they do not parse (the item task refuses them)
+    overrides: dict[str, Any]  # its raw options, sent with its items' tasks
+    queue: str
 
-    @classmethod
-    def parse(cls, raw: dict[Any, Any]) -> Progress:
-        fields = {text(k): text(v) for k, v in raw.items()}
-        return cls(stage=fields.get("stage"), patched=fields.get("patched") == "1",
-                   patched_at=float(fields["patched_at"]) if "patched_at" in fields else None,
-                   api_calls=float(fields.get("api_calls") or 0), confirm_only=fields.get("confirm_only") == "1")
+
+@dataclass(frozen=True)
+class Due:
+    """An entry of a stage set (``token``, as stored) and the item it names."""
+
+    token: str
+    item: Item
+
+    @property
+    def ref(self) -> ItemRef:
+        return self.item.ref
 
 
 class CheckQueue:
-    """The Redis side of batched checks: the stage sets, item progress and sending the pump."""
+    """The Redis side of batched checks: the stage sets, moving items between stages, and sending the pump."""
 
     def __init__(self, client: redis.Redis, timing: CheckTiming, send_pump: Callable[[float], None],
                  clock: Callable[[], float] = time.time) -> None:
@@ -127,78 +131,62 @@ class CheckQueue:
         self.timing = timing
         self.send_pump = send_pump
         self.clock = clock
+        self.items = ItemProgress(client)
+        self._kick = register_lua(client, "checks_kick.lua")
+        self._arrived = register_lua(client, "checks_arrived.lua")
 
     def progress(self, batch_id: str, conversation_id: str) -> Progress:
-        return Progress.parse(self.redis.hgetall(KEYS.progress(conversation_id, batch_id)))
+        return self.items.read(ItemRef(batch_id, conversation_id))
 
-    def set_stage(self, batch_id: str, conversation_id: str, stage: str, *, add_calls: float = 0.0,
-                  due_at: float | None = None, fields: dict[str, str] | None = None) -> None:
-        """Move an item to ``stage`` (adding ``add_calls`` to its calls); with ``due_at`` it joins that stage's set
-        (an item already there keeps its place)."""
-        self.set_stages([(batch_id, conversation_id)], stage, add_calls=add_calls, due_at=due_at, fields=fields)
-
-    def set_stages(self, items: list[tuple[str, str]], stage: str, *, add_calls: float = 0.0,
-                   due_at: float | None = None, fields: dict[str, str] | None = None) -> None:
-        """``set_stage`` for (batch id, conversation id) pairs, in one transaction."""
+    def join(self, refs: list[ItemRef], stage: Stage, due_at: float, *, add_calls: float = 0.0,
+             patched: bool | None = None, answer_open: bool = False) -> None:
+        """Move items to the waiting ``stage`` and into its set, due at ``due_at`` (an item already there keeps its
+        place). ``patched`` not None: our PATCH's answer, and the confirmation clock starts now (``answer_open``:
+        the answer did not show the conversation ended)."""
         pipe = self.redis.pipeline(transaction=True)
-        mapping: dict[str, str] = {"stage": stage, **(fields or {})}
-        for batch_id, conversation_id in items:
-            key = KEYS.progress(conversation_id, batch_id)
-            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-            if add_calls:
-                pipe.hincrbyfloat(key, "api_calls", add_calls)
-            pipe.expire(key, PROGRESS_TTL_SECONDS)
-            if due_at is not None:
-                pipe.zadd(KEYS.checks(stage), {item_token(batch_id, conversation_id): due_at}, nx=True)
+        self.items.move(refs, stage, add_calls=add_calls, patched=patched,
+                        patched_at=None if patched is None else self.clock(),
+                        answer_open=None if patched is None else answer_open, pipe=pipe)
+        pipe.zadd(KEYS.checks(stage.value), {ref.token: due_at for ref in refs}, nx=True)
         pipe.execute()
-        if due_at is not None and not self.redis.exists(KEYS.checks("lock")):
+        if not self.redis.exists(KEYS.checks("lock")):
             # A running pump sees these items (they joined their set before the lock was checked) and sends the next
             # pump when it lets go: no pump is sent while one runs.
             ready_at = self.next_ready()
             self.kick(due_at + self.timing.gather_seconds if ready_at is None else ready_at)
 
-    def enter_precheck(self, batch_id: str, conversation_id: str) -> None:
-        self.set_stage(batch_id, conversation_id, PRECHECK, due_at=self.clock())
-
-    def enter_confirm(self, batch_id: str, conversation_id: str, *, patched: bool, calls: float) -> None:
-        now = self.clock()
-        self.set_stage(batch_id, conversation_id, CONFIRM, add_calls=calls,
-                       due_at=now + self.timing.first_check_seconds,
-                       fields={"patched": "1" if patched else "0", "patched_at": repr(now)})
-
-    def rejoin(self, batch_id: str, conversation_id: str, stage: str) -> None:
-        """A re-driven item task found its item waiting in ``stage``: make sure it is in that stage's set."""
-        self.redis.zadd(KEYS.checks(stage), {item_token(batch_id, conversation_id): self.clock()}, nx=True)
-        if not self.redis.exists(KEYS.checks("lock")):
-            self.kick(self.clock() + self.timing.gather_seconds)
+    def move(self, refs: Iterable[ItemRef], stage: Stage, *, add_calls: float = 0.0,
+             confirm_only: bool = False, live_read: LiveRead | None = None) -> None:
+        """Move items to a stage their close task runs (``patch``, ``direct``), in one transaction."""
+        pipe = self.redis.pipeline(transaction=True)
+        self.items.move(refs, stage, add_calls=add_calls, confirm_only=confirm_only, live_read=live_read, pipe=pipe)
+        pipe.execute()
 
     # -- the pump's schedule -----------------------------------------------------------------------------------
     def next_ready(self) -> float | None:
         """When the pump next has a read to make: as soon as ``min_chunk`` items are due, or when the oldest due item
         has waited ``gather_seconds`` for company. None when both sets are empty. One round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        for stage in (PRECHECK, CONFIRM):
-            pipe.zrange(KEYS.checks(stage), 0, 0, withscores=True)
-            pipe.zrange(KEYS.checks(stage), self.timing.min_chunk - 1, self.timing.min_chunk - 1, withscores=True)
+        for stage in WAITING_STAGES:
+            pipe.zrange(KEYS.checks(stage.value), 0, 0, withscores=True)
+            pipe.zrange(KEYS.checks(stage.value), self.timing.min_chunk - 1, self.timing.min_chunk - 1,
+                        withscores=True)
         first_pre, enough_pre, first_confirm, enough_confirm = pipe.execute()
         times = [float(first[0][1]) + self.timing.gather_seconds for first in (first_pre, first_confirm) if first]
         times += [float(enough[0][1]) for enough in (enough_pre, enough_confirm) if enough]
         return min(times) if times else None
 
     def arrived(self) -> None:
-        """A pump has started: the one sent for now (or earlier) is no longer on its way."""
-        scheduled = self.redis.get(KEYS.checks("kick"))
-        if scheduled is not None and float(text(scheduled)) <= self.clock() + SLACK_SECONDS:
-            self.redis.delete(KEYS.checks("kick"))
+        """A pump has started: the one sent for now (or earlier) is no longer on its way (one atomic step)."""
+        self._arrived(keys=[KEYS.checks("kick")], args=[repr(self.clock() + SLACK_SECONDS)])
 
     def kick(self, ready_at: float) -> None:
-        """Make sure a pump runs by ``ready_at``: send one unless one is already due by then."""
-        scheduled = self.redis.get(KEYS.checks("kick"))
-        if scheduled is not None and float(text(scheduled)) <= ready_at + SLACK_SECONDS:
-            return
+        """Make sure a pump runs by ``ready_at``: send one unless one is already due by then. Deciding and marking
+        is one atomic step, so of concurrent callers one sends it."""
         countdown = max(0.0, ready_at - self.clock())
-        self.redis.set(KEYS.checks("kick"), repr(ready_at), px=int((countdown + KICK_GRACE_SECONDS) * 1000))
-        self.send_pump(countdown)
+        if self._kick(keys=[KEYS.checks("kick")], args=[repr(ready_at), repr(SLACK_SECONDS),
+                                                        int((countdown + KICK_GRACE_SECONDS) * 1000)]):
+            self.send_pump(countdown)
 
     def kick_if_overdue(self, grace_seconds: float = 5.0) -> bool:
         """The recovery check's part: send a pump when items are overdue and none runs (its task was lost)."""
@@ -211,14 +199,17 @@ class CheckQueue:
 
 
 class CheckPump:
-    """Drains the stage sets: one analytics read per chunk of due items, then each item's next step."""
+    """Drains the stage sets: one analytics read per chunk of due items, then each item's ``next_step``."""
 
     def __init__(self, queue: CheckQueue, client: GenesysClient, retrying: Retrying, batches: BatchWriter,
                  finish: Callable[[CloseResult], object], default_options: CloseOptions, limits: OptionLimits,
-                 *, budget_seconds: float = PUMP_BUDGET_SECONDS, sleep: Callable[[float], None] = time.sleep) -> None:
+                 *, budget_seconds: float = PUMP_BUDGET_SECONDS, sleep: Callable[[float], None] = time.sleep,
+                 verifier: ConfirmVerifier | None = None) -> None:
         self.budget_seconds = budget_seconds
+        self.verifier = verifier
         self.queue = queue
         self.redis = queue.redis
+        self.items = queue.items
         self.timing = queue.timing
         self.clock = queue.clock
         self.client = client
@@ -231,7 +222,8 @@ class CheckPump:
 
     def run(self, budget_seconds: float | None = None) -> int:
         """Drain while items are ready (at most ``budget_seconds``, by default well inside the task's soft time
-        limit); returns the number of reads made. Whatever happens, a pump is sent for the items still waiting."""
+        limit) and the lock is ours; returns the number of reads made. Whatever happens, a pump is sent for the items
+        still waiting unless another pump holds the lock (that one sends it)."""
         budget_seconds = self.budget_seconds if budget_seconds is None else budget_seconds
         self.queue.arrived()
         lock = OwnedLock(self.redis, KEYS.checks("lock"), LOCK_SECONDS)
@@ -241,35 +233,48 @@ class CheckPump:
             held_for = self.redis.pttl(KEYS.checks("lock"))
             self.queue.kick(self.clock() + max(int(held_for), 100) / 1000)
             return 0
-        reads = 0
+        reads, held = 0, True
         try:
             deadline = self.clock() + budget_seconds
             while self.clock() < deadline:
-                reads += self.drain_ready(lock)
+                made, held = self._drain(lock)
+                reads += made
                 ready_at = self.queue.next_ready()
-                if ready_at is None or ready_at - self.clock() > STAY_FOR_SECONDS:
+                if not held or ready_at is None or ready_at - self.clock() > STAY_FOR_SECONDS:
                     break
-                lock.extend()
+                if not lock.extend():
+                    held = False
+                    break
                 self.sleep(max(0.05, ready_at - self.clock()))
         finally:
-            lock.release()
+            released = lock.release()
             ready_at = self.queue.next_ready()
-            if ready_at is not None:
+            if ready_at is not None and (released or lock.owner() is None):
                 self.queue.kick(ready_at)
+        if not held:
+            log.warning("batched-checks pump lost its lock: it stopped draining after %d read(s)", reads)
         return reads
 
-    def drain_ready(self, lock: OwnedLock | None = None) -> int:
+    def drain_ready(self) -> int:
+        """One read per waiting stage with enough items due; returns the number of reads made."""
+        return self._drain(None)[0]
+
+    def _drain(self, lock: OwnedLock | None) -> tuple[int, bool]:
+        """``drain_ready``, each read made only while ``lock`` (when given) can be extended: (reads made, whether
+        the lock is still ours)."""
         reads = 0
-        for stage in (PRECHECK, CONFIRM):
+        for stage in WAITING_STAGES:
             tokens = self._ready(stage)
-            if tokens and self._check(stage, tokens):
+            if not tokens:
+                continue
+            if lock is not None and not lock.extend():
+                return reads, False
+            if self._check(stage, tokens):
                 reads += 1
-                if lock is not None:
-                    lock.extend()
-        return reads
+        return reads, True
 
-    def _ready(self, stage: str) -> list[str]:
-        key = KEYS.checks(stage)
+    def _ready(self, stage: Stage) -> list[str]:
+        key = KEYS.checks(stage.value)
         now = self.clock()
         due = self.redis.zrangebyscore(key, "-inf", now, start=0, num=self.timing.chunk_size, withscores=True)
         if not due:
@@ -279,167 +284,163 @@ class CheckPump:
         return [text(entry[0]) for entry in due]
 
     # -- one read for a chunk of items -------------------------------------------------------------------------
-    def _check(self, stage: str, tokens: list[str]) -> bool:
+    def _check(self, stage: Stage, tokens: list[str]) -> bool:
         """One read for these items and each item's next step; False when none of them needed a read."""
-        items: list[tuple[str, str, str, Progress]] = []
-        pipe = self.redis.pipeline(transaction=False)
-        parsed = [(token, parse_token(token)) for token in tokens]
-        for _, pair in parsed:
-            if pair is not None:
-                pipe.hgetall(KEYS.progress(pair[1], pair[0]))
-        progresses = iter(pipe.execute())
-        stale, handed_off = [], []
-        for token, pair in parsed:
-            progress = Progress.parse(next(progresses)) if pair is not None else None
-            if pair is None or progress is None:
-                stale.append(token)  # malformed, or finished
-            elif progress.stage == stage:
-                items.append((token, pair[0], pair[1], progress))
-            elif progress.stage in (PATCH, DIRECT):
-                handed_off.append((token, pair[0], pair[1], progress))  # a pump died between its stage and its task
-            else:
-                stale.append(token)  # it moved on (re-driven)
-        if stale:
-            self.redis.zrem(KEYS.checks(stage), *stale)
-        batches = {batch_id: self._batch(batch_id) for batch_id in {item[1] for item in [*items, *handed_off]}}
-        for next_stage in (PATCH, DIRECT):  # sent again: a second copy of a task finds its stage moved on
-            self._send(stage, next_stage, [item for item in handed_off if item[3].stage == next_stage], 0.0, batches)
-        if not items:
+        due, batches = self._due(stage, tokens)
+        if not due:
             return False
-        if stage == PRECHECK:
-            stopped = [item for item in items if batches[item[1]][0] is not None]
-            self._to_direct(PRECHECK, stopped, 0.0, batches)  # the task records cancelled/not_attempted
-            items = [item for item in items if batches[item[1]][0] is None]
-            if not items:
-                return False
-        ids = list(dict.fromkeys(cid for _, _, cid, _ in items))
+        ids = list(dict.fromkeys(entry.ref.conversation_id for entry in due))
         tally = CallTally()
         try:
             with lane(INTERACTIVE):  # one read serves a whole chunk: it goes ahead of bulk PATCHes
                 rows = self.retrying(lambda: self.client.get_analytics_conversations(ids, tally))
         except RetryableError as exc:
-            self._read_failed(stage, items, exc, tally.api_calls / len(ids), batches)
+            failures = self.items.count_read_failure([entry.ref for entry in due], tally.api_calls / len(ids))
+            decided = self._decide(due, [ReadFailed(count, exc.retry_after_seconds) for count in failures])
+            log.info("batched %s read failed (%s): %d item(s) wait for the next read, %d take the direct path",
+                     stage.value, exc, sum(isinstance(d, Wait) for _, d, _ in decided),
+                     sum(isinstance(d, Hand) for _, d, _ in decided))
+            self._carry_out(stage, decided, 0.0, batches)  # its share is counted with the failure
             return True
         except PermanentError as exc:
             log.warning("batched %s read refused (%s): %d item(s) take the direct path; check the OAuth client's "
-                        "analytics permission and ANALYTICS_CHUNK_SIZE", stage, exc, len(items))
-            self._to_direct(stage, items, tally.api_calls / len(ids), batches)
+                        "analytics permission and ANALYTICS_CHUNK_SIZE", stage.value, exc, len(due))
+            self._carry_out(stage, self._decide(due, [ReadRefused()] * len(due)), tally.api_calls / len(ids), batches)
             return True
-        share = tally.api_calls / len(ids)
+        at = self.clock()
         by_id = {row.get("conversationId"): row for row in rows}
-        if stage == PRECHECK:
-            self._after_precheck(items, by_id, share, batches)
-        else:
-            self._after_confirm(items, by_id, share, batches)
+        verified = self._verify(stage, due, by_id)
+        settled = {token: SETTLED[kind] for kind, tokens in verified.settlement.by_kind().items() for token in tokens}
+        observations: list[Observation] = []
+        for entry in due:
+            row = by_id.get(entry.ref.conversation_id)
+            observations.append(NotInAnalytics(at) if row is None else AnalyticsRow.of(row, at,
+                                                                                      settled.get(entry.token)))
+        self._carry_out(stage, self._decide(due, observations), tally.api_calls / len(ids), batches, verified)
         return True
 
-    def _read_failed(self, stage: str, items: list[tuple[str, str, str, Progress]], exc: RetryableError,
-                     share: float, batches: dict[str, Any]) -> None:
-        """A read that failed after its inline retries: the items wait (with backoff) for the next one, and after
-        ``MAX_READ_FAILURES`` take the direct path, whose retry budget and outcomes apply to them."""
-        pipe = self.redis.pipeline(transaction=False)
-        for _, batch_id, cid, _ in items:
-            pipe.hincrby(KEYS.progress(cid, batch_id), "read_failures", 1)
-            pipe.hincrbyfloat(KEYS.progress(cid, batch_id), "api_calls", share)
-        failures = pipe.execute()[::2]
-        given_up = [item for item, count in zip(items, failures, strict=True) if count >= MAX_READ_FAILURES]
-        waiting = {item[0]: self.clock() + max(exc.retry_after_seconds or 0.0, float(count))
-                   for item, count in zip(items, failures, strict=True) if count < MAX_READ_FAILURES}
-        if waiting:
-            self.redis.zadd(KEYS.checks(stage), waiting, xx=True)
-        log.info("batched %s read failed (%s): %d item(s) wait for the next read, %d take the direct path",
-                 stage, exc, len(waiting), len(given_up))
-        self._to_direct(stage, given_up, 0.0, batches)
+    def _verify(self, stage: Stage, due: list[Due], by_id: dict[Any, dict[str, Any]]) -> Verified:
+        """Of the items a confirmation read shows ended (``conversationEnd``), read a sample live; every one of them
+        is confirmed by analytics when no verifier is configured."""
+        if stage is not Stage.CONFIRM:
+            return Verified(TrustMode.TRUSTED, Settlement())
+        ended = [entry for entry in due if row_confirms_end(by_id.get(entry.ref.conversation_id) or {})]
+        if self.verifier is None:
+            return Verified(TrustMode.TRUSTED, Settlement(by_analytics=[entry.token for entry in ended]))
+        return self.verifier.verify({entry.token: entry.ref.conversation_id for entry in ended},
+                                    {entry.token for entry in ended if entry.item.progress.answer_open})
 
-    def _batch(self, batch_id: str) -> tuple[str | None, CloseOptions | None, dict[str, Any], str]:
-        """(why its items are not attempted any more or None, its close options, raw options, queue)."""
+    def _due(self, stage: Stage, tokens: list[str]) -> tuple[list[Due], dict[str, BatchView]]:
+        """The entries of ``stage``'s set that need the read, and their batches. On the way, what is listed there
+        without needing a read gets its next step: stale entries are dropped, items a dead pump handed off are sent
+        again, and a stopped batch's items go to their task (which records why they are not attempted)."""
+        parsed = [(token, parse_token(token)) for token in tokens]
+        named = [(token, ref) for token, ref in parsed if ref is not None]
+        progresses = self.items.read_many([ref for _, ref in named])
+        entries = [Due(token, Item(ref, progress, None)) for (token, ref), progress in zip(named, progresses,
+                                                                                         strict=True)]
+        listed = self._decide(entries, [Listed(stage)] * len(entries))
+        stale = [token for token, ref in parsed if ref is None]  # malformed
+        stale += [entry.token for entry, decision, _ in listed if isinstance(decision, Drop)]  # finished, moved on
+        if stale:
+            self.redis.zrem(KEYS.checks(stage.value), *stale)
+        listed = [(entry, decision, seen) for entry, decision, seen in listed if not isinstance(decision, Drop)]
+        batches = {str(batch_id): self._batch(str(batch_id)) for batch_id in {e.ref.batch_id for e, _, _ in listed}}
+        self._carry_out(stage, [(e, d, seen) for e, d, seen in listed if not isinstance(d, Read)], 0.0, batches)
+        due = [replace(entry, item=replace(entry.item, options=batches[str(entry.ref.batch_id)].options))
+               for entry, decision, _ in listed if isinstance(decision, Read)]
+        stopping = [entry for entry in due if batches[str(entry.ref.batch_id)].stop_reason is not None]
+        stopped = [(e, d, seen) for e, d, seen in self._decide(stopping, [BatchStopped()] * len(stopping))
+                   if not isinstance(d, Ignore)]
+        self._carry_out(stage, stopped, 0.0, batches)
+        stopped_tokens = {entry.token for entry, _, _ in stopped}
+        return [entry for entry in due if entry.token not in stopped_tokens], batches
+
+    def _decide(self, entries: list[Due], observations: list[Observation]
+                ) -> list[tuple[Due, Decision, Observation]]:
+        return [(entry, next_step(entry.item, observation, self.timing), observation)
+                for entry, observation in zip(entries, observations, strict=True)]
+
+    def _carry_out(self, stage: Stage, decided: Sequence[tuple[Due, Decision, Observation | None]], share: float,
+                   batches: dict[str, BatchView], verified: Verified | None = None) -> None:
+        """Do what ``next_step`` decided for items of ``stage``'s set, each kind of decision in one round trip;
+        ``share`` is each item's share of the read they came from (not yet counted), ``verified`` the live reads
+        of its sample (their calls are the sampled items' own)."""
+        reads = verified.reads if verified is not None else {}
+        sampled = verified.calls if verified is not None else {}
+        handed: dict[tuple[Stage, bool, LiveRead | None], list[Due]] = {}
+        waiting: dict[str, tuple[ItemRef, float]] = {}  # token -> (item, next read)
+        now = self.clock()
+        for entry, decision, observation in decided:
+            match decision:
+                case Finish():
+                    row = observation.row if isinstance(observation, AnalyticsRow) else {}
+                    result = self._result(entry, decision, share + sampled.get(entry.token, 0.0), row)
+                    if entry.token in reads:  # its sampled read of the conversation says more than the row
+                        result.participant_states = summarize_participants(reads[entry.token])
+                        result.wrapups_pending = len(pending_wrapups(reads[entry.token]))
+                    self._finished(stage, entry, result)
+                case Hand(stage=to, confirm_only=confirm_only, live_read=live_read):
+                    handed.setdefault((to, confirm_only, live_read), []).append(entry)
+                case Wait(due_in_seconds=due_in):
+                    waiting[entry.token] = (entry.ref, now + due_in)
+                case Ignore():
+                    pass
+                case _:
+                    raise TypeError(f"the pump cannot carry out {decision!r} for an item in {stage.value}")
+        unfinished = {entry.ref: sampled[entry.token] for entry, decision, _ in decided
+                      if entry.token in sampled and not isinstance(decision, Finish)}
+        if unfinished:
+            self.items.add_calls(unfinished)  # a sampled read of an item that goes on
+        for (to, confirm_only, live_read), entries in handed.items():
+            self._hand(stage, to, entries, share, batches, confirm_only, live_read)
+        if waiting:
+            pipe = self.redis.pipeline(transaction=False)
+            if share:
+                self.items.add_calls({ref: share for ref, _ in waiting.values()}, pipe=pipe)
+            pipe.zadd(KEYS.checks(stage.value), {token: due for token, (_, due) in waiting.items()}, xx=True)
+            pipe.execute()
+
+    def _batch(self, batch_id: str) -> BatchView:
         state, raw_options, queue = (None if v is None else text(v) for v in self.redis.hmget(
             KEYS.batch(batch_id), ["state", "options", "queue"]))
-        stop = state if state in {"cancelled", "stopped"} else None
         try:
             overrides = json.loads(raw_options or "{}")
             options: CloseOptions | None = self.default_options.with_overrides(overrides, self.limits)
         except ValueError:
             overrides, options = {}, None  # the item task refuses it (invalid_request)
-        return stop, options, overrides if isinstance(overrides, dict) else {}, queue or QUEUE_BULK
+        return BatchView(stop_reason=state if state in STOPPING_BATCH_STATES else None, options=options,
+                         overrides=overrides if isinstance(overrides, dict) else {}, queue=queue or QUEUE_BULK)
 
-    def _after_precheck(self, items: list[tuple[str, str, str, Progress]], by_id: dict[Any, dict[str, Any]],
-                        share: float, batches: dict[str, Any]) -> None:
-        direct, patch = [], []
-        for item in items:
-            token, batch_id, cid, progress = item
-            row, options = by_id.get(cid), batches[batch_id][1]
-            if row is None or options is None:
-                direct.append(item)  # not known to analytics yet: the direct path reads the conversation
-            elif row_ended(row):
-                outcome = Outcome.CLOSED if progress.patched else Outcome.ALREADY_CLOSED
-                self._finished(PRECHECK, token, self._result(cid, batch_id, outcome, progress, share, row))
-            elif not options.allow_other_message_types and not row_is_web_messaging(row):
-                self._finished(PRECHECK, token, self._result(cid, batch_id, Outcome.NOT_WEB_MESSAGING, progress,
-                                                             share, row))
-            else:
-                patch.append(item)
-        self._send(PRECHECK, PATCH, patch, share, batches)
-        self._to_direct(PRECHECK, direct, share, batches)
-
-    def _after_confirm(self, items: list[tuple[str, str, str, Progress]], by_id: dict[Any, dict[str, Any]],
-                       share: float, batches: dict[str, Any]) -> None:
+    def _result(self, entry: Due, decision: Finish, share: float, row: Any) -> CloseResult:
         now = self.clock()
-        late, later = [], {}  # later: token -> (batch id, conversation id, next read)
-        for item in items:
-            token, batch_id, cid, progress = item
-            row = by_id.get(cid)
-            since = now - (progress.patched_at or now)
-            if row is not None and row_ended(row):
-                outcome = Outcome.CLOSED if progress.patched else Outcome.ALREADY_CLOSED
-                result = self._result(cid, batch_id, outcome, progress, share, row)
-                result.action, result.confirm_seconds = "patch", round(since, 4)
-                self._finished(CONFIRM, token, result)
-            elif since >= self.timing.timeout_seconds:
-                late.append(item)  # the direct path reads the conversation (and escalates per policy)
-            else:
-                later[token] = (batch_id, cid, now + self.timing.next_check(since))
-        if later:
-            pipe = self.redis.pipeline(transaction=False)
-            for batch_id, cid, _ in later.values():
-                pipe.hincrbyfloat(KEYS.progress(cid, batch_id), "api_calls", share)
-            pipe.zadd(KEYS.checks(CONFIRM), {token: due for token, (_, _, due) in later.items()}, xx=True)
-            pipe.execute()
-        self._send(CONFIRM, DIRECT, late, share, batches, {"confirm_only": "1"})
+        progress = entry.item.progress
+        result = CloseResult(entry.ref.conversation_id, decision.outcome, api_calls=progress.api_calls + share,
+                             started_at=now, finished_at=now, participant_states=row_participant_states(row),
+                             wrapups_pending=row_pending_wrapups(row) if decision.outcome.succeeded else 0,
+                             confirmed_by=decision.confirmed_by or CONFIRMED_BY_ANALYTICS, batch_id=entry.ref.batch_id)
+        if decision.confirm_seconds is not None:
+            result.action, result.confirm_seconds = "patch", decision.confirm_seconds
+        return result
 
-    @staticmethod
-    def _result(cid: str, batch_id: str, outcome: Outcome, progress: Progress, share: float,
-                row: dict[str, Any]) -> CloseResult:
-        now = time.time()
-        return CloseResult(cid, outcome, api_calls=progress.api_calls + share, started_at=now, finished_at=now,
-                           participant_states=row_participant_states(row),
-                           wrapups_pending=row_pending_wrapups(row) if outcome.succeeded else 0,
-                           confirmed_by=CONFIRMED_BY_ANALYTICS, batch_id=batch_id)
-
-    def _finished(self, stage: str, token: str, result: CloseResult) -> None:
+    def _finished(self, stage: Stage, entry: Due, result: CloseResult) -> None:
         """Record the outcome first, then forget the item: a crash in between only repeats a (counted-once) record."""
         self.finish(result)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(KEYS.progress(result.conversation_id, result.batch_id))
-        pipe.zrem(KEYS.checks(stage), token)
+        self.items.forget(entry.ref, pipe=pipe)
+        pipe.zrem(KEYS.checks(stage.value), entry.token)
         pipe.execute()
 
-    def _to_direct(self, stage: str, items: list[tuple[str, str, str, Progress]], share: float,
-                   batches: dict[str, Any]) -> None:
-        self._send(stage, DIRECT, items, share, batches)
-
-    def _send(self, stage: str, next_stage: str, items: list[tuple[str, str, str, Progress]], share: float,
-              batches: dict[str, Any], fields: dict[str, str] | None = None) -> None:
-        """Move items to ``next_stage`` and send each a close task (it runs that stage), grouped by batch."""
-        if not items:
-            return
-        self.queue.set_stages([(batch_id, cid) for _, batch_id, cid, _ in items], next_stage, add_calls=share,
-                              fields=fields)
+    def _hand(self, stage: Stage, to: Stage, entries: list[Due], share: float, batches: dict[str, BatchView],
+              confirm_only: bool, live_read: LiveRead | None = None) -> None:
+        """Move items to ``to`` and send each a close task (it runs that stage), grouped by batch."""
+        self.queue.move([entry.ref for entry in entries], to, add_calls=share, confirm_only=confirm_only,
+                        live_read=live_read)
         by_batch: dict[str, list[str]] = {}
-        for _, batch_id, cid, _ in items:
-            by_batch.setdefault(batch_id, []).append(cid)
+        for entry in entries:
+            by_batch.setdefault(str(entry.ref.batch_id), []).append(entry.ref.conversation_id)
         for batch_id, cids in by_batch.items():
-            _, _, overrides, queue = batches[batch_id]
-            self.batches.publish(batch_id, cids, overrides, queue)
+            batch = batches[batch_id]
+            self.batches.publish(batch_id, cids, batch.overrides, batch.queue)
         # Left last: after a crash before this, the next pump finds these items handed off and sends them again.
-        self.redis.zrem(KEYS.checks(stage), *(item[0] for item in items))
+        self.redis.zrem(KEYS.checks(stage.value), *(entry.token for entry in entries))

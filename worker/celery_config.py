@@ -14,7 +14,9 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
+from genesys_closer.config.redis_target import RedisTarget
 from genesys_closer.config.settings import ProducerSettings, WorkerSettings
+from genesys_closer.worker.genesys.redis_connection import sentinel_options
 from genesys_closer.worker.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
@@ -27,6 +29,24 @@ from genesys_closer.worker.names import (
 )
 
 APP_NAME = "genesys_closer"
+
+
+def celery_redis_url(target: RedisTarget) -> str:
+    """The broker and result-backend URL: ``REDIS_URL``, or with Sentinel one ``sentinel://`` URL per sentinel joined
+    by ``;`` (the form kombu's sentinel transport and Celery's sentinel backend read), each carrying the master's
+    password and database from ``REDIS_URL``."""
+    if not target.uses_sentinel:
+        return target.url
+    auth = f"{target.userinfo}@" if target.userinfo else ""
+    return ";".join(f"sentinel://{auth}{f'[{host}]' if ':' in host else host}:{port}/{target.database}"
+                    for host, port in target.sentinels)
+
+
+def celery_sentinel_options(target: RedisTarget) -> dict[str, Any]:
+    """What kombu and Celery need beyond the URL to find the master: its name, and how to reach the sentinels."""
+    if not target.uses_sentinel:
+        return {}
+    return {"master_name": target.master, "sentinel_kwargs": sentinel_options(target)}
 
 
 def producer_config(settings: ProducerSettings) -> dict[str, Any]:
@@ -44,11 +64,13 @@ def producer_config(settings: ProducerSettings) -> dict[str, Any]:
         "socket_connect_timeout": 10,
         "socket_keepalive": True,
     }
+    target = settings.redis_target
     return {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
-        "broker_transport_options": transport_options,
-        "result_backend_transport_options": {"health_check_interval": 10, "socket_keepalive": True},
+        "broker_url": celery_redis_url(target),
+        "result_backend": celery_redis_url(target),
+        "broker_transport_options": transport_options | celery_sentinel_options(target),
+        "result_backend_transport_options": {"health_check_interval": 10, "socket_keepalive": True}
+                                            | celery_sentinel_options(target),
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",

@@ -18,27 +18,40 @@ import redis
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.config.settings import WorkerSettings
 from genesys_closer.worker import metrics
-from genesys_closer.worker.batched_checks import (
-    CONFIRM,
-    DIRECT,
-    PATCH,
-    PRECHECK,
-    PROGRESS_TTL_SECONDS,
-    CheckQueue,
-    Progress,
-)
+from genesys_closer.worker.analytics_trust import FleetTrust
+from genesys_closer.worker.batched_checks import CheckQueue
 from genesys_closer.worker.batches import ORIGIN_SWEEP
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.closing.closer import Closer, PatchSent
 from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.closing.outcomes import (
+    CONFIRMED_BY_READ,
+    CONFIRMED_BY_READ_DISAGREED,
+    CONFIRMED_BY_READ_DISTRUSTED,
+    CloseResult,
+    Outcome,
+)
 from genesys_closer.worker.feeder import BatchFeeder
 from genesys_closer.worker.genesys.errors import InvalidConversationId, RetryableError
 from genesys_closer.worker.genesys.http_policy import backoff_seconds
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.genesys.lanes import BULK, INTERACTIVE, lane
 from genesys_closer.worker.genesys.locks import OwnedLock
-from genesys_closer.worker.genesys.redis_connection import text
+from genesys_closer.worker.item_lifecycle import (
+    ClosedElsewhere,
+    Concluded,
+    Finish,
+    Hand,
+    Item,
+    ItemRef,
+    Join,
+    LiveRead,
+    PatchTaken,
+    Stage,
+    TaskStarted,
+    next_step,
+)
+from genesys_closer.worker.item_progress import ItemProgress
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
 from genesys_closer.worker.results import ItemView, ResultStore, is_batch_id
 
@@ -70,7 +83,9 @@ class CloseRunner:
 
     def __init__(self, settings: WorkerSettings, client: redis.Redis, closer: Closer, default_options: CloseOptions,
                  results: ResultStore, breaker: CircuitBreaker, *, clock: Callable[[], float] = time.time,
-                 checks: CheckQueue | None = None, feeder: BatchFeeder | None = None) -> None:
+                 checks: CheckQueue | None = None, trust: FleetTrust | None = None,
+                 feeder: BatchFeeder | None = None) -> None:
+        self.trust = trust
         self.settings = settings
         self.feeder = feeder
         self.redis = client
@@ -81,6 +96,7 @@ class CloseRunner:
         self.breaker = breaker
         self.clock = clock
         self.checks = checks
+        self.progress = ItemProgress(client)
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
         """Run one close; returns the outcome record or raises RetryLater."""
@@ -157,84 +173,101 @@ class CloseRunner:
         return None
 
     def _close(self, conversation_id: str, options: CloseOptions, context: TaskContext,
-               item: ItemView | None) -> dict[str, Any]:
-        progress_key = KEYS.progress(conversation_id, context.batch_id)
-        progress = Progress.parse(self.redis.hgetall(progress_key))
+               view: ItemView | None) -> dict[str, Any]:
+        ref = ItemRef(context.batch_id, conversation_id)
+        progress = self.progress.read(ref)
         if progress.patched:
             options = replace(options, previously_patched=True)
-        if self.checks is not None and context.batch_id is not None and options.wrapup_code is None:
-            # The batched path (see ``batched_checks``); wrap-up codes need the conversation's participants, so
-            # those closes take the direct path.
-            batch_id = context.batch_id
-            sweep_item = item is not None and item.origin == ORIGIN_SWEEP
-            if progress.stage in (PRECHECK, CONFIRM):
-                self.checks.rejoin(batch_id, conversation_id, progress.stage)  # a re-driven copy: it waits there
-                return self._waiting(conversation_id, batch_id, progress.stage)
-            if progress.stage is None and not progress.patched and not sweep_item:
-                self.checks.enter_precheck(batch_id, conversation_id)
-                return self._waiting(conversation_id, batch_id, PRECHECK)
-            if progress.stage == PATCH or (progress.stage is None and not progress.patched):
-                return self._patch_for_batched_confirm(conversation_id, options, context, batch_id, self.checks,
-                                                       progress)
+        item = Item(ref, progress, options)
+        # The batched path (see ``batched_checks``); wrap-up codes need the conversation's participants, so those
+        # closes take the direct path.
+        batched = self.checks is not None and context.batch_id is not None and options.wrapup_code is None
+        decision = next_step(item, TaskStarted(batched, sweep_item=view is not None and view.origin == ORIGIN_SWEEP))
+        if isinstance(decision, Join) and self.checks is not None:
+            self.checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds)
+            return self._waiting(ref, decision.stage)
+        if isinstance(decision, Hand) and decision.stage is Stage.PATCH and self.checks is not None:
+            return self._patch_for_batched_confirm(item.at(Stage.PATCH), context, self.checks)
 
         def remember_patch(_: str) -> None:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(progress_key, "patched", "1")
-            pipe.expire(progress_key, PROGRESS_TTL_SECONDS)
-            pipe.execute()
+            self.progress.mark_patched(ref)
 
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
-                if progress.stage == DIRECT and progress.confirm_only:
+                if progress.stage is Stage.DIRECT and progress.confirm_only:
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
                 else:
                     result = self.closer.close(conversation_id, options, on_patched=remember_patch)
         except RetryableError as exc:
-            result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
+            result = self._exhausted_or_retry(ref, exc, context)
         else:
             result.api_calls += progress.api_calls
-        return self._concluded(result, progress_key, context)
+            if progress.stage is Stage.DIRECT and progress.live_read is not None:
+                self._after_live_read(result, progress.live_read)
+        return self._concluded(result, item, context)
 
-    def _patch_for_batched_confirm(self, conversation_id: str, options: CloseOptions, context: TaskContext,
-                                   batch_id: str, checks: CheckQueue, progress: Progress) -> dict[str, Any]:
+    def _after_live_read(self, result: CloseResult, why: LiveRead) -> None:
+        """A batch item the pump sent to a read of its conversation instead of trusting analytics: a pre-check row
+        that looked ended while the read found the conversation open is a disagreement (the fleet then distrusts
+        analytics confirmations for a while); the record says why a read confirmed it."""
+        found_open = result.action is not None or result.outcome is Outcome.NOT_WEB_MESSAGING
+        if why is LiveRead.LOOKED_ENDED and found_open and self.trust is not None:
+            self.trust.disagreed(result.conversation_id, "pre-check")
+        relabel = {LiveRead.DISTRUSTED: CONFIRMED_BY_READ_DISTRUSTED, LiveRead.DISAGREED: CONFIRMED_BY_READ_DISAGREED}
+        if result.confirmed_by == CONFIRMED_BY_READ and why in relabel:
+            result.confirmed_by = relabel[why]
+
+    def _patch_for_batched_confirm(self, item: Item, context: TaskContext, checks: CheckQueue) -> dict[str, Any]:
         """The batched path's PATCH: its confirmation joins the confirm set (unless the close ended here)."""
-        progress_key = KEYS.progress(conversation_id, batch_id)
-        earlier = self.results.outcome(conversation_id)
-        if earlier is not None and earlier.outcome.succeeded and earlier.batch_id != batch_id and not progress.patched:
-            # Closed (and confirmed) by another close of ours since the pre-check read: no second PATCH.
-            now = self.clock()
-            self.redis.delete(progress_key)
-            return self._finish(CloseResult(conversation_id, Outcome.ALREADY_CLOSED, api_calls=progress.api_calls,
-                                            started_at=now, finished_at=now, confirmed_by=earlier.confirmed_by,
-                                            participant_states=earlier.participant_states), context)
+        ref, progress = item.ref, item.progress
+        earlier = self.results.outcome(ref.conversation_id)
+        if earlier is not None and earlier.outcome.succeeded and earlier.batch_id != ref.batch_id:
+            decision = next_step(item, ClosedElsewhere())
+            if isinstance(decision, Finish):
+                # Closed (and confirmed) by another close of ours since the pre-check read: no second PATCH.
+                now = self.clock()
+                self.progress.forget(ref)
+                return self._finish(CloseResult(ref.conversation_id, decision.outcome, api_calls=progress.api_calls,
+                                                started_at=now, finished_at=now, confirmed_by=earlier.confirmed_by,
+                                                participant_states=earlier.participant_states), context)
 
         def remember_patch(_: str) -> None:
-            checks.set_stage(batch_id, conversation_id, PATCH, fields={"patched": "1"})  # before sending: a retry knows
+            self.progress.mark_patched(ref, Stage.PATCH)  # before sending: a retry knows
 
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
-                answer = self.closer.disconnect(conversation_id, options, on_patched=remember_patch)
+                answer = self.closer.disconnect(ref.conversation_id, item.options, on_patched=remember_patch)
         except RetryableError as exc:
-            result = self._exhausted_or_retry(conversation_id, exc, progress_key, context)
+            result = self._exhausted_or_retry(ref, exc, context)
         else:
             if isinstance(answer, PatchSent):
-                checks.enter_confirm(batch_id, conversation_id, patched=answer.patched, calls=answer.api_calls)
-                return self._waiting(conversation_id, batch_id, CONFIRM)
+                decision = next_step(item, PatchTaken(answer.patched, answer.answer_shows_end))
+                if isinstance(decision, Join):
+                    checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds,
+                                add_calls=answer.api_calls, patched=decision.patched,
+                                answer_open=decision.answer_open)
+                    return self._waiting(ref, decision.stage)
+                raise TypeError(f"a taken PATCH cannot lead to {decision!r}")
             result = answer
             result.api_calls += progress.api_calls
-        return self._concluded(result, progress_key, context)
+        return self._concluded(result, item, context)
 
-    def _concluded(self, result: CloseResult, progress_key: str, context: TaskContext) -> dict[str, Any]:
+    def _concluded(self, result: CloseResult, item: Item, context: TaskContext) -> dict[str, Any]:
         """A close that ran: its progress is forgotten, the breaker learns from it, its outcome is recorded."""
-        self.redis.delete(progress_key)
+        decision = next_step(item, Concluded(result.outcome))
+        if not isinstance(decision, Finish):
+            raise TypeError(f"a concluded close cannot lead to {decision!r}")
+        self.progress.forget(item.ref)
         self._update_breaker(result)
         return self._finish(result, context)
 
     @staticmethod
-    def _waiting(conversation_id: str, batch_id: str, stage: str) -> dict[str, Any]:
+    def _waiting(ref: ItemRef, stage: Stage) -> dict[str, Any]:
         """What a task returns when its item waits for a batched check (its outcome is recorded later)."""
-        log.debug("waiting for a batched %s", stage, extra={"conversation_id": conversation_id, "batch_id": batch_id})
-        return {"conversation_id": conversation_id, "batch_id": batch_id, "waiting_for": f"batched {stage}"}
+        log.debug("waiting for a batched %s", stage.value,
+                  extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
+        return {"conversation_id": ref.conversation_id, "batch_id": ref.batch_id,
+                "waiting_for": f"batched {stage.value}"}
 
     def record_checked(self, result: CloseResult) -> dict[str, Any]:
         """Record an outcome a batched check decided (the pump's ``finish``)."""
@@ -242,19 +275,15 @@ class CloseRunner:
         return self._finish(result, TaskContext(task_id="batched-check", retries=0, batch_id=result.batch_id,
                                                 queue=QUEUE_BULK))
 
-    def _exhausted_or_retry(self, conversation_id: str, exc: RetryableError, progress_key: str,
-                            context: TaskContext) -> CloseResult:
+    def _exhausted_or_retry(self, ref: ItemRef, exc: RetryableError, context: TaskContext) -> CloseResult:
         """The failed result once retries are exhausted; otherwise raise RetryLater with a jittered countdown."""
         now = self.clock()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrbyfloat(progress_key, "api_calls", float(getattr(exc, "api_calls", 0)))
-        pipe.hsetnx(progress_key, "first_attempt_at", repr(now))
-        pipe.hget(progress_key, "first_attempt_at")
-        pipe.expire(progress_key, PROGRESS_TTL_SECONDS)
-        total_calls, _, first_attempt_at, _ = pipe.execute()
-        trying_for = now - float(text(first_attempt_at))
+        conversation_id = ref.conversation_id
+        total_calls, first_attempt_at = self.progress.count_retryable_failure(
+            ref, float(getattr(exc, "api_calls", 0)), now)
+        trying_for = now - first_attempt_at
         if context.retries >= self.settings.task_max_retries or trying_for >= self.settings.task_retry_window_seconds:
-            return CloseResult(conversation_id, Outcome.FAILED, api_calls=float(total_calls), started_at=now,
+            return CloseResult(conversation_id, Outcome.FAILED, api_calls=total_calls, started_at=now,
                                finished_at=now, error=f"retries exhausted after {trying_for:.0f} s: {exc}",
                                error_code=exc.code, http_status=exc.status)
         countdown = min(backoff_seconds(context.retries, exc.retry_after_seconds,

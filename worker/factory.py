@@ -14,7 +14,8 @@ from celery import Celery
 
 from genesys_closer.config.redis_keys import client_digest
 from genesys_closer.config.settings import WorkerSettings, get_worker_settings
-from genesys_closer.worker.batched_checks import PUMP_BUDGET_SECONDS, CheckPump, CheckQueue, CheckTiming
+from genesys_closer.worker.analytics_trust import ConfirmVerifier, FleetTrust
+from genesys_closer.worker.batched_checks import PUMP_BUDGET_SECONDS, CheckPump, CheckQueue
 from genesys_closer.worker.batches import BatchWriter
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.close_run import CloseRunner
@@ -26,6 +27,7 @@ from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Tra
 from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
+from genesys_closer.worker.item_lifecycle import CheckTiming
 from genesys_closer.worker.message_bounds import CLOSE_BOUNDS, SWEEP_BOUNDS, Bounds
 from genesys_closer.worker.names import CHECKS_TASK_NAME, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
 from genesys_closer.worker.recovery import Recovery
@@ -118,14 +120,17 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
             app.send_task(CHECKS_TASK_NAME, countdown=countdown, queue=QUEUE_INTERACTIVE, ignore_result=True)
 
         queue = CheckQueue(redis_client, CheckTiming.from_settings(settings), send_pump, clock)
+    trust = FleetTrust(redis_client, settings.analytics_distrust_seconds, clock=clock)
     runner = CloseRunner(settings, redis_client, service.closer, service.default_options, results, breaker,
-                         clock=clock, checks=queue, feeder=batches.feeder)
+                         clock=clock, checks=queue, trust=trust, feeder=batches.feeder)
+    verifier = ConfirmVerifier(trust, service.client, service.closer.retrying, settings.analytics_verify_share)
     # A pump run stops at half the soft time limit: the limit's exception must never land inside a Redis call.
     pump = None if queue is None else CheckPump(queue, service.client, service.closer.retrying, batches,
                                                 runner.record_checked, service.default_options,
                                                 OptionLimits.from_settings(settings),
                                                 budget_seconds=min(PUMP_BUDGET_SECONDS,
-                                                                   settings.task_soft_time_limit_seconds / 2))
+                                                                   settings.task_soft_time_limit_seconds / 2),
+                                                verifier=verifier)
     return WorkerParts(
         service=service,
         close_runner=runner,
@@ -152,7 +157,7 @@ def message_limits(task_name: str) -> Bounds:
 @functools.cache
 def _results_for(pid: int) -> ResultStore:
     settings = get_worker_settings()
-    return ResultStore(connect(settings.redis_url), settings.results_ttl_seconds)
+    return ResultStore(connect(settings.redis_target), settings.results_ttl_seconds)
 
 
 def record_rejected(task_name: str, task_id: str, payload: object, problem: str) -> None:
@@ -176,7 +181,7 @@ def _parts_for(pid: int) -> WorkerParts:
     from genesys_closer.worker.app import app
 
     settings = get_worker_settings()
-    return build_worker_parts(settings, connect(settings.redis_url), app)
+    return build_worker_parts(settings, connect(settings.redis_target), app)
 
 
 def worker_parts() -> WorkerParts:

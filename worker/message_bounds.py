@@ -97,7 +97,7 @@ def bounded_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Call
 
     handler = default(task, app, consumer, **options)
     bounds = message_limits(task.name)
-    ack_errors = (*consumer.connection_errors, AttributeError)  # see worker.safe_ack
+    ack_errors = consumer.connection_errors  # a lost ack is logged; the message stays in kombu's unacked hash
 
     def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any) -> Any:
         try:

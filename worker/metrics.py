@@ -27,6 +27,14 @@ REDIS_MEMORY_USED = Gauge("genesys_closer_redis_memory_used_ratio",
                           "Redis used_memory / maxmemory at the last recovery check (0 when maxmemory is unset).",
                           multiprocess_mode="mostrecent")
 
+ANALYTICS_TRUSTED = Gauge("genesys_closer_analytics_trusted",
+                          "1 while the fleet trusts analytics confirmations (sampled), 0 while it confirms every "
+                          "item live after a disagreement.", multiprocess_mode="mostrecent")
+ANALYTICS_VERIFICATIONS = Counter("genesys_closer_analytics_verifications_total",
+                                  "Analytics confirmations checked against a live read, by result.", ["result"])
+ANALYTICS_DISTRUSTS = Counter("genesys_closer_analytics_distrusts_total",
+                              "Disagreements between analytics and the live conversation (each starts a cooling-off).")
+
 
 def on_reply(label: str, status: int) -> None:
     API_REQUESTS.labels(label, str(status)).inc()

@@ -3,23 +3,34 @@
 Read-only and harmless: it resolves the region, gets a token, reads the allowed request rate from Genesys' headers,
 and probes each permission the configured policy needs with a request on a random conversation id that cannot
 exist (a granted permission answers 404, a missing one 403, naming it). It never touches a real conversation and
-needs the worker's settings (``GENESYS_*``), not Redis.
+needs the worker's settings (``GENESYS_*``); with the workers' Redis reachable it also shows whether the fleet
+trusts analytics confirmations.
+
+What a probe proves is limited by Genesys' permission model: many endpoints accept *any one* of several
+permissions (the message PATCH takes ``conversation:communication:disconnect`` or ``conversation:message:park``;
+the participant PATCH takes wrap-up, call-record or disconnect). A passing probe then shows only that one of them
+is granted, so each row says which permissions the endpoint accepts and the exact one to grant.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import redis
+
 from genesys_closer.config.errors import ConfigError
 from genesys_closer.config.settings import ClosePolicy, WorkerSettings
+from genesys_closer.worker.analytics_trust import FleetTrust, TrustMode
 from genesys_closer.worker.closing.sweep_query import SweepFilters, fmt, query_body
 from genesys_closer.worker.factory import build_service
 from genesys_closer.worker.genesys.client import Reply
 from genesys_closer.worker.genesys.errors import GenesysError, TransportError
 from genesys_closer.worker.genesys.http_policy import RateLimitHeaders
+from genesys_closer.worker.genesys.redis_connection import connect
 
 ROLE_HINT = "add it to a role of the OAuth client (Admin > OAuth > the client > Roles), in every division to close"
 
@@ -40,34 +51,54 @@ def _analytics_probe_body() -> dict[str, object]:
 
 @dataclass
 class Probe:
+    """One permission probe. ``accepts``: the permissions Genesys accepts for the endpoint, any one of them (the
+    SDK's documentation); ``grant``: the one to give the OAuth client for what genesys-closer does there."""
+
     name: str
-    permission: str
+    accepts: tuple[str, ...]
+    grant: str
     method: str
     route: str  # the route template; the probe fills in ids that cannot exist
     body: Callable[[], object] = lambda: None
+    note: str = ""
 
     def path(self, conversation_id: str, participant_id: str) -> str:
         return self.route.format(conversationId=conversation_id, participantId=participant_id)
 
+    @property
+    def proves(self) -> str:
+        """What an allowed answer shows, and what it cannot."""
+        if not self.accepts:
+            return "Genesys documents no permission for this call; a pass shows the call is not refused"
+        if len(self.accepts) == 1:
+            return f"the client holds {self.accepts[0]}"
+        return (f"the client holds one of {', '.join(self.accepts)} (Genesys accepts any one), but not which: "
+                f"make sure its role has {self.grant}")
+
 
 MESSAGES = "/api/v2/conversations/messages/{conversationId}"
 PARTICIPANT = MESSAGES + "/participants/{participantId}"
+DISCONNECT = "conversation:communication:disconnect"
+ANALYTICS = ("analytics:conversationDetail:view", "analytics:agentConversationDetail:view")
+PARTICIPANT_ANY = ("conversation:participant:wrapup", "conversation:call:record", DISCONNECT)
 PROBES = {
-    "read": Probe("read a message conversation", "conversation:communication:view (or none: see docs)", "GET",
-                  MESSAGES),
-    "disconnect": Probe("disconnect a message conversation", "conversation:communication:disconnect", "PATCH",
-                        MESSAGES, lambda: {"state": "disconnected"}),
-    "analytics": Probe("query conversation details (sweeps)", "analytics:conversationDetail:view", "POST",
-                       "/api/v2/analytics/conversations/details/query", _analytics_probe_body),
-    "analytics_by_id": Probe("read conversations by id (batched checks of batch items)",
-                             "analytics:conversationDetail:view", "GET",
-                             "/api/v2/analytics/conversations/details?id={conversationId}"),
-    "participants": Probe("disconnect a participant (policy participants)", "conversation:communication:disconnect",
-                          "PATCH", PARTICIPANT, lambda: {"state": "disconnected"}),
-    "teardown": Probe("tear a conversation down (policy teardown)", "conversation:communication:disconnect", "POST",
+    "read": Probe("read a message conversation", (), "none", "GET", MESSAGES,
+                  note="the SDK documents GET /api/v2/conversations/messages/{id} as requiring no permission"),
+    "disconnect": Probe("disconnect a message conversation", (DISCONNECT, "conversation:message:park"), DISCONNECT,
+                        "PATCH", MESSAGES, lambda: {"state": "disconnected"},
+                        note="with conversation:message:park alone the probe passes, and whether a real "
+                             "disconnect then works is not documented"),
+    "analytics": Probe("query conversation details (sweeps)", ANALYTICS, ANALYTICS[0], "POST",
+                       "/api/v2/analytics/conversations/details/query", _analytics_probe_body,
+                       note="the agent variant may limit rows to the agent's own conversations"),
+    "analytics_by_id": Probe("read conversations by id (batched checks of batch items)", ANALYTICS, ANALYTICS[0],
+                             "GET", "/api/v2/analytics/conversations/details?id={conversationId}"),
+    "participants": Probe("disconnect a participant (policy participants)", PARTICIPANT_ANY, DISCONNECT, "PATCH",
+                          PARTICIPANT, lambda: {"state": "disconnected"}),
+    "teardown": Probe("tear a conversation down (policy teardown)", (DISCONNECT,), DISCONNECT, "POST",
                       "/api/v2/conversations/{conversationId}/disconnect"),
-    "wrapup": Probe("apply a wrap-up code (CLOSE_WRAPUP_CODE)", "conversation:participant:wrapup", "PATCH",
-                    PARTICIPANT, lambda: {"wrapup": {"code": "genesys-closer-check"}}),
+    "wrapup": Probe("apply a wrap-up code (CLOSE_WRAPUP_CODE)", PARTICIPANT_ANY, "conversation:participant:wrapup",
+                    "PATCH", PARTICIPANT, lambda: {"wrapup": {"code": "genesys-closer-check"}}),
 }
 
 
@@ -87,9 +118,11 @@ def needed_probes(settings: WorkerSettings) -> list[str]:
 def _judge(probe: Probe, reply: Reply) -> Check:
     message = str(reply.body.get("message", "")) if isinstance(reply.body, dict) else ""
     if reply.status in {200, 202, 204, 404}:  # 404: allowed, and the random conversation does not exist
-        return Check(probe.name, True, f"allowed (HTTP {reply.status})")
+        note = f"; {probe.note}" if probe.note else ""
+        return Check(probe.name, True, f"allowed (HTTP {reply.status}): {probe.proves}{note}",
+                     "" if len(probe.accepts) <= 1 else f"grant {probe.grant} ({ROLE_HINT})")
     if reply.status == 403:
-        return Check(probe.name, False, f"refused (403): {message[:200]}", f"{probe.permission}: {ROLE_HINT}")
+        return Check(probe.name, False, f"refused (403): {message[:200]}", f"grant {probe.grant}: {ROLE_HINT}")
     if reply.status == 429:
         return Check(probe.name, None, "rate limited while checking (429): run check again in a minute")
     return Check(probe.name, False, f"unexpected HTTP {reply.status}: {message[:200]}",
@@ -136,10 +169,28 @@ def run_checks(settings: WorkerSettings) -> list[Check]:
                             f"GENESYS_RATE_LIMIT_PER_MINUTE={configured}",
                             "" if fits else f"set GENESYS_RATE_LIMIT_PER_MINUTE={allowed} (workers also slow down "
                                             "to the header on their own)"))
+    checks.append(trust_check(settings))
     checks.append(Check("divisions", None, "conversations in divisions the client's roles are not granted in end "
                         "forbidden (403 missing.division.permission) or not_found, item by item",
                         "grant the roles in every division whose conversations should be closed"))
     return checks
+
+
+def trust_check(settings: WorkerSettings) -> Check:
+    """Whether the fleet trusts analytics confirmations now (``worker.analytics_trust``), read from its Redis."""
+    name = "analytics trust (batched confirmations)"
+    if not settings.batched_checks:
+        return Check(name, None, "batched checks are off (BATCHED_CHECKS=false): every close is confirmed live")
+    try:
+        state = FleetTrust(connect(settings.redis_url), settings.analytics_distrust_seconds).state()
+    except redis.RedisError as exc:
+        return Check(name, None, f"unknown: the fleet's Redis did not answer ({str(exc)[:120]})",
+                     "set REDIS_URL to the workers' Redis to see it")
+    fix = "" if state.mode is TrustMode.TRUSTED else (
+        "nothing to do for correctness: closes are confirmed live meanwhile (more API calls); look for "
+        "conversations analytics shows ended while they are open, and see docs/operations.md")
+    detail = f"{state.describe(time.time())}; ANALYTICS_VERIFY_SHARE={settings.analytics_verify_share:g}"
+    return Check(name, None, detail, fix)
 
 
 def ready(checks: list[Check]) -> bool:

@@ -27,7 +27,6 @@ from genesys_closer.worker.names import (
 
 GUARDED: dict[str, Any] = {
     "Strategy": "genesys_closer.worker.message_bounds:bounded_strategy",  # every message is bounded first
-    "Request": "genesys_closer.worker.safe_ack:SafeAckRequest",  # a lost ack never stops the worker
 }
 
 

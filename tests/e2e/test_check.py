@@ -61,3 +61,19 @@ def test_check_fails_naming_the_cause(emulator: EmulatorServer, env: dict[str, s
     code, rows = run_check(emulator, **env)
     assert code == 1 and rows[row]["ok"] is False
     assert says in str(rows[row]["fix"]) + str(rows[row]["detail"])
+
+
+def test_check_says_what_an_any_one_of_probe_cannot_prove(emulator: EmulatorServer) -> None:
+    """A client holding only conversation:message:park passes the message PATCH probe (Genesys accepts either):
+    the row says so and names the permission to grant, and the read probe says no permission is documented."""
+    emulator.state.add_client("park-only", "pw", {"conversation:message:park", "analytics:conversationDetail:view"})
+    code, rows = run_check(emulator, GENESYS_CLIENT_ID="park-only", GENESYS_CLIENT_SECRET="pw",
+                           REDIS_URL="redis://127.0.0.1:1/0")
+    disconnect = rows["disconnect a message conversation"]
+    assert disconnect["ok"] is True
+    assert "conversation:message:park" in str(disconnect["detail"]) and "not which" in str(disconnect["detail"])
+    assert "grant conversation:communication:disconnect" in str(disconnect["fix"])
+    assert "no permission" in str(rows["read a message conversation"]["detail"])
+    trust = rows["analytics trust (batched confirmations)"]
+    assert trust["ok"] is None and "unknown" in str(trust["detail"])  # no Redis here: information only
+    assert code == 0

@@ -7,6 +7,7 @@ values, and errors that surface as its ApiException, show that the emulator spea
 from __future__ import annotations
 
 import time
+import urllib.error
 
 import pytest
 import requests
@@ -318,3 +319,83 @@ def test_analytics_multi_get_with_a_lag(sdk: object, admin: EmulatorAdmin) -> No
     with pytest.raises(ApiException) as caught:
         api.get_analytics_conversations_details(id=[first, second, late])
     assert caught.value.status == 400 and "at most 2" in caught.value.body
+
+
+# -- analytics variants: analytics' word strays from the live conversation (issue 18) ---------------------------------
+def _row(api: object, conversation_id: str) -> object:
+    [row] = api.get_analytics_conversations_details(id=[conversation_id]).conversations
+    return row
+
+
+def _live_open(api: object, conversation_id: str) -> bool:
+    participants = api.get_conversations_message(conversation_id).participants
+    return any(p.state not in {"disconnected", "terminated"} for p in participants)
+
+
+def test_analytics_rows_without_message_type(sdk: object, admin: EmulatorAdmin) -> None:
+    """``AnalyticsSession.messageType`` is optional in the SDK: rows come without it, the query still filters."""
+    admin.faults(analytics_message_type=False)
+    [cid] = admin.create(1)
+    api = gc.ConversationsApi(sdk)
+    sessions = [s for p in _row(api, cid).participants for s in p.sessions]
+    assert sessions and all(s.media_type == "message" and s.message_type is None for s in sessions)
+    assert api.get_conversations_message(cid).participants[0].type == "webmessaging"  # live still says it
+    hits = gc.AnalyticsApi(sdk).post_analytics_conversations_details_query(details_query()).conversations
+    assert [s.message_type for r in hits for p in r.participants for s in p.sessions] == [None] * len(sessions)
+
+
+def test_ended_rows_without_conversation_end(sdk: object, admin: EmulatorAdmin) -> None:
+    """Every segment of every participant ended, and still no ``conversationEnd``."""
+    admin.faults(analytics_conversation_end=False, acw_after_patch=False)
+    [cid] = admin.create(1)
+    api = gc.ConversationsApi(sdk)
+    body = gc.Conversation()
+    body.state = "disconnected"
+    api.patch_conversations_message(cid, body)
+    wait_until(lambda: not _live_open(api, cid), timeout=5)
+    row = _row(api, cid)
+    segments = [seg for p in row.participants for s in p.sessions for seg in s.segments]
+    assert row.conversation_end is None and segments and all(seg.segment_end is not None for seg in segments)
+
+
+def test_stuck_conversations_shown_ended_while_open(sdk: object, admin: EmulatorAdmin) -> None:
+    """``always``: analytics shows a stuck conversation ended from the start, before and after our PATCH, while the
+    live conversation stays open; a participant PATCH really closes it."""
+    admin.faults(analytics_stuck_ended="always")
+    [cid] = admin.create(1, "stuck")
+    api = gc.ConversationsApi(sdk)
+    row = _row(api, cid)
+    assert row.conversation_end is not None and _live_open(api, cid)
+    assert all(seg.segment_end for p in row.participants for s in p.sessions for seg in s.segments)
+    body = gc.Conversation()
+    body.state = "disconnected"
+    api.patch_conversations_message(cid, body)  # ignored by a stuck conversation
+    time.sleep(0.4)  # the consistency delay: a change would show by now
+    assert _row(api, cid).conversation_end is not None and _live_open(api, cid)
+
+
+def test_stuck_conversations_shown_ended_after_our_patch(sdk: object, admin: EmulatorAdmin) -> None:
+    """``after_patch``: analytics tells the truth until a conversation PATCH reaches the stuck conversation, then
+    shows it ended while it stays open."""
+    admin.faults(analytics_stuck_ended="after_patch")
+    stuck, normal = admin.create(1, "stuck")[0], admin.create(1)[0]
+    api = gc.ConversationsApi(sdk)
+    assert _row(api, stuck).conversation_end is None
+    body = gc.Conversation()
+    body.state = "disconnected"
+    api.patch_conversations_message(stuck, body)
+    assert _row(api, stuck).conversation_end is not None and _live_open(api, stuck)
+    assert _row(api, normal).conversation_end is None  # only stuck conversations are affected
+    with pytest.raises(urllib.error.HTTPError, match="400"):
+        admin.faults(analytics_stuck_ended="sideways")  # an unknown mode is refused
+
+
+def test_the_variants_are_command_line_flags() -> None:
+    from genesys_closer.emulator.__main__ import build_parser
+
+    args = build_parser().parse_args(["--analytics-no-message-type", "--analytics-no-conversation-end",
+                                      "--analytics-stuck-ended", "after_patch"])
+    assert (args.analytics_no_message_type, args.analytics_no_conversation_end, args.analytics_stuck_ended) == (
+        True, True, "after_patch")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--analytics-stuck-ended", "sideways"])

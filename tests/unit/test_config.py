@@ -96,3 +96,62 @@ def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWEEP_IDLE_MINUTES", "")
     settings = load_settings()
     assert settings.genesys_api_url is None and settings.sweep_idle_minutes is None
+
+
+SENTINEL = {"redis_url": "redis://:pw@genesys-closer/2", "redis_sentinels": "10.0.0.1:26379, s2:26380,[::1]:26381",
+            "redis_sentinel_master": "genesys-closer"}
+
+
+def test_plain_redis_url_needs_no_sentinel_setting() -> None:
+    from genesys_closer.worker.celery_config import producer_config
+
+    settings = load_settings(redis_url="redis://:pw@redis:6379/0")
+    assert not settings.redis_target.uses_sentinel
+    conf = producer_config(settings)
+    assert conf["broker_url"] == conf["result_backend"] == "redis://:pw@redis:6379/0"
+    assert "master_name" not in conf["broker_transport_options"]
+
+
+def test_sentinel_settings_reach_broker_and_backend() -> None:
+    from genesys_closer.worker.celery_config import producer_config
+
+    settings = load_settings(**SENTINEL, redis_sentinel_password="sentinel-secret")
+    target = settings.redis_target
+    assert target.sentinels == (("10.0.0.1", 26379), ("s2", 26380), ("::1", 26381))
+    assert (target.master, target.database, target.master_credentials()) == ("genesys-closer", 2, {"password": "pw"})
+    conf = producer_config(settings)
+    assert conf["broker_url"] == conf["result_backend"] == (
+        "sentinel://:pw@10.0.0.1:26379/2;sentinel://:pw@s2:26380/2;sentinel://:pw@[::1]:26381/2")
+    for options in (conf["broker_transport_options"], conf["result_backend_transport_options"]):
+        assert options["master_name"] == "genesys-closer"
+        assert options["sentinel_kwargs"]["password"] == "sentinel-secret"
+    assert "sentinel-secret" not in repr(settings) and "sentinel-secret" not in target.describe()
+    assert "pw" not in target.describe()
+    from celery.app.utils import filter_hidden_settings
+
+    shown = str(filter_hidden_settings(conf))  # what Flower and `celery inspect conf` show
+    assert ":pw@" not in shown and "sentinel-secret" not in shown
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"redis_sentinels": "sentinel-1"}, "REDIS_SENTINELS"),
+    ({"redis_sentinels": "s1:0"}, "REDIS_SENTINELS"),
+    ({"redis_sentinels": "s1:26379,s1:26379"}, "REDIS_SENTINELS"),
+    ({"redis_sentinel_master": ""}, "REDIS_SENTINEL_MASTER"),
+    ({"redis_sentinel_master": "bad name"}, "REDIS_SENTINEL_MASTER"),
+    ({"redis_url": "rediss://:pw@x/0"}, "REDIS_URL"),
+    ({"redis_url": "unix:///run/redis.sock"}, "REDIS_URL"),
+    ({"redis_sentinels": ""}, "REDIS_SENTINELS"),  # a master name alone: Sentinel half configured
+])
+def test_sentinel_settings_are_validated(overrides: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named) as caught:
+        load_settings(**(SENTINEL | overrides))
+    assert "\n" not in str(caught.value)
+
+
+def test_sentinel_password_without_sentinels_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genesys_closer.config import load_producer_settings
+
+    monkeypatch.setenv("REDIS_SENTINEL_PASSWORD", "x")
+    with pytest.raises(ConfigError, match="REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not"):
+        load_producer_settings()

@@ -2,15 +2,25 @@
 the details query or the multi-get by id). No I/O.
 
 Analytics lags reality and describes a conversation by its participants' sessions and segments, not by participant
-states. A row is *ended* when it carries ``conversationEnd``, or when every participant's segments have ended;
+states. A row *looks ended* when it carries ``conversationEnd``, or when every participant's segments have ended;
 an open ``wrapup`` segment is after-call work of a participant who has already left, so it does not keep the
 conversation open (it is counted as a wrap-up still owed instead, as the conversation API's ``wrapupRequired``
 would be).
+
+Analytics is a second source whose behaviour Genesys documents only in part, so it may speed a close up but never
+decide its outcome alone (``precheck_step``, ``confirm_step``):
+
+* only ``conversationEnd`` (documented) can confirm a close, and only subject to sampling (``worker.analytics_trust``);
+  every segment ended without it is an inference: a live read decides;
+* a row that looks ended, or whose customer session is not (or not visibly: ``messageType`` is optional) web
+  messaging, never ends an item ``already_closed`` or ``not_web_messaging``: a live read decides;
+* an open, visibly web messaging row goes straight to the PATCH.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from genesys_closer.worker.closing.conversation_state import WEB_MESSAGING, participants_of
@@ -33,9 +43,14 @@ def participant_ended(participant: Mapping[str, Any]) -> bool:
     return bool(segments) and all(s.get("segmentEnd") for s in segments)
 
 
+def row_confirms_end(row: Mapping[str, Any]) -> bool:
+    """Analytics' documented end signal: ``conversationEnd`` is set."""
+    return bool(row.get("conversationEnd"))
+
+
 def row_ended(row: Mapping[str, Any]) -> bool:
-    """Closed in genesys-closer's sense, as analytics shows it: ``conversationEnd`` set, or every participant's
-    segments ended."""
+    """Looks closed in genesys-closer's sense, as analytics shows it: ``conversationEnd`` set, or every participant's
+    segments ended (an inference: never enough on its own to skip or confirm a close)."""
     if row.get("conversationEnd"):
         return True
     participants = participants_of(row)
@@ -77,3 +92,39 @@ def row_participant_states(row: Mapping[str, Any]) -> list[dict[str, str]]:
     """Purpose and state of each participant for the outcome record (``disconnected`` once its segments ended)."""
     return [{"purpose": str(p.get("purpose", "")), "state": "disconnected" if participant_ended(p) else "connected"}
             for p in participants_of(row)]
+
+
+class PrecheckStep(StrEnum):
+    """What a pre-check read leads to for one item."""
+
+    PATCH = "patch"  # open and visibly web messaging: straight to the PATCH
+    READ_LIVE = "read_live"  # looks ended, or not (visibly) web messaging: a live read decides
+    NOT_IN_ANALYTICS = "not_in_analytics"  # analytics does not know it (yet): a live read decides
+
+
+class ConfirmStep(StrEnum):
+    """What a confirmation read leads to for one item (after our PATCH)."""
+
+    ENDED = "ended"  # conversationEnd: confirmed by analytics, subject to the sample (``worker.analytics_trust``)
+    READ_LIVE = "read_live"  # every segment ended but no conversationEnd: a live read decides
+    NOT_YET = "not_yet"  # still open in analytics, or not in it: read again (a live read after the timeout)
+
+
+def precheck_step(row: Mapping[str, Any] | None, *, allow_other_message_types: bool) -> PrecheckStep:
+    if row is None:
+        return PrecheckStep.NOT_IN_ANALYTICS
+    if row_ended(row):
+        return PrecheckStep.READ_LIVE
+    if not allow_other_message_types and not row_is_web_messaging(row):
+        return PrecheckStep.READ_LIVE
+    return PrecheckStep.PATCH
+
+
+def confirm_step(row: Mapping[str, Any] | None) -> ConfirmStep:
+    if row is None:
+        return ConfirmStep.NOT_YET
+    if row_confirms_end(row):
+        return ConfirmStep.ENDED
+    if row_ended(row):
+        return ConfirmStep.READ_LIVE
+    return ConfirmStep.NOT_YET

@@ -28,6 +28,7 @@ from tenacity.stop import stop_base
 
 from genesys_closer.config.settings import ClosePolicy
 from genesys_closer.worker.closing.conversation_state import (
+    answer_shows_end,
     closed_before,
     is_closed,
     is_web_messaging,
@@ -65,6 +66,7 @@ class PatchSent:
     patched: bool  # False: Genesys' answer showed the conversation had ended before the PATCH (someone else)
     api_calls: float
     correlation_ids: list[str]
+    answer_shows_end: bool = True  # the PATCH's answer showed every participant gone (False: not yet, or no answer)
 
 
 class _StopWhen(stop_base):
@@ -161,9 +163,10 @@ class Closer:
         conversation_id = parse_conversation_id(raw_id)
         chosen = options or CloseOptions()
         sent: list[bool] = []
+        answers: list[dict[str, Any]] = []
 
         def body(tally: CallTally, result: CloseResult) -> None:
-            patched, refusal = self._disconnect(conversation_id, tally, on_patched or self.on_patched)
+            patched, refusal = self._disconnect(conversation_id, tally, on_patched or self.on_patched, answers)
             if refusal is None:
                 sent.append(patched)
                 return
@@ -172,7 +175,8 @@ class Closer:
 
         result = self._guarded(conversation_id, body)
         if sent:
-            return PatchSent(patched=sent[0], api_calls=result.api_calls, correlation_ids=result.correlation_ids)
+            return PatchSent(patched=sent[0], api_calls=result.api_calls, correlation_ids=result.correlation_ids,
+                             answer_shows_end=bool(answers) and answer_shows_end(answers[-1]))
         return result
 
     def confirm_patched(self, raw_id: object, options: CloseOptions | None = None, *,
@@ -258,8 +262,8 @@ class Closer:
             result.error = (f"{len(open_ids)} participant(s) still connected after "
                             f"{self.confirm.timeout_seconds:g} s (policy {options.policy.value})")
 
-    def _disconnect(self, conversation_id: str, tally: CallTally,
-                    on_patched: Callable[[str], None] | None) -> tuple[bool, PermanentError | None]:
+    def _disconnect(self, conversation_id: str, tally: CallTally, on_patched: Callable[[str], None] | None,
+                    answers: list[dict[str, Any]] | None = None) -> tuple[bool, PermanentError | None]:
         """PATCH the conversation: (whether we closed it, the refusal to check against a read).
 
         Genesys' answer to a PATCH of a conversation that is already closed is not documented: 409, 400, 404, or 200
@@ -285,6 +289,8 @@ class Closer:
             answer = self._retrying(attempt)
         except (BadRequest, NotFound) as exc:
             return unknown_result, exc
+        if answer is not None and answers is not None:
+            answers.append(answer)
         if not unknown_result and answer is not None and closed_before(answer, sent_at):
             return False, None
         return True, None

@@ -94,3 +94,12 @@ def closed_before(conversation: Mapping[str, Any], moment: float, tolerance_seco
             return False
         ended = max(end for end in ends if end is not None)
     return ended < moment - tolerance_seconds
+
+
+def answer_shows_end(conversation: Mapping[str, Any]) -> bool:
+    """A ``Conversation`` (the message PATCH's answer) shows every participant gone: its ``endTime`` ("null when the
+    conversation is still active"), or else every participant has an ``endTime``."""
+    if conversation.get("endTime"):
+        return True
+    participants = participants_of(conversation)
+    return bool(participants) and all(p.get("endTime") for p in participants)

@@ -8,6 +8,9 @@ from typing import Any
 
 CONFIRMED_BY_READ = "conversation"  # a read of the conversation itself (GET .../messages/{id})
 CONFIRMED_BY_ANALYTICS = "analytics"  # a batched analytics read (GET /api/v2/analytics/conversations/details?id=)
+CONFIRMED_BY_SAMPLE = "analytics+conversation"  # analytics showed it ended, and its sampled read of it agreed
+CONFIRMED_BY_READ_DISTRUSTED = "conversation:analytics-distrusted"  # read because the fleet distrusted analytics
+CONFIRMED_BY_READ_DISAGREED = "conversation:analytics-disagreed"  # analytics showed it ended, a read did not
 
 
 class Outcome(StrEnum):

@@ -1,0 +1,211 @@
+"""worker/reconnect_fixes.py: each defect reproduced with the libraries' own code, then fixed.
+
+kombu's Redis transport against a real redis-server stopped mid-delivery, with the channels of a Celery worker: the
+task consumer on the connection's default channel, holding an unacknowledged delivery with its next BRPOP in flight
+(the worker's event loop sends it as soon as a delivery is taken), and a second channel consuming a fanout queue
+(the pidbox, for remote control). Then Redis stops, and the connection is cleaned up exactly as Celery's
+``Consumer.on_connection_error_after_connected`` does: ``collect()``, then ``close()``.
+
+Celery's prefork pool: a pool process whose exit was seen but that is not reaped yet, registered with the event
+loop again as the pool does when the consumer reconnects.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import redis
+from celery.concurrency import asynpool
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.asynchronous import Hub
+from kombu.message import Message
+from kombu.transport import redis as kombu_redis
+
+from genesys_closer.worker import reconnect_fixes
+from tests.services import RedisServer
+
+TASKS = Queue("tasks", Exchange("tasks", type="direct"), routing_key="tasks")
+PIDBOX = Queue("pidbox", Exchange("pidbox", type="fanout"), auto_delete=True)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """Its own Redis: this test stops it."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def unpatched(function: object) -> object:
+    """The library's own function, whether or not this process has applied the fixes already."""
+    return getattr(function, "__wrapped__", function)
+
+
+def kombu_connparams() -> object:
+    return unpatched(kombu_redis.Channel._connparams)
+
+
+def lose_redis_with_a_delivery_in_flight(server: RedisServer) -> tuple[Connection, Message]:
+    connection = Connection(server.url, transport_options={"visibility_timeout": 60})
+    connection.connect()
+    delivered: list[Message] = []
+    Consumer(connection.default_channel, [TASKS], callbacks=[lambda _body, message: delivered.append(message)],
+             accept=["json"]).consume()
+    Consumer(connection.channel(), [PIDBOX], callbacks=[lambda _body, _message: None], accept=["json"]).consume()
+    Producer(connection.channel()).publish({"task": 1}, exchange=TASKS.exchange, routing_key="tasks",
+                                          declare=[TASKS], serializer="json")
+    while not delivered:
+        connection.drain_events(timeout=10)
+    channel = connection.default_channel
+    assert len(channel.qos._delivered) == 1  # taken, not acknowledged (late ack)
+    channel._brpop_start()  # the event loop's next BRPOP, in flight when Redis goes away
+    server.stop()
+    connection.collect(socket_timeout=1)  # Celery's cleanup after a connection error, in its order
+    return connection, delivered[0]
+
+
+def test_without_the_fix_kombu_raises_attribute_error_from_connparams(private_redis: RedisServer) -> None:
+    with mock.patch.object(kombu_redis.Channel, "_connparams", kombu_connparams()):
+        connection, _ = lose_redis_with_a_delivery_in_flight(private_redis)
+        with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'hostname'") as raised:
+            connection.close()
+    assert any(frame.name == "_connparams" for frame in raised.traceback)
+    assert any(frame.name == "restore_unacked" for frame in raised.traceback)
+
+
+def test_with_the_fix_the_close_goes_on_and_nothing_is_lost(private_redis: RedisServer) -> None:
+    reconnect_fixes.apply()
+    reconnect_fixes.apply()  # idempotent: one wrapper
+    assert reconnect_fixes.applied(kombu_redis.Channel._connparams)
+    assert getattr(kombu_redis.Channel._connparams, "__wrapped__", None) is kombu_connparams()
+    connection, message = lose_redis_with_a_delivery_in_flight(private_redis)
+    connection.close()  # the consumer can reconnect
+    private_redis.start()
+    with pytest.raises(connection.connection_errors):  # a lost ack (Celery logs it), not a crash
+        message.ack()
+    # the delivery is still in kombu's unacked hash: restored later (visibility timeout, or the recovery check)
+    assert redis.Redis.from_url(private_redis.url).hlen("unacked") == 1
+
+
+def test_a_working_channel_is_unchanged(private_redis: RedisServer) -> None:
+    reconnect_fixes.apply()
+    with Connection(private_redis.url) as connection:
+        channel = connection.default_channel
+        params = channel._connparams()
+        assert params["port"] == private_redis.port and params["host"] == "127.0.0.1"
+        Producer(channel).publish({"n": 1}, exchange=TASKS.exchange, routing_key="tasks", declare=[TASKS],
+                                  serializer="json")
+        message = connection.SimpleQueue(TASKS).get(timeout=5)
+        message.ack()
+
+
+class ExitedPoolProcess:
+    """A pool process whose exit the pool has seen (``_untrack_child_process`` cleared its fd) and that is not
+    reaped yet: what Celery's prefork pool holds after tasks were terminated on a connection loss."""
+
+    _sentinel_poll = None
+
+
+class PoolEvents:
+    def _event_process_exit(self, hub: Hub, proc: object) -> None:
+        raise AssertionError("never called: the process is not watched")
+
+
+def track_exited_process_on_reconnect() -> None:
+    """What ``AsynPool.register_with_event_loop`` does for each pool process when the consumer reconnects."""
+    hub = Hub()
+    try:
+        asynpool.AsynPool._track_child_process(PoolEvents(), ExitedPoolProcess(), hub)
+    finally:
+        hub.close()
+
+
+def test_without_the_fix_an_exited_pool_process_stops_the_worker_on_reconnect() -> None:
+    own = unpatched(asynpool.iterate_file_descriptors_safely)
+    with mock.patch.object(asynpool, "iterate_file_descriptors_safely", own), \
+            pytest.raises(ValueError, match="file descriptor is None"):
+        track_exited_process_on_reconnect()
+
+
+def test_with_the_fix_an_exited_pool_process_is_a_stale_fd(caplog: pytest.LogCaptureFixture) -> None:
+    reconnect_fixes.apply()
+    reconnect_fixes.apply()
+    assert reconnect_fixes.applied(asynpool.iterate_file_descriptors_safely)
+    track_exited_process_on_reconnect()  # dropped with Celery's own warning; the pool reaps and replaces it
+    assert "Encountered error when accessing fd None" in caplog.text
+
+
+def test_live_descriptors_are_still_registered() -> None:
+    reconnect_fixes.apply()
+    hub = Hub()
+    read_end, write_end = os.pipe()
+    try:
+        asynpool.iterate_file_descriptors_safely([read_end], None, hub.add_reader, lambda: None)
+        assert read_end in hub.readers
+    finally:
+        hub.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+# A pool process sending a result larger than the pipe's buffer while nobody reads (the consumer reconnecting),
+# then its soft time limit (SIGUSR1), exactly as billiard's Worker.workloop sends and handles it; the parent reads.
+RESULT_PIPE_SCRIPT = """
+import os, signal, sys, time
+from billiard.pool import READY, soft_timeout_sighandler
+from billiard.queues import _SimpleQueue
+if sys.argv[1] == "fixed":
+    from genesys_closer.worker import reconnect_fixes
+    reconnect_fixes.apply()
+outq = _SimpleQueue()
+big = (READY, (1, 0, (False, "x" * 1_000_000), None))
+pid = os.fork()
+if pid == 0:  # the pool process
+    signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    try:
+        outq.put(big)
+    except Exception:  # what Worker.workloop does when sending fails: send a small error result instead
+        outq.put((READY, (1, 0, (False, "MaybeEncodingError"), None)))
+    os._exit(0)
+outq._writer.close()
+deadline = time.monotonic() + 30
+while "pipe_write" not in open(f"/proc/{pid}/wchan").read():  # blocked in the middle of its result
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        sys.exit("the pool process never blocked writing its result")
+    time.sleep(0.01)
+os.kill(pid, signal.SIGUSR1)  # the soft time limit
+received = []
+try:
+    while True:
+        received.append(outq.get())
+except EOFError:
+    pass
+except Exception as exc:
+    received.append(repr(exc))
+os.waitpid(pid, 0)
+print("intact" if received == [big] else "corrupted")
+"""
+
+
+def result_pipe(mode: str) -> str:
+    run = subprocess.run([sys.executable, "-c", RESULT_PIPE_SCRIPT, mode], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+def test_without_the_fix_a_soft_time_limit_mid_result_corrupts_the_pipe() -> None:
+    assert result_pipe("unpatched") == "corrupted"
+
+
+def test_with_the_fix_the_result_goes_out_whole() -> None:
+    assert result_pipe("fixed") == "intact"
