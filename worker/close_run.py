@@ -142,6 +142,8 @@ class CloseRunner:
                              error=str(exc)[:1000], batch_id=batch_id)
         self.results.record_rejected(result, context.task_id)
         self.results.forget_pending(context.task_id)
+        if batch_id is not None and self.feeder is not None:
+            self._feed(batch_id, result.conversation_id)
         log.warning("rejected close: %s", str(exc)[:1000], extra={"batch_id": batch_id})
         return result.as_dict()
 

@@ -13,13 +13,19 @@ from typing import Any
 import pytest
 import redis
 
+from genesys_closer.config import load_worker_settings
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.worker.batches import BatchWriter
+from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.broker_scan import HeldClose
+from genesys_closer.worker.close_run import CloseRunner, RetryLater, TaskContext
+from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from genesys_closer.worker.names import FEED_TASK_NAME, TASK_NAME
+from genesys_closer.worker.genesys.errors import ServerError
+from genesys_closer.worker.names import FEED_TASK_NAME, QUEUE_BULK, TASK_NAME
 from genesys_closer.worker.recovery import Recovery
 from genesys_closer.worker.results import ResultStore
+from tests.worker.test_service_parts import ScriptedCloser
 
 BOUND = 50
 
@@ -206,3 +212,24 @@ def test_items_fed_but_never_published_are_re_sent_when_the_batch_stalls(writer:
     assert report.batches == {batch_id: 1} and app.sent[-1] == ids[BOUND + 1]
     assert redis_client.zcard(KEYS.batch_in_flight(batch_id)) == BOUND
 
+
+
+def test_a_close_that_ends_feeds_the_next_item_and_one_deferred_does_not(writer: BatchWriter, app: RecordingApp,
+                                                                         redis_client: redis.Redis) -> None:
+    closer = ScriptedCloser(steps=[("patch", Outcome.CLOSED), ("get", ServerError("boom", 503)),
+                                   ("get", Outcome.ALREADY_CLOSED)])
+    settings = load_worker_settings(task_retry_window_seconds=600, task_max_retries=50)
+    close_runner = CloseRunner(settings, redis_client, closer, CloseOptions(), writer.results,  # type: ignore[arg-type]
+                               CircuitBreaker(redis_client, "bucket", threshold=2, open_seconds=60),
+                               feeder=writer.feeder)
+    ids = _ids(BOUND + 5)
+    batch_id = writer.start(ids, options={})
+    context = TaskContext("t1", 0, batch_id, queue=QUEUE_BULK)
+    assert close_runner.run(ids[0], context, {})["outcome"] == "closed"
+    assert app.sent == ids[:BOUND + 1]  # its outcome fed the next item
+    with pytest.raises(RetryLater):
+        close_runner.run(ids[1], TaskContext("t2", 0, batch_id, queue=QUEUE_BULK), {})
+    assert app.sent == ids[:BOUND + 1]  # a deferred item keeps its slot
+    assert close_runner.run(ids[1], TaskContext("t2", 1, batch_id, queue=QUEUE_BULK), {})["outcome"] == \
+        "already_closed"
+    assert app.sent == ids[:BOUND + 2]
