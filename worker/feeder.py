@@ -86,7 +86,8 @@ class BatchFeeder:
         pipe.execute()
 
     def has_feed(self, batch_id: str) -> bool:
-        """Whether the batch is fed (batches made before the feeder published every item at once)."""
+        """Whether the batch has a feed (not a batch made before batches were fed: those published every item at
+        once, and the recovery treats them as it did)."""
         return self.redis.hexists(KEYS.batch(batch_id), "feed_total") == 1
 
     def start(self, batch_id: str) -> int:
