@@ -108,7 +108,10 @@ def _result_sent_whole(put: Any) -> Any:
         is_result = isinstance(obj, tuple) and bool(obj) and obj[0] == billiard_pool.READY
         if not is_result or soft_timeout is None or threading.current_thread() is not threading.main_thread():
             return put(self, obj)
-        previous = signal.signal(soft_timeout, signal.SIG_IGN)  # the task is over: a soft time limit now is void
+        previous = signal.getsignal(soft_timeout)
+        if previous is None:  # a handler not set from Python: not billiard's soft time limit, leave it alone
+            return put(self, obj)
+        signal.signal(soft_timeout, signal.SIG_IGN)  # the task is over: a soft time limit now is void
         try:
             return put(self, obj)
         finally:

@@ -196,7 +196,7 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
         wait_until(lambda: not dict(client.results.pending()), timeout=120,
                    message="no tracked standalone close left pending")
         recovered = time.monotonic() - killed_at
-        wait_until(lambda: topology.is_replica_in_sync(old_master), timeout=60, interval=0.2,
+        wait_until(lambda: topology.is_replica_in_sync(old_master), timeout=180, interval=0.2,
                    message="the old master rejoins as a replica")
         rejoined = time.monotonic() - killed_at
     finally:
