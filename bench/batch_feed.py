@@ -19,7 +19,6 @@ from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.stack import RedisServer
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.worker.broker_scan import held_closes
-from genesys_closer.worker.results import ResultStore
 
 IDS = 100_000
 
@@ -58,7 +57,7 @@ def measure(ids: int = IDS) -> dict[str, float]:
         started = time.perf_counter()
         staged = writer.stage(flood, options={})
         writer.publish(staged.batch_id, flood, {}, staged.queue)  # every item up front
-        ResultStore(raw).mark_enqueued(staged.batch_id, ids)
+        client.results.batches.mark_enqueued(staged.batch_id, ids)
         staged.lease.release()
         figures["flood_seconds"] = time.perf_counter() - started
         figures["flood_messages"] = _held(raw, staged.batch_id)

@@ -1,8 +1,9 @@
 """Every Redis key name genesys-closer uses, in one place.
 
 All keys start with ``genesys-closer:``. Per-client keys use a digest of the OAuth client id (client ids stay out of
-key names). Batch ids and conversation ids are validated before they reach a key (``worker.results.is_batch_id``,
-``worker.genesys.ids.parse_conversation_id``), so no caller can build a key outside its own namespace.
+key names). Batch ids and conversation ids are validated before they reach a key
+(``worker.stores.batch_store.is_batch_id``, ``worker.genesys.ids.parse_conversation_id``), so no caller can build a
+key outside its own namespace.
 """
 
 from __future__ import annotations

@@ -2,12 +2,15 @@
 
 from genesys_closer.producer.api import (
     Batch,
+    BatchIdInUse,
     BatchNotFound,
     CloseClient,
+    InvalidArgument,
     InvalidBatch,
     close,
     close_conversation,
     close_many,
 )
 
-__all__ = ["Batch", "BatchNotFound", "CloseClient", "InvalidBatch", "close", "close_conversation", "close_many"]
+__all__ = ["Batch", "BatchIdInUse", "BatchNotFound", "CloseClient", "InvalidArgument", "InvalidBatch", "close",
+           "close_conversation", "close_many"]

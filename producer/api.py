@@ -24,20 +24,26 @@ from celery.result import AsyncResult
 
 from genesys_closer.config.errors import CloserError
 from genesys_closer.config.settings import ClosePolicy, ProducerSettings, get_producer_settings
-from genesys_closer.worker.batches import BatchWriter, IdCheck, InvalidBatch, check_ids
+from genesys_closer.worker import arguments
+from genesys_closer.worker.arguments import InvalidArgument
+from genesys_closer.worker.batches import BatchIdInUse, BatchWriter, IdCheck, InvalidBatch, check_ids
 from genesys_closer.worker.celery_config import producer_app
 from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.outcomes import CloseResult
+from genesys_closer.worker.closing.sweep_filters import SweepFilters
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.genesys.redis_connection import await_replicas, connect
-from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
-from genesys_closer.worker.results import BatchStatus, ResultStore
+from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES, SWEEP_TASK_NAME, TASK_NAME
+from genesys_closer.worker.stores import ResultStores
+from genesys_closer.worker.stores.batch_store import BatchStatus, is_batch_id
 
 __all__ = [
     "Batch",
+    "BatchIdInUse",
     "BatchNotFound",
     "CloseClient",
     "IdCheck",
+    "InvalidArgument",
     "InvalidBatch",
     "SweepRequest",
     "close",
@@ -55,9 +61,14 @@ class BatchNotFound(CloserError):
         return f"no batch {self.batch_id[:100]!r} (unknown, or older than the retention period)"
 
 
+# Celery send options a standalone close takes besides ``countdown`` and ``queue`` (which are named arguments).
+SEND_OPTIONS = ("priority",)
+MAX_PRIORITY = 9  # Celery's Redis transport has priorities 0 (first) to 9
+
+
 def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """Close options as sent with each task, checked now rather than in every worker."""
-    options = dict(options or {})
+    options = arguments.mapping("options", options)
     CloseOptions().with_overrides(options)
     return {k: (v.value if isinstance(v, ClosePolicy) else v) for k, v in options.items()}
 
@@ -66,6 +77,8 @@ class Batch:
     """A handle on one batch; its state lives in Redis."""
 
     def __init__(self, client: CloseClient, batch_id: str, check: IdCheck | None = None) -> None:
+        if not is_batch_id(batch_id):
+            raise InvalidArgument(f"a batch id is 32 lower-case hexadecimal digits; got {repr(batch_id)[:60]}")
         self.client = client
         self.id = batch_id
         self.check = check  # what validating its input found, for a batch started by this handle
@@ -74,7 +87,7 @@ class Batch:
         return f"Batch({self.id!r})"
 
     def status(self) -> BatchStatus:
-        status = self.client.results.batch_status(self.id)
+        status = self.client.results.batches.status(self.id)
         if status is None:
             raise BatchNotFound(self.id)
         return status
@@ -82,6 +95,9 @@ class Batch:
     def wait(self, timeout: float | None = None, *, poll_seconds: float = 0.5,
              progress: Callable[[BatchStatus], None] | None = None) -> BatchStatus:
         """Block until every item has an outcome (or ``timeout``); call ``progress`` with each status read."""
+        timeout = arguments.optional_seconds("timeout", timeout)
+        poll_seconds = arguments.seconds("poll_seconds", poll_seconds, positive=True)
+        arguments.callback("progress", progress)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status = self.status()
@@ -94,16 +110,16 @@ class Batch:
             time.sleep(poll_seconds)
 
     def cancel(self) -> BatchStatus:
-        """Items not yet run end as ``cancelled``; items already running finish normally. A finished batch stays as
-        it is. Nothing more is fed at once; a worker records the items never fed (the feed task)."""
-        if self.status().finished:
-            return self.status()
-        self.client.results.set_state(self.id, "cancelled", "cancelled by operator")
+        """Items not yet run end as ``cancelled``; items already running finish normally. A finished, cancelled or
+        stopped batch stays as it is (decided atomically in Redis: a batch that finishes meanwhile is not
+        overwritten). Nothing more is fed at once; a worker records the items never fed (the feed task)."""
+        self.status()  # BatchNotFound for an unknown batch
+        self.client.results.batches.cancel(self.id, "cancelled by operator")
         self.client.batches_writer.feeder.kick()
         return self.status()
 
     def results(self) -> Iterator[CloseResult]:
-        return self.client.results.iter_items(self.id)
+        return self.client.results.batches.items(self.id)
 
 
 class SweepRequest:
@@ -116,12 +132,13 @@ class SweepRequest:
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """The sweep's summary: candidates, chosen, pages, intervals, ``batch_id`` (or ``error``/``skipped``)."""
+        timeout = arguments.optional_seconds("timeout", timeout)
         summary: dict[str, Any] = self.task.get(timeout=timeout)
         return summary
 
     def candidates(self) -> Iterator[dict[str, Any]]:
         """Every candidate the sweep considered, with ``chosen`` and its ``reason``."""
-        return self.client.results.iter_sweep_candidates(self.id)
+        return self.client.results.sweeps.candidates(self.id)
 
 
 class CloseClient:
@@ -131,7 +148,7 @@ class CloseClient:
         self.settings = settings or get_producer_settings()
         self.app = app or producer_app(self.settings)
         self.redis = connect(self.settings.redis_target)
-        self.results = ResultStore(self.redis, self.settings.results_ttl_seconds)
+        self.results = ResultStores.open(self.redis, self.settings.results_ttl_seconds)
         self.batches_writer = BatchWriter(self.app, self.results, time.time,
                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
                                           in_flight=self.settings.batch_in_flight)
@@ -140,6 +157,8 @@ class CloseClient:
               countdown: float | None = None, **options: Any) -> str | CloseResult:
         """Enqueue one close on the interactive queue; with ``wait`` return its outcome record. ``countdown``
         delays it (at most the broker's safe window, see ``ProducerSettings.max_countdown_seconds``)."""
+        arguments.flag("wait", wait)
+        timeout = arguments.seconds("timeout", timeout)
         task_id = self.send_close(conversation_id, options, countdown=countdown)
         if not wait:
             return task_id
@@ -151,20 +170,24 @@ class CloseClient:
         recorded, so a message the broker loses is sent again (``worker.recovery``)."""
         canonical = parse_conversation_id(conversation_id)
         kwargs = validate_options(options)
+        queue = arguments.one_of("queue", queue, QUEUES)
         if "eta" in send_options:
-            raise ValueError("use countdown (seconds), not eta")
+            raise InvalidArgument("use countdown (seconds), not eta")
+        arguments.known_names("send option(s)", send_options, ("countdown", "queue", *SEND_OPTIONS))
+        arguments.whole_number("priority", send_options.get("priority", 0), 0, MAX_PRIORITY)
         if countdown is not None:
             window = self.settings.max_countdown_seconds
-            if not 0 <= float(countdown) <= window:
-                raise ValueError(f"countdown must be between 0 and {window} s (the broker would redeliver a message "
-                                 "waiting longer while the first copy waits; enqueue it later instead)")
+            if isinstance(countdown, bool) or not isinstance(countdown, int | float) or not 0 <= countdown <= window:
+                raise InvalidArgument(f"countdown must be between 0 and {window} s (the broker would redeliver a "
+                                      "message waiting longer while the first copy waits; enqueue it later instead); "
+                                      f"got {repr(countdown)[:60]}")
         task_id = str(uuid.uuid4())
-        self.results.track_pending(task_id, canonical, kwargs, queue)
+        self.results.pending.track(task_id, canonical, kwargs, queue)
         try:
             self.app.send_task(TASK_NAME, args=[canonical], kwargs=kwargs, queue=queue, task_id=task_id,
                                countdown=countdown, **send_options)
         except BaseException:
-            self.results.forget_pending(task_id)
+            self.results.pending.forget(task_id)
             raise
         await_replicas(self.redis, self.settings.redis_wait_replicas)  # tracked and queued, on a replica too
         return task_id
@@ -173,6 +196,9 @@ class CloseClient:
         """The outcome record of a close enqueued with ``close``; TimeoutError if it has not ended in time.
 
         Polls the result backend (plain reads: safe from any thread, unlike a pub/sub wait)."""
+        if not isinstance(task_id, str) or not task_id:
+            raise InvalidArgument(f"task_id must be the id close() returned; got {repr(task_id)[:60]}")
+        timeout = arguments.seconds("timeout", timeout)
         deadline = time.monotonic() + timeout
         interval = 0.05
         while True:
@@ -196,9 +222,13 @@ class CloseClient:
     def close_many(self, conversation_ids: Iterable[object], *, label: str = "", source: str = "",
                    options: dict[str, Any] | None = None, on_invalid: str = "record",
                    queue: str = QUEUE_BULK, batch_id: str | None = None) -> Batch:
-        """Start a batch (see ``BatchWriter.start``): every ID is validated before any is enqueued, the input is
-        streamed into Redis, duplicates are dropped; the items are fed to the broker ``BATCH_IN_FLIGHT`` at a
-        time (``worker.feeder``)."""
+        """Start a batch (see ``BatchWriter.start_checked``): every ID is validated before any is enqueued, the input
+        is streamed into Redis, duplicates are dropped; the items are fed to the broker ``BATCH_IN_FLIGHT`` at a
+        time (``worker.feeder``).
+
+        ``on_invalid`` is ``"record"`` (invalid IDs become ``invalid_id`` items) or ``"abort"`` (InvalidBatch, nothing
+        enqueued); ``queue`` one of the worker queues; ``batch_id`` (optional, 32 hex digits) must not be in use
+        (BatchIdInUse). Any other value raises InvalidArgument (a ValueError) before anything is written."""
         started, check = self.batches_writer.start_checked(
             conversation_ids, options=validate_options(options), label=label, source=source, on_invalid=on_invalid,
             queue=queue, batch_id=batch_id)
@@ -207,11 +237,20 @@ class CloseClient:
 
     def check_ids(self, conversation_ids: Iterable[object]) -> IdCheck:
         """Validate and count without enqueuing anything (a dry run)."""
+        if isinstance(conversation_ids, str | bytes):
+            raise InvalidArgument("conversation_ids must be an iterable of conversation ids, not one string")
         return check_ids(conversation_ids)
 
     def sweep(self, filters: dict[str, Any], *, dry_run: bool = False,
               options: dict[str, Any] | None = None) -> SweepRequest:
-        """Queue a sweep; a worker queries Genesys and (unless ``dry_run``) starts a batch of the chosen ones."""
+        """Queue a sweep; a worker queries Genesys and (unless ``dry_run``) starts a batch of the chosen ones.
+        Unknown filters or wrong values raise InvalidArgument here (the worker checks them again)."""
+        filters = arguments.mapping("filters", filters)
+        try:
+            SweepFilters.from_dict(filters)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)[:1000]) from None
+        arguments.flag("dry_run", dry_run)
         task = self.app.send_task(SWEEP_TASK_NAME, kwargs={"filters": filters, "dry_run": dry_run,
                                                             "options": validate_options(options)})
         return SweepRequest(self, task)
@@ -222,14 +261,14 @@ class CloseClient:
         return batch
 
     def batches(self, limit: int = 20) -> list[BatchStatus]:
-        return self.results.recent_batches(limit)
+        return self.results.batches.recent(arguments.limit("limit", limit))
 
     def outcome(self, conversation_id: str) -> CloseResult | None:
-        return self.results.outcome(parse_conversation_id(conversation_id))
+        return self.results.outcomes.latest(parse_conversation_id(conversation_id))
 
     def rejected(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent messages the workers refused before running them, newest first."""
-        return self.results.rejected(limit)
+        return self.results.rejected.recent(arguments.limit("limit", limit))
 
 
 @functools.cache

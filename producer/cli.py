@@ -25,7 +25,7 @@ from genesys_closer.producer.export import write_csv, write_jsonl
 from genesys_closer.producer.inputs import FORMATS, InputError, read_ids
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import InvalidConversationId
-from genesys_closer.worker.results import BatchStatus
+from genesys_closer.worker.stores.batch_store import BatchStatus
 
 EXIT_OK = 0
 EXIT_NOT_ALL_SUCCEEDED = 1

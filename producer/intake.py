@@ -51,7 +51,7 @@ from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
 from genesys_closer.worker.genesys.rate_limit import RedisRateLimiter
 from genesys_closer.worker.logging_setup import configure_logging
-from genesys_closer.worker.results import is_batch_id
+from genesys_closer.worker.stores.batch_store import is_batch_id
 
 log = logging.getLogger("genesys_closer.intake")
 MAX_REPORTED_INVALID = 20

@@ -75,7 +75,8 @@ from genesys_closer.worker.item_lifecycle import (
 )
 from genesys_closer.worker.item_progress import ItemProgress
 from genesys_closer.worker.names import QUEUE_BULK
-from genesys_closer.worker.results import is_batch_id
+from genesys_closer.worker.stores.batch_state import ENDING_STATES
+from genesys_closer.worker.stores.batch_store import is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
 LOCK_SECONDS = 15.0  # extended before every read: a pump that died holds up the others at most this long
@@ -85,7 +86,6 @@ SLACK_SECONDS = 0.5
 KICK_GRACE_SECONDS = 10.0  # a pump not started this long after its time was lost: the next item sends another
 SETTLED = {"by_analytics": Settled.BY_ANALYTICS, "verified": Settled.VERIFIED, "disagreed": Settled.DISAGREED,
            "read_live": Settled.READ_LIVE, "wait": Settled.WAIT}  # analytics_trust.Settlement's lists
-STOPPING_BATCH_STATES = frozenset({"cancelled", "stopped"})  # ``worker.results`` names the batch states
 Retrying = Callable[[Callable[[], Any]], Any]
 
 
@@ -409,7 +409,7 @@ class CheckPump:
             options: CloseOptions | None = self.default_options.with_overrides(overrides, self.limits)
         except ValueError:
             overrides, options = {}, None  # the item task refuses it (invalid_request)
-        return BatchView(stop_reason=state if state in STOPPING_BATCH_STATES else None, options=options,
+        return BatchView(stop_reason=state if state in ENDING_STATES else None, options=options,
                          overrides=overrides if isinstance(overrides, dict) else {}, queue=queue or QUEUE_BULK)
 
     def _result(self, entry: Due, decision: Finish, share: float, row: Any) -> CloseResult:

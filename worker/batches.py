@@ -16,16 +16,22 @@ from typing import Any
 from celery import Celery
 
 from genesys_closer.config.errors import CloserError
+from genesys_closer.worker import arguments
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.enqueue_lease import LEASE_SECONDS, EnqueueLease
 from genesys_closer.worker.feeder import BatchFeeder
 from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
-from genesys_closer.worker.names import FEED_TASK_NAME, QUEUE_BULK, QUEUE_INTERACTIVE, TASK_NAME
-from genesys_closer.worker.results import ResultStore, is_batch_id
+from genesys_closer.worker.names import FEED_TASK_NAME, QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES, TASK_NAME
+from genesys_closer.worker.stores import ResultStores
+from genesys_closer.worker.stores.batch_store import is_batch_id
 
 ORIGIN_LIST = "list"
 ORIGIN_SWEEP = "sweep"
+ORIGINS = (ORIGIN_LIST, ORIGIN_SWEEP)
+ON_INVALID_RECORD = "record"  # each invalid ID becomes an ``invalid_id`` item; the valid ones are closed
+ON_INVALID_ABORT = "abort"    # any invalid ID: InvalidBatch, nothing enqueued
+ON_INVALID = (ON_INVALID_RECORD, ON_INVALID_ABORT)
 DEDUPE_CHUNK = 1000
 MAX_INVALID_SAMPLES = 20
 MAX_ECHO = 100
@@ -43,6 +49,17 @@ class InvalidBatch(CloserError):
 
     def __str__(self) -> str:
         return f"{self.invalid_count} invalid conversation id(s), nothing enqueued: " + "; ".join(self.samples)
+
+
+class BatchIdInUse(arguments.InvalidArgument):
+    """``batch_id`` names a batch that exists (or existed within the retention period): it is never overwritten."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(batch_id)
+        self.batch_id = batch_id
+
+    def __str__(self) -> str:
+        return f"batch id {self.batch_id} is in use: an existing batch is never overwritten (omit batch_id)"
 
 
 def new_batch_id() -> str:
@@ -103,7 +120,7 @@ class BatchWriter:
     """Builds batches in Redis and publishes their close tasks through ``app`` (a batch's items through its
     ``feeder``, at most ``in_flight`` at a time)."""
 
-    def __init__(self, app: Celery, results: ResultStore, clock: Callable[[], float], *,
+    def __init__(self, app: Celery, results: ResultStores, clock: Callable[[], float], *,
                  lease_seconds: float = LEASE_SECONDS, in_flight: int = IN_FLIGHT) -> None:
         self.app = app
         self.results = results
@@ -112,14 +129,14 @@ class BatchWriter:
         self.feeder = BatchFeeder(results, self.publish, in_flight, kick=self.send_feed_task, clock=clock)
 
     def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
-              source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
+              source: str = "", on_invalid: str = ON_INVALID_RECORD, queue: str = QUEUE_BULK,
               batch_id: str | None = None, origin: str = ORIGIN_LIST) -> str:
         """Start a batch and return its id (see ``start_checked``)."""
         return self.start_checked(conversation_ids, options=options, label=label, source=source,
                                   on_invalid=on_invalid, queue=queue, batch_id=batch_id, origin=origin)[0]
 
     def start_checked(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
-                      source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
+                      source: str = "", on_invalid: str = ON_INVALID_RECORD, queue: str = QUEUE_BULK,
                       batch_id: str | None = None, origin: str = ORIGIN_LIST) -> tuple[str, IdCheck]:
         """Start a batch; return its id and what validating its input found (``stage``, then ``publish_staged``).
 
@@ -129,6 +146,10 @@ class BatchWriter:
         web messaging: their closes skip the first read). ``on_invalid="record"`` records each invalid ID as an
         ``invalid_id`` item and still closes the valid ones; ``"abort"`` raises InvalidBatch and enqueues nothing.
         An input that fails while being read discards the batch (no half-made batch is left behind).
+
+        Every argument is checked before anything is written: an unknown ``on_invalid``, ``queue`` or ``origin``
+        raises InvalidArgument, a ValueError (a batch whose items could never all be counted would wait forever),
+        and so does a ``batch_id`` in use (BatchIdInUse: refused atomically, the existing batch is untouched).
         """
         staged = self.stage(conversation_ids, options=options, label=label, source=source, on_invalid=on_invalid,
                             queue=queue, batch_id=batch_id, origin=origin)
@@ -136,35 +157,42 @@ class BatchWriter:
         return staged.batch_id, staged.check
 
     def stage(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
-              source: str = "", on_invalid: str = "record", queue: str = QUEUE_BULK,
+              source: str = "", on_invalid: str = ON_INVALID_RECORD, queue: str = QUEUE_BULK,
               batch_id: str | None = None, origin: str = ORIGIN_LIST) -> StagedBatch:
         """Validate and store a batch's items (state ``enqueuing``, ``total`` known, readable by its status, the
         valid IDs in its feed) without publishing any; ``publish_staged`` starts feeding them. The caller holds the
         returned batch's enqueue lease: if it dies before ``publish_staged`` ends, the recovery starts feeding it
-        (``worker.enqueue_lease``)."""
-        if origin not in {ORIGIN_LIST, ORIGIN_SWEEP}:
-            raise ValueError(f"unknown batch origin {origin!r}")
-        batch_id = batch_id or new_batch_id()
-        if not is_batch_id(batch_id):
-            raise ValueError("a batch id is 32 lower-case hexadecimal digits")
-        lease = EnqueueLease(self.results.redis, batch_id, self.lease_seconds)
-        if not lease.take():
-            raise ValueError(f"batch {batch_id} is being enqueued already")
-        self.results.create_batch(batch_id, label=label, source=source, options=json.dumps(options), queue=queue,
-                                  origin=origin)
-        self.results.track_enqueuing(batch_id)
+        (``worker.enqueue_lease``). Arguments are checked first (see ``start_checked``)."""
+        on_invalid = arguments.one_of("on_invalid", on_invalid, ON_INVALID)
+        queue = arguments.one_of("queue", queue, QUEUES)
+        origin = arguments.one_of("origin", origin, ORIGINS)
+        label, source = arguments.text("label", label), arguments.text("source", source)
+        if isinstance(conversation_ids, str | bytes):
+            raise arguments.InvalidArgument("conversation_ids must be an iterable of ids, not one string")
+        if batch_id is None:
+            batch_id = new_batch_id()
+        elif not is_batch_id(batch_id):
+            raise arguments.InvalidArgument(f"a batch id is 32 lower-case hex digits; got {repr(batch_id)[:60]}")
+        lease = EnqueueLease(self.results.batches.redis, batch_id, self.lease_seconds)
+        if not lease.take():  # another producer is enqueuing a batch of this id
+            raise BatchIdInUse(batch_id)
+        if not self.results.batches.create(batch_id, label=label, source=source, options=json.dumps(options),
+                                           queue=queue, origin=origin):
+            lease.release()
+            raise BatchIdInUse(batch_id)
+        self.results.batches.track_enqueuing(batch_id)
         self.feeder.prepare(batch_id)
 
         def give_up() -> None:
-            self.results.discard_batch(batch_id)
+            self.results.batches.discard(batch_id)
             lease.release()
 
         try:
-            check = self._validate_into(batch_id, conversation_ids, record_invalid=on_invalid == "record",
+            check = self._validate_into(batch_id, conversation_ids, record_invalid=on_invalid == ON_INVALID_RECORD,
                                         lease=lease)
-            abort = bool(check.invalid) and on_invalid == "abort"
+            abort = bool(check.invalid) and on_invalid == ON_INVALID_ABORT
             if not abort:
-                self.results.mark_staged(batch_id, check.valid + check.invalid)
+                self.results.batches.mark_staged(batch_id, check.valid + check.invalid)
         except BaseException:
             give_up()
             raise
@@ -179,7 +207,7 @@ class BatchWriter:
         try:
             if not staged.lease.keep():
                 return 0
-            self.results.mark_enqueued(staged.batch_id, staged.check.valid + staged.check.invalid)
+            self.results.batches.mark_enqueued(staged.batch_id, staged.check.valid + staged.check.invalid)
             return self.feeder.start(staged.batch_id)
         finally:
             staged.lease.release()
@@ -194,7 +222,7 @@ class BatchWriter:
         chunk: list[str] = []
 
         def flush() -> None:
-            fresh = self.results.add_members(batch_id, chunk)
+            fresh = self.results.batches.add_members(batch_id, chunk)
             check.valid += len(fresh)
             check.duplicates += len(chunk) - len(fresh)
             self.feeder.append(batch_id, fresh)
@@ -209,7 +237,7 @@ class BatchWriter:
                 if record_invalid:
                     shown = raw if isinstance(raw, str) else repr(raw)
                     now = self.clock()
-                    self.results.record(
+                    self.results.outcomes.record(
                         CloseResult(conversation_id=shown[:MAX_ECHO], outcome=Outcome.INVALID_ID, attempts=0,
                                     started_at=now, finished_at=now, error=sample, batch_id=batch_id),
                         item_key=f"invalid:{position}")
@@ -235,7 +263,7 @@ class BatchWriter:
             for conversation_id in conversation_ids:
                 if lease is not None and count % PUBLISH_CHUNK == 0 and not lease.keep():
                     break
-                # Batch items store no Celery result: their outcomes live in the batch (see ResultStore).
+                # Batch items store no Celery result: their outcomes live in the batch (worker.stores.batch_store).
                 self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={"batch_id": batch_id, **options},
                                    queue=queue, producer=producer, ignore_result=True)
                 count += 1

@@ -53,7 +53,8 @@ from genesys_closer.worker.item_lifecycle import (
 )
 from genesys_closer.worker.item_progress import ItemProgress
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
-from genesys_closer.worker.results import ItemView, ResultStore, is_batch_id
+from genesys_closer.worker.stores import ResultStores
+from genesys_closer.worker.stores.batch_store import ItemView, is_batch_id
 
 log = logging.getLogger("genesys_closer.worker")
 # 403 codes about one conversation, not the OAuth client (Genesys' error catalogue: division permissions)
@@ -82,7 +83,7 @@ class CloseRunner:
     """Runs one close per ``run`` call; one per worker process, shared by its threads."""
 
     def __init__(self, settings: WorkerSettings, client: redis.Redis, closer: Closer, default_options: CloseOptions,
-                 results: ResultStore, breaker: CircuitBreaker, *, clock: Callable[[], float] = time.time,
+                 results: ResultStores, breaker: CircuitBreaker, *, clock: Callable[[], float] = time.time,
                  checks: CheckQueue | None = None, trust: FleetTrust | None = None,
                  feeder: BatchFeeder | None = None) -> None:
         self.trust = trust
@@ -110,7 +111,7 @@ class CloseRunner:
         if item is not None and item.origin == ORIGIN_SWEEP:
             options = options.for_sweep_candidate()
         if context.batch_id is None:
-            self.results.track_pending(context.task_id, conversation_id, overrides, context.queue, only_if_absent=True)
+            self.results.pending.track(context.task_id, conversation_id, overrides, context.queue, only_if_absent=True)
 
         not_attempted = self._not_attempted_reason(context, item)
         if not_attempted is not None:
@@ -140,8 +141,8 @@ class CloseRunner:
         result = CloseResult(conversation_id=shown[:MAX_ECHO], outcome=outcome, api_calls=0,
                              attempts=context.retries + 1, started_at=started, finished_at=self.clock(),
                              error=str(exc)[:1000], batch_id=batch_id)
-        self.results.record_rejected(result, context.task_id)
-        self.results.forget_pending(context.task_id)
+        self.results.rejected.add(result, context.task_id)
+        self.results.pending.forget(context.task_id)
         if batch_id is not None and self.feeder is not None:
             self._feed(batch_id, result.conversation_id)
         log.warning("rejected close: %s", str(exc)[:1000], extra={"batch_id": batch_id})
@@ -154,7 +155,7 @@ class CloseRunner:
         if context.batch_id is None:
             return context, None
         if is_batch_id(context.batch_id):
-            item = self.results.item_view(context.batch_id, conversation_id)
+            item = self.results.batches.item_view(context.batch_id, conversation_id)
             if item.member:
                 return context, item
         log.warning("batch id %s does not list this conversation: closing it standalone",
@@ -170,7 +171,7 @@ class CloseRunner:
         breaker = self.breaker.open_reason()
         if breaker is not None:
             if context.batch_id:
-                self.results.set_state(context.batch_id, "stopped", breaker)
+                self.results.batches.stop(context.batch_id, breaker)
             return Outcome.NOT_ATTEMPTED, breaker
         return None
 
@@ -222,7 +223,7 @@ class CloseRunner:
     def _patch_for_batched_confirm(self, item: Item, context: TaskContext, checks: CheckQueue) -> dict[str, Any]:
         """The batched path's PATCH: its confirmation joins the confirm set (unless the close ended here)."""
         ref, progress = item.ref, item.progress
-        earlier = self.results.outcome(ref.conversation_id)
+        earlier = self.results.outcomes.latest(ref.conversation_id)
         if earlier is not None and earlier.outcome.succeeded and earlier.batch_id != ref.batch_id:
             decision = next_step(item, ClosedElsewhere())
             if isinstance(decision, Finish):
@@ -321,9 +322,9 @@ class CloseRunner:
     def _finish(self, result: CloseResult, context: TaskContext) -> dict[str, Any]:
         result.attempts = context.retries + 1
         result.batch_id = context.batch_id
-        counted = self.results.record(result)
+        counted = self.results.outcomes.record(result)
         if context.batch_id is None:
-            self.results.forget_pending(context.task_id)
+            self.results.pending.forget(context.task_id)
         elif self.feeder is not None:
             self._feed(context.batch_id, result.conversation_id)
         metrics.CLOSES.labels(result.outcome.value).inc()

@@ -31,7 +31,8 @@ from genesys_closer.worker.item_lifecycle import CheckTiming
 from genesys_closer.worker.message_bounds import CLOSE_BOUNDS, SWEEP_BOUNDS, Bounds
 from genesys_closer.worker.names import CHECKS_TASK_NAME, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
 from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.results import ResultStore, is_batch_id
+from genesys_closer.worker.stores import ResultStores
+from genesys_closer.worker.stores.batch_store import is_batch_id
 from genesys_closer.worker.sweep_run import SweepRunner
 
 
@@ -109,7 +110,7 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
                        clock: Callable[[], float] = time.time) -> WorkerParts:
     client_id, _ = settings.require_credentials()
     service = build_service(settings, redis_client)
-    results = ResultStore(redis_client, settings.results_ttl_seconds, clock=clock)
+    results = ResultStores.open(redis_client, settings.results_ttl_seconds, clock=clock)
     breaker = CircuitBreaker(redis_client, client_digest(client_id), settings.circuit_breaker_threshold,
                              settings.circuit_breaker_open_seconds)
     batches = BatchWriter(app, results, clock, lease_seconds=settings.batch_enqueue_lease_seconds,
@@ -155,9 +156,9 @@ def message_limits(task_name: str) -> Bounds:
 
 
 @functools.cache
-def _results_for(pid: int) -> ResultStore:
+def _results_for(pid: int) -> ResultStores:
     settings = get_worker_settings()
-    return ResultStore(connect(settings.redis_target), settings.results_ttl_seconds)
+    return ResultStores.open(connect(settings.redis_target), settings.results_ttl_seconds)
 
 
 def record_rejected(task_name: str, task_id: str, payload: object, problem: str) -> None:
@@ -169,11 +170,11 @@ def record_rejected(task_name: str, task_id: str, payload: object, problem: str)
         if isinstance(args, list | tuple) and args and isinstance(args[0], str):
             shown = args[0][:100]
         raw_batch = kwargs.get("batch_id") if isinstance(kwargs, dict) else None
-        if is_batch_id(raw_batch) and results.item_view(str(raw_batch), shown).member:
+        if is_batch_id(raw_batch) and results.batches.item_view(str(raw_batch), shown).member:
             batch_id = str(raw_batch)
     now = time.time()
-    results.record_rejected(CloseResult(shown, Outcome.INVALID_REQUEST, attempts=0, started_at=now, finished_at=now,
-                                        error=f"message refused: {problem}"[:1000], batch_id=batch_id), task_id)
+    results.rejected.add(CloseResult(shown, Outcome.INVALID_REQUEST, attempts=0, started_at=now, finished_at=now,
+                                     error=f"message refused: {problem}"[:1000], batch_id=batch_id), task_id)
 
 
 @functools.cache

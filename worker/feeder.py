@@ -37,7 +37,7 @@ from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.genesys.redis_connection import register_lua, text
 from genesys_closer.worker.names import QUEUE_BULK
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores import ResultStores
 
 log = logging.getLogger("genesys_closer.worker")
 ID_WIDTH = 36  # a canonical conversation id
@@ -53,9 +53,10 @@ Publish = Callable[[str, list[str], dict[str, Any], str], int]
 class BatchFeeder:
     """Stores batches' feeds and hands their items to the broker within each batch's in-flight bound."""
 
-    def __init__(self, results: ResultStore, publish: Publish, bound: int, *,
+    def __init__(self, results: ResultStores, publish: Publish, bound: int, *,
                  kick: Callable[[], None] | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.redis: redis.Redis = results.redis
+        self.redis: redis.Redis = results.batches.redis
+        self.retention = results.batches.retention
         self.results = results
         self.publish = publish
         self.bound = bound
@@ -74,7 +75,7 @@ class BatchFeeder:
         pipe = self.redis.pipeline(transaction=False)
         pipe.append(KEYS.batch_feed(batch_id), "".join(conversation_ids))
         pipe.hincrby(KEYS.batch(batch_id), "feed_total", len(conversation_ids))
-        pipe.expire(KEYS.batch_feed(batch_id), self.results.retention)
+        pipe.expire(KEYS.batch_feed(batch_id), self.retention)
         pipe.execute()
 
     def prepare(self, batch_id: str) -> None:
@@ -104,7 +105,7 @@ class BatchFeeder:
         (cancelled, stopped) batch with items not fed yet gets the feed task sent, which records them."""
         reply = self._take(keys=[KEYS.batch_feed(batch_id), KEYS.batch_in_flight(batch_id), KEYS.batch(batch_id),
                                  KEYS.batch_items(batch_id)],
-                           args=[repr(self.clock()), ID_WIDTH, self.bound, self.results.retention, *ended])
+                           args=[repr(self.clock()), ID_WIDTH, self.bound, self.retention, *ended])
         state, options, queue, unfed = text(reply[0]), text(reply[1]), text(reply[2]), int(reply[3])
         ids = [text(raw) for raw in reply[4:]]
         if ids:
@@ -152,7 +153,7 @@ class BatchFeeder:
         return done
 
     def advance(self, batch_id: str, deadline: float) -> int:
-        state, finished_at, reason = self.results.batch_fields(batch_id, "state", "finished_at", "reason")
+        state, finished_at, reason = self.results.batches.fields(batch_id, "state", "finished_at", "reason")
         if state is None or finished_at is not None:
             self.discard(batch_id)
             return 0
@@ -165,14 +166,14 @@ class BatchFeeder:
         repeats records that count once)."""
         recorded = 0
         while time.monotonic() < deadline:
-            fed, total = (int(v or 0) for v in self.results.batch_fields(batch_id, "fed", "feed_total"))
+            fed, total = (int(v or 0) for v in self.results.batches.fields(batch_id, "fed", "feed_total"))
             if fed >= total:
                 break
             upto = min(fed + DRAIN_CHUNK, total)
             raw = self.redis.getrange(KEYS.batch_feed(batch_id), fed * ID_WIDTH, upto * ID_WIDTH - 1)
             ids = [text(raw)[i:i + ID_WIDTH] for i in range(0, len(raw), ID_WIDTH)]
             now = self.clock()
-            self.results.record_many([CloseResult(cid, outcome, attempts=0, started_at=now, finished_at=now,
+            self.results.outcomes.record_many([CloseResult(cid, outcome, attempts=0, started_at=now, finished_at=now,
                                                   error=reason, batch_id=batch_id) for cid in ids])
             recorded += len(ids)
             if int(self._skip(keys=[KEYS.batch_feed(batch_id), KEYS.batch(batch_id)],

@@ -25,7 +25,8 @@ import redis
 from genesys_closer.config.errors import ConfigError
 from genesys_closer.config.settings import ClosePolicy, WorkerSettings
 from genesys_closer.worker.analytics_trust import FleetTrust, TrustMode
-from genesys_closer.worker.closing.sweep_query import SweepFilters, fmt, query_body
+from genesys_closer.worker.closing.sweep_filters import SweepFilters
+from genesys_closer.worker.closing.sweep_query import fmt, query_body
 from genesys_closer.worker.factory import build_service
 from genesys_closer.worker.genesys.client import Reply
 from genesys_closer.worker.genesys.errors import GenesysError, TransportError

@@ -45,7 +45,7 @@ from genesys_closer.worker.enqueue_lease import EnqueueLease
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.genesys.redis_connection import text
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores import ResultStores
 
 log = logging.getLogger("genesys_closer.worker")
 LOCK_SECONDS = 60
@@ -95,7 +95,7 @@ class RecoveryReport:
 
 
 class Recovery:
-    def __init__(self, client: redis.Redis, results: ResultStore, batches: BatchWriter, stall_seconds: float,
+    def __init__(self, client: redis.Redis, results: ResultStores, batches: BatchWriter, stall_seconds: float,
                  *, held: Callable[[redis.Redis], Iterable[HeldClose]] = held_closes,
                  checks: CheckQueue | None = None) -> None:
         self.checks = checks
@@ -121,10 +121,10 @@ class Recovery:
                 self.redis.set(KEYS.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))
             if report.redis_restarted or self.redis.exists(KEYS.restart_aftermath):
                 report.restored = self._restore_orphans(time.time() - FRESH_DELIVERY_SECONDS)
-            batch_ids = (self.results.unfinished_batches() if report.redis_restarted
-                         else self.results.stalled_batches(self.stall_seconds))
+            batch_ids = (self.results.batches.unfinished() if report.redis_restarted
+                         else self.results.batches.stalled(self.stall_seconds))
             stale_before = None if report.redis_restarted else self.results.clock() - self.stall_seconds
-            standalone = [(task_id, entry) for task_id, entry in self.results.pending()
+            standalone = [(task_id, entry) for task_id, entry in self.results.pending.entries()
                           if stale_before is None or float(entry.get("at", 0)) <= stale_before]
             abandoned = self._abandoned_enqueues()
             if not batch_ids and not standalone and not abandoned:
@@ -148,7 +148,7 @@ class Recovery:
     def _abandoned_enqueues(self) -> list[EnqueueLease]:
         """Batches still being enqueued whose builder's lease has expired (each is taken over in turn: its lease is
         taken only then, so one long takeover never lets the others' leases run out)."""
-        leases = [EnqueueLease(self.redis, batch_id) for batch_id in self.results.enqueuing_batches()]
+        leases = [EnqueueLease(self.redis, batch_id) for batch_id in self.results.batches.enqueuing()]
         return [lease for lease in leases if not lease.held_by_anyone()]
 
     def _take_over(self, lease: EnqueueLease, held: set[tuple[str | None, str]], report: RecoveryReport) -> None:
@@ -156,10 +156,10 @@ class Recovery:
         if not lease.take():  # its builder came back, or another recovery took it
             return
         try:
-            staged_at, total, options, queue = self.results.batch_fields(batch_id, "staged_at", "total", "options",
+            staged_at, total, options, queue = self.results.batches.fields(batch_id, "staged_at", "total", "options",
                                                                          "queue")
             if staged_at is None or total is None:
-                self.results.discard_batch(batch_id)
+                self.results.batches.discard(batch_id)
                 report.discarded.append(batch_id)
                 log.warning("batch %s: its builder died before storing every item; discarded (nobody got its id)",
                             batch_id, extra={"batch_id": batch_id})
@@ -167,14 +167,14 @@ class Recovery:
             if self.batches.feeder.has_feed(batch_id):
                 count = 0
                 if lease.keep():
-                    self.results.mark_enqueued(batch_id, int(total))
+                    self.results.batches.mark_enqueued(batch_id, int(total))
                     count = self.batches.feeder.start(batch_id)
             else:  # a batch staged before batches were fed: every item it has not counted
-                missing = [cid for cid in self.results.missing_items(batch_id) if (batch_id, cid) not in held]
+                missing = [cid for cid in self.results.batches.missing_items(batch_id) if (batch_id, cid) not in held]
                 count = self.batches.publish(batch_id, missing, json.loads(options or "{}"), queue or QUEUE_BULK,
                                              lease=lease)
                 if lease.keep():
-                    self.results.mark_enqueued(batch_id, int(total))
+                    self.results.batches.mark_enqueued(batch_id, int(total))
             report.resumed[batch_id] = count
             log.warning("batch %s: its enqueue was interrupted; published %d item(s)", batch_id, count,
                         extra={"batch_id": batch_id})
@@ -219,13 +219,13 @@ class Recovery:
         return set(self._held_source(self.redis))
 
     def _redrive_batch(self, batch_id: str, held: set[tuple[str | None, str]], restarted: bool) -> int:
-        options, queue = self.results.batch_fields(batch_id, "options", "queue")
+        options, queue = self.results.batches.fields(batch_id, "options", "queue")
         feeder = self.batches.feeder
         uncounted = (feeder.uncounted_in_flight(batch_id) if feeder.has_feed(batch_id)
-                     else self.results.missing_items(batch_id))
+                     else self.results.batches.missing_items(batch_id))
         missing = [cid for cid in uncounted if (batch_id, cid) not in held]
         count = self.batches.publish(batch_id, missing, json.loads(options or "{}"), queue or QUEUE_BULK)
-        self.results.mark_redriven(batch_id, count)
+        self.results.batches.mark_redriven(batch_id, count)
         if count:
             log.warning("batch %s: re-queued %d item(s) the broker no longer held", "after a Redis restart"
                         if restarted else f"stalled for {self.stall_seconds:g} s", count, extra={"batch_id": batch_id})
@@ -235,12 +235,12 @@ class Recovery:
         conversation_id = entry.get("conversation_id")
         options = entry.get("options")
         if not isinstance(conversation_id, str) or not isinstance(options, dict):
-            self.results.forget_pending(task_id)
+            self.results.pending.forget(task_id)
             return 0
         queue = entry.get("queue") if isinstance(entry.get("queue"), str) else QUEUE_INTERACTIVE
         new_id = self.batches.publish_close(conversation_id, options, str(queue))
-        self.results.forget_pending(task_id)
-        self.results.track_pending(new_id, conversation_id, options, str(queue))
+        self.results.pending.forget(task_id)
+        self.results.pending.track(new_id, conversation_id, options, str(queue))
         log.warning("standalone close re-sent (task %s -> %s)", task_id, new_id,
                     extra={"conversation_id": conversation_id})
         return 1

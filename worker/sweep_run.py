@@ -14,17 +14,18 @@ import redis
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.worker.batches import ORIGIN_SWEEP, BatchWriter
 from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.sweep_query import PAGING_CAP, Retrying, SweepFilters, run_sweep
+from genesys_closer.worker.closing.sweep_filters import SweepFilters
+from genesys_closer.worker.closing.sweep_query import PAGING_CAP, Retrying, run_sweep
 from genesys_closer.worker.genesys.client import GenesysClient
 from genesys_closer.worker.genesys.lanes import BULK, lane
 from genesys_closer.worker.genesys.locks import OwnedLock
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores import ResultStores
 
 log = logging.getLogger("genesys_closer.worker")
 
 
 class SweepRunner:
-    def __init__(self, client: redis.Redis, genesys: GenesysClient, retrying: Retrying, results: ResultStore,
+    def __init__(self, client: redis.Redis, genesys: GenesysClient, retrying: Retrying, results: ResultStores,
                  batches: BatchWriter, lock_seconds: float, *, clock: Callable[[], float] = time.time,
                  paging_cap: int = PAGING_CAP) -> None:
         self.paging_cap = paging_cap
@@ -61,7 +62,7 @@ class SweepRunner:
                 summary["batch_id"] = self.batches.start(
                     report.chosen, options=options, label="scheduled sweep" if scheduled else "sweep",
                     source=json.dumps(parsed.as_dict(), separators=(",", ":")), origin=ORIGIN_SWEEP)
-            self.results.save_sweep(sweep_id, summary, [c.as_json() for c in report.candidates])
+            self.results.sweeps.save(sweep_id, summary, [c.as_json() for c in report.candidates])
             log.info("sweep finished: %d candidates, %d chosen", summary["candidates"], summary["chosen"],
                      extra={"batch_id": summary["batch_id"]})
             return summary

@@ -81,7 +81,7 @@ def test_a_fed_batch_loses_nothing_through_a_sigkill_and_a_redis_restart(
     assert admin.stats()["conversations_open"] == 0
     assert lost_items(batch, admin, ids) == 0
     assert raw.exists(KEYS.batch_feed(batch.id), KEYS.batch_in_flight(batch.id)) == 0
-    redriven = int(client.results.batch_fields(batch.id, "redriven")[0] or 0)
+    redriven = int(client.results.batches.fields(batch.id, "redriven")[0] or 0)
     report("SIGKILL a worker and restart Redis while a batch is fed (bound 40)", "600 conversations, 2 workers x 4",
            "1 x SIGKILL, then redis-server SIGTERM + start", 0, admin.stats()["duplicate_conversation_patches"],
            f"every item ended once; {redriven} in-flight item(s) re-sent")

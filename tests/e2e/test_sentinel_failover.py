@@ -193,7 +193,7 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
         status = batch.wait(timeout=240)
         wait_until(lambda: all(client.outcome(cid) is not None for cid in singles), timeout=240,
                    message="every accepted single close has an outcome")
-        wait_until(lambda: not dict(client.results.pending()), timeout=120,
+        wait_until(lambda: not dict(client.results.pending.entries()), timeout=120,
                    message="no tracked standalone close left pending")
         recovered = time.monotonic() - killed_at
         wait_until(lambda: topology.is_replica_in_sync(old_master), timeout=180, interval=0.2,
@@ -236,7 +236,7 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
     assert not early, f"conversations PATCHed again though their first PATCH was safely recorded: {early[:5]}"
     exposed = sum(1 for t in patches.first.values() if exposed_from <= t <= kill_wall)
     in_window = sum(1 for cid, _ in patches.repeats if patches.first[cid] <= kill_wall)
-    redriven = int(client.results.batch_fields(batch.id, "redriven")[0] or 0)
+    redriven = int(client.results.batches.fields(batch.id, "redriven")[0] or 0)
     assert in_window <= exposed and duplicates - in_window <= redriven + len(singles)
     statuses = Counter(status for _, status in patches.repeats)
     logs = "".join(path.read_text(errors="replace") for path in logdir.glob("*.log"))

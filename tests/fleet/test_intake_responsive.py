@@ -29,7 +29,7 @@ from genesys_closer.worker.broker_scan import held_closes
 from genesys_closer.worker.celery_config import producer_app
 from genesys_closer.worker.genesys.redis_connection import text
 from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores import ResultStores
 from tests.conftest import Fleet
 from tests.fleet.intake_server import TOKEN_A, TOKEN_B, Intake, running_intake
 from tests.waiting import wait_until
@@ -131,7 +131,7 @@ def test_an_intake_killed_mid_enqueue_loses_no_item(idle_redis_url: str, tmp_pat
     wait_until(lambda: not client.exists(KEYS.batch_enqueuer(batch_id)), timeout=10, message="lease never expired")
 
     settings = load_producer_settings(redis_url=idle_redis_url)
-    results = ResultStore(client, settings.results_ttl_seconds)
+    results = ResultStores.open(client, settings.results_ttl_seconds)
     # stall_seconds=0: the kill may also land between feeding the first items and publishing them (they are in
     # flight without a message, which the stalled-batch redrive re-sends, BATCH_STALL_SECONDS later in production)
     recovery = Recovery(client, results, BatchWriter(producer_app(settings), results, time.time), stall_seconds=0)
@@ -141,8 +141,8 @@ def test_an_intake_killed_mid_enqueue_loses_no_item(idle_redis_url: str, tmp_pat
     fed = settings.batch_in_flight
     assert sorted(queued) == sorted(ids[:fed])  # none twice, the first BATCH_IN_FLIGHT in input order
     assert text(client.get(KEYS.batch_feed(batch_id)) or b"")[fed * 36:] == "".join(ids[fed:])  # the rest waits
-    assert results.batch_status(batch_id).state == "running"  # type: ignore[union-attr]
-    assert batch_id not in results.enqueuing_batches()
+    assert results.batches.status(batch_id).state == "running"  # type: ignore[union-attr]
+    assert batch_id not in results.batches.enqueuing()
 
 
 def test_a_retried_upload_returns_the_same_batch(idle_intake: Intake) -> None:

@@ -98,12 +98,12 @@ def test_producer_never_reaches_worker_dependencies(graph: grimp.ImportGraph, pa
 
 def test_the_contract_catches_an_upward_import(graph: grimp.ImportGraph) -> None:
     """The check itself can fail: an import from config up to the service layer is reported."""
-    graph.add_import(importer="genesys_closer.config.settings", imported="genesys_closer.worker.results")
+    graph.add_import(importer="genesys_closer.config.settings", imported="genesys_closer.worker.stores")
     try:
-        with pytest.raises(AssertionError, match=r"config\.settings imports genesys_closer\.worker\.results"):
+        with pytest.raises(AssertionError, match=r"config\.settings imports genesys_closer\.worker\.stores"):
             test_imports_point_down_the_layers(graph)
     finally:
-        graph.remove_import(importer="genesys_closer.config.settings", imported="genesys_closer.worker.results")
+        graph.remove_import(importer="genesys_closer.config.settings", imported="genesys_closer.worker.stores")
 
 
 def test_importing_builds_nothing_and_needs_no_genesys_settings(tmp_path: object) -> None:

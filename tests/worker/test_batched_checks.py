@@ -20,7 +20,7 @@ from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import ServerError
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.item_lifecycle import MAX_READ_FAILURES, CheckTiming, ItemRef, LiveRead, Stage
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores.batch_store import BatchStore
 
 BATCH = "b" * 32
 
@@ -79,7 +79,7 @@ def harness(client: redis.Redis, **timing: Any) -> Harness:
     h = Harness(queue, pump, clock, pumps=pumps, finished=finished)
     pump.client = ScriptedClient(h)  # type: ignore[assignment]
     pump.batches = Publisher(h)  # type: ignore[assignment]
-    ResultStore(client).create_batch(BATCH)
+    BatchStore(client, 3600).create(BATCH)
     return h
 
 

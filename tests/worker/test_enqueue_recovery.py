@@ -20,7 +20,7 @@ from genesys_closer.worker.batches import IN_FLIGHT, BatchWriter
 from genesys_closer.worker.enqueue_lease import EnqueueLease
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores import ResultStores
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _ids(count: int) -> list[str]:
 
 
 def _recovery(client: redis.Redis, app: RecordingApp) -> Recovery:
-    results = ResultStore(client, 3600)
+    results = ResultStores.open(client, 3600)
     return Recovery(client, results, BatchWriter(app, results, time.time), stall_seconds=300,  # type: ignore[arg-type]
                     held=lambda _: set())
 
@@ -54,12 +54,12 @@ def _expire_lease(client: redis.Redis, batch_id: str) -> None:
 
 
 def test_a_staged_batch_whose_publisher_died_is_published_by_the_recovery(redis_client: redis.Redis) -> None:
-    results = ResultStore(redis_client, 3600)
+    results = ResultStores.open(redis_client, 3600)
     builder_app = RecordingApp()
     ids = _ids(1200)
     staged = BatchWriter(builder_app, results, time.time).stage(ids, options={})  # type: ignore[arg-type]
-    assert results.batch_status(staged.batch_id).total == 1200  # type: ignore[union-attr]
-    assert results.batch_status(staged.batch_id).state == "enqueuing"  # type: ignore[union-attr]
+    assert results.batches.status(staged.batch_id).total == 1200  # type: ignore[union-attr]
+    assert results.batches.status(staged.batch_id).state == "enqueuing"  # type: ignore[union-attr]
     recovery_app = RecordingApp()
     assert _recovery(redis_client, recovery_app).run().resumed == {}  # its builder holds the lease: left alone
     _expire_lease(redis_client, staged.batch_id)  # the builder died before publishing (no release)
@@ -67,19 +67,19 @@ def test_a_staged_batch_whose_publisher_died_is_published_by_the_recovery(redis_
     # marked enqueued and fed: its first BATCH_IN_FLIGHT items go to the broker, the rest wait in its feed
     assert report.resumed == {staged.batch_id: IN_FLIGHT} and recovery_app.sent == ids[:IN_FLIGHT]
     assert redis_client.zcard(KEYS.batch_in_flight(staged.batch_id)) == IN_FLIGHT
-    assert results.batch_status(staged.batch_id).state == "running"  # type: ignore[union-attr]
-    assert results.enqueuing_batches() == []
+    assert results.batches.status(staged.batch_id).state == "running"  # type: ignore[union-attr]
+    assert results.batches.enqueuing() == []
     assert _recovery(redis_client, recovery_app).run().resumed == {}  # once
 
 
 def test_a_publisher_that_lost_its_lease_stops(redis_client: redis.Redis) -> None:
-    results = ResultStore(redis_client, 3600)
+    results = ResultStores.open(redis_client, 3600)
     app = RecordingApp()
     writer = BatchWriter(app, results, time.time, lease_seconds=3)
     staged = writer.stage(_ids(2000), options={})
     staged.lease.keep = lambda: False  # type: ignore[method-assign]  # taken over while this process stalled
     assert writer.publish_staged(staged) == 0
-    assert results.batch_status(staged.batch_id).state == "enqueuing"  # type: ignore[union-attr]  # not its call
+    assert results.batches.status(staged.batch_id).state == "enqueuing"  # type: ignore[union-attr]  # not its call
     assert redis_client.exists(KEYS.batch_enqueuer(staged.batch_id)) == 0  # released: the recovery takes it
 
 
@@ -90,7 +90,7 @@ def _die_while_storing(redis_url: str, batch_id: str, valid: list[str]) -> None:
         yield from valid
         os._exit(9)  # SIGKILL-like: no cleanup runs
 
-    BatchWriter(RecordingApp(), ResultStore(client, 3600), time.time).stage(  # type: ignore[arg-type]
+    BatchWriter(RecordingApp(), ResultStores.open(client, 3600), time.time).stage(  # type: ignore[arg-type]
         ids(), options={}, batch_id=batch_id)
 
 
@@ -101,14 +101,14 @@ def test_a_batch_whose_builder_died_while_storing_is_discarded(redis_url: str, r
     child.start()
     child.join(30)
     assert child.exitcode == 9
-    results = ResultStore(redis_client, 3600)
-    assert results.batch_status(batch_id).total is None  # type: ignore[union-attr]  # half stored
+    results = ResultStores.open(redis_client, 3600)
+    assert results.batches.status(batch_id).total is None  # type: ignore[union-attr]  # half stored
     assert redis_client.scard(KEYS.batch_members(batch_id)) >= 2000
     _expire_lease(redis_client, batch_id)
     app = RecordingApp()
     report = _recovery(redis_client, app).run()
     assert report.discarded == [batch_id] and app.sent == []  # its caller never got the id: nothing runs
-    assert results.batch_status(batch_id) is None and results.enqueuing_batches() == []
+    assert results.batches.status(batch_id) is None and results.batches.enqueuing() == []
     assert redis_client.exists(KEYS.batch_members(batch_id), KEYS.batch_feed(batch_id)) == 0
 
 

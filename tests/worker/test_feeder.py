@@ -1,5 +1,5 @@
 """Batches fed, not flooded (``worker.feeder``): against a real Redis, with a recording double for Celery's
-publishing. Outcomes are recorded as a worker records them (``ResultStore.record`` then ``refill``)."""
+publishing. Outcomes are recorded as a worker records them (``OutcomeStore.record`` then ``refill``)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import ServerError
 from genesys_closer.worker.names import FEED_TASK_NAME, QUEUE_BULK, TASK_NAME
 from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores import ResultStores
 from tests.worker.test_service_parts import ScriptedCloser
 
 BOUND = 50
@@ -68,8 +68,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def results(redis_client: redis.Redis, clock: Clock) -> ResultStore:
-    return ResultStore(redis_client, 3600, clock=clock)
+def results(redis_client: redis.Redis, clock: Clock) -> ResultStores:
+    return ResultStores.open(redis_client, 3600, clock=clock)
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def app() -> RecordingApp:
 
 
 @pytest.fixture
-def writer(app: RecordingApp, results: ResultStore, clock: Clock) -> BatchWriter:
+def writer(app: RecordingApp, results: ResultStores, clock: Clock) -> BatchWriter:
     return BatchWriter(app, results, clock, in_flight=BOUND)  # type: ignore[arg-type]
 
 
@@ -90,7 +90,8 @@ def _end(writer: BatchWriter, batch_id: str, cid: str, outcome: Outcome = Outcom
          refill: bool = True) -> bool:
     """What a worker does when an item ends: record its outcome, then refill (a killed worker may not refill)."""
     now = time.time()
-    counted = writer.results.record(CloseResult(cid, outcome, started_at=now, finished_at=now, batch_id=batch_id))
+    result = CloseResult(cid, outcome, started_at=now, finished_at=now, batch_id=batch_id)
+    counted = writer.results.outcomes.record(result)
     if refill:
         writer.feeder.refill(batch_id, [cid])
     return counted
@@ -115,7 +116,7 @@ def test_a_batch_is_fed_within_its_bound_in_input_order(writer: BatchWriter, app
             _end(writer, batch_id, cid)
     for cid in app.sent[-BOUND:]:
         _end(writer, batch_id, cid)
-    status = writer.results.batch_status(batch_id)
+    status = writer.results.batches.status(batch_id)
     assert status is not None and status.finished and status.done == status.total == 400
     assert status.duplicates == 10
     assert app.sent == ids  # each item published once
@@ -130,7 +131,7 @@ def test_a_cancel_feeds_nothing_more_and_every_item_ends_once(writer: BatchWrite
     batch_id = writer.start(ids, options={})
     for cid in ids[:5]:
         _end(writer, batch_id, cid)
-    writer.results.set_state(batch_id, "cancelled", "cancelled by operator")
+    writer.results.batches.cancel(batch_id, "cancelled by operator")
     writer.feeder.kick()  # what Batch.cancel does
     assert app.feed_tasks == 1
     published = len(app.sent)
@@ -141,11 +142,11 @@ def test_a_cancel_feeds_nothing_more_and_every_item_ends_once(writer: BatchWrite
     assert writer.feeder.advance_all() == {batch_id: 0}  # once
     for cid in app.sent[6:]:  # the rest of what was in flight ends cancelled
         _end(writer, batch_id, cid, Outcome.CANCELLED)
-    status = writer.results.batch_status(batch_id)
+    status = writer.results.batches.status(batch_id)
     assert status is not None and status.finished and status.state == "cancelled"
     assert status.done == status.total == 3000 and status.counts == {"closed": 5, "cancelled": 2995}
-    assert {r.conversation_id for r in writer.results.iter_items(batch_id)} == set(ids)
-    never_fed = writer.results.outcome(ids[-1])
+    assert {r.conversation_id for r in writer.results.batches.items(batch_id)} == set(ids)
+    never_fed = writer.results.outcomes.latest(ids[-1])
     assert never_fed is not None and never_fed.outcome is Outcome.CANCELLED and never_fed.attempts == 0
     assert len(app.sent) == published
 
@@ -153,32 +154,32 @@ def test_a_cancel_feeds_nothing_more_and_every_item_ends_once(writer: BatchWrite
 def test_the_remainder_of_a_stopped_batch_is_not_attempted(writer: BatchWriter, app: RecordingApp) -> None:
     ids = _ids(200)
     batch_id = writer.start(ids, options={})
-    writer.results.set_state(batch_id, "stopped", "the OAuth client lacks conversation:communication:disconnect")
+    writer.results.batches.stop(batch_id, "the OAuth client lacks conversation:communication:disconnect")
     _end(writer, batch_id, ids[0], Outcome.NOT_ATTEMPTED)
     assert app.feed_tasks == 1  # the item that saw the stop sent the feed task
     writer.feeder.advance_all()
     for cid in app.sent[1:]:
         _end(writer, batch_id, cid, Outcome.NOT_ATTEMPTED)
-    status = writer.results.batch_status(batch_id)
+    status = writer.results.batches.status(batch_id)
     assert status is not None and status.finished and status.counts == {"not_attempted": 200}
-    record = writer.results.outcome(ids[-1])
+    record = writer.results.outcomes.latest(ids[-1])
     assert record is not None and "conversation:communication:disconnect" in (record.error or "")
 
 
 def test_two_feeders_racing_over_an_ended_batch_count_each_item_once(writer: BatchWriter, app: RecordingApp,
-                                                                     results: ResultStore) -> None:
+                                                                     results: ResultStores) -> None:
     ids = _ids(1200)
     batch_id = writer.start(ids, options={})
-    results.set_state(batch_id, "cancelled", "cancelled by operator")
+    results.batches.cancel(batch_id, "cancelled by operator")
     other = BatchWriter(app, results, time.time, in_flight=BOUND).feeder  # type: ignore[arg-type]
     # both record the same chunk first (as two drains that read the same cursor would), then each goes on
     cids = ids[BOUND:BOUND + 500]
     now = time.time()
     records = [CloseResult(cid, Outcome.CANCELLED, started_at=now, finished_at=now, batch_id=batch_id) for cid in cids]
-    assert results.record_many(records) == 500 and results.record_many(records) == 0
+    assert results.outcomes.record_many(records) == 500 and results.outcomes.record_many(records) == 0
     other.advance(batch_id, time.monotonic() + 30)
     writer.feeder.advance(batch_id, time.monotonic() + 30)
-    status = results.batch_status(batch_id)
+    status = results.batches.status(batch_id)
     assert status is not None and status.done == 1200 - BOUND and status.counts == {"cancelled": 1200 - BOUND}
 
 

@@ -30,4 +30,4 @@ def test_a_close_is_not_reported_accepted_before_a_replica_has_it(redis_url: str
     with pytest.raises(NotReplicatedError):
         client.send_close(CONVERSATION)
     # It is on the master all the same (tracked, queued): sending it again is harmless, a close is idempotent.
-    assert [entry["conversation_id"] for _, entry in client.results.pending()] == [CONVERSATION]
+    assert [entry["conversation_id"] for _, entry in client.results.pending.entries()] == [CONVERSATION]

@@ -14,7 +14,7 @@ from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.rate_limit import RedisRateLimiter
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.genesys.tokens import RedisTokenProvider, TokenGrant
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores import ResultStores
 from tests.waiting import wait_until
 
 # The limiter's own tests run on both backends: tests/worker/test_rate_limiters.py.
@@ -71,32 +71,32 @@ def result(cid: str, outcome: Outcome, batch: str | None = "b1") -> CloseResult:
 
 
 def test_batch_counts_each_item_once_and_finishes(redis_client: redis.Redis) -> None:
-    store = ResultStore(redis_client, 3600)
-    store.create_batch("b1", label="test")
+    store = ResultStores.open(redis_client, 3600)
+    store.batches.create("b1", label="test")
     ids = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
-    assert store.add_members("b1", [*ids, ids[0]]) == ids
-    store.mark_enqueued("b1", 3)
-    assert store.record(result(ids[0], Outcome.CLOSED))
-    assert not store.record(result(ids[0], Outcome.ALREADY_CLOSED))  # the same item again
-    store.record(result(ids[1], Outcome.NOT_FOUND))
-    status = store.batch_status("b1")
+    assert store.batches.add_members("b1", [*ids, ids[0]]) == ids
+    store.batches.mark_enqueued("b1", 3)
+    assert store.outcomes.record(result(ids[0], Outcome.CLOSED))
+    assert not store.outcomes.record(result(ids[0], Outcome.ALREADY_CLOSED))  # the same item again
+    store.outcomes.record(result(ids[1], Outcome.NOT_FOUND))
+    status = store.batches.status("b1")
     assert status is not None and status.done == 2 and not status.finished and status.state == "running"
-    store.record(result(ids[2], Outcome.CLOSED))
-    status = store.batch_status("b1")
+    store.outcomes.record(result(ids[2], Outcome.CLOSED))
+    status = store.batches.status("b1")
     assert status is not None and status.finished and status.state == "finished"
     assert status.counts == {"closed": 2, "not_found": 1} and status.duplicates == 1
-    assert {r.conversation_id for r in store.iter_items("b1")} == set(ids)
-    assert store.outcome(ids[0]).outcome is Outcome.CLOSED  # the duplicate copy changed nothing, not even this
+    assert {r.conversation_id for r in store.batches.items("b1")} == set(ids)
+    assert store.outcomes.latest(ids[0]).outcome is Outcome.CLOSED  # the duplicate copy changed nothing, not even this
     assert 0 < redis_client.ttl(KEYS.batch("b1")) <= 3600
 
 
 def test_batch_finished_before_marked_enqueued(redis_client: redis.Redis) -> None:
-    store = ResultStore(redis_client)
-    store.create_batch("b2")
-    store.record(result("00000000-0000-4000-8000-000000000001", Outcome.CLOSED, "b2"))
-    assert not store.batch_status("b2").finished
-    store.mark_enqueued("b2", 1)
-    assert store.batch_status("b2").state == "finished"
+    store = ResultStores.open(redis_client)
+    store.batches.create("b2")
+    store.outcomes.record(result("00000000-0000-4000-8000-000000000001", Outcome.CLOSED, "b2"))
+    assert not store.batches.status("b2").finished
+    store.batches.mark_enqueued("b2", 1)
+    assert store.batches.status("b2").state == "finished"
 
 
 def test_breaker_opens_after_threshold_and_resets(redis_client: redis.Redis) -> None:

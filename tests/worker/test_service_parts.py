@@ -23,7 +23,8 @@ from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import ServerError
 from genesys_closer.worker.genesys.locks import OwnedLock
 from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.results import ResultStore
+from genesys_closer.worker.stores import ResultStores
+from genesys_closer.worker.stores.batch_state import BatchState
 from genesys_closer.worker.sweep_run import SweepRunner
 
 CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
@@ -80,11 +81,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def results(redis_client: redis.Redis, clock: Clock) -> ResultStore:
-    return ResultStore(redis_client, 3600, clock=clock)
+def results(redis_client: redis.Redis, clock: Clock) -> ResultStores:
+    return ResultStores.open(redis_client, 3600, clock=clock)
 
 
-def runner(redis_client: redis.Redis, results: ResultStore, closer: ScriptedCloser, clock: Clock,
+def runner(redis_client: redis.Redis, results: ResultStores, closer: ScriptedCloser, clock: Clock,
            **settings: Any) -> CloseRunner:
     values = {"task_retry_window_seconds": 600, "task_max_retries": 50, **settings}
     worker_settings = load_worker_settings(**values)
@@ -94,27 +95,27 @@ def runner(redis_client: redis.Redis, results: ResultStore, closer: ScriptedClos
 
 
 # -- one close -------------------------------------------------------------------------------------------------------
-def test_invalid_id_is_recorded_without_calling_the_closer(redis_client: redis.Redis, results: ResultStore,
+def test_invalid_id_is_recorded_without_calling_the_closer(redis_client: redis.Redis, results: ResultStores,
                                                            clock: Clock) -> None:
     closer = ScriptedCloser()
     record = runner(redis_client, results, closer, clock).run("../x", TaskContext("t1", 0, None), {})
     assert record["outcome"] == "invalid_id" and record["finished_at"] == clock.now and closer.calls == []
-    assert results.rejected()[0]["task_id"] == "t1"
+    assert results.rejected.recent()[0]["task_id"] == "t1"
 
 
-def test_cancelled_and_stopped_batches_are_not_attempted(redis_client: redis.Redis, results: ResultStore,
+def test_cancelled_and_stopped_batches_are_not_attempted(redis_client: redis.Redis, results: ResultStores,
                                                          clock: Clock) -> None:
     closer = ScriptedCloser()
     run = runner(redis_client, results, closer, clock)
     writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
-    for state, outcome in (("cancelled", "cancelled"), ("stopped", "not_attempted")):
+    for end, outcome in ((results.batches.cancel, "cancelled"), (results.batches.stop, "not_attempted")):
         batch_id = writer.start([CID], options={})
-        results.set_state(batch_id, state, "why")
+        assert end(batch_id, "why").changed
         assert run.run(CID, TaskContext("t", 0, batch_id), {})["outcome"] == outcome
     assert closer.calls == []
 
 
-def test_open_breaker_stops_the_batch(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+def test_open_breaker_stops_the_batch(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:
     closer = ScriptedCloser([("get", Outcome.FORBIDDEN), ("get", Outcome.FORBIDDEN)])
     run = runner(redis_client, results, closer, clock)
     third = "00000000-0000-4000-8000-000000000002"
@@ -123,11 +124,31 @@ def test_open_breaker_stops_the_batch(redis_client: redis.Redis, results: Result
     assert outcomes == ["forbidden"] * 2
     record = run.run(third, TaskContext("t3", 0, batch_id), {})
     assert record["outcome"] == "not_attempted" and "circuit breaker open" in record["error"]
-    assert results.batch_state(batch_id)[0] == "stopped" and len(closer.calls) == 2
+    assert results.batches.state(batch_id)[0] == "stopped" and len(closer.calls) == 2
+
+
+def test_open_breaker_never_overwrites_a_finished_or_cancelled_batch(redis_client: redis.Redis,
+                                                                     results: ResultStores, clock: Clock) -> None:
+    """A late copy of an item runs while the breaker is open: its finished (or cancelled) batch stays so."""
+    closer = ScriptedCloser([("get", Outcome.CLOSED)])
+    run = runner(redis_client, results, closer, clock)
+    writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
+    finished = writer.start([CID], options={})
+    assert run.run(CID, TaskContext("t1", 0, finished), {})["outcome"] == "closed"
+    cancelled = writer.start([OTHER], options={})
+    assert results.batches.cancel(cancelled).changed
+    for _ in range(2):
+        run.breaker.record_failure("missing conversation:communication:disconnect")
+    assert run.breaker.open_reason() is not None
+    assert run.run(CID, TaskContext("t1-again", 0, finished), {})["outcome"] == "not_attempted"
+    assert run.run(OTHER, TaskContext("t2", 0, cancelled), {})["outcome"] == "cancelled"
+    assert results.batches.state(finished) == (BatchState.FINISHED, "")
+    assert results.batches.state(cancelled) == (BatchState.CANCELLED, "cancelled by operator")
+    assert results.batches.status(finished).done == 1  # type: ignore[union-attr]  # the late copy counted nothing
 
 
 def test_inflight_lock_never_lets_a_second_copy_run(redis_client: redis.Redis,
-                                                                          results: ResultStore, clock: Clock) -> None:
+                                                                          results: ResultStores, clock: Clock) -> None:
     closer = ScriptedCloser([("patch", Outcome.CLOSED)])
     run = runner(redis_client, results, closer, clock, task_time_limit_seconds=20, task_soft_time_limit_seconds=10)
     first = OwnedLock(redis_client, KEYS.inflight(CID), run.settings.inflight_lock_seconds)
@@ -142,7 +163,7 @@ def test_inflight_lock_never_lets_a_second_copy_run(redis_client: redis.Redis,
     assert redis_client.get(KEYS.inflight(CID)) is None  # released by its owner
 
 
-def test_retry_window_on_the_injected_clock(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+def test_retry_window_on_the_injected_clock(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:
     closer = ScriptedCloser([("get", ServerError("boom", 503)), ("get", ServerError("boom", 503))])
     run = runner(redis_client, results, closer, clock, task_retry_window_seconds=600, task_max_countdown_seconds=5)
     with pytest.raises(RetryLater) as later:
@@ -154,13 +175,13 @@ def test_retry_window_on_the_injected_clock(redis_client: redis.Redis, results: 
     assert record["api_calls"] == 4 and record["attempts"] == 2
 
 
-def test_redriven_task_knows_our_patch_landed(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+def test_redriven_task_knows_our_patch_landed(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:
     """The progress marker is keyed by batch and conversation, not task id: a re-driven task (a new task id) still
     knows an earlier attempt sent the PATCH, so the closer can attribute the close to us."""
     closer = ScriptedCloser([("patch", ServerError("lost answer", 502)), ("get", Outcome.CLOSED)])
     run = runner(redis_client, results, closer, clock)
-    results.create_batch("b")
-    results.add_members("b", [CID])
+    results.batches.create("b")
+    results.batches.add_members("b", [CID])
     with pytest.raises(RetryLater):
         run.run(CID, TaskContext("original", 0, "b"), {})
     assert run.run(CID, TaskContext("redriven", 0, "b"), {})["outcome"] == "closed"
@@ -169,19 +190,19 @@ def test_redriven_task_knows_our_patch_landed(redis_client: redis.Redis, results
 
 
 # -- recovery --------------------------------------------------------------------------------------------------------
-def recovery(redis_client: redis.Redis, results: ResultStore, writer: BatchWriter,
+def recovery(redis_client: redis.Redis, results: ResultStores, writer: BatchWriter,
              held: set[HeldClose] | None = None) -> Recovery:
     return Recovery(redis_client, results, writer, stall_seconds=300, held=lambda _: set(held or ()))
 
 
-def test_redrive_requeues_only_stalled_items_the_broker_lost(redis_client: redis.Redis, results: ResultStore,
+def test_redrive_requeues_only_stalled_items_the_broker_lost(redis_client: redis.Redis, results: ResultStores,
                                                               clock: Clock) -> None:
     app = FakeApp()
     writer = BatchWriter(app, results, clock)  # type: ignore[arg-type]
     third = "00000000-0000-4000-8000-000000000003"
     batch_id = writer.start([CID, OTHER, third], options={"policy": "fail"})
     app.sent.clear()
-    results.record(CloseResult(CID, Outcome.CLOSED, batch_id=batch_id))
+    results.outcomes.record(CloseResult(CID, Outcome.CLOSED, batch_id=batch_id))
     still_queued = {HeldClose("t-3", third, batch_id)}
     recover = recovery(redis_client, results, writer, still_queued)
     recover.run()  # first check: remembers Redis' run id
@@ -197,13 +218,13 @@ def test_redrive_requeues_only_stalled_items_the_broker_lost(redis_client: redis
     assert recover.run().batches == {batch_id: 1}
 
 
-def test_redis_restart_resends_what_was_lost_at_once(redis_client: redis.Redis, results: ResultStore,
+def test_redis_restart_resends_what_was_lost_at_once(redis_client: redis.Redis, results: ResultStores,
                                                       clock: Clock) -> None:
     app = FakeApp()
     writer = BatchWriter(app, results, clock)  # type: ignore[arg-type]
     batch_id = writer.start([CID, OTHER], options={})
-    results.track_pending("single-1", "00000000-0000-4000-8000-000000000009", {"policy": "fail"}, "interactive")
-    results.track_pending("single-2", "00000000-0000-4000-8000-00000000000a", {}, "interactive")
+    results.pending.track("single-1", "00000000-0000-4000-8000-000000000009", {"policy": "fail"}, "interactive")
+    results.pending.track("single-2", "00000000-0000-4000-8000-00000000000a", {}, "interactive")
     app.sent.clear()
     held = {HeldClose("t-2", OTHER, batch_id), HeldClose("single-2", "00000000-0000-4000-8000-00000000000a", None)}
     recover = recovery(redis_client, results, writer, held)
@@ -211,13 +232,13 @@ def test_redis_restart_resends_what_was_lost_at_once(redis_client: redis.Redis, 
     report = recover.run()  # no stall window waited: the restart is enough
     assert report.redis_restarted and report.batches == {batch_id: 1} and report.standalone == 1
     assert sorted(task[1][0] for task in app.sent) == sorted([CID, "00000000-0000-4000-8000-000000000009"])
-    pending = dict(results.pending())
+    pending = dict(results.pending.entries())
     assert "single-1" not in pending and "single-2" in pending  # the re-sent close is tracked under its new id
     assert [e["options"] for e in pending.values() if e["conversation_id"].endswith("9")] == [{"policy": "fail"}]
     assert not recover.run().redis_restarted  # the new run id is remembered
 
 
-def test_recovery_runs_once_at_a_time(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+def test_recovery_runs_once_at_a_time(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:
     writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
     batch_id = writer.start([CID], options={})
     clock.now += 1000
@@ -231,7 +252,7 @@ def test_recovery_runs_once_at_a_time(redis_client: redis.Redis, results: Result
 
 
 # -- what a message may ask for --------------------------------------------------------------------------------------
-def test_spoofed_batch_ids_leave_batches_untouched(redis_client: redis.Redis, results: ResultStore,
+def test_spoofed_batch_ids_leave_batches_untouched(redis_client: redis.Redis, results: ResultStores,
                                                    clock: Clock) -> None:
     writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
     batch_id = writer.start([CID], options={})
@@ -240,14 +261,14 @@ def test_spoofed_batch_ids_leave_batches_untouched(redis_client: redis.Redis, re
     for spoof in (batch_id, batch_id + ":items", "*", "1" * 32):  # OTHER is not an item of any of them
         record = run.run(OTHER, TaskContext(f"t-{spoof}", 0, spoof), {})
         assert record["outcome"] == "closed" and record["batch_id"] is None
-    status = results.batch_status(batch_id)
+    status = results.batches.status(batch_id)
     assert status is not None and status.done == 0 and status.total == 1
     assert redis_client.type(KEYS.batch_items(batch_id)) in {"none", "hash"}
     assert run.run(CID, TaskContext("real", 0, batch_id), {})["batch_id"] == batch_id
-    assert results.batch_status(batch_id).finished  # type: ignore[union-attr]
+    assert results.batches.status(batch_id).finished  # type: ignore[union-attr]
 
 
-def test_options_only_narrow_the_configuration(redis_client: redis.Redis, results: ResultStore,
+def test_options_only_narrow_the_configuration(redis_client: redis.Redis, results: ResultStores,
                                                clock: Clock) -> None:
     closer = ScriptedCloser([("patch", Outcome.CLOSED)] * 3)
     run = runner(redis_client, results, closer, clock)  # CLOSE_POLICY unset: fail only
@@ -265,7 +286,7 @@ def test_options_only_narrow_the_configuration(redis_client: redis.Redis, result
     assert allowed.run(CID, TaskContext("t3", 0, None), {"policy": "teardown"})["outcome"] == "closed"
 
 
-def test_sweep_batches_skip_the_first_read(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+def test_sweep_batches_skip_the_first_read(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:
     writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
     sweep_batch = writer.start([CID], options={}, origin=ORIGIN_SWEEP)
     list_batch = writer.start([OTHER], options={})
@@ -293,7 +314,7 @@ def row(cid: str, start: str, state: str = "connected") -> dict[str, Any]:
                                                                    "messageType": "webmessaging"}]}]}
 
 
-def test_sweep_records_candidates_and_starts_a_batch(redis_client: redis.Redis, results: ResultStore,
+def test_sweep_records_candidates_and_starts_a_batch(redis_client: redis.Redis, results: ResultStores,
                                                      clock: Clock) -> None:
     app = FakeApp()
     analytics = FakeAnalytics([row(CID, "2023-11-14T20:00:00.000Z"), row(OTHER, "2023-11-14T22:10:00.000Z")])
@@ -303,16 +324,19 @@ def test_sweep_records_candidates_and_starts_a_batch(redis_client: redis.Redis, 
                          scheduled=False)
     assert summary["candidates"] == 2 and summary["chosen"] == 1  # clock: 2023-11-14T22:13:20Z
     assert [task[1] for task in app.sent] == [[CID]] and app.sent[0][2] == {"batch_id": summary["batch_id"]}
-    assert results.batch_fields(summary["batch_id"], "origin") == [ORIGIN_SWEEP]
-    reasons = {c["conversation_id"]: c["chosen"] for c in results.iter_sweep_candidates("s1")}
+    assert results.batches.fields(summary["batch_id"], "origin") == [ORIGIN_SWEEP]
+    reasons = {c["conversation_id"]: c["chosen"] for c in results.sweeps.candidates("s1")}
     assert reasons == {CID: True, OTHER: False}
-    assert results.sweep_summary("s1") == summary
+    assert results.sweeps.summary("s1") == summary
     assert json.loads(json.dumps(summary))["batch_id"] == summary["batch_id"]
 
 
-def test_one_sweep_at_a_time_and_bad_filters(redis_client: redis.Redis, results: ResultStore, clock: Clock) -> None:
+def test_one_sweep_at_a_time_and_bad_filters(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:
     sweeps = SweepRunner(redis_client, FakeAnalytics([]), lambda call: call(), results,  # type: ignore[arg-type]
                          BatchWriter(FakeApp(), results, clock), 60, clock=clock)  # type: ignore[arg-type]
     assert "invalid sweep" in sweeps.run("s0", {"nope": 1}, dry_run=True, options={}, scheduled=False)["error"]
+    for wrong in ({"min_age_minutes": "5"}, {"lookback_days": None}, {"queue_ids": 7}, {"started_after": 3}):
+        # wrong types, as anyone who can write to Redis may send them: an error summary, never a crashed task
+        assert "invalid sweep" in sweeps.run("s1", wrong, dry_run=True, options={}, scheduled=False)["error"]
     assert OwnedLock(redis_client, KEYS.sweep_lock, 60).acquire("other-sweep")
     assert sweeps.run("s2", {}, dry_run=True, options={}, scheduled=False)["skipped"] == "another sweep is running"

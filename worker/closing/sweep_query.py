@@ -16,50 +16,14 @@ from functools import partial
 from typing import Any
 
 from genesys_closer.worker.closing.conversation_state import is_closed, is_web_messaging, participants_of
+from genesys_closer.worker.closing.sweep_filters import SweepFilters, parse_time
 from genesys_closer.worker.genesys.client import GenesysClient
-from genesys_closer.worker.genesys.ids import parse_conversation_id, parse_uuid
+from genesys_closer.worker.genesys.ids import parse_conversation_id
 
 PAGE_SIZE = 100
-MAX_LOOKBACK_DAYS = 90.0
 PAGING_CAP = 100_000  # "Pagination may not exceed 100000 results" (400 from the details query)
 Retrying = Callable[[Callable[[], Any]], Any]
 MAX_PAGES_PER_INTERVAL = 10_000
-
-
-@dataclass(frozen=True)
-class SweepFilters:
-    min_age_minutes: float = 0.0
-    idle_minutes: float | None = None
-    queue_ids: tuple[str, ...] = ()
-    started_after: str | None = None
-    started_before: str | None = None
-    skip_connected_agent: bool = False
-    include_parked: bool = False
-    max_count: int | None = None
-    lookback_days: float = 30.0
-    interval_days: float = 7.0
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SweepFilters:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown sweep filter(s): {', '.join(sorted(unknown))}")
-        values = dict(data)
-        values["queue_ids"] = tuple(parse_uuid(q, "queue id") for q in values.get("queue_ids") or ())
-        for name in ("started_after", "started_before"):
-            if values.get(name):
-                parse_time(values[name])
-        filters = cls(**values)
-        if filters.interval_days <= 0 or filters.lookback_days <= 0:
-            raise ValueError("lookback_days and interval_days must be positive")
-        if filters.lookback_days > MAX_LOOKBACK_DAYS:
-            raise ValueError(f"lookback_days may be at most {MAX_LOOKBACK_DAYS:g}")
-        return filters
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["queue_ids"] = list(self.queue_ids)
-        return data
 
 
 @dataclass
@@ -87,11 +51,6 @@ class SweepReport:
     @property
     def chosen(self) -> list[str]:
         return [c.conversation_id for c in self.candidates if c.chosen]
-
-
-def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def fmt(moment: datetime) -> str:
