@@ -63,7 +63,8 @@ class RedisKeys:
         return f"{self.prefix}:feeding"
 
     def feeder(self, part: str) -> str:
-        """``part``: ``lock`` (one feeder run at a time), ``kick`` (a feeder run is on its way)."""
+        """``part``: ``lock`` (one feeder run at a time), ``kick`` (a feeder run is on its way), ``again`` (a run
+        came while another held the lock: the holder sends one more)."""
         return f"{self.prefix}:feeder:{part}"
 
     @property

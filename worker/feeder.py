@@ -136,20 +136,27 @@ class BatchFeeder:
     def advance_all(self, budget_seconds: float = FEED_BUDGET_SECONDS) -> dict[str, int]:
         """One pass over every batch served (at most one pass at a time in the fleet): forget what is counted,
         refill, record an ended batch's remainder; a finished or expired batch is no longer served. Returns the
-        items fed or recorded per batch. Stops after ``budget_seconds`` and sends the feed task to go on."""
+        items fed or recorded per batch. A pass that runs out of ``budget_seconds``, or that another run asked for
+        while it held the lock, sends the feed task to go on once it has released the lock."""
         lock = OwnedLock(self.redis, KEYS.feeder("lock"), LOCK_SECONDS)
         if not lock.acquire(uuid.uuid4().hex):
+            self.redis.set(KEYS.feeder("again"), "1", ex=LOCK_SECONDS)  # the running pass may be past its batch
             return {}
         done: dict[str, int] = {}
         deadline = time.monotonic() + budget_seconds
+        go_on = False
         with lock:
+            self.redis.delete(KEYS.feeder("again"))  # what was asked for until now, this pass does
             for raw in sorted(self.redis.smembers(KEYS.feeding)):
-                batch_id = text(raw)
                 if time.monotonic() >= deadline or not lock.extend():
-                    self.redis.delete(KEYS.feeder("kick"))
-                    self.kick()
+                    go_on = True
                     break
+                batch_id = text(raw)
                 done[batch_id] = self.advance(batch_id, deadline)
+            go_on = go_on or time.monotonic() >= deadline
+        if go_on or self.redis.delete(KEYS.feeder("again")):
+            self.redis.delete(KEYS.feeder("kick"))
+            self.kick()
         return done
 
     def advance(self, batch_id: str, deadline: float) -> int:

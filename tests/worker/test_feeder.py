@@ -234,3 +234,24 @@ def test_a_close_that_ends_feeds_the_next_item_and_one_deferred_does_not(writer:
     assert close_runner.run(ids[1], TaskContext("t2", 1, batch_id, queue=QUEUE_BULK), {})["outcome"] == \
         "already_closed"
     assert app.sent == ids[:BOUND + 2]
+
+
+def test_a_feed_pass_out_of_budget_or_asked_for_while_busy_sends_the_next(writer: BatchWriter, app: RecordingApp,
+                                                                            results: ResultStores) -> None:
+    ids = _ids(3000)
+    batch_id = writer.start(ids, options={})
+    results.batches.cancel(batch_id, "cancelled by operator")
+    assert writer.feeder.advance_all(budget_seconds=0) == {} and app.feed_tasks == 1  # nothing done: go on
+    writer.feeder.redis.delete(KEYS.feeder("kick"))
+    other = BatchWriter(app, results, time.time, in_flight=BOUND).feeder  # type: ignore[arg-type]
+    advance = writer.feeder.advance
+
+    def advance_while_another_run_comes(batch: str, deadline: float) -> int:
+        assert other.advance_all() == {}  # this pass holds the lock (and may be past that run's batch)
+        return advance(batch, deadline)
+
+    writer.feeder.advance = advance_while_another_run_comes  # type: ignore[method-assign]
+    assert writer.feeder.advance_all() == {batch_id: 3000 - BOUND}
+    assert app.feed_tasks == 2  # the run that came meanwhile gets a pass of its own
+    writer.feeder.advance = advance  # type: ignore[method-assign]
+    assert writer.feeder.advance_all() == {batch_id: 0} and app.feed_tasks == 2
