@@ -81,6 +81,10 @@ class RedisKeys:
     def inflight(self, conversation_id: str) -> str:
         return f"{self.prefix}:inflight:{conversation_id}"
 
+    def patch_claim(self, conversation_id: str) -> str:
+        """Which close of ours has a PATCH out for this conversation until its outcome is recorded (patch_guard)."""
+        return f"{self.prefix}:patching:{conversation_id}"
+
     def progress(self, conversation_id: str, batch_id: str | None) -> str:
         """What earlier attempts of this close did (PATCH sent, calls made); survives re-driven tasks."""
         return f"{self.prefix}:progress:{batch_id or 'single'}:{conversation_id}"

@@ -18,6 +18,7 @@ from genesys_closer.config.errors import ConfigError
 from genesys_closer.config.settings import load_worker_settings
 from genesys_closer.producer.cli import EXIT_NOT_ALL_SUCCEEDED, EXIT_OK, State, app, console
 from genesys_closer.producer.cli import main as producer_main
+from genesys_closer.producer.display import cell
 
 MARKS = {True: "ok", False: "FAIL", None: "info"}
 
@@ -53,7 +54,7 @@ def check(
     else:
         table = Table("check", "result", "detail", "fix")
         for item in checks:
-            table.add_row(item.name, MARKS[item.ok], item.detail, item.fix)
+            table.add_row(cell(item.name), MARKS[item.ok], cell(item.detail), cell(item.fix))  # Genesys' text
         console.print(table)
     good = ready(checks)
     if not state.json:

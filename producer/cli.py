@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +20,8 @@ from rich.table import Column, Table
 
 from genesys_closer.config.errors import CloserError, ConfigError
 from genesys_closer.config.settings import ClosePolicy, load_producer_settings
-from genesys_closer.producer.api import Batch, CloseClient
+from genesys_closer.producer.api import Batch, BatchNotFound, CloseClient
+from genesys_closer.producer.display import cell, inert, json_line
 from genesys_closer.producer.export import write_csv, write_jsonl
 from genesys_closer.producer.inputs import FORMATS, InputError, read_ids
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
@@ -35,16 +36,45 @@ EXIT_DETACHED = 130
 EXIT_CODES_HELP = ("Exit status: 0 every item succeeded (closed or already_closed); 1 some item did not; "
                    "2 usage or input error; 3 Redis or the workers unreachable; 130 detached with Ctrl-C.")
 
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Usage errors as one line (``error: ...``, exit status 2) instead of click's usage block or typer's box."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
+        except typer.TyperException as exc:  # typer's click errors (usage, bad parameter, no such command)
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # type: ignore[attr-defined]  # run without arguments: the help text
+            else:
+                ctx = getattr(exc, "ctx", None)
+                command = ctx.command_path if ctx is not None else "genesys-closer"
+                message = exc.format_message()
+                errors.print(f"error: {inert(message)} (see '{inert(command)} --help')", markup=False)
+            code = EXIT_USAGE
+        except typer.Abort:
+            errors.print("aborted", markup=False)
+            code = EXIT_DETACHED
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
 app = typer.Typer(
     name="genesys-closer",
+    cls=OneLineErrors,
     help="Close Genesys Cloud web messaging conversations through the genesys-closer workers.\n\n"
     "Only REDIS_URL is needed here: the workers hold the Genesys credentials.\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 200)  # piped output is not cut at 80 columns
-errors = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
+# Data is printed with markup=False and through ``display.inert``/``cell``; emoji codes (":warning:") stay text.
+console = Console(width=None if sys.stdout.isatty() else 200, emoji=False)  # piped output is not cut at 80 columns
+errors = Console(stderr=True, soft_wrap=True, emoji=False)  # one error, one line, whatever the width
 
 
 class State:
@@ -62,7 +92,9 @@ class State:
                 overrides["redis_url"] = self.redis_url
             if self.env_file:
                 overrides["_env_file"] = str(self.env_file)
-            self._client = CloseClient(load_producer_settings(**overrides))
+            client = CloseClient(load_producer_settings(**overrides))
+            client.redis.ping()  # unreachable is said at once, before Celery's own reconnect loops (sweep: 19 s)
+            self._client = client
         return self._client
 
     def emit_all(self, rows: Iterable[dict[str, Any]]) -> bool:
@@ -74,7 +106,7 @@ class State:
         return True
 
     def emit(self, data: dict[str, Any]) -> None:
-        console.print_json(json.dumps(data)) if sys.stdout.isatty() else print(json.dumps(data), flush=True)
+        print(json_line(data), flush=True)  # one object per line, control characters escaped (display.json_line)
 
 
 @app.callback()
@@ -111,8 +143,8 @@ LimitOption = Annotated[int, typer.Option(help="How many, newest first.")]
 
 
 def _outcome_line(result: CloseResult) -> str:
-    detail = f" ({result.error})" if result.error else ""
-    return f"{result.conversation_id}  {result.outcome.value}  calls={result.api_calls}{detail}"
+    detail = f" ({inert(result.error)})" if result.error else ""
+    return f"{inert(result.conversation_id)}  {result.outcome.value}  calls={result.api_calls}{detail}"
 
 
 @app.command()
@@ -140,13 +172,14 @@ def close(
             if state.json:
                 state.emit({"conversation_id": raw[:100], "outcome": "invalid_id", "error": str(exc)})
             else:
-                errors.print(f"{raw[:100]}  invalid_id ({exc})")
+                errors.print(f"{inert(raw[:100])}  invalid_id ({inert(exc)})", markup=False)
     for raw, task_id in pending:
         try:
             result = state.client.result(task_id, timeout=timeout)
         except TimeoutError:
-            errors.print(f"{raw[:100]}  queued, no outcome after {timeout:g} s (no worker running?); it runs when a "
-                         f"worker takes it: follow with 'genesys-closer outcome {raw[:100]}'", markup=False)
+            shown = inert(raw[:100])
+            errors.print(f"{shown}  queued, no outcome after {timeout:g} s (no worker running?); it runs when a "
+                         f"worker takes it: follow with 'genesys-closer outcome {shown}'", markup=False)
             raise typer.Exit(EXIT_UNREACHABLE) from None
         ok &= result.outcome.succeeded
         state.emit(result.as_dict()) if state.json else console.print(_outcome_line(result), markup=False)
@@ -154,7 +187,7 @@ def close(
 
 
 def _counts_text(counts: dict[str, int]) -> str:
-    return " ".join(f"{name}={n}" for name, n in sorted(counts.items())) or "-"
+    return " ".join(f"{inert(name)}={n}" for name, n in sorted(counts.items())) or "-"
 
 
 def follow(state: State, batch: Batch) -> int:
@@ -166,20 +199,20 @@ def follow(state: State, batch: Batch) -> int:
         else:
             status = _follow_with_bar(batch)
     except KeyboardInterrupt:
-        errors.print(f"\nDetached; batch {batch.id} keeps running. Re-attach with:\n"
-                     f"  genesys-closer status {batch.id} --watch")
+        errors.print(f"\nDetached; batch {inert(batch.id)} keeps running. Re-attach with:\n"
+                     f"  genesys-closer status {inert(batch.id)} --watch", markup=False)
         return EXIT_DETACHED
     _print_status(state, status.as_dict())
     return EXIT_OK if status.unsuccessful == 0 else EXIT_NOT_ALL_SUCCEEDED
 
 
 def _follow_with_bar(batch: Batch) -> BatchStatus:
-    columns = (TextColumn("[bold]{task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("{task.fields[label]}", markup=False), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}/min"), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn(), TextColumn("{task.fields[counts]}"))
+               TimeRemainingColumn(), TextColumn("{task.fields[counts]}", markup=False))
     first: list[tuple[int, float]] = []
     with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("batch", total=None, label=batch.id[:8], rate="-", counts="-")
+        bar = progress.add_task("batch", total=None, label=inert(batch.id[:8]), rate="-", counts="-")
 
         def show(status: BatchStatus) -> None:
             if not first:
@@ -199,10 +232,11 @@ def _print_status(state: State, data: dict[str, Any]) -> None:
         return
     finished = data.get("finished_at")
     took = f", took {finished - data['created_at']:.1f} s" if finished else ""
-    console.print(f"batch {data['batch_id']} [{data['state']}] {data['done']}/{data['total']} done{took}; "
+    console.print(f"batch {inert(data['batch_id'])} [{inert(data['state'])}] {data['done']}/{data['total']} "
+                  f"done{took}; "
                   f"{_counts_text(data['counts'])}" + (f"; duplicates dropped {data['duplicates']}"
                                                         if data.get("duplicates") else "")
-                  + (f"; {data['reason']}" if data.get("reason") else ""), markup=False)
+                  + (f"; {inert(data['reason'])}" if data.get("reason") else ""), markup=False)
 
 
 def _open_source(source: str) -> Iterator[Any]:
@@ -210,9 +244,15 @@ def _open_source(source: str) -> Iterator[Any]:
         yield sys.stdin
         return
     path = Path(source)
-    if not path.is_file():
+    if path.is_dir():
+        raise InputError(f"{source} is a directory, not a file of IDs")
+    if not path.exists():
         raise InputError(f"no such file: {source}")
-    with path.open(encoding="utf-8-sig", newline="") as stream:
+    try:  # a regular file, a pipe or a device (``bulk <(cmd)``, /dev/stdin); an empty one is refused by read_ids
+        stream = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
+    with stream:
         yield stream
 
 
@@ -240,7 +280,7 @@ def bulk(
     """
     state = _state(ctx)
     for stream in _open_source(source):
-        ids = read_ids(stream, fmt=fmt, column=column, name=source)
+        ids = _not_empty(read_ids(stream, fmt=fmt, column=column, name=source), source)
         if dry_run:
             raise typer.Exit(_dry_run(state, ids))
         batch = state.client.close_many(ids, label=label or Path(source).name, source=source,
@@ -254,6 +294,17 @@ def bulk(
     raise typer.Exit(follow(state, batch))
 
 
+def _not_empty(ids: Iterator[object], source: str) -> Iterator[object]:
+    """``ids``, or an input error when the source holds nothing at all (an empty file, /dev/null)."""
+    first = next(ids, _NOTHING)
+    if first is _NOTHING:
+        raise InputError(f"{'standard input' if source == '-' else inert(source)} holds no conversation IDs")
+    return itertools.chain([first], ids)
+
+
+_NOTHING = object()
+
+
 def _dry_run(state: State, ids: Iterator[object]) -> int:
     check = state.client.check_ids(ids)
     if state.json:
@@ -262,7 +313,7 @@ def _dry_run(state: State, ids: Iterator[object]) -> int:
         console.print(f"dry run: {check.valid} valid unique IDs would be enqueued; {check.invalid} invalid; "
                       f"{check.duplicates} duplicates dropped", markup=False)
         for sample in check.samples:
-            console.print(f"  {sample}", markup=False)
+            console.print(f"  {inert(sample)}", markup=False)
     return EXIT_OK if check.invalid == 0 else EXIT_NOT_ALL_SUCCEEDED
 
 
@@ -310,21 +361,21 @@ def sweep(
         errors.print(f"sweep {request.id} not answered after {timeout:g} s: is a worker running?")
         raise typer.Exit(EXIT_UNREACHABLE) from None
     if "error" in summary or "skipped" in summary:
-        errors.print(summary.get("error") or summary.get("skipped"))
+        errors.print(f"error: {inert(summary.get('error') or summary.get('skipped'))}", markup=False)
         raise typer.Exit(EXIT_USAGE if "error" in summary else EXIT_NOT_ALL_SUCCEEDED)
     if dry_run:
         _print_candidates(state, request.candidates())
     if state.json:
         state.emit({"event": "sweep", **summary})
     else:
-        console.print(f"{summary['candidates']} candidates, {summary['chosen']} chosen "
-                      f"({summary['pages']} pages over {summary['intervals']} intervals, "
-                      f"{summary['duplicates_dropped']} duplicates dropped)", markup=False)
+        console.print(f"{inert(summary['candidates'])} candidates, {inert(summary['chosen'])} chosen "
+                      f"({inert(summary['pages'])} pages over {inert(summary['intervals'])} intervals, "
+                      f"{inert(summary['duplicates_dropped'])} duplicates dropped)", markup=False)
     if dry_run or not summary.get("batch_id"):
         raise typer.Exit(0)
     batch = state.client.batch(summary["batch_id"])
     if detach:
-        console.print(f"batch {batch.id} started")
+        console.print(f"batch {inert(batch.id)} started", markup=False)
         raise typer.Exit(0)
     raise typer.Exit(follow(state, batch))
 
@@ -335,8 +386,8 @@ def _print_candidates(state: State, candidates: Iterator[dict[str, Any]]) -> Non
         if table is None:
             state.emit({"event": "candidate", **item})
         else:
-            table.add_row(item["conversation_id"], "close" if item["chosen"] else "skip", item.get("started") or "",
-                          item["reason"])
+            table.add_row(cell(item.get("conversation_id")), "close" if item.get("chosen") else "skip",
+                          cell(item.get("started")), cell(item.get("reason")))
     if table is not None:
         console.print(table)
 
@@ -353,8 +404,8 @@ def outcome(
     state = _state(ctx)
     result = state.client.outcome(conversation_id)
     if result is None:
-        errors.print(f"{conversation_id[:100]}  no outcome recorded (queued, running, or older than the retention)",
-                     markup=False)
+        errors.print(f"{inert(conversation_id[:100])}  no outcome recorded (queued, running, or older than the "
+                     "retention)", markup=False)
         raise typer.Exit(EXIT_NOT_ALL_SUCCEEDED)
     state.emit(result.as_dict()) if state.json else console.print(_outcome_line(result), markup=False)
     raise typer.Exit(EXIT_OK if result.outcome.succeeded else EXIT_NOT_ALL_SUCCEEDED)
@@ -376,8 +427,8 @@ def rejected(
     table = Table(Column("task", no_wrap=True), "conversation", "outcome", "reason", "at")
     for row in rows:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(row.get("finished_at") or 0)))
-        table.add_row(str(row.get("task_id", ""))[:36], str(row.get("conversation_id", ""))[:40],
-                      str(row.get("outcome", "")), str(row.get("error", ""))[:200], at)
+        table.add_row(cell(str(row.get("task_id", ""))[:36]), cell(str(row.get("conversation_id", ""))[:40]),
+                      cell(row.get("outcome", "")), cell(str(row.get("error", ""))[:200]), at)
     console.print(table)
 
 
@@ -414,18 +465,28 @@ def results(
     """
     state = _state(ctx)
     if fmt not in {"csv", "jsonl"}:
-        errors.print("--format must be csv or jsonl")
-        raise typer.Exit(EXIT_USAGE)
-    wanted = {Outcome(o) for o in outcome} if outcome else None
+        raise InputError("--format must be csv or jsonl")
+    wanted = {_outcome(o) for o in outcome} if outcome else None
     batch = state.client.batch(batch_id)
     items = (r for r in batch.results() if wanted is None or r.outcome in wanted)
     writer = write_csv if fmt == "csv" else write_jsonl
     if output is None:
         writer(items, sys.stdout)
-    else:
-        with output.open("w", encoding="utf-8", newline="") as out:
-            count = writer(items, out)
-        errors.print(f"{count} items written to {output}")
+        return
+    try:
+        out = output.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
+    with out:
+        count = writer(items, out)
+    errors.print(f"{count} items written to {inert(output)}", markup=False)
+
+
+def _outcome(name: str) -> Outcome:
+    try:
+        return Outcome(name)
+    except ValueError:
+        raise InputError(f"unknown outcome {name[:60]!r} (one of {', '.join(o.value for o in Outcome)})") from None
 
 
 @app.command()
@@ -453,7 +514,7 @@ def retry(
       genesys-closer retry 5f0c... --outcome unconfirmed --policy participants
     """
     state = _state(ctx)
-    wanted = {Outcome(o) for o in (outcome or ["failed"])}
+    wanted = {_outcome(o) for o in (outcome or ["failed"])}
     old = state.client.batch(batch_id)
     ids = (r.conversation_id for r in old.results() if r.outcome in wanted)
     batch = state.client.close_many(ids, label=f"retry of {batch_id[:8]}", source=f"retry:{batch_id}",
@@ -462,7 +523,7 @@ def retry(
     if state.json:
         state.emit({"event": "started", "retry_of": batch_id, **batch.status().as_dict()})
     else:
-        console.print(f"batch {batch.id} started with {total} item(s) from {batch_id}")
+        console.print(f"batch {inert(batch.id)} started with {total} item(s) from {inert(batch_id)}", markup=False)
     if detach or not total:
         raise typer.Exit(0)
     raise typer.Exit(follow(state, batch))
@@ -485,7 +546,8 @@ def batches(
     table.columns.insert(0, Column("batch", no_wrap=True))
     for s in recent:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.created_at))
-        table.add_row(s.batch_id, s.label, s.state, f"{s.done}/{s.total}", _counts_text(s.counts), created)
+        table.add_row(cell(s.batch_id), cell(s.label), cell(s.state), f"{s.done}/{s.total}",
+                      cell(_counts_text(s.counts)), created)
     console.print(table)
 
 
@@ -524,7 +586,8 @@ def serve(
     settings = load_intake_settings(**overrides)  # checked here, before any process starts
     secrets = [*settings.bearer_tokens(), *(settings.basic_credentials() or ())]
     configure_logging(settings.log_level, settings.log_format, secrets)
-    errors.print(f"intake listening on http://{host}:{port} (OpenAPI: /docs), {workers} process(es)", markup=False)
+    errors.print(f"intake listening on http://{inert(host)}:{port} (OpenAPI: /docs), {workers} process(es)",
+                 markup=False)
     options: dict[str, Any] = {"host": host, "port": port, "log_config": None, "access_log": True,
                                "server_header": False, "proxy_headers": False, **uvicorn_options(settings)}
     if workers == 1:
@@ -549,15 +612,31 @@ def serve(
 
 def exit_status_for(exc: BaseException) -> tuple[int, str] | None:
     """The exit status and the one line to print for an error that ends a command, or None for a bug."""
-    if isinstance(exc, (ConfigError, InputError, ValueError)):
-        return EXIT_USAGE, f"error: {str(exc)[:1000]}"
+    if isinstance(exc, (ConfigError, InputError, ValueError, BatchNotFound)):
+        return EXIT_USAGE, f"error: {inert(str(exc)[:1000])}"
     if isinstance(exc, CloserError):
-        return EXIT_NOT_ALL_SUCCEEDED, f"error: {str(exc)[:1000]}"
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError)):
-        return EXIT_UNREACHABLE, (f"cannot reach Redis: {type(exc).__name__}: {str(exc)[:300]} "
+        return EXIT_NOT_ALL_SUCCEEDED, f"error: {inert(str(exc)[:1000])}"
+    unreachable = _redis_unreachable(exc)
+    if unreachable is not None:
+        return EXIT_UNREACHABLE, (f"cannot reach Redis: {type(unreachable).__name__}: {inert(str(unreachable)[:300])} "
                                   "(check REDIS_URL / --redis-url)")
     if isinstance(exc, redis.ResponseError):
-        return EXIT_UNREACHABLE, f"Redis refused a command: {str(exc)[:300]} (check the database number in REDIS_URL)"
+        return EXIT_UNREACHABLE, (f"Redis refused a command: {inert(str(exc)[:300])} (check the database number in "
+                                  "REDIS_URL)")
+    if isinstance(exc, OSError):  # a file or stream of the operator's (not Redis: redis-py's errors are not OSError)
+        return EXIT_USAGE, f"error: {inert(str(exc)[:1000])}"
+    return None
+
+
+def _redis_unreachable(exc: BaseException) -> BaseException | None:
+    """The Redis connection error behind ``exc`` (itself, or what Celery's or kombu's error was raised from)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
     return None
 
 

@@ -53,6 +53,7 @@ from genesys_closer.worker.item_lifecycle import (
 )
 from genesys_closer.worker.item_progress import ItemProgress
 from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE
+from genesys_closer.worker.patch_guard import PatchGuard, claim_seconds
 from genesys_closer.worker.stores import ResultStores
 from genesys_closer.worker.stores.batch_store import ItemView, is_batch_id
 
@@ -97,6 +98,7 @@ class CloseRunner:
         self.breaker = breaker
         self.clock = clock
         self.checks = checks
+        self.guard = PatchGuard(client, claim_seconds(settings))
         self.progress = ItemProgress(client)
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -190,14 +192,24 @@ class CloseRunner:
             self.checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds)
             return self._waiting(ref, decision.stage)
         if isinstance(decision, Hand) and decision.stage is Stage.PATCH and self.checks is not None:
-            return self._patch_for_batched_confirm(item.at(Stage.PATCH), context, self.checks)
+            if not progress.patched:
+                return self._patch_for_batched_confirm(item.at(Stage.PATCH), context, self.checks)
+            # A copy of this PATCH task sent its PATCH and was lost before its item joined the confirm set (a Redis
+            # restart): the direct path reads first and PATCHes only if the conversation is still open.
+            options = replace(options, skip_initial_get=False)
 
         def remember_patch(_: str) -> None:
             self.progress.mark_patched(ref)
 
+        confirm_only = progress.stage is Stage.DIRECT and progress.confirm_only
+        if not confirm_only:
+            self._fresh_look(conversation_id, context)
+            ours_may_have_landed = progress.patched or self.results.outcomes.latest(conversation_id) is not None
+            if options.skip_initial_get and ours_may_have_landed:
+                options = replace(options, skip_initial_get=False)  # a PATCH of ours may have landed: read it first
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
-                if progress.stage is Stage.DIRECT and progress.confirm_only:
+                if confirm_only:
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
                 else:
                     result = self.closer.close(conversation_id, options, on_patched=remember_patch)
@@ -223,6 +235,7 @@ class CloseRunner:
     def _patch_for_batched_confirm(self, item: Item, context: TaskContext, checks: CheckQueue) -> dict[str, Any]:
         """The batched path's PATCH: its confirmation joins the confirm set (unless the close ended here)."""
         ref, progress = item.ref, item.progress
+        self._fresh_look(ref.conversation_id, context)
         earlier = self.results.outcomes.latest(ref.conversation_id)
         if earlier is not None and earlier.outcome.succeeded and earlier.batch_id != ref.batch_id:
             decision = next_step(item, ClosedElsewhere())
@@ -255,6 +268,16 @@ class CloseRunner:
             result.api_calls += progress.api_calls
         return self._concluded(result, item, context)
 
+    def _fresh_look(self, conversation_id: str, context: TaskContext) -> None:
+        """The look after the in-flight lock, before any PATCH (see ``patch_guard``): claim the conversation's PATCH
+        for this item, or wait (RetryLater, no API call) while another close of ours has one out and its outcome is
+        not recorded yet. Once it is, this close sees it (the batched path's recorded-outcome check, the direct
+        path's first read) and sends no second PATCH."""
+        holder = self.guard.claim(conversation_id, context.batch_id)
+        if holder is not None:
+            raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0),
+                             f"another close of ours ({holder[:40]}) has a PATCH out for it")
+
     def _concluded(self, result: CloseResult, item: Item, context: TaskContext) -> dict[str, Any]:
         """A close that ran: its progress is forgotten, the breaker learns from it, its outcome is recorded."""
         decision = next_step(item, Concluded(result.outcome))
@@ -277,6 +300,23 @@ class CloseRunner:
         self._update_breaker(result)
         return self._finish(result, TaskContext(task_id="batched-check", retries=0, batch_id=result.batch_id,
                                                 queue=QUEUE_BULK))
+
+    def after_time_limit(self, raw_id: object, context: TaskContext) -> dict[str, Any]:
+        """A run the worker's soft time limit stopped: retried like a transient failure, within TASK_MAX_RETRIES and
+        TASK_RETRY_WINDOW_SECONDS, then it ends ``failed``. A close never loops without an outcome. Raises
+        RetryLater or returns the outcome record."""
+        try:
+            conversation_id = parse_conversation_id(raw_id)
+        except InvalidConversationId as exc:
+            return self._reject(raw_id, exc, context, self.clock())
+        context, _ = self._verified_batch(conversation_id, context)
+        ref = ItemRef(context.batch_id, conversation_id)
+        limit = self.settings.task_soft_time_limit_seconds
+        stopped = RetryableError(f"run stopped by the soft time limit ({limit} s, TASK_SOFT_TIME_LIMIT_SECONDS)",
+                                 code="soft_time_limit")
+        result = self._exhausted_or_retry(ref, stopped, context)
+        item = Item(ref, self.progress.read(ref), self.default_options)
+        return self._concluded(result, item, context)
 
     def _exhausted_or_retry(self, ref: ItemRef, exc: RetryableError, context: TaskContext) -> CloseResult:
         """The failed result once retries are exhausted; otherwise raise RetryLater with a jittered countdown."""
@@ -323,6 +363,7 @@ class CloseRunner:
         result.attempts = context.retries + 1
         result.batch_id = context.batch_id
         counted = self.results.outcomes.record(result)
+        self.guard.release(result.conversation_id, context.batch_id)  # after the record: the next close sees it
         if context.batch_id is None:
             self.results.pending.forget(context.task_id)
         elif self.feeder is not None:

@@ -147,11 +147,9 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
 
 def message_limits(task_name: str) -> Bounds:
     """The bounds every message of ``task_name`` must keep (see ``message_bounds``)."""
-    if task_name == TASK_NAME:
-        settings = get_worker_settings()
-        return replace(CLOSE_BOUNDS, max_eta_seconds=float(settings.max_countdown_seconds))
-    if task_name == SWEEP_TASK_NAME:
-        return SWEEP_BOUNDS
+    if task_name in (TASK_NAME, SWEEP_TASK_NAME):
+        window = float(get_worker_settings().max_countdown_seconds)
+        return replace(CLOSE_BOUNDS if task_name == TASK_NAME else SWEEP_BOUNDS, max_eta_seconds=window)
     return Bounds(max_args=0, max_kwargs=0)
 
 
@@ -161,8 +159,11 @@ def _results_for(pid: int) -> ResultStores:
     return ResultStores.open(connect(settings.redis_target), settings.results_ttl_seconds)
 
 
-def record_rejected(task_name: str, task_id: str, payload: object, problem: str) -> None:
-    """Record a refused message (in the consumer process: it never reached the pool)."""
+def record_rejected(task_name: str, task_id: str, payload: object, problem: str,
+                    outcome: Outcome = Outcome.INVALID_REQUEST, app: Celery | None = None) -> None:
+    """Record a refused message (in the consumer process: it never reached the pool). ``outcome`` is
+    ``not_attempted`` for a close that expired before it ran; it counts in its batch when it is an item. With
+    ``app``, the record is also the task's result (the sender's ``.get()`` returns it)."""
     results = _results_for(os.getpid())
     shown, batch_id = f"<{task_name} message>", None
     if isinstance(payload, list | tuple) and len(payload) == 3:
@@ -173,8 +174,14 @@ def record_rejected(task_name: str, task_id: str, payload: object, problem: str)
         if is_batch_id(raw_batch) and results.batches.item_view(str(raw_batch), shown).member:
             batch_id = str(raw_batch)
     now = time.time()
-    results.rejected.add(CloseResult(shown, Outcome.INVALID_REQUEST, attempts=0, started_at=now, finished_at=now,
-                                     error=f"message refused: {problem}"[:1000], batch_id=batch_id), task_id)
+    reason = f"message refused: {problem}" if outcome is Outcome.INVALID_REQUEST else problem
+    record = CloseResult(shown, outcome, attempts=0, started_at=now, finished_at=now, error=reason[:1000],
+                         batch_id=batch_id)
+    results.rejected.add(record, task_id)
+    if batch_id is None:
+        results.pending.forget(task_id)  # a tracked standalone close that expired on a retry is not re-sent
+    if task_id and app is not None:
+        app.backend.store_result(task_id, record.as_dict(), "SUCCESS")  # the sender's .get() has its outcome
 
 
 @functools.cache

@@ -11,10 +11,12 @@ import os
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_revoked
 
 from genesys_closer.worker.app import app
 from genesys_closer.worker.close_run import RetryLater, TaskContext
-from genesys_closer.worker.factory import worker_parts
+from genesys_closer.worker.closing.outcomes import Outcome
+from genesys_closer.worker.factory import record_rejected, worker_parts
 from genesys_closer.worker.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
@@ -43,7 +45,24 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
         raise self.retry(countdown=later.countdown) from None
     except SoftTimeLimitExceeded:
         _drop_redis_connections()
-        raise self.retry(countdown=5) from None
+        try:  # bounded like any transient failure: it ends with an outcome
+            return worker_parts().close_runner.after_time_limit(conversation_id, context)
+        except RetryLater as later:
+            raise self.retry(countdown=later.countdown) from None
+
+
+@task_revoked.connect  # type: ignore[untyped-decorator]
+def record_expired_close(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+    """Celery discards a close whose ``expires`` time has passed (at receipt, or when its ETA or retry comes) and
+    marks it REVOKED, which alone would leave no outcome: record ``not_attempted`` with the reason, listed by
+    ``genesys-closer rejected`` and counted in its batch when it is an item. Runs in the consumer process."""
+    if not expired or request is None or getattr(sender, "name", None) != TASK_NAME:
+        return
+    args, kwargs = list(getattr(request, "args", None) or []), dict(getattr(request, "kwargs", None) or {})
+    expires = getattr(request, "expires", None)
+    record_rejected(TASK_NAME, str(getattr(request, "id", "") or "")[:100], [args, kwargs, None],
+                    f"expired before it ran (the message's expires was {str(expires)[:40]})", Outcome.NOT_ATTEMPTED,
+                    app=app)
 
 
 @app.task(bind=True, name=SWEEP_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,47 @@ def test_deeply_nested_jsonl_line_is_one_invalid_item(admin: EmulatorAdmin, clie
     assert run.returncode == 1 and "closed=1" in run.stdout and "invalid_id=1" in run.stdout
     [status] = client.batches()
     assert status.finished and status.total == 2
+
+
+def test_hostile_headers_end_with_an_outcome(admin: EmulatorAdmin, client: CloseClient, redis_url: str) -> None:
+    """Time limits, expiry and ETAs set by a message only narrow what the worker allows (issue 22: a soft time limit
+    of 0.01 s looped forever, each run retried with the header; an expired close ended REVOKED with no outcome)."""
+    ids = admin.create(7)
+    app = foreign(redis_url)
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    refused = [app.send_task(TASK_NAME, args=[ids[0]], soft_time_limit=0.01),
+               app.send_task(TASK_NAME, args=[ids[1]], time_limit=86_400),  # would outlive the visibility timeout
+               app.send_task(TASK_NAME, args=[ids[2]], time_limit=0.5),
+               app.send_task(TASK_NAME, args=[ids[3]], headers={"expires": "soon"})]
+    expired = [app.send_task(TASK_NAME, args=[ids[4]], expires=past),
+               app.send_task(TASK_NAME, args=[ids[5]], countdown=3, expires=1.0)]  # expires while it waits its ETA
+    kept = app.send_task(TASK_NAME, args=[ids[6]], countdown=1, expires=120)  # a narrowing it can keep
+    assert kept.get(timeout=60)["outcome"] == "closed"
+    sent = {str(r.id) for r in refused + expired}
+    wait_until(lambda: sent <= rejected_task_ids(client), timeout=60)
+    rows = {row["task_id"]: row for row in client.rejected(50)}
+    assert [rows[str(r.id)]["outcome"] for r in refused] == ["invalid_request"] * 4
+    assert "soft_time_limit 0.01" in rows[str(refused[0].id)]["error"]
+    assert "unreadable expires" in rows[str(refused[3].id)]["error"]
+    for message in refused + expired:  # the sender's own result is the outcome record, never REVOKED or nothing
+        assert message.get(timeout=30)["outcome"] == rows[str(message.id)]["outcome"]
+    for message in expired:
+        assert rows[str(message.id)]["outcome"] == "not_attempted"
+        assert "expired before it ran" in rows[str(message.id)]["error"]
+    assert [admin.conversation(cid)["patches"] for cid in ids] == [0] * 6 + [1]
+    assert {admin.conversation(cid)["open"] for cid in ids[:6]} == {True}
+    assert not dict(client.results.pending.entries())  # nothing left for the recovery check to re-send
+
+
+def test_a_close_that_expires_while_retrying_ends_not_attempted(admin: EmulatorAdmin, client: CloseClient,
+                                                                redis_url: str) -> None:
+    """Every retry keeps the message's ``expires``: Genesys is unreachable, the close is retried with countdowns, and
+    the copy that comes after its expiry ends ``not_attempted`` with a rejected entry instead of REVOKED and nothing."""
+    [cid] = admin.create(1)
+    admin.faults(unavailable_seconds=8)
+    sent = foreign(redis_url).send_task(TASK_NAME, args=[cid], expires=2.0)
+    wait_until(lambda: str(sent.id) in rejected_task_ids(client), timeout=60)
+    row = next(r for r in client.rejected(50) if r["task_id"] == str(sent.id))
+    assert row["outcome"] == "not_attempted" and "expired before it ran" in row["error"]
+    assert admin.conversation(cid)["patches"] == 0
+    assert not dict(client.results.pending.entries())

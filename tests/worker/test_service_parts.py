@@ -22,6 +22,7 @@ from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import ServerError
 from genesys_closer.worker.genesys.locks import OwnedLock
+from genesys_closer.worker.patch_guard import claim_seconds
 from genesys_closer.worker.recovery import Recovery
 from genesys_closer.worker.stores import ResultStores
 from genesys_closer.worker.stores.batch_state import BatchState
@@ -189,6 +190,41 @@ def test_redriven_task_knows_our_patch_landed(redis_client: redis.Redis, results
     assert redis_client.get(KEYS.progress(CID, "b")) is None
 
 
+def test_soft_time_limit_runs_are_retried_within_the_window(redis_client: redis.Redis, results: ResultStores,
+                                                            clock: Clock) -> None:
+    """A run the worker's own soft time limit stopped is a transient failure: retried with a countdown, and once the
+    retry window has passed it ends ``failed`` (it used to be retried every 5 s for ever, outcome or not)."""
+    run = runner(redis_client, results, ScriptedCloser(), clock, task_retry_window_seconds=600,
+                 task_max_countdown_seconds=5)
+    with pytest.raises(RetryLater) as later:
+        run.after_time_limit(CID, TaskContext("t", 0, None))
+    assert 0 <= later.value.countdown <= 5
+    clock.now += 601
+    record = run.after_time_limit(CID, TaskContext("t", 1, None))
+    assert record["outcome"] == "failed" and "soft time limit" in record["error"]
+    assert results.outcomes.latest(CID) is not None and redis_client.get(KEYS.progress(CID, None)) is None
+
+
+def test_a_patch_out_elsewhere_makes_the_next_close_wait(redis_client: redis.Redis, results: ResultStores,
+                                                         clock: Clock) -> None:
+    """The fresh look after the in-flight lock: while another close of ours (here a batch's item) has a PATCH out
+    and no outcome, a standalone close of the same conversation waits without a call; once that outcome is recorded
+    (which releases the claim) it runs, and its own claim is released with its outcome."""
+    closer = ScriptedCloser([("get", Outcome.ALREADY_CLOSED)])
+    run = runner(redis_client, results, closer, clock)
+    assert run.guard.claim(CID, "a" * 32) is None
+    assert run.guard.claim(CID, "a" * 32) is None  # the same item again (a retry, a re-driven copy): still its own
+    assert run.guard.claim(CID, None) == "a" * 32
+    with pytest.raises(RetryLater, match="has a PATCH out"):
+        run.run(CID, TaskContext("single", 0, None), {})
+    assert closer.calls == []
+    assert 0 < redis_client.pttl(KEYS.patch_claim(CID)) / 1000 <= claim_seconds(run.settings)
+    run.record_checked(CloseResult(CID, Outcome.CLOSED, batch_id="a" * 32))  # the batch item's outcome
+    assert redis_client.get(KEYS.patch_claim(CID)) is None
+    assert run.run(CID, TaskContext("single", 1, None), {})["outcome"] == "already_closed"
+    assert redis_client.get(KEYS.patch_claim(CID)) is None
+
+
 # -- recovery --------------------------------------------------------------------------------------------------------
 def recovery(redis_client: redis.Redis, results: ResultStores, writer: BatchWriter,
              held: set[HeldClose] | None = None) -> Recovery:
@@ -295,6 +331,10 @@ def test_sweep_batches_skip_the_first_read(redis_client: redis.Redis, results: R
     run.run(CID, TaskContext("a", 0, sweep_batch), {})
     run.run(OTHER, TaskContext("b", 0, list_batch), {})
     assert [options.skip_initial_get for options in closer.calls] == [True, False]
+    second_sweep = writer.start([CID], options={}, origin=ORIGIN_SWEEP)  # CID has an outcome of ours now
+    closer.steps.append(("get", Outcome.ALREADY_CLOSED))
+    assert run.run(CID, TaskContext("c", 0, second_sweep), {})["outcome"] == "already_closed"
+    assert closer.calls[-1].skip_initial_get is False  # read first: no PATCH after another close of ours ended
 
 
 # -- sweeps ----------------------------------------------------------------------------------------------------------
