@@ -192,11 +192,7 @@ class CloseRunner:
             self.checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds)
             return self._waiting(ref, decision.stage)
         if isinstance(decision, Hand) and decision.stage is Stage.PATCH and self.checks is not None:
-            if not progress.patched:
-                return self._patch_for_batched_confirm(item.at(Stage.PATCH), context, self.checks)
-            # A copy of this PATCH task sent its PATCH and was lost before its item joined the confirm set (a Redis
-            # restart): the direct path reads first and PATCHes only if the conversation is still open.
-            options = replace(options, skip_initial_get=False)
+            return self._patch_for_batched_confirm(item.at(Stage.PATCH), context, self.checks)
 
         def remember_patch(_: str) -> None:
             self.progress.mark_patched(ref)

@@ -353,9 +353,11 @@ def _task_started(item: Item, batched: bool, sweep_item: bool) -> Decision:
         return Join(stage)  # a re-driven copy: it waits there (keeping its place)
     if stage is Stage.NEW and not item.progress.patched:
         return Hand(Stage.PATCH) if sweep_item else Join(Stage.PRECHECK)
-    if stage is Stage.PATCH:
+    if stage is Stage.PATCH and not item.progress.patched:
         return Hand(Stage.PATCH)
-    return Hand(Stage.DIRECT)  # direct, or an earlier direct-path attempt sent its PATCH
+    # direct; an earlier direct-path attempt sent its PATCH; or a copy of this PATCH task sent its PATCH and was lost
+    # before its item joined the confirm set (a Redis restart): a read first, a PATCH only if it is still open
+    return Hand(Stage.DIRECT)
 
 
 def _closed(item: Item) -> Outcome:

@@ -163,7 +163,8 @@ def test_emulator_faults_together(start: StartWorkers, admin: EmulatorAdmin, cli
     api_requests = sum(1 for r in admin.requests() if r["route"] != "/oauth/token")
     counted = sum(r.api_calls for r in rows)
     assert counted > 300 + server_errors / 2  # the retries are counted ...
-    assert 0.9 * api_requests <= counted <= api_requests + 1  # ... and every request is someone's (reads as shares)
+    rounding = 0.00005 * len(rows)  # each record keeps its calls to 4 decimals
+    assert 0.9 * api_requests <= counted <= api_requests + 1 + rounding  # ... every request is someone's (shares)
     report("5% 5xx, 2% dropped connections, 2% 1.5 s latency spikes (1 s read timeout), a 429 burst without "
            "Retry-After, token revocation", "300 conversations, 2 workers x 6, limit 6000/min",
            f"{server_errors} x 5xx, {stats['connections_dropped']} drops, {by_status.get('429', 0)} x 429, "

@@ -132,6 +132,7 @@ TABLE = [
     Row(Stage.PRECHECK, BatchStopped(), Hand(Stage.DIRECT)),  # its task records cancelled / not_attempted
     # -- patch: its close task sends the PATCH -----------------------------------------------------------------
     Row(Stage.PATCH, BATCHED, Hand(Stage.PATCH)),
+    Row(Stage.PATCH, BATCHED, Hand(Stage.DIRECT), PATCHED),  # its PATCH went out, the task was lost: read first
     Row(Stage.PATCH, STANDALONE, Hand(Stage.DIRECT)),
     Row(Stage.PATCH, ClosedElsewhere(), Finish(Outcome.ALREADY_CLOSED)),  # no second PATCH
     Row(Stage.PATCH, ClosedElsewhere(), Ignore(), PATCHED),  # ours may have landed: confirm it as usual

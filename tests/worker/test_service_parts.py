@@ -14,6 +14,7 @@ import redis
 
 from genesys_closer.config import load_worker_settings
 from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.worker.batched_checks import CheckQueue
 from genesys_closer.worker.batches import ORIGIN_SWEEP, BatchWriter
 from genesys_closer.worker.breaker import CircuitBreaker
 from genesys_closer.worker.broker_scan import HeldClose
@@ -22,6 +23,8 @@ from genesys_closer.worker.closing.options import CloseOptions
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import ServerError
 from genesys_closer.worker.genesys.locks import OwnedLock
+from genesys_closer.worker.item_lifecycle import CheckTiming, ItemRef, Stage
+from genesys_closer.worker.item_progress import ItemProgress
 from genesys_closer.worker.patch_guard import claim_seconds
 from genesys_closer.worker.recovery import Recovery
 from genesys_closer.worker.stores import ResultStores
@@ -320,6 +323,24 @@ def test_options_only_narrow_the_configuration(redis_client: redis.Redis, result
     assert widened.run(CID, TaskContext("t2", 0, None), {"policy": "participants"})["outcome"] == "closed"
     allowed = runner(redis_client, results, closer, clock, close_allowed_policies="fail,teardown")
     assert allowed.run(CID, TaskContext("t3", 0, None), {"policy": "teardown"})["outcome"] == "closed"
+
+
+def test_a_lost_batched_patch_task_reads_before_patching_again(redis_client: redis.Redis, results: ResultStores,
+                                                              clock: Clock) -> None:
+    """A copy of a batch item's PATCH task marked its PATCH sent and was lost before the item joined the confirm set:
+    the task sent again takes the direct path (next_step), which reads the conversation first and knows the PATCH
+    may have landed, instead of sending a second PATCH blind."""
+    writer = BatchWriter(FakeApp(), results, clock)  # type: ignore[arg-type]
+    batch_id = writer.start([CID], options={}, origin=ORIGIN_SWEEP)  # a sweep item: the batched path skips its GET
+    ItemProgress(redis_client).mark_patched(ItemRef(batch_id, CID), Stage.PATCH)
+    closer = ScriptedCloser([("get", Outcome.CLOSED)])  # no ``disconnect``: the batched PATCH is not sent again
+    run = CloseRunner(load_worker_settings(), redis_client, closer, CloseOptions(), results,  # type: ignore[arg-type]
+                      CircuitBreaker(redis_client, "bucket", threshold=2, open_seconds=60), clock=clock,
+                      checks=CheckQueue(redis_client, CheckTiming(), lambda _: None, clock))
+    assert run.run(CID, TaskContext("sent-again", 0, batch_id), {})["outcome"] == "closed"
+    [options] = closer.calls
+    assert options.previously_patched and not options.skip_initial_get
+    assert redis_client.get(KEYS.progress(CID, batch_id)) is None
 
 
 def test_sweep_batches_skip_the_first_read(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:
