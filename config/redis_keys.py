@@ -49,6 +49,24 @@ class RedisKeys:
         """The lease of whoever is storing or publishing the batch's items (see ``worker.enqueue_lease``)."""
         return f"{self.batch(batch_id)}:enqueuer"
 
+    def batch_feed(self, batch_id: str) -> str:
+        """The batch's valid IDs not yet handed to the broker, fixed-width, in input order (``worker.feeder``)."""
+        return f"{self.batch(batch_id)}:feed"
+
+    def batch_in_flight(self, batch_id: str) -> str:
+        """The batch's items handed to the broker and not yet counted (sorted set, by time fed)."""
+        return f"{self.batch(batch_id)}:in-flight"
+
+    @property
+    def feeding(self) -> str:
+        """Batches the feeder serves: running (or ended) batches not finished yet."""
+        return f"{self.prefix}:feeding"
+
+    def feeder(self, part: str) -> str:
+        """``part``: ``lock`` (one feeder run at a time), ``kick`` (a feeder run is on its way), ``again`` (a run
+        came while another held the lock: the holder sends one more)."""
+        return f"{self.prefix}:feeder:{part}"
+
     @property
     def enqueuing(self) -> str:
         """Batches being stored or published (state ``enqueuing``): what the recovery looks at when a lease ends."""

@@ -45,6 +45,7 @@ class ProducerSettings(BaseSettings):
     redis_wait_replicas: int = Field(0, ge=0, le=10)
     results_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     batch_enqueue_lease_seconds: float = Field(30.0, ge=1, le=600)  # a dead batch builder's batch is taken over after
+    batch_in_flight: int = Field(300, ge=1, le=5000)  # a batch's items handed to the broker and not yet counted
     broker_visibility_timeout_seconds: int = Field(90, ge=10)
     broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
     task_soft_time_limit_seconds: int = Field(45, ge=5)

@@ -7,7 +7,7 @@ imports none of the worker's Genesys dependencies (requests, tenacity, cryptogra
     client = CloseClient()                      # settings from the environment
     client.close("3b47a74f-...")                 # -> task id
     client.close("3b47a74f-...", wait=True)      # -> CloseResult
-    batch = client.close_many(open("ids.txt"))   # validates every ID first, streams, publishes on one connection
+    batch = client.close_many(open("ids.txt"))   # validates every ID first, streams them into Redis, feeds workers
     batch.wait(progress=print)                   # -> BatchStatus
 """
 
@@ -112,9 +112,10 @@ class Batch:
     def cancel(self) -> BatchStatus:
         """Items not yet run end as ``cancelled``; items already running finish normally. A finished, cancelled or
         stopped batch stays as it is (decided atomically in Redis: a batch that finishes meanwhile is not
-        overwritten)."""
+        overwritten). Nothing more is fed at once; a worker records the items never fed (the feed task)."""
         self.status()  # BatchNotFound for an unknown batch
         self.client.results.batches.cancel(self.id, "cancelled by operator")
+        self.client.batches_writer.feeder.kick()
         return self.status()
 
     def results(self) -> Iterator[CloseResult]:
@@ -149,7 +150,8 @@ class CloseClient:
         self.redis = connect(self.settings.redis_target)
         self.results = ResultStores.open(self.redis, self.settings.results_ttl_seconds)
         self.batches_writer = BatchWriter(self.app, self.results, time.time,
-                                          lease_seconds=self.settings.batch_enqueue_lease_seconds)
+                                          lease_seconds=self.settings.batch_enqueue_lease_seconds,
+                                          in_flight=self.settings.batch_in_flight)
 
     def close(self, conversation_id: str, *, wait: bool = False, timeout: float = 60.0,
               countdown: float | None = None, **options: Any) -> str | CloseResult:
@@ -221,7 +223,8 @@ class CloseClient:
                    options: dict[str, Any] | None = None, on_invalid: str = "record",
                    queue: str = QUEUE_BULK, batch_id: str | None = None) -> Batch:
         """Start a batch (see ``BatchWriter.start_checked``): every ID is validated before any is enqueued, the input
-        is streamed, duplicates are dropped, all tasks go out over one connection.
+        is streamed into Redis, duplicates are dropped; the items are fed to the broker ``BATCH_IN_FLIGHT`` at a
+        time (``worker.feeder``).
 
         ``on_invalid`` is ``"record"`` (invalid IDs become ``invalid_id`` items) or ``"abort"`` (InvalidBatch, nothing
         enqueued); ``queue`` one of the worker queues; ``batch_id`` (optional, 32 hex digits) must not be in use

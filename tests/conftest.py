@@ -201,7 +201,7 @@ def on_fleet(fleet: Fleet) -> Fleet:
 # processes (pytest-xdist's load scheduling hands tests out in this order), the longest ones overlap with each other
 # and with the fast tests instead of running one after another at the end. Longest first, by file.
 LONGEST_FIRST = ("test_redis_flap.py", "test_sentinel_failover.py", "test_chaos.py", "test_analytics_variants.py",
-                 "test_batches.py", "test_install.py")
+                 "test_batches.py", "test_batch_feed.py", "test_install.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,4 +1,5 @@
-"""Starting batches: validate every ID, de-duplicate, publish one close task per item, mark the batch enqueued.
+"""Starting batches: validate every ID, de-duplicate, store the valid ones in the batch's feed, mark the batch
+enqueued, and feed its first items to the broker (``worker.feeder`` feeds the rest as items end).
 
 Shared by the producer API (bulk lists, retries) and the worker (sweeps, the stalled-batch redrive), so that every
 batch is built the same way. Needs Redis and a Celery app that can publish; no Genesys credentials.
@@ -7,11 +8,10 @@ batch is built the same way. Needs Redis and a Celery app that can publish; no G
 from __future__ import annotations
 
 import json
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from celery import Celery
 
@@ -19,9 +19,10 @@ from genesys_closer.config.errors import CloserError
 from genesys_closer.worker import arguments
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.enqueue_lease import LEASE_SECONDS, EnqueueLease
+from genesys_closer.worker.feeder import BatchFeeder
 from genesys_closer.worker.genesys.errors import InvalidConversationId
 from genesys_closer.worker.genesys.ids import parse_conversation_id
-from genesys_closer.worker.names import QUEUE_BULK, QUEUES, TASK_NAME
+from genesys_closer.worker.names import FEED_TASK_NAME, QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES, TASK_NAME
 from genesys_closer.worker.stores import ResultStores
 from genesys_closer.worker.stores.batch_store import is_batch_id
 
@@ -35,6 +36,7 @@ DEDUPE_CHUNK = 1000
 MAX_INVALID_SAMPLES = 20
 MAX_ECHO = 100
 PUBLISH_CHUNK = 500  # items published between two checks of the enqueue lease
+IN_FLIGHT = 300  # BATCH_IN_FLIGHT's default
 
 
 class InvalidBatch(CloserError):
@@ -111,19 +113,20 @@ class StagedBatch:
     check: IdCheck
     options: dict[str, Any]
     queue: str
-    spool: IO[str]  # the new valid IDs, one per line, in input order
     lease: EnqueueLease
 
 
 class BatchWriter:
-    """Builds batches in Redis and publishes their close tasks through ``app``."""
+    """Builds batches in Redis and publishes their close tasks through ``app`` (a batch's items through its
+    ``feeder``, at most ``in_flight`` at a time)."""
 
     def __init__(self, app: Celery, results: ResultStores, clock: Callable[[], float], *,
-                 lease_seconds: float = LEASE_SECONDS) -> None:
+                 lease_seconds: float = LEASE_SECONDS, in_flight: int = IN_FLIGHT) -> None:
         self.app = app
         self.results = results
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self.feeder = BatchFeeder(results, self.publish, in_flight, kick=self.send_feed_task, clock=clock)
 
     def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
               source: str = "", on_invalid: str = ON_INVALID_RECORD, queue: str = QUEUE_BULK,
@@ -137,12 +140,12 @@ class BatchWriter:
                       batch_id: str | None = None, origin: str = ORIGIN_LIST) -> tuple[str, IdCheck]:
         """Start a batch; return its id and what validating its input found (``stage``, then ``publish_staged``).
 
-        Every ID is validated before any is enqueued; the input is streamed (spooled to a temporary file, never held
-        in memory); duplicates are dropped; all tasks go out over one connection. ``origin`` is ``list`` (any
-        producer) or ``sweep`` (only the worker's sweep, whose candidates are known open web messaging: their closes
-        skip the first read). ``on_invalid="record"`` records each invalid ID as an ``invalid_id`` item and still
-        closes the valid ones; ``"abort"`` raises InvalidBatch and enqueues nothing. An input that fails while
-        being read discards the batch (no half-made batch is left behind).
+        Every ID is validated before any is enqueued; the input is streamed (never held in memory) into the batch's
+        feed in Redis; duplicates are dropped; the first ``in_flight`` items are published, the rest as items end.
+        ``origin`` is ``list`` (any producer) or ``sweep`` (only the worker's sweep, whose candidates are known open
+        web messaging: their closes skip the first read). ``on_invalid="record"`` records each invalid ID as an
+        ``invalid_id`` item and still closes the valid ones; ``"abort"`` raises InvalidBatch and enqueues nothing.
+        An input that fails while being read discards the batch (no half-made batch is left behind).
 
         Every argument is checked before anything is written: an unknown ``on_invalid``, ``queue`` or ``origin``
         raises InvalidArgument, a ValueError (a batch whose items could never all be counted would wait forever),
@@ -156,10 +159,10 @@ class BatchWriter:
     def stage(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
               source: str = "", on_invalid: str = ON_INVALID_RECORD, queue: str = QUEUE_BULK,
               batch_id: str | None = None, origin: str = ORIGIN_LIST) -> StagedBatch:
-        """Validate and store a batch's items (state ``enqueuing``, ``total`` known, readable by its status) without
-        publishing any; ``publish_staged`` publishes them. The caller holds the returned batch's enqueue lease: if
-        it dies before ``publish_staged`` ends, the recovery publishes the items (``worker.enqueue_lease``).
-        Arguments are checked first (see ``start_checked``)."""
+        """Validate and store a batch's items (state ``enqueuing``, ``total`` known, readable by its status, the
+        valid IDs in its feed) without publishing any; ``publish_staged`` starts feeding them. The caller holds the
+        returned batch's enqueue lease: if it dies before ``publish_staged`` ends, the recovery starts feeding it
+        (``worker.enqueue_lease``). Arguments are checked first (see ``start_checked``)."""
         on_invalid = arguments.one_of("on_invalid", on_invalid, ON_INVALID)
         queue = arguments.one_of("queue", queue, QUEUES)
         origin = arguments.one_of("origin", origin, ORIGINS)
@@ -178,16 +181,15 @@ class BatchWriter:
             lease.release()
             raise BatchIdInUse(batch_id)
         self.results.batches.track_enqueuing(batch_id)
-        spool: IO[str] = tempfile.TemporaryFile("w+", encoding="ascii")  # noqa: SIM115 (closed by publish_staged)
+        self.feeder.prepare(batch_id)
 
         def give_up() -> None:
-            spool.close()
             self.results.batches.discard(batch_id)
             lease.release()
 
         try:
-            check = self._validate_into(spool, batch_id, conversation_ids,
-                                        record_invalid=on_invalid == ON_INVALID_RECORD, lease=lease)
+            check = self._validate_into(batch_id, conversation_ids, record_invalid=on_invalid == ON_INVALID_RECORD,
+                                        lease=lease)
             abort = bool(check.invalid) and on_invalid == ON_INVALID_ABORT
             if not abort:
                 self.results.batches.mark_staged(batch_id, check.valid + check.invalid)
@@ -197,23 +199,24 @@ class BatchWriter:
         if abort:
             give_up()
             raise InvalidBatch(check.invalid, check.samples)
-        spool.seek(0)
-        return StagedBatch(batch_id, check, options, queue, spool, lease)
+        return StagedBatch(batch_id, check, options, queue, lease)
 
     def publish_staged(self, staged: StagedBatch) -> int:
-        """Publish a staged batch's items and mark it enqueued; returns how many were published. Stops early (the
-        recovery finishes the batch) if the lease was lost; always closes the spool and releases the lease."""
+        """Mark a staged batch enqueued and feed its first items; returns how many were published. Does nothing
+        (the recovery finishes the batch) if the lease was lost; always releases the lease."""
         try:
-            ids = (line.strip() for line in staged.spool)
-            count = self.publish(staged.batch_id, ids, staged.options, staged.queue, lease=staged.lease)
-            if staged.lease.keep():
-                self.results.batches.mark_enqueued(staged.batch_id, staged.check.valid + staged.check.invalid)
-            return count
+            if not staged.lease.keep():
+                return 0
+            self.results.batches.mark_enqueued(staged.batch_id, staged.check.valid + staged.check.invalid)
+            return self.feeder.start(staged.batch_id)
         finally:
-            staged.spool.close()
             staged.lease.release()
 
-    def _validate_into(self, spool: IO[str], batch_id: str, raw_ids: Iterable[object], *,
+    def send_feed_task(self) -> None:
+        """Ask a worker to advance the fed batches (``BatchFeeder.advance_all``)."""
+        self.app.send_task(FEED_TASK_NAME, queue=QUEUE_INTERACTIVE, ignore_result=True)
+
+    def _validate_into(self, batch_id: str, raw_ids: Iterable[object], *,
                        record_invalid: bool, lease: EnqueueLease) -> IdCheck:
         check = IdCheck()
         chunk: list[str] = []
@@ -222,7 +225,7 @@ class BatchWriter:
             fresh = self.results.batches.add_members(batch_id, chunk)
             check.valid += len(fresh)
             check.duplicates += len(chunk) - len(fresh)
-            spool.writelines(f"{cid}\n" for cid in fresh)
+            self.feeder.append(batch_id, fresh)
             chunk.clear()
             lease.keep()
 
@@ -253,7 +256,8 @@ class BatchWriter:
     def publish(self, batch_id: str, conversation_ids: Iterable[str], options: dict[str, Any], queue: str, *,
                 lease: EnqueueLease | None = None) -> int:
         """Publish one close task per (already validated) ID, all over one broker connection; with ``lease``,
-        extend it as it goes and stop when it is lost (its new holder publishes the rest)."""
+        extend it as it goes and stop when it is lost (its new holder publishes the rest). A batch's items reach
+        this through its feeder, or as items already in flight (a batched check's next stage, a re-sent one)."""
         count = 0
         with self.app.producer_or_acquire() as producer:
             for conversation_id in conversation_ids:

@@ -19,6 +19,7 @@ from genesys_closer.config.settings import ProducerSettings, WorkerSettings
 from genesys_closer.worker.genesys.redis_connection import sentinel_options
 from genesys_closer.worker.names import (
     CHECKS_TASK_NAME,
+    FEED_TASK_NAME,
     QUEUE_DEFAULT,
     QUEUE_INTERACTIVE,
     QUEUES,
@@ -81,7 +82,7 @@ def producer_config(settings: ProducerSettings) -> dict[str, Any]:
                         for name in QUEUES],
         "task_routes": {TASK_NAME: {"queue": QUEUE_INTERACTIVE}, SWEEP_TASK_NAME: {"queue": QUEUE_DEFAULT},
                         REDRIVE_TASK_NAME: {"queue": QUEUE_INTERACTIVE},
-                        CHECKS_TASK_NAME: {"queue": QUEUE_INTERACTIVE}},
+                        CHECKS_TASK_NAME: {"queue": QUEUE_INTERACTIVE}, FEED_TASK_NAME: {"queue": QUEUE_INTERACTIVE}},
         "task_send_sent_event": True,
         "enable_utc": True,
     }

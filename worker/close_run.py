@@ -31,6 +31,7 @@ from genesys_closer.worker.closing.outcomes import (
     CloseResult,
     Outcome,
 )
+from genesys_closer.worker.feeder import BatchFeeder
 from genesys_closer.worker.genesys.errors import InvalidConversationId, RetryableError
 from genesys_closer.worker.genesys.http_policy import backoff_seconds
 from genesys_closer.worker.genesys.ids import parse_conversation_id
@@ -84,9 +85,11 @@ class CloseRunner:
 
     def __init__(self, settings: WorkerSettings, client: redis.Redis, closer: Closer, default_options: CloseOptions,
                  results: ResultStores, breaker: CircuitBreaker, *, clock: Callable[[], float] = time.time,
-                 checks: CheckQueue | None = None, trust: FleetTrust | None = None) -> None:
+                 checks: CheckQueue | None = None, trust: FleetTrust | None = None,
+                 feeder: BatchFeeder | None = None) -> None:
         self.trust = trust
         self.settings = settings
+        self.feeder = feeder
         self.redis = client
         self.closer = closer
         self.default_options = default_options
@@ -142,6 +145,8 @@ class CloseRunner:
                              error=str(exc)[:1000], batch_id=batch_id)
         self.results.rejected.add(result, context.task_id)
         self.results.pending.forget(context.task_id)
+        if batch_id is not None and self.feeder is not None:
+            self._feed(batch_id, result.conversation_id)
         log.warning("rejected close: %s", str(exc)[:1000], extra={"batch_id": batch_id})
         return result.as_dict()
 
@@ -329,6 +334,16 @@ class CloseRunner:
                         "correlation_id": exc.correlation_id})
         raise RetryLater(countdown, str(exc)) from None
 
+    def _feed(self, batch_id: str, ended: str) -> None:
+        """An item of a fed batch ended: it leaves the in-flight set and the batch's next item is fed. A failure here
+        belongs to the feed, not to this close (its outcome is recorded): the recovery check feeds again."""
+        assert self.feeder is not None
+        try:
+            self.feeder.refill(batch_id, [ended])
+        except Exception:  # Redis or the broker: logged, the recovery check refills
+            log.warning("feeding batch %s failed; the recovery check feeds it", batch_id, exc_info=True,
+                        extra={"batch_id": batch_id})
+
     def _update_breaker(self, result: CloseResult) -> None:
         """The breaker counts only evidence that the OAuth client itself is refused (401 after a refresh, a 403 for a
         permission it lacks everywhere), never a 403 for one conversation's division: that ends its item alone."""
@@ -347,6 +362,8 @@ class CloseRunner:
         self.guard.release(result.conversation_id, context.batch_id)  # after the record: the next close sees it
         if context.batch_id is None:
             self.results.pending.forget(context.task_id)
+        elif self.feeder is not None:
+            self._feed(context.batch_id, result.conversation_id)
         metrics.CLOSES.labels(result.outcome.value).inc()
         if result.confirm_seconds is not None:
             metrics.CONFIRM_LATENCY.observe(result.confirm_seconds)

@@ -22,6 +22,7 @@ from genesys_closer.worker.close_run import CloseRunner
 from genesys_closer.worker.closing.closer import Closer, ConfirmSettings, RetrySettings
 from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
 from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.worker.feeder import FEED_BUDGET_SECONDS, BatchFeeder
 from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Transport, TransportHooks
 from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from genesys_closer.worker.genesys.redis_connection import connect
@@ -100,6 +101,8 @@ class WorkerParts:
     close_runner: CloseRunner
     recovery: Recovery
     sweeps: SweepRunner
+    feeder: BatchFeeder
+    feed_budget_seconds: float
     checks: CheckPump | None = None
 
 
@@ -110,7 +113,8 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
     results = ResultStores.open(redis_client, settings.results_ttl_seconds, clock=clock)
     breaker = CircuitBreaker(redis_client, client_digest(client_id), settings.circuit_breaker_threshold,
                              settings.circuit_breaker_open_seconds)
-    batches = BatchWriter(app, results, clock, lease_seconds=settings.batch_enqueue_lease_seconds)
+    batches = BatchWriter(app, results, clock, lease_seconds=settings.batch_enqueue_lease_seconds,
+                          in_flight=settings.batch_in_flight)
     queue: CheckQueue | None = None
     if settings.batched_checks:
         def send_pump(countdown: float) -> None:
@@ -119,7 +123,7 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
         queue = CheckQueue(redis_client, CheckTiming.from_settings(settings), send_pump, clock)
     trust = FleetTrust(redis_client, settings.analytics_distrust_seconds, clock=clock)
     runner = CloseRunner(settings, redis_client, service.closer, service.default_options, results, breaker,
-                         clock=clock, checks=queue, trust=trust)
+                         clock=clock, checks=queue, trust=trust, feeder=batches.feeder)
     verifier = ConfirmVerifier(trust, service.client, service.closer.retrying, settings.analytics_verify_share)
     # A pump run stops at half the soft time limit: the limit's exception must never land inside a Redis call.
     pump = None if queue is None else CheckPump(queue, service.client, service.closer.retrying, batches,
@@ -133,6 +137,8 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
         close_runner=runner,
         checks=pump,
         recovery=Recovery(redis_client, results, batches, settings.batch_stall_seconds, checks=queue),
+        feeder=batches.feeder,
+        feed_budget_seconds=min(FEED_BUDGET_SECONDS, settings.task_soft_time_limit_seconds / 2),
         sweeps=SweepRunner(redis_client, service.client, service.closer.retrying, results, batches,
                            settings.sweep_time_limit_seconds + 60, clock=clock,
                            paging_cap=settings.sweep_paging_cap),

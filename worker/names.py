@@ -11,6 +11,7 @@ SWEEP_TASK_NAME = "worker.tasks.sweep"
 PROBE_TASK_NAME = "worker.tasks.health_probe"
 REDRIVE_TASK_NAME = "worker.tasks.redrive_stalled_batches"
 CHECKS_TASK_NAME = "worker.tasks.pump_batched_checks"
+FEED_TASK_NAME = "worker.tasks.feed_batches"
 
 QUEUE_INTERACTIVE = "interactive"
 QUEUE_DEFAULT = "celery"

@@ -13,9 +13,13 @@ at a time in the fleet:
 - **Stalled**: a batch with no progress for ``BATCH_STALL_SECONDS``, or a standalone close older than that, gets
   the same treatment.
 - **Enqueue interrupted**: a batch still ``enqueuing`` whose builder stopped extending its lease (an intake restart
-  mid-enqueue, a killed ``close_many``; see ``worker.enqueue_lease``) is taken over on the next check: its items
-  without an outcome that the broker does not hold are published and it is marked enqueued, or, if its items were
-  not all stored yet (nobody got its id), it is discarded.
+  mid-enqueue, a killed ``close_many``; see ``worker.enqueue_lease``) is taken over on the next check: it is marked
+  enqueued and fed (its items are all in its feed), or, if its items were not all stored yet (nobody got its id),
+  it is discarded.
+- **Fed batches** (``worker.feeder``): every check forgets counted items whose refill a killed worker never made,
+  refills every running batch up to its in-flight bound, and records an ended batch's items never fed. For a fed
+  batch, what "its items without an outcome" means above is its in-flight items: the ones not fed yet wait in
+  its feed, safe in Redis, and its cursor never moves back.
 
 "What the broker still holds" (queued or unacknowledged, see ``broker_scan``) is never re-sent, so the re-driven
 copies are only the lost ones; a copy that races a late original is harmless (in-flight lock, counted once).
@@ -49,6 +53,7 @@ MEMORY_WARNING = 0.8
 AFTERMATH_SECONDS = 60.0  # after a restart, orphaned deliveries are looked for on every check this long
 FRESH_DELIVERY_SECONDS = 5.0  # a delivery younger than this may not show in its worker's lists yet
 INSPECT_TIMEOUT_SECONDS = 1.0
+RECOVERY_FEED_SECONDS = 10.0  # a recovery check advances fed batches this long at most (the feed task goes on)
 
 
 def remember_redis_run_id(client: redis.Redis) -> None:
@@ -80,10 +85,11 @@ class RecoveryReport:
     checks_kicked: bool = False
     resumed: dict[str, int] = field(default_factory=dict)  # batches whose interrupted enqueue was finished
     discarded: list[str] = field(default_factory=list)  # batches whose builder died before storing every item
+    fed: int = 0  # items fed, or (an ended batch's) recorded without being fed
 
     def as_dict(self) -> dict[str, object]:
         return {"redis_restarted": self.redis_restarted, "restored": self.restored, "memory_used": self.memory_used,
-                "batches": dict(self.batches),
+                "batches": dict(self.batches), "fed": self.fed,
                 "standalone": self.standalone, "checks_kicked": self.checks_kicked, "resumed": dict(self.resumed),
                 "discarded": list(self.discarded)}
 
@@ -109,6 +115,7 @@ class Recovery:
             report.memory_used = check_redis_memory(self.redis)
             if self.checks is not None:
                 report.checks_kicked = self.checks.kick_if_overdue()
+            report.fed = sum(self.batches.feeder.advance_all(RECOVERY_FEED_SECONDS).values())
             report.redis_restarted = self._redis_restarted()
             if report.redis_restarted:
                 self.redis.set(KEYS.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))
@@ -157,14 +164,20 @@ class Recovery:
                 log.warning("batch %s: its builder died before storing every item; discarded (nobody got its id)",
                             batch_id, extra={"batch_id": batch_id})
                 return
-            missing = [cid for cid in self.results.batches.missing_items(batch_id) if (batch_id, cid) not in held]
-            count = self.batches.publish(batch_id, missing, json.loads(options or "{}"), queue or QUEUE_BULK,
-                                         lease=lease)
-            if lease.keep():
-                self.results.batches.mark_enqueued(batch_id, int(total))
+            if self.batches.feeder.has_feed(batch_id):
+                count = 0
+                if lease.keep():
+                    self.results.batches.mark_enqueued(batch_id, int(total))
+                    count = self.batches.feeder.start(batch_id)
+            else:  # a batch staged before batches were fed: every item it has not counted
+                missing = [cid for cid in self.results.batches.missing_items(batch_id) if (batch_id, cid) not in held]
+                count = self.batches.publish(batch_id, missing, json.loads(options or "{}"), queue or QUEUE_BULK,
+                                             lease=lease)
+                if lease.keep():
+                    self.results.batches.mark_enqueued(batch_id, int(total))
             report.resumed[batch_id] = count
-            log.warning("batch %s: its enqueue was interrupted; published the %d item(s) the broker did not hold",
-                        batch_id, count, extra={"batch_id": batch_id})
+            log.warning("batch %s: its enqueue was interrupted; published %d item(s)", batch_id, count,
+                        extra={"batch_id": batch_id})
         finally:
             lease.release()
 
@@ -207,7 +220,10 @@ class Recovery:
 
     def _redrive_batch(self, batch_id: str, held: set[tuple[str | None, str]], restarted: bool) -> int:
         options, queue = self.results.batches.fields(batch_id, "options", "queue")
-        missing = [cid for cid in self.results.batches.missing_items(batch_id) if (batch_id, cid) not in held]
+        feeder = self.batches.feeder
+        uncounted = (feeder.uncounted_in_flight(batch_id) if feeder.has_feed(batch_id)
+                     else self.results.batches.missing_items(batch_id))
+        missing = [cid for cid in uncounted if (batch_id, cid) not in held]
         count = self.batches.publish(batch_id, missing, json.loads(options or "{}"), queue or QUEUE_BULK)
         self.results.batches.mark_redriven(batch_id, count)
         if count:

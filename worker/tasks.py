@@ -19,6 +19,7 @@ from genesys_closer.worker.closing.outcomes import Outcome
 from genesys_closer.worker.factory import record_rejected, worker_parts
 from genesys_closer.worker.names import (
     CHECKS_TASK_NAME,
+    FEED_TASK_NAME,
     PROBE_TASK_NAME,
     QUEUE_INTERACTIVE,
     REDRIVE_TASK_NAME,
@@ -99,6 +100,18 @@ def pump_batched_checks() -> dict[str, object]:
     except SoftTimeLimitExceeded:
         _drop_redis_connections()
         return {"reads": 0, "stopped": "soft time limit"}
+
+
+@app.task(name=FEED_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
+def feed_batches() -> dict[str, object]:
+    """Advance every fed batch (see ``worker.feeder``): refill, and record an ended batch's items never fed. Holds a
+    fleet-wide lock; sent by a cancel, by an item of an ended batch, and run by the recovery check too."""
+    try:
+        parts = worker_parts()
+        return {"batches": parts.feeder.advance_all(parts.feed_budget_seconds)}
+    except SoftTimeLimitExceeded:
+        _drop_redis_connections()
+        return {"batches": {}, "stopped": "soft time limit"}
 
 
 def _drop_redis_connections() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.batches import BatchWriter
+from genesys_closer.worker.batches import IN_FLIGHT, BatchWriter
 from genesys_closer.worker.enqueue_lease import EnqueueLease
 from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.recovery import Recovery
@@ -64,7 +64,9 @@ def test_a_staged_batch_whose_publisher_died_is_published_by_the_recovery(redis_
     assert _recovery(redis_client, recovery_app).run().resumed == {}  # its builder holds the lease: left alone
     _expire_lease(redis_client, staged.batch_id)  # the builder died before publishing (no release)
     report = _recovery(redis_client, recovery_app).run()
-    assert report.resumed == {staged.batch_id: 1200} and sorted(recovery_app.sent) == sorted(ids)
+    # marked enqueued and fed: its first BATCH_IN_FLIGHT items go to the broker, the rest wait in its feed
+    assert report.resumed == {staged.batch_id: IN_FLIGHT} and recovery_app.sent == ids[:IN_FLIGHT]
+    assert redis_client.zcard(KEYS.batch_in_flight(staged.batch_id)) == IN_FLIGHT
     assert results.batches.status(staged.batch_id).state == "running"  # type: ignore[union-attr]
     assert results.batches.enqueuing() == []
     assert _recovery(redis_client, recovery_app).run().resumed == {}  # once
@@ -107,7 +109,7 @@ def test_a_batch_whose_builder_died_while_storing_is_discarded(redis_url: str, r
     report = _recovery(redis_client, app).run()
     assert report.discarded == [batch_id] and app.sent == []  # its caller never got the id: nothing runs
     assert results.batches.status(batch_id) is None and results.batches.enqueuing() == []
-    assert redis_client.exists(KEYS.batch_members(batch_id)) == 0
+    assert redis_client.exists(KEYS.batch_members(batch_id), KEYS.batch_feed(batch_id)) == 0
 
 
 def test_the_lease_is_extended_only_every_third_of_its_ttl(redis_client: redis.Redis) -> None:

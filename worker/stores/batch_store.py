@@ -148,9 +148,11 @@ class BatchStore:
 
     def discard(self, batch_id: str) -> None:
         self.redis.delete(self.keys.batch(batch_id), self.keys.batch_items(batch_id),
-                          self.keys.batch_members(batch_id))
+                          self.keys.batch_members(batch_id), self.keys.batch_feed(batch_id),
+                          self.keys.batch_in_flight(batch_id))
         self.redis.zrem(self.keys.batches, batch_id)
         self.redis.srem(self.keys.enqueuing, batch_id)
+        self.redis.srem(self.keys.feeding, batch_id)
 
     # -- its state ---------------------------------------------------------------------------------------------
     def cancel(self, batch_id: str, reason: str = "cancelled by operator") -> StateChange:

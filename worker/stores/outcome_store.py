@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -28,6 +29,18 @@ class OutcomeStore:
 
         A batch item's record is kept once, in its batch; the conversation's latest-outcome key then holds only a
         reference to it (``{"batch_id": ...}``), which keeps a batched close under 1 kB of Redis memory."""
+        keys, args = self._record_call(result, item_key)
+        return bool(self._record(keys=keys, args=args))
+
+    def record_many(self, results: list[CloseResult]) -> int:
+        """``record`` for several outcomes in one round trip; returns how many were counted now."""
+        pipe = self.redis.pipeline(transaction=False)
+        for result in results:
+            keys, args = self._record_call(result, None)
+            self._record(keys=keys, args=args, client=pipe)
+        return sum(1 for counted in pipe.execute() if counted)
+
+    def _record_call(self, result: CloseResult, item_key: str | None) -> tuple[list[str], list[Any]]:
         payload = json.dumps(result.stored(in_batch=bool(result.batch_id)), separators=(",", ":"))
         key = item_key or result.conversation_id
         if result.batch_id:
@@ -38,9 +51,7 @@ class OutcomeStore:
             keys = [self.keys.outcome(result.conversation_id), "", ""]
             latest = payload
         by_conversation = "0" if result.outcome is Outcome.INVALID_ID else "1"
-        counted = self._record(keys=keys, args=[key, payload, result.outcome.value, self.retention,
-                                                repr(self.clock()), by_conversation, latest])
-        return bool(counted)
+        return keys, [key, payload, result.outcome.value, self.retention, repr(self.clock()), by_conversation, latest]
 
     def latest(self, conversation_id: str) -> CloseResult | None:
         """The latest outcome recorded for a conversation (following a batch item's reference)."""
