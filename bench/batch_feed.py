@@ -18,7 +18,7 @@ import redis
 from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.stack import RedisServer
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.broker_scan import held_closes
+from genesys_closer.worker.recovery.broker_scan import held_closes
 
 IDS = 100_000
 

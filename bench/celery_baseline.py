@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery
 
 from genesys_closer.config.settings import get_worker_settings
-from genesys_closer.worker.celery_config import worker_config
+from genesys_closer.shared.celery_config import worker_config
 from genesys_closer.worker.factory import Service, build_service
 from genesys_closer.worker.genesys.errors import RetryableError
 

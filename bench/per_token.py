@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from genesys_closer.worker.batches import ORIGIN_LIST, ORIGIN_SWEEP
+from genesys_closer.shared.batches import ORIGIN_LIST, ORIGIN_SWEEP
 
 if TYPE_CHECKING:
     from bench.run import Bench, Run

@@ -54,7 +54,7 @@ from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.emulator.stack import CeleryWorker, EmulatorProcess, RedisServer, closer_env, start_workers
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.batches import ORIGIN_LIST, ORIGIN_SWEEP
+from genesys_closer.shared.batches import ORIGIN_LIST, ORIGIN_SWEEP
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -321,7 +321,7 @@ from bench.per_token import TokenRow
 from bench.per_token import measure as measure_per_token
 from bench.per_token import table as per_token_table
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.batches import ORIGIN_LIST, ORIGIN_SWEEP
+from genesys_closer.shared.batches import ORIGIN_LIST, ORIGIN_SWEEP
 mode, count, url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 client = CloseClient(load_producer_settings(redis_url=url))
 ids = (str(uuid.uuid4()) for _ in range(count))

@@ -2,8 +2,8 @@
 
     CloserError                      base of every error genesys-closer raises
      ├── ConfigError                 invalid configuration (names the variable)      config.errors
-     ├── InvalidArgument (ValueError) an API argument it does not take               worker.arguments
-     │    └── BatchIdInUse           close_many(batch_id=) of an existing batch       worker.batches
+     ├── InvalidArgument (ValueError) an API argument it does not take               shared.arguments
+     │    └── BatchIdInUse           close_many(batch_id=) of an existing batch       shared.batches
      ├── InvalidId                   an ID that is not a UUID                         worker.genesys.errors
      │    └── InvalidConversationId  a conversation ID, rejected before any URL is built
      └── GenesysError                an HTTP exchange with Genesys Cloud failed       worker.genesys.errors

@@ -2,7 +2,7 @@
 
 All keys start with ``genesys-closer:``. Per-client keys use a digest of the OAuth client id (client ids stay out of
 key names). Batch ids and conversation ids are validated before they reach a key
-(``worker.stores.batch_store.is_batch_id``, ``worker.genesys.ids.parse_conversation_id``), so no caller can build a
+(``shared.stores.batch_store.is_batch_id``, ``shared.ids.parse_conversation_id``), so no caller can build a
 key outside its own namespace.
 """
 
@@ -46,11 +46,11 @@ class RedisKeys:
         return f"{self.prefix}:replication-mark"
 
     def batch_enqueuer(self, batch_id: str) -> str:
-        """The lease of whoever is storing or publishing the batch's items (see ``worker.enqueue_lease``)."""
+        """The lease of whoever is storing or publishing the batch's items (see ``shared.enqueue_lease``)."""
         return f"{self.batch(batch_id)}:enqueuer"
 
     def batch_feed(self, batch_id: str) -> str:
-        """The batch's valid IDs not yet handed to the broker, fixed-width, in input order (``worker.feeder``)."""
+        """The batch's valid IDs not yet handed to the broker, fixed-width, in input order (``shared.feeder``)."""
         return f"{self.batch(batch_id)}:feed"
 
     def batch_in_flight(self, batch_id: str) -> str:
@@ -107,7 +107,7 @@ class RedisKeys:
 
     @property
     def analytics_trust(self) -> str:
-        """Hash set while the fleet distrusts analytics confirmations (``worker.analytics_trust``)."""
+        """Hash set while the fleet distrusts analytics confirmations (``worker.checks.analytics_trust``)."""
         return f"{self.prefix}:analytics-trust"
 
     # -- fleet jobs --------------------------------------------------------------------------------------------

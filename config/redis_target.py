@@ -3,8 +3,8 @@
 ``REDIS_URL`` always gives the data server's credentials and database (``redis://[user:]password@host:port/db``).
 With ``REDIS_SENTINELS`` set, the host and port of ``REDIS_URL`` are not used: the sentinels name the current
 master of ``REDIS_SENTINEL_MASTER``, and every client (the broker, the result backend, the product's own state)
-asks them again after a failover. Pure values here; the clients are built in ``worker.genesys.redis_connection``
-(redis-py) and ``worker.celery_config`` (kombu and Celery).
+asks them again after a failover. Pure values here; the clients are built in ``shared.redis_connection``
+(redis-py) and ``shared.celery_config`` (kombu and Celery).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def check(
     Example: genesys-closer check --env-file .env
     """
     try:  # the [worker] extra; loaded here so that the other commands run with the [cli] extra alone
-        from genesys_closer.worker.readiness import ready, run_checks
+        from genesys_closer.worker.ops.readiness import ready, run_checks
     except ModuleNotFoundError as exc:
         raise ConfigError(f"genesys-closer check drives the worker's Genesys client, which needs {exc.name}: "
                           "pip install 'genesys-closer[cli,worker]'") from exc

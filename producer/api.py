@@ -24,18 +24,18 @@ from celery.result import AsyncResult
 
 from genesys_closer.config.errors import CloserError
 from genesys_closer.config.settings import ClosePolicy, ProducerSettings, get_producer_settings
-from genesys_closer.worker import arguments
-from genesys_closer.worker.arguments import InvalidArgument
-from genesys_closer.worker.batches import BatchIdInUse, BatchWriter, IdCheck, InvalidBatch, check_ids
-from genesys_closer.worker.celery_config import producer_app
-from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.outcomes import CloseResult
-from genesys_closer.worker.closing.sweep_filters import SweepFilters
-from genesys_closer.worker.genesys.ids import parse_conversation_id
-from genesys_closer.worker.genesys.redis_connection import await_replicas, connect
-from genesys_closer.worker.names import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES, SWEEP_TASK_NAME, TASK_NAME
-from genesys_closer.worker.stores import ResultStores
-from genesys_closer.worker.stores.batch_store import BatchStatus, is_batch_id
+from genesys_closer.shared import arguments
+from genesys_closer.shared.arguments import InvalidArgument
+from genesys_closer.shared.batches import BatchIdInUse, BatchWriter, IdCheck, InvalidBatch, check_ids
+from genesys_closer.shared.celery_config import producer_app
+from genesys_closer.shared.ids import parse_conversation_id
+from genesys_closer.shared.names import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES, SWEEP_TASK_NAME, TASK_NAME
+from genesys_closer.shared.options import CloseOptions
+from genesys_closer.shared.outcomes import CloseResult
+from genesys_closer.shared.redis_connection import await_replicas, connect
+from genesys_closer.shared.stores import ResultStores
+from genesys_closer.shared.stores.batch_store import BatchStatus, is_batch_id
+from genesys_closer.shared.sweep_filters import SweepFilters
 
 __all__ = [
     "Batch",
@@ -167,7 +167,7 @@ class CloseClient:
     def send_close(self, conversation_id: object, options: dict[str, Any] | None = None, *,
                    countdown: float | None = None, queue: str = QUEUE_INTERACTIVE, **send_options: Any) -> str:
         """Validate and enqueue one standalone close; returns its task id. The close is tracked until its outcome is
-        recorded, so a message the broker loses is sent again (``worker.recovery``)."""
+        recorded, so a message the broker loses is sent again (``worker.recovery.redrive``)."""
         canonical = parse_conversation_id(conversation_id)
         kwargs = validate_options(options)
         queue = arguments.one_of("queue", queue, QUEUES)
@@ -224,7 +224,7 @@ class CloseClient:
                    queue: str = QUEUE_BULK, batch_id: str | None = None) -> Batch:
         """Start a batch (see ``BatchWriter.start_checked``): every ID is validated before any is enqueued, the input
         is streamed into Redis, duplicates are dropped; the items are fed to the broker ``BATCH_IN_FLIGHT`` at a
-        time (``worker.feeder``).
+        time (``shared.feeder``).
 
         ``on_invalid`` is ``"record"`` (invalid IDs become ``invalid_id`` items) or ``"abort"`` (InvalidBatch, nothing
         enqueued); ``queue`` one of the worker queues; ``batch_id`` (optional, 32 hex digits) must not be in use

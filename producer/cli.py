@@ -24,9 +24,9 @@ from genesys_closer.producer.api import Batch, BatchNotFound, CloseClient
 from genesys_closer.producer.display import cell, inert, json_line
 from genesys_closer.producer.export import write_csv, write_jsonl
 from genesys_closer.producer.inputs import FORMATS, InputError, read_ids
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from genesys_closer.worker.genesys.errors import InvalidConversationId
-from genesys_closer.worker.stores.batch_store import BatchStatus
+from genesys_closer.shared.ids import InvalidConversationId
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.stores.batch_store import BatchStatus
 
 EXIT_OK = 0
 EXIT_NOT_ALL_SUCCEEDED = 1
@@ -575,7 +575,7 @@ def serve(
     from genesys_closer.config.settings import load_intake_settings
     from genesys_closer.producer.intake import ENV_FILE_VARIABLE, MULTIPROCESS_DIR_VARIABLE, create_app
     from genesys_closer.producer.intake_http import uvicorn_options
-    from genesys_closer.worker.logging_setup import configure_logging
+    from genesys_closer.shared.logging_setup import configure_logging
 
     state = _state(ctx)
     overrides: dict[str, Any] = {}

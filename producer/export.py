@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO
 
-from genesys_closer.worker.closing.outcomes import CloseResult
+from genesys_closer.shared.outcomes import CloseResult
 
 CSV_COLUMNS = ("conversation_id", "outcome", "attempts", "api_calls", "started_at", "finished_at", "action",
                "confirmed_by", "wrapups_applied", "wrapups_pending", "http_status", "error_code", "error",

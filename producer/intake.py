@@ -45,13 +45,12 @@ from genesys_closer.producer.export import csv_lines, jsonl_lines
 from genesys_closer.producer.idempotency import Claim, IdempotencyKeys, fingerprint, is_valid_key
 from genesys_closer.producer.inputs import InputError, read_ids
 from genesys_closer.producer.intake_http import BodyGuard, RequestIdAndMetrics, error_response
-from genesys_closer.worker.batches import BatchWriter, StagedBatch
-from genesys_closer.worker.closing.outcomes import CloseResult
-from genesys_closer.worker.genesys.errors import InvalidConversationId
-from genesys_closer.worker.genesys.ids import parse_conversation_id
-from genesys_closer.worker.genesys.rate_limit import RedisRateLimiter
-from genesys_closer.worker.logging_setup import configure_logging
-from genesys_closer.worker.stores.batch_store import is_batch_id
+from genesys_closer.shared.batches import BatchWriter, StagedBatch
+from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
+from genesys_closer.shared.logging_setup import configure_logging
+from genesys_closer.shared.outcomes import CloseResult
+from genesys_closer.shared.rate_limit import RedisRateLimiter
+from genesys_closer.shared.stores.batch_store import is_batch_id
 
 log = logging.getLogger("genesys_closer.intake")
 MAX_REPORTED_INVALID = 20
@@ -198,7 +197,7 @@ class BackgroundEnqueue:
     """Publishes staged batches from threads of this process, at most ``limit`` at a time (a slot is reserved
     before the upload is validated, so a full intake says 503 before it stores anything; a replayed upload needs
     none). A batch whose thread dies with the process is finished by the recovery check
-    (``worker.enqueue_lease``)."""
+    (``shared.enqueue_lease``)."""
 
     def __init__(self, writer: BatchWriter, limit: int, gauge: Gauge) -> None:
         self.writer = writer

@@ -12,8 +12,8 @@ import redis
 from genesys_closer.config import WorkerSettings, load_worker_settings
 from genesys_closer.emulator import EmulatorConfig, EmulatorServer, start_in_thread
 from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.shared.names import QUEUES
 from genesys_closer.worker.factory import Service, build_service
-from genesys_closer.worker.names import QUEUES
 from tests.services import CeleryWorker, RedisServer
 
 
@@ -128,7 +128,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> redis.Redis:
-    from genesys_closer.worker.genesys.redis_connection import connect
+    from genesys_closer.shared.redis_connection import connect
 
     return connect(redis_url)
 

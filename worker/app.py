@@ -20,9 +20,9 @@ from celery.utils.nodenames import worker_direct
 
 from genesys_closer.config.errors import ConfigError
 from genesys_closer.config.settings import WorkerSettings, get_worker_settings
-from genesys_closer.worker import reconnect_fixes
-from genesys_closer.worker.celery_config import APP_NAME, worker_config
-from genesys_closer.worker.logging_setup import configure_logging
+from genesys_closer.shared.celery_config import APP_NAME, worker_config
+from genesys_closer.shared.logging_setup import configure_logging
+from genesys_closer.worker.broker import reconnect_fixes
 
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
 TASKS_MODULE = "genesys_closer.worker.tasks"
@@ -59,7 +59,7 @@ def _configuration() -> dict[str, Any]:
 def build_app() -> Celery:
     """The worker app; its configuration is read from the settings when Celery first needs it. Workers, beat, Flower
     and the liveness probe run on it, with three reconnection defects of kombu, Celery and billiard fixed
-    (``worker.reconnect_fixes``)."""
+    (``worker.broker.reconnect_fixes``)."""
     reconnect_fixes.apply()
     app = Celery(APP_NAME, include=[TASKS_MODULE])
     app.add_defaults(_configuration)
@@ -98,12 +98,12 @@ def _direct_queue_first(sender: str, instance: Any, **_: Any) -> None:
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _on_ready(**_: Any) -> None:
     settings = _settings()
-    from genesys_closer.worker.genesys.redis_connection import connect
-    from genesys_closer.worker.recovery import remember_redis_run_id
+    from genesys_closer.shared.redis_connection import connect
+    from genesys_closer.worker.recovery.redrive import remember_redis_run_id
 
     remember_redis_run_id(connect(settings.redis_target))
     if settings.metrics_port:
-        from genesys_closer.worker import metrics
+        from genesys_closer.worker.ops import metrics
 
         metrics.serve(settings.metrics_port)
 
@@ -111,7 +111,7 @@ def _on_ready(**_: Any) -> None:
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _metrics_process_exited(pid: int | None = None, **_: Any) -> None:
     if _settings().metrics_port:
-        from genesys_closer.worker import metrics
+        from genesys_closer.worker.ops import metrics
 
         metrics.process_exited(pid or os.getpid())
 

@@ -14,26 +14,26 @@ from celery import Celery
 
 from genesys_closer.config.redis_keys import client_digest
 from genesys_closer.config.settings import WorkerSettings, get_worker_settings
-from genesys_closer.worker.analytics_trust import ConfirmVerifier, FleetTrust
-from genesys_closer.worker.batched_checks import PUMP_BUDGET_SECONDS, CheckPump, CheckQueue
-from genesys_closer.worker.batches import BatchWriter
-from genesys_closer.worker.breaker import CircuitBreaker
-from genesys_closer.worker.close_run import CloseRunner
+from genesys_closer.shared.batches import BatchWriter
+from genesys_closer.shared.feeder import FEED_BUDGET_SECONDS, BatchFeeder
+from genesys_closer.shared.names import CHECKS_TASK_NAME, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
+from genesys_closer.shared.options import CloseOptions, OptionLimits
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from genesys_closer.shared.redis_connection import connect
+from genesys_closer.shared.stores import ResultStores
+from genesys_closer.shared.stores.batch_store import is_batch_id
+from genesys_closer.worker.broker.message_bounds import CLOSE_BOUNDS, SWEEP_BOUNDS, Bounds
+from genesys_closer.worker.checks.analytics_trust import ConfirmVerifier, FleetTrust
+from genesys_closer.worker.checks.batched_checks import PUMP_BUDGET_SECONDS, CheckPump, CheckQueue
+from genesys_closer.worker.checks.item_lifecycle import CheckTiming
 from genesys_closer.worker.closing.closer import Closer, ConfirmSettings, RetrySettings
-from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from genesys_closer.worker.feeder import FEED_BUDGET_SECONDS, BatchFeeder
 from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Transport, TransportHooks
-from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
-from genesys_closer.worker.genesys.redis_connection import connect
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
-from genesys_closer.worker.item_lifecycle import CheckTiming
-from genesys_closer.worker.message_bounds import CLOSE_BOUNDS, SWEEP_BOUNDS, Bounds
-from genesys_closer.worker.names import CHECKS_TASK_NAME, QUEUE_INTERACTIVE, SWEEP_TASK_NAME, TASK_NAME
-from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.stores import ResultStores
-from genesys_closer.worker.stores.batch_store import is_batch_id
-from genesys_closer.worker.sweep_run import SweepRunner
+from genesys_closer.worker.recovery.redrive import Recovery
+from genesys_closer.worker.running.breaker import CircuitBreaker
+from genesys_closer.worker.running.close_run import CloseRunner
+from genesys_closer.worker.sweeps.sweep_run import SweepRunner
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Service:
 
 
 def metric_hooks() -> TransportHooks:
-    from genesys_closer.worker import metrics
+    from genesys_closer.worker.ops import metrics
 
     return TransportHooks(on_reply=metrics.on_reply, on_transport_error=metrics.on_transport_error,
                           on_limiter_wait=metrics.on_limiter_wait, on_pause=metrics.on_pause)
@@ -57,7 +57,7 @@ def metric_hooks() -> TransportHooks:
 def build_service(settings: WorkerSettings, redis_client: redis.Redis | None = None,
                   hooks: TransportHooks | None = None) -> Service:
     """Build the closer. With ``redis_client`` the token and the rate limit are shared by the fleet."""
-    from genesys_closer.worker import metrics
+    from genesys_closer.worker.ops import metrics
 
     client_id, secret = settings.require_credentials()
     limiter: RateLimiter

@@ -13,11 +13,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_revoked
 
-from genesys_closer.worker.app import app
-from genesys_closer.worker.close_run import RetryLater, TaskContext
-from genesys_closer.worker.closing.outcomes import Outcome
-from genesys_closer.worker.factory import record_rejected, worker_parts
-from genesys_closer.worker.names import (
+from genesys_closer.shared.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
     PROBE_TASK_NAME,
@@ -26,9 +22,13 @@ from genesys_closer.worker.names import (
     SWEEP_TASK_NAME,
     TASK_NAME,
 )
+from genesys_closer.shared.outcomes import Outcome
+from genesys_closer.worker.app import app
+from genesys_closer.worker.factory import record_rejected, worker_parts
+from genesys_closer.worker.running.close_run import RetryLater, TaskContext
 
 GUARDED: dict[str, Any] = {
-    "Strategy": "genesys_closer.worker.message_bounds:bounded_strategy",  # every message is bounded first
+    "Strategy": "genesys_closer.worker.broker.message_bounds:bounded_strategy",  # every message is bounded first
 }
 
 
@@ -86,13 +86,13 @@ def health_probe() -> dict[str, Any]:
 @app.task(name=REDRIVE_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
 def redrive_stalled_batches() -> dict[str, object]:
     """Re-send what the broker lost: everything in flight after a Redis restart, stalled batches and standalone
-    closes after BATCH_STALL_SECONDS (see ``worker.recovery``)."""
+    closes after BATCH_STALL_SECONDS (see ``worker.recovery.redrive``)."""
     return worker_parts().recovery.run().as_dict()
 
 
 @app.task(name=CHECKS_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
 def pump_batched_checks() -> dict[str, object]:
-    """Make the batched pre-check and confirmation reads that are due (see ``worker.batched_checks``). Holds a
+    """Make the batched pre-check and confirmation reads that are due (see ``worker.checks.batched_checks``). Holds a
     fleet-wide lock; a lost pump is sent again by the next item or by the recovery check."""
     pump = worker_parts().checks
     try:
@@ -104,7 +104,7 @@ def pump_batched_checks() -> dict[str, object]:
 
 @app.task(name=FEED_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
 def feed_batches() -> dict[str, object]:
-    """Advance every fed batch (see ``worker.feeder``): refill, and record an ended batch's items never fed. Holds a
+    """Advance every fed batch (see ``shared.feeder``): refill, and record an ended batch's items never fed. Holds a
     fleet-wide lock; sent by a cancel, by an item of an ended batch, and run by the recovery check too."""
     try:
         parts = worker_parts()

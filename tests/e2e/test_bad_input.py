@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from genesys_closer.producer.api import CloseClient, InvalidBatch
-from genesys_closer.worker.genesys.errors import InvalidConversationId
+from genesys_closer.shared.ids import InvalidConversationId
 from tests.hostile_input import HOSTILE
 
 

@@ -15,9 +15,9 @@ from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.broker_scan import held_closes
+from genesys_closer.worker.recovery.broker_scan import held_closes
+from tests.chaos.test_chaos import SCALED, lost_items, report
 from tests.e2e.conftest import StartWorkers
-from tests.e2e.test_chaos import SCALED, lost_items, report
 from tests.services import BeatProcess, RedisServer, worker_env
 from tests.waiting import wait_until
 

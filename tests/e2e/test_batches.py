@@ -9,7 +9,7 @@ import pytest
 from genesys_closer.emulator import EmulatorConfig
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.closing.outcomes import Outcome
+from genesys_closer.shared.outcomes import Outcome
 from tests.e2e.conftest import StartWorkers
 from tests.waiting import max_in_window, wait_until
 

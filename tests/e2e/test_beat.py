@@ -12,7 +12,7 @@ import redis
 from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.names import SWEEP_TASK_NAME
+from genesys_closer.shared.names import SWEEP_TASK_NAME
 from tests.e2e.conftest import StartWorkers
 from tests.services import worker_env
 

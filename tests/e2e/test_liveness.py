@@ -1,4 +1,4 @@
-"""The liveness probe (``python -m genesys_closer.worker.health``) against real workers, beat and Redis.
+"""The liveness probe (``python -m genesys_closer.worker.ops.health``) against real workers, beat and Redis.
 
 It must tell a busy, healthy worker (a batch's items queued behind it) from one that is up, answers remote control,
 and no longer consumes; it must not blame a worker for Redis being away; and it checks beat by its schedule.
@@ -18,15 +18,15 @@ from genesys_closer.config import ProducerSettings
 from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.celery_config import producer_app
-from genesys_closer.worker.names import QUEUES
+from genesys_closer.shared.celery_config import producer_app
+from genesys_closer.shared.names import QUEUES
 from tests.e2e.conftest import StartWorkers
 from tests.services import BeatProcess, free_port, worker_env
 from tests.waiting import wait_until
 
 
 def health(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "genesys_closer.worker.health", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "genesys_closer.worker.ops.health", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -37,7 +37,8 @@ def test_liveness_probe_fails_when_the_worker_stops_consuming(start: StartWorker
                                                                emulator: EmulatorServer) -> None:
     [worker] = start(1, concurrency=1)
     env = worker_env(redis_url, emulator.base_url)
-    command = [sys.executable, "-m", "genesys_closer.worker.health", "--hostname", worker.hostname, "--timeout", "5"]
+    command = [sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
+               "--timeout", "5"]
     healthy = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert worker.process is not None
@@ -83,7 +84,7 @@ def test_no_secret_or_token_anywhere_after_a_debug_batch(start: StartWorkers, ad
     "redis://:hunter22@redis:6379/0", "client_secret=demo-secret",
 ])
 def test_redactor_patterns(secret_line: str) -> None:
-    from genesys_closer.worker.logging_setup import Redactor
+    from genesys_closer.shared.logging_setup import Redactor
 
     cleaned = Redactor(["demo-secret"])(secret_line)
     assert "abcdefghijkl" not in cleaned and "hunter22" not in cleaned and "demo-secret" not in cleaned

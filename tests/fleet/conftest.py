@@ -17,7 +17,7 @@ from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer import cli as cli_module
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.genesys.redis_connection import connect
+from genesys_closer.shared.redis_connection import connect
 from tests.conftest import Fleet
 from tests.services import worker_env
 

@@ -13,8 +13,8 @@ import pytest
 from genesys_closer.config import load_worker_settings
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.closing.outcomes import CloseResult
-from genesys_closer.worker.readiness import trust_check
+from genesys_closer.shared.outcomes import CloseResult
+from genesys_closer.worker.ops.readiness import trust_check
 from tests.conftest import Fleet
 from tests.fleet.test_batched_checks import assert_live_agrees
 

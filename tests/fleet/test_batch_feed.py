@@ -1,5 +1,5 @@
 """A batch larger than its in-flight bound, on the shared fleet: it is fed as its items end, never holds more than
-its bound in flight or in the broker, and every item ends once (``worker.feeder``)."""
+its bound in flight or in the broker, and every item ends once (``shared.feeder``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from genesys_closer.config import ProducerSettings
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.broker_scan import held_closes
+from genesys_closer.worker.recovery.broker_scan import held_closes
 
 BOUND = 20
 ITEMS = 200

@@ -10,7 +10,7 @@ import pytest
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.emulator.model import KINDS
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.closing.outcomes import CloseResult
+from genesys_closer.shared.outcomes import CloseResult
 
 # What each emulator kind ends as (the fleet's CLOSE_POLICY is fail, restricted conversations answer 403).
 EXPECTED = {

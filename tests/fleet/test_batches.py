@@ -9,8 +9,8 @@ import redis
 from genesys_closer.config.redis_keys import KEYS, client_digest
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.closing.outcomes import Outcome
-from genesys_closer.worker.stores.batch_store import BatchStatus
+from genesys_closer.shared.outcomes import Outcome
+from genesys_closer.shared.stores.batch_store import BatchStatus
 from tests.waiting import wait_until
 
 

@@ -13,7 +13,7 @@ from celery import Celery
 
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.names import TASK_NAME
+from genesys_closer.shared.names import TASK_NAME
 from tests.fleet.conftest import cli
 from tests.waiting import wait_until
 

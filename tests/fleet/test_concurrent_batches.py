@@ -3,7 +3,8 @@ of the same 200 ids PATCHed 23 conversations twice; the second PATCH got 409).
 
 Both batches take the batched path (analytics pre-check, then a PATCH task): both pre-checks can see a
 conversation open, and the in-flight lock alone serialises the two PATCH tasks without stopping the second. The
-fresh look after the lock (``worker.patch_guard``) sees the other batch's PATCH and waits for its outcome instead.
+fresh look after the lock (``worker.running.patch_guard``) sees the other batch's PATCH and waits for its outcome
+instead.
 A direct-path close (a standalone ``.delay()``) racing a batch item is checked the same way.
 """
 

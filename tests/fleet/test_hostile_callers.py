@@ -15,8 +15,8 @@ from celery import Celery
 
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.closing.outcomes import Outcome
-from genesys_closer.worker.names import QUEUE_INTERACTIVE, TASK_NAME
+from genesys_closer.shared.names import QUEUE_INTERACTIVE, TASK_NAME
+from genesys_closer.shared.outcomes import Outcome
 from tests.conftest import Fleet
 from tests.fleet.conftest import cli
 from tests.waiting import wait_until
@@ -33,7 +33,7 @@ def rejected_task_ids(client: CloseClient) -> set[str]:
 def probe(fleet: Fleet) -> list[int]:
     codes = []
     for worker in fleet.workers:
-        run = subprocess.run([sys.executable, "-m", "genesys_closer.worker.health", "--hostname", worker.hostname,
+        run = subprocess.run([sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
                               "--timeout", "15"], env={**os.environ, "REDIS_URL": fleet.redis_url},
                              capture_output=True, text=True, timeout=60, check=False)
         codes.append(run.returncode)

@@ -24,12 +24,12 @@ import requests
 
 from genesys_closer.config import load_producer_settings
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.batches import BatchWriter
-from genesys_closer.worker.broker_scan import held_closes
-from genesys_closer.worker.celery_config import producer_app
-from genesys_closer.worker.genesys.redis_connection import text
-from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.stores import ResultStores
+from genesys_closer.shared.batches import BatchWriter
+from genesys_closer.shared.celery_config import producer_app
+from genesys_closer.shared.redis_connection import text
+from genesys_closer.shared.stores import ResultStores
+from genesys_closer.worker.recovery.broker_scan import held_closes
+from genesys_closer.worker.recovery.redrive import Recovery
 from tests.conftest import Fleet
 from tests.fleet.intake_server import TOKEN_A, TOKEN_B, Intake, running_intake
 from tests.waiting import wait_until

@@ -12,8 +12,8 @@ import redis
 from genesys_closer.config.redis_keys import KEYS, client_digest
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.batches import ORIGIN_SWEEP
-from genesys_closer.worker.closing.outcomes import Outcome
+from genesys_closer.shared.batches import ORIGIN_SWEEP
+from genesys_closer.shared.outcomes import Outcome
 from tests.fleet.conftest import cli
 
 

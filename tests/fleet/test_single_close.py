@@ -10,7 +10,7 @@ from celery import Celery
 
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.shared.outcomes import CloseResult, Outcome
 
 
 def test_delay_from_an_app_with_the_package(admin: EmulatorAdmin, client: CloseClient,

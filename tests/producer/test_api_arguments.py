@@ -24,9 +24,9 @@ from genesys_closer.producer.api import (
     close_conversation,
     default_client,
 )
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from genesys_closer.worker.names import QUEUES
-from genesys_closer.worker.stores.batch_state import BatchState
+from genesys_closer.shared.names import QUEUES
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.stores.batch_state import BatchState
 
 CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
 OTHER = "00000000-0000-4000-8000-000000000001"

@@ -11,7 +11,7 @@ import redis
 
 from genesys_closer.config import load_producer_settings
 from genesys_closer.producer.api import BatchIdInUse, CloseClient
-from genesys_closer.worker.stores.batch_state import BatchState
+from genesys_closer.shared.stores.batch_state import BatchState
 from tests.conftest import Fleet
 from tests.services import worker_env
 

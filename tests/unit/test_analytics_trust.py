@@ -9,7 +9,7 @@ import time
 import pytest
 
 from genesys_closer.emulator.model import KINDS, build_conversation, render_analytics, shown_ended
-from genesys_closer.worker.analytics_trust import TrustMode, Verdict, pick_sample, sample_size, settle
+from genesys_closer.worker.checks.analytics_trust import TrustMode, Verdict, pick_sample, sample_size, settle
 from genesys_closer.worker.closing.analytics_state import ConfirmStep, PrecheckStep, confirm_step, precheck_step
 
 OPEN_WEB = {"webmessaging", "queued", "bot", "customer_left", "parked", "stuck", "restricted"}

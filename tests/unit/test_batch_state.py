@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from genesys_closer.worker.stores.batch_state import FINAL_STATES, BatchEvent, BatchState, lua_table, next_state
+from genesys_closer.shared.stores.batch_state import FINAL_STATES, BatchEvent, BatchState, lua_table, next_state
 
 E, R, F, C, S = (BatchState.ENQUEUING, BatchState.RUNNING, BatchState.FINISHED, BatchState.CANCELLED,
                  BatchState.STOPPED)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from genesys_closer.shared.outcomes import CloseResult, Outcome
 from genesys_closer.worker.closing.closer import CloseOptions, Closer, ConfirmSettings, RetrySettings
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.errors import BadRequest, ServerError, TransportError
 
 CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"

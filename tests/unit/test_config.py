@@ -103,7 +103,7 @@ SENTINEL = {"redis_url": "redis://:pw@genesys-closer/2", "redis_sentinels": "10.
 
 
 def test_plain_redis_url_needs_no_sentinel_setting() -> None:
-    from genesys_closer.worker.celery_config import producer_config
+    from genesys_closer.shared.celery_config import producer_config
 
     settings = load_settings(redis_url="redis://:pw@redis:6379/0")
     assert not settings.redis_target.uses_sentinel
@@ -113,7 +113,7 @@ def test_plain_redis_url_needs_no_sentinel_setting() -> None:
 
 
 def test_sentinel_settings_reach_broker_and_backend() -> None:
-    from genesys_closer.worker.celery_config import producer_config
+    from genesys_closer.shared.celery_config import producer_config
 
     settings = load_settings(**SENTINEL, redis_sentinel_password="sentinel-secret")
     target = settings.redis_target

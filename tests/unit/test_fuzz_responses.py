@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
 
 from genesys_closer.config.errors import CloserError
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.rate_limit import InMemoryRateLimiter
 from genesys_closer.worker.closing.closer import CloseOptions, Closer, ConfirmSettings, RetrySettings
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
 from genesys_closer.worker.genesys.client import GenesysClient, Transport
 from genesys_closer.worker.genesys.errors import PermanentError, RetryableError, ServerError, TransportError
-from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, TokenGrant
 
 CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"

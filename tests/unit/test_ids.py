@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from genesys_closer.config.errors import CloserError
-from genesys_closer.worker.genesys.errors import InvalidConversationId
-from genesys_closer.worker.genesys.ids import parse_conversation_id
+from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
 
 GOOD = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
 

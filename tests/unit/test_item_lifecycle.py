@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.outcomes import CONFIRMED_BY_ANALYTICS, CONFIRMED_BY_SAMPLE, Outcome
-from genesys_closer.worker.item_lifecycle import (
+from genesys_closer.shared.options import CloseOptions
+from genesys_closer.shared.outcomes import CONFIRMED_BY_ANALYTICS, CONFIRMED_BY_SAMPLE, Outcome
+from genesys_closer.worker.checks.item_lifecycle import (
     MAX_READ_FAILURES,
     OBSERVATIONS,
     TASK_STAGES,
@@ -148,7 +148,7 @@ TABLE = [
     Row(Stage.PATCH, ReadRefused(), Ignore()),
     Row(Stage.PATCH, BatchStopped(), Ignore()),
     # -- confirm: PATCH taken, waits for a read that shows it ended --------------------------------------------
-    # only conversationEnd confirms, and only as its read's sample allows (worker.analytics_trust)
+    # only conversationEnd confirms, and only as its read's sample allows (worker.checks.analytics_trust)
     Row(Stage.CONFIRM, TRUSTED_END, Finish(Outcome.CLOSED, 10.0, CONFIRMED_BY_ANALYTICS), ago(10)),
     Row(Stage.CONFIRM, TRUSTED_END, Finish(Outcome.ALREADY_CLOSED, 2.0, CONFIRMED_BY_ANALYTICS),
         ago(2, patched=False)),

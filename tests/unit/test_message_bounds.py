@@ -1,4 +1,5 @@
-"""The headers a caller may set can only narrow what the worker allows (``worker.message_bounds``), from a table."""
+"""The headers a caller may set can only narrow what the worker allows (``worker.broker.message_bounds``), from a
+table."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from genesys_closer.worker.message_bounds import CLOSE_BOUNDS, Bounds, expiry_problem, header_problem
+from genesys_closer.worker.broker.message_bounds import CLOSE_BOUNDS, Bounds, expiry_problem, header_problem
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 WORKER = Bounds(max_eta_seconds=10.0, time_limit_seconds=25.0, soft_time_limit_seconds=20.0)

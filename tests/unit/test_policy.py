@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from genesys_closer.shared.rate_limit import RateLimitHeaders
 from genesys_closer.worker.closing.conversation_state import (
     is_closed,
     is_web_messaging,
@@ -15,12 +16,7 @@ from genesys_closer.worker.closing.conversation_state import (
     pending_wrapups,
 )
 from genesys_closer.worker.genesys import errors
-from genesys_closer.worker.genesys.http_policy import (
-    RateLimitHeaders,
-    backoff_seconds,
-    error_for_status,
-    parse_retry_after,
-)
+from genesys_closer.worker.genesys.http_policy import backoff_seconds, error_for_status, parse_retry_after
 
 STATUS_TABLE = [
     (400, errors.BadRequest, False),

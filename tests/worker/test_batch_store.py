@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from genesys_closer.worker.genesys.redis_connection import connect
-from genesys_closer.worker.stores import ResultStores
-from genesys_closer.worker.stores.batch_state import BatchEvent, BatchState, next_state
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.redis_connection import connect
+from genesys_closer.shared.stores import ResultStores
+from genesys_closer.shared.stores.batch_state import BatchEvent, BatchState, next_state
 
 REACHABLE = {(before, after) for before, event in itertools.product(BatchState, BatchEvent)
              if (after := next_state(before, event)) not in (None, before)}

@@ -14,13 +14,13 @@ import pytest
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.batched_checks import CheckPump, CheckQueue
-from genesys_closer.worker.closing.options import CloseOptions, OptionLimits
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.shared.options import CloseOptions, OptionLimits
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.redis_connection import connect
+from genesys_closer.shared.stores.batch_store import BatchStore
+from genesys_closer.worker.checks.batched_checks import CheckPump, CheckQueue
+from genesys_closer.worker.checks.item_lifecycle import MAX_READ_FAILURES, CheckTiming, ItemRef, LiveRead, Stage
 from genesys_closer.worker.genesys.errors import ServerError
-from genesys_closer.worker.genesys.redis_connection import connect
-from genesys_closer.worker.item_lifecycle import MAX_READ_FAILURES, CheckTiming, ItemRef, LiveRead, Stage
-from genesys_closer.worker.stores.batch_store import BatchStore
 
 BATCH = "b" * 32
 

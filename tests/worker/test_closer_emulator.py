@@ -7,10 +7,11 @@ import pytest
 from genesys_closer.config import ClosePolicy
 from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.shared.ids import InvalidConversationId
+from genesys_closer.shared.outcomes import Outcome
 from genesys_closer.worker.closing.closer import CloseOptions
-from genesys_closer.worker.closing.outcomes import Outcome
 from genesys_closer.worker.factory import Service, build_service
-from genesys_closer.worker.genesys.errors import InvalidConversationId, RateLimited
+from genesys_closer.worker.genesys.errors import RateLimited
 from tests.conftest import emulator_settings
 
 KIND_OUTCOMES = [

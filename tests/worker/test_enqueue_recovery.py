@@ -1,4 +1,4 @@
-"""A batch whose builder dies mid-enqueue (``worker.enqueue_lease``): against a real Redis, with a recording double
+"""A batch whose builder dies mid-enqueue (``shared.enqueue_lease``): against a real Redis, with a recording double
 for Celery's publishing. The builder really dies (a forked process that ``os._exit``s); an expired lease is a
 deleted key, which is what its expiry does."""
 
@@ -16,11 +16,11 @@ from typing import Any
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.batches import IN_FLIGHT, BatchWriter
-from genesys_closer.worker.enqueue_lease import EnqueueLease
-from genesys_closer.worker.genesys.redis_connection import connect
-from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.stores import ResultStores
+from genesys_closer.shared.batches import IN_FLIGHT, BatchWriter
+from genesys_closer.shared.enqueue_lease import EnqueueLease
+from genesys_closer.shared.redis_connection import connect
+from genesys_closer.shared.stores import ResultStores
+from genesys_closer.worker.recovery.redrive import Recovery
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Batches fed, not flooded (``worker.feeder``): against a real Redis, with a recording double for Celery's
+"""Batches fed, not flooded (``shared.feeder``): against a real Redis, with a recording double for Celery's
 publishing. Outcomes are recorded as a worker records them (``OutcomeStore.record`` then ``refill``)."""
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import redis
 
 from genesys_closer.config import load_worker_settings
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.batches import BatchWriter
-from genesys_closer.worker.breaker import CircuitBreaker
-from genesys_closer.worker.broker_scan import HeldClose
-from genesys_closer.worker.close_run import CloseRunner, RetryLater, TaskContext
-from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.shared.batches import BatchWriter
+from genesys_closer.shared.names import FEED_TASK_NAME, QUEUE_BULK, TASK_NAME
+from genesys_closer.shared.options import CloseOptions
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.stores import ResultStores
 from genesys_closer.worker.genesys.errors import ServerError
-from genesys_closer.worker.names import FEED_TASK_NAME, QUEUE_BULK, TASK_NAME
-from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.stores import ResultStores
+from genesys_closer.worker.recovery.broker_scan import HeldClose
+from genesys_closer.worker.recovery.redrive import Recovery
+from genesys_closer.worker.running.breaker import CircuitBreaker
+from genesys_closer.worker.running.close_run import CloseRunner, RetryLater, TaskContext
 from tests.worker.test_service_parts import ScriptedCloser
 
 BOUND = 50

@@ -9,7 +9,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from genesys_closer.worker.analytics_trust import (
+from genesys_closer.worker.checks.analytics_trust import (
     MAX_SAMPLE_READS,
     ConfirmVerifier,
     FleetTrust,

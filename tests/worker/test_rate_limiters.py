@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from genesys_closer.worker.genesys.http_policy import RateLimitHeaders
-from genesys_closer.worker.genesys.rate_limit import InMemoryRateLimiter, RedisRateLimiter
-from genesys_closer.worker.genesys.redis_connection import connect
+from genesys_closer.shared.rate_limit import InMemoryRateLimiter, RateLimitHeaders, RedisRateLimiter
+from genesys_closer.shared.redis_connection import connect
 from tests.waiting import wait_until
 
 Limiter = InMemoryRateLimiter | RedisRateLimiter

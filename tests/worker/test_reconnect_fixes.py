@@ -1,4 +1,4 @@
-"""worker/reconnect_fixes.py: each defect reproduced with the libraries' own code, then fixed.
+"""worker/broker/reconnect_fixes.py: each defect reproduced with the libraries' own code, then fixed.
 
 kombu's Redis transport against a real redis-server stopped mid-delivery, with the channels of a Celery worker: the
 task consumer on the connection's default channel, holding an unacknowledged delivery with its next BRPOP in flight
@@ -27,7 +27,7 @@ from kombu.asynchronous import Hub
 from kombu.message import Message
 from kombu.transport import redis as kombu_redis
 
-from genesys_closer.worker import reconnect_fixes
+from genesys_closer.worker.broker import reconnect_fixes
 from tests.services import RedisServer
 
 TASKS = Queue("tasks", Exchange("tasks", type="direct"), routing_key="tasks")
@@ -163,7 +163,7 @@ import os, signal, sys, time
 from billiard.pool import READY, soft_timeout_sighandler
 from billiard.queues import _SimpleQueue
 if sys.argv[1] == "fixed":
-    from genesys_closer.worker import reconnect_fixes
+    from genesys_closer.worker.broker import reconnect_fixes
     reconnect_fixes.apply()
 outq = _SimpleQueue()
 big = (READY, (1, 0, (False, "x" * 1_000_000), None))

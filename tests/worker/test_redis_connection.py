@@ -7,7 +7,7 @@ import redis
 
 from genesys_closer.config import load_producer_settings
 from genesys_closer.producer.api import CloseClient
-from genesys_closer.worker.genesys.redis_connection import NotReplicatedError, await_replicas, connect
+from genesys_closer.shared.redis_connection import NotReplicatedError, await_replicas, connect
 
 CONVERSATION = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
 

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.breaker import CircuitBreaker
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
-from genesys_closer.worker.genesys.rate_limit import RedisRateLimiter
-from genesys_closer.worker.genesys.redis_connection import connect
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.rate_limit import RedisRateLimiter
+from genesys_closer.shared.redis_connection import connect
+from genesys_closer.shared.stores import ResultStores
 from genesys_closer.worker.genesys.tokens import RedisTokenProvider, TokenGrant
-from genesys_closer.worker.stores import ResultStores
+from genesys_closer.worker.running.breaker import CircuitBreaker
 from tests.waiting import wait_until
 
 # The limiter's own tests run on both backends: tests/worker/test_rate_limiters.py.
@@ -114,8 +114,8 @@ def test_bulk_reserves_a_short_horizon_so_interactive_goes_first(redis_url: str)
     """20 bulk callers at 10 requests/s would, reserving freely, push the next free slot 2 s ahead; in the bulk lane
     they reserve at most BULK_HORIZON_SECONDS ahead, so a single close waits at most that long for its slot, and
     the bulk callers still all get their slots at the full rate."""
+    from genesys_closer.shared.lanes import BULK, BULK_HORIZON_SECONDS, lane
     from genesys_closer.worker.genesys.client import Transport
-    from genesys_closer.worker.genesys.lanes import BULK, BULK_HORIZON_SECONDS, lane
 
     limiter = RedisRateLimiter(connect(redis_url), "lanes", 600, headroom=1.0)  # one slot every 0.1 s
     transport = Transport(limiter, max_limiter_wait_seconds=5.0)

@@ -14,22 +14,22 @@ import redis
 
 from genesys_closer.config import load_worker_settings
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.worker.batched_checks import CheckQueue
-from genesys_closer.worker.batches import ORIGIN_SWEEP, BatchWriter
-from genesys_closer.worker.breaker import CircuitBreaker
-from genesys_closer.worker.broker_scan import HeldClose
-from genesys_closer.worker.close_run import CloseRunner, RetryLater, TaskContext
-from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.outcomes import CloseResult, Outcome
+from genesys_closer.shared.batches import ORIGIN_SWEEP, BatchWriter
+from genesys_closer.shared.locks import OwnedLock
+from genesys_closer.shared.options import CloseOptions
+from genesys_closer.shared.outcomes import CloseResult, Outcome
+from genesys_closer.shared.stores import ResultStores
+from genesys_closer.shared.stores.batch_state import BatchState
+from genesys_closer.worker.checks.batched_checks import CheckQueue
+from genesys_closer.worker.checks.item_lifecycle import CheckTiming, ItemRef, Stage
+from genesys_closer.worker.checks.item_progress import ItemProgress
 from genesys_closer.worker.genesys.errors import ServerError
-from genesys_closer.worker.genesys.locks import OwnedLock
-from genesys_closer.worker.item_lifecycle import CheckTiming, ItemRef, Stage
-from genesys_closer.worker.item_progress import ItemProgress
-from genesys_closer.worker.patch_guard import claim_seconds
-from genesys_closer.worker.recovery import Recovery
-from genesys_closer.worker.stores import ResultStores
-from genesys_closer.worker.stores.batch_state import BatchState
-from genesys_closer.worker.sweep_run import SweepRunner
+from genesys_closer.worker.recovery.broker_scan import HeldClose
+from genesys_closer.worker.recovery.redrive import Recovery
+from genesys_closer.worker.running.breaker import CircuitBreaker
+from genesys_closer.worker.running.close_run import CloseRunner, RetryLater, TaskContext
+from genesys_closer.worker.running.patch_guard import claim_seconds
+from genesys_closer.worker.sweeps.sweep_run import SweepRunner
 
 CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
 OTHER = "00000000-0000-4000-8000-000000000001"

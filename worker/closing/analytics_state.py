@@ -10,7 +10,8 @@ would be).
 Analytics is a second source whose behaviour Genesys documents only in part, so it may speed a close up but never
 decide its outcome alone (``precheck_step``, ``confirm_step``):
 
-* only ``conversationEnd`` (documented) can confirm a close, and only subject to sampling (``worker.analytics_trust``);
+* only ``conversationEnd`` (documented) can confirm a close, and only subject to sampling
+  (``worker.checks.analytics_trust``);
   every segment ended without it is an inference: a live read decides;
 * a row that looks ended, or whose customer session is not (or not visibly: ``messageType`` is optional) web
   messaging, never ends an item ``already_closed`` or ``not_web_messaging``: a live read decides;
@@ -105,7 +106,7 @@ class PrecheckStep(StrEnum):
 class ConfirmStep(StrEnum):
     """What a confirmation read leads to for one item (after our PATCH)."""
 
-    ENDED = "ended"  # conversationEnd: confirmed by analytics, subject to the sample (``worker.analytics_trust``)
+    ENDED = "ended"  # conversationEnd: confirmed by analytics, subject to the sample (worker.checks.analytics_trust)
     READ_LIVE = "read_live"  # every segment ended but no conversationEnd: a live read decides
     NOT_YET = "not_yet"  # still open in analytics, or not in it: read again (a live read after the timeout)
 

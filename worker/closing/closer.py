@@ -27,6 +27,14 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.stop import stop_base
 
 from genesys_closer.config.settings import ClosePolicy
+from genesys_closer.shared.ids import parse_conversation_id
+from genesys_closer.shared.options import CloseOptions
+from genesys_closer.shared.outcomes import (
+    CONFIRMED_BY_READ,
+    CloseResult,
+    Outcome,
+    summarize_participants,
+)
 from genesys_closer.worker.closing.conversation_state import (
     answer_shows_end,
     closed_before,
@@ -34,13 +42,6 @@ from genesys_closer.worker.closing.conversation_state import (
     is_web_messaging,
     open_participants,
     pending_wrapups,
-)
-from genesys_closer.worker.closing.options import CloseOptions
-from genesys_closer.worker.closing.outcomes import (
-    CONFIRMED_BY_READ,
-    CloseResult,
-    Outcome,
-    summarize_participants,
 )
 from genesys_closer.worker.genesys.client import CallTally, GenesysClient
 from genesys_closer.worker.genesys.errors import (
@@ -54,7 +55,6 @@ from genesys_closer.worker.genesys.errors import (
     TransportError,
 )
 from genesys_closer.worker.genesys.http_policy import backoff_seconds
-from genesys_closer.worker.genesys.ids import parse_conversation_id
 
 T = TypeVar("T")
 

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from genesys_closer.shared.ids import parse_conversation_id
+from genesys_closer.shared.sweep_filters import SweepFilters, parse_time
 from genesys_closer.worker.closing.conversation_state import is_closed, is_web_messaging, participants_of
-from genesys_closer.worker.closing.sweep_filters import SweepFilters, parse_time
 from genesys_closer.worker.genesys.client import GenesysClient
-from genesys_closer.worker.genesys.ids import parse_conversation_id
 
 PAGE_SIZE = 100
 PAGING_CAP = 100_000  # "Pagination may not exceed 100000 results" (400 from the details query)

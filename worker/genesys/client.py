@@ -23,6 +23,9 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
+from genesys_closer.shared.ids import parse_conversation_id, parse_uuid
+from genesys_closer.shared.lanes import BULK, BULK_HORIZON_SECONDS, current_lane
+from genesys_closer.shared.rate_limit import RateLimiter, RateLimitHeaders
 from genesys_closer.worker.genesys.errors import (
     AuthenticationFailed,
     GenesysError,
@@ -30,15 +33,7 @@ from genesys_closer.worker.genesys.errors import (
     ServerError,
     TransportError,
 )
-from genesys_closer.worker.genesys.http_policy import (
-    RateLimitHeaders,
-    error_for_status,
-    first_header,
-    parse_retry_after,
-)
-from genesys_closer.worker.genesys.ids import parse_conversation_id, parse_uuid
-from genesys_closer.worker.genesys.lanes import BULK, BULK_HORIZON_SECONDS, current_lane
-from genesys_closer.worker.genesys.rate_limit import RateLimiter
+from genesys_closer.worker.genesys.http_policy import error_for_status, first_header, parse_retry_after
 from genesys_closer.worker.genesys.tokens import TokenGrant, TokenProvider
 
 log = logging.getLogger(__name__)

@@ -26,32 +26,6 @@ from typing import Any
 from genesys_closer.config.errors import CloserError
 
 
-class InvalidId(CloserError, ValueError):
-    """An ID (participant, queue, batch...) that is not in its expected form. Raised before any request."""
-
-    def __init__(self, value: object, reason: str = "not a UUID", what: str = "id") -> None:
-        super().__init__(value, reason, what)
-        self.value = value
-        self.reason = reason
-        self.what = what
-
-    def __str__(self) -> str:
-        shown = repr(self.value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return f"invalid {self.what} {shown}: {self.reason}"
-
-
-class InvalidConversationId(InvalidId):
-    """A conversation ID is not a UUID. Raised before any URL is built."""
-
-    def __init__(self, value: object, reason: str = "not a UUID") -> None:
-        super().__init__(value, reason, "conversation id")
-
-    def __reduce__(self) -> tuple[type[InvalidConversationId], tuple[object, str]]:
-        return type(self), (self.value, self.reason)
-
-
 class GenesysError(CloserError):
     """An HTTP exchange with Genesys Cloud failed."""
 

@@ -9,7 +9,6 @@ import email.utils
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from genesys_closer.worker.genesys.errors import (
     AuthenticationFailed,
@@ -79,32 +78,6 @@ def backoff_seconds(
     if retry_after_seconds is not None:
         delay = max(delay, min(retry_after_seconds, cap_seconds) + rng())
     return delay
-
-
-@dataclass(frozen=True)
-class RateLimitHeaders:
-    """The ``inin-ratelimit-*`` headers of one response."""
-
-    allowed: int
-    count: int
-    reset_seconds: float
-
-    @classmethod
-    def parse(cls, headers: Mapping[str, str]) -> RateLimitHeaders | None:
-        try:
-            return cls(
-                allowed=int(headers["inin-ratelimit-allowed"]),
-                count=int(headers["inin-ratelimit-count"]),
-                reset_seconds=float(headers["inin-ratelimit-reset"]),
-            )
-        except (KeyError, ValueError, TypeError):
-            return None
-
-    def pause_seconds(self, headroom_requests: int = 2) -> float:
-        """How long to pause the fleet because the server's window is (nearly) used up; 0 when there is room."""
-        if self.allowed - self.count <= headroom_requests:
-            return max(self.reset_seconds, 0.0)
-        return 0.0
 
 
 def first_header(headers: Mapping[str, str], names: Iterable[str]) -> str | None:

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from genesys_closer.config.redis_keys import KEYS, RedisKeys
+from genesys_closer.shared.locks import OwnedLock
+from genesys_closer.shared.redis_connection import register_lua, text
 from genesys_closer.worker.genesys.errors import TransportError
-from genesys_closer.worker.genesys.locks import OwnedLock
-from genesys_closer.worker.genesys.redis_connection import register_lua, text
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+"""The Redis connection genesys-closer uses everywhere, and its Lua scripts (files under ``genesys_closer/shared/lua``).
+
+``connect`` is the one factory of Redis clients for the product's own state (token, limiter, outcomes, batches,
+locks, the recovery's view of the broker): a plain URL, or the master that Redis Sentinel names, with the same
+keepalive and retry settings either way. The Celery side (broker, result backend) is configured from the same
+``RedisTarget`` in ``shared.celery_config``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from genesys_closer.config.errors import CloserError
+from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.config.redis_target import RedisTarget
+
+SOCKET_CONNECT_TIMEOUT_SECONDS = 10
+SOCKET_TIMEOUT_SECONDS = 30
+HEALTH_CHECK_INTERVAL_SECONDS = 10
+REPLICA_WAIT_MS = 1000
+
+
+class NotReplicatedError(CloserError, redis.ConnectionError):
+    """The master took the writes but fewer replicas than REDIS_WAIT_REPLICAS acknowledged them in time: a failover
+    now could lose them. The work may still run; sending it again is harmless (a close is idempotent)."""
+
+
+def _client_options() -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_keepalive": True,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_SECONDS,
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_SECONDS,
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
+def sentinel_options(target: RedisTarget) -> dict[str, Any]:
+    """How to talk to the sentinels themselves: their password, short timeouts (a dead sentinel is skipped)."""
+    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2, "socket_keepalive": True}
+    secret = target.sentinel_secret()
+    if secret:
+        options["password"] = secret
+    return options
+
+
+def connect(target: RedisTarget | str) -> redis.Redis:
+    """A client that reconnects on its own (keepalive, health checks, retried connection errors). Through
+    Sentinel, every new connection asks the sentinels for the current master, and a connection that finds its
+    server demoted (READONLY) drops and asks again, so the client follows a failover by itself."""
+    if isinstance(target, str):
+        target = RedisTarget(target)
+    if not target.uses_sentinel:
+        return redis.Redis.from_url(target.url, **_client_options())
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target))  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.master, db=target.database, **target.master_credentials(), **_client_options())
+    return client
+
+
+def await_replicas(client: redis.Redis, replicas: int, timeout_ms: int = REPLICA_WAIT_MS) -> None:
+    """Return once ``replicas`` replicas have every write the master applied so far (WAIT), or raise
+    NotReplicatedError. A mark is written first on this connection, because WAIT covers the writes up to the
+    connection's own last one, and the broker publishes over connections of its own."""
+    if replicas <= 0:
+        return
+    pipe = client.pipeline(transaction=False)
+    pipe.set(KEYS.replication_mark, "1", px=60_000)
+    pipe.wait(replicas, timeout_ms)
+    acknowledged = int(pipe.execute()[-1])
+    if acknowledged < replicas:
+        raise NotReplicatedError(f"{acknowledged} of {replicas} Redis replica(s) acknowledged the writes within "
+                                 f"{timeout_ms} ms (REDIS_WAIT_REPLICAS); a failover now could lose them, send again")
+
+
+def text(value: object) -> str:
+    """Redis replies as text, whatever the client's decode setting."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def lua_source(*names: str) -> str:
+    """The text of one or more Lua files, joined in order (a shared file of functions goes first)."""
+    package = resources.files("genesys_closer.shared").joinpath("lua")
+    return "\n".join(package.joinpath(name).read_text(encoding="utf-8") for name in names)
+
+
+def register_lua(client: redis.Redis, *names: str) -> Script:
+    """Register the script made of ``names`` (see ``lua_source``) on ``client``."""
+    return client.register_script(lua_source(*names))

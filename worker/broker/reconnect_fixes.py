@@ -1,0 +1,134 @@
+"""Three defects of kombu 5.7, Celery 5.7 and billiard 4.3 that make a worker exit after a Redis outage, fixed where
+they are.
+
+``apply()`` installs all three (idempotent); ``worker.app.build_app`` calls it, so workers, beat, Flower and the
+liveness probe run with them. ``tests/worker/test_reconnect_fixes.py`` reproduces each error with the libraries'
+own code and checks its fix; ``tests/chaos/test_redis_flap.py`` flaps Redis under real workers. No released version
+has the fixes (kombu 5.7.0, Celery 5.7.0 and billiard 4.3.2 are the newest, and Celery 5.7 requires kombu 5.7).
+
+**1. kombu: a channel whose transport was detached raises AttributeError** (issue 22; the same AttributeError as
+celery/kombu #582 and #970, whose fixes did not cover this path). Redis stops while the task channel holds
+unacknowledged deliveries with a BRPOP in flight, and the consumer first hears of it elsewhere (the pidbox channel,
+the restore timer: celery/celery #10205 shows that trigger). Celery's ``on_connection_error_after_connected`` calls
+``Connection.collect()``: closing the task channel starts by reading the BRPOP reply, which raises a connection
+error before the channel is marked closed; closing the pidbox channel raises too, which ends
+``Transport.close_connection`` before it reaches the task channel. ``collect()`` swallows both and detaches the
+transport (``transport.client = None``) although that channel still uses it. Celery then calls
+``Connection.close()``, which closes the task channel again: its pool is dropped and the unacknowledged deliveries
+are restored through a new one, and ``Channel._connparams`` reads ``self.connection.client.hostname``: AttributeError.
+Only connection and channel errors are ignored there, so Celery reports "Unrecoverable error" and the worker exits.
+A late-acknowledged task that finishes after the loss meets the same AttributeError when it acknowledges.
+Both are connection errors in fact (the connection this channel was made for is closed), and the fix says so:
+``_connparams`` of a detached channel raises redis-py's ``ConnectionError``, one of the transport's
+``connection_errors``, which every caller already handles. The close goes on and the consumer reconnects; an
+acknowledgement that cannot be sent is logged as a lost ack, and its message stays in kombu's ``unacked`` hash in
+Redis until it is restored (the visibility timeout, or the recovery check after a Redis restart). The Sentinel
+channel shares ``_connparams``.
+
+**2. Celery with kombu 5.7: a pool process that exited during the outage stops the worker when it reconnects**
+(celery/celery #9250, re-opened by kombu #2623). On a connection loss Celery terminates the running late-ack tasks
+(``worker_cancel_long_running_tasks_on_connection_loss``), and time limits may end others; a pool process whose exit
+was seen but that is not reaped yet keeps its place in the pool with its exit fd cleared (``_sentinel_poll =
+None``). On reconnecting, the pool registers every process with the event loop again, and ``hub.add_reader(None)``
+raises. Celery's ``iterate_file_descriptors_safely`` exists to drop such stale fds with a warning, but it catches
+``OSError`` and ``AttributeError``, and kombu 5.7 changed ``fileno(None)`` from AttributeError to ``ValueError``
+(kombu #2623 assumed Celery caught ValueError; Celery 5.7 does not). The fix lets it treat ValueError, which is
+what ``fileno`` raises for any unusable descriptor (None, negative), as the stale fd it is; the pool's own
+maintenance then reaps the process and starts its replacement, as it does for any exited process.
+
+**3. billiard: a soft time limit that arrives while a pool process sends its result corrupts the result pipe.**
+While the consumer reconnects, the worker's event loop does not run, so nobody reads the pool's result pipes: a pool
+process whose result is larger than the pipe's buffer (a failure's pickled traceback easily is) blocks in the
+middle of writing it for the whole outage. When the loop runs again, the task's soft time limit fires (SIGUSR1
+raises SoftTimeLimitExceeded inside the write), and the pool process, as billiard's ``Worker.workloop`` does for any
+error while sending, sends a second result after the half-written first one. The parent reads the first message's
+length over both and unpickles garbage (seen as ``UnicodeDecodeError`` from ``AsynPool._recv_message``): an
+"Unrecoverable error" again. A soft time limit is meant to interrupt the task, and once its result is being sent
+the task is over: the fix ignores SIGUSR1 while a pool process sends a READY message, so the message always goes
+out whole. (The hard time limit still kills a stuck process; billiard discards the pipes of a process killed
+mid-message.)
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import threading
+from typing import Any
+
+import redis.exceptions
+from billiard import pool as billiard_pool  # type: ignore[import-untyped]
+from billiard import queues as billiard_queues
+from celery.concurrency import asynpool
+from kombu.transport import redis as kombu_redis
+
+_PATCHED = "_genesys_closer_reconnect_fix"
+
+
+def _marked(function: Any) -> Any:
+    setattr(function, _PATCHED, True)
+    return function
+
+
+def _raise_when_detached(connparams: Any) -> Any:
+    @functools.wraps(connparams)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        transport = self.connection
+        if transport is None or transport.client is None:
+            raise redis.exceptions.ConnectionError(
+                "the broker connection of this channel is closed (kombu detached its transport)")
+        return connparams(self, *args, **kwargs)
+
+    return _marked(checked)
+
+
+class StaleFileDescriptor(OSError):
+    """A descriptor ``fileno`` refused (ValueError): handled by Celery as the stale fd it is."""
+
+
+def _value_error_is_stale(iterate: Any) -> Any:
+    @functools.wraps(iterate)
+    def tolerant(fds_iter: Any, source_data: Any, hub_method: Any, *args: Any, **kwargs: Any) -> Any:
+        def add(fd: Any, *hub_args: Any, **hub_kwargs: Any) -> Any:
+            try:
+                return hub_method(fd, *hub_args, **hub_kwargs)
+            except ValueError as exc:
+                raise StaleFileDescriptor(str(exc)) from exc
+
+        return iterate(fds_iter, source_data, add, *args, **kwargs)
+
+    return _marked(tolerant)
+
+
+def _result_sent_whole(put: Any) -> Any:
+    soft_timeout = billiard_pool.SIG_SOFT_TIMEOUT
+
+    @functools.wraps(put)
+    def send(self: Any, obj: Any) -> Any:
+        is_result = isinstance(obj, tuple) and bool(obj) and obj[0] == billiard_pool.READY
+        if not is_result or soft_timeout is None or threading.current_thread() is not threading.main_thread():
+            return put(self, obj)
+        previous = signal.getsignal(soft_timeout)
+        if previous is None:  # a handler not set from Python: not billiard's soft time limit, leave it alone
+            return put(self, obj)
+        signal.signal(soft_timeout, signal.SIG_IGN)  # the task is over: a soft time limit now is void
+        try:
+            return put(self, obj)
+        finally:
+            signal.signal(soft_timeout, previous)
+
+    return _marked(send)
+
+
+def apply() -> None:
+    """Install the three fixes (idempotent). Called before the pool forks, so its processes inherit them."""
+    if not applied(kombu_redis.Channel._connparams):
+        kombu_redis.Channel._connparams = _raise_when_detached(kombu_redis.Channel._connparams)  # type: ignore[method-assign]
+    if not applied(asynpool.iterate_file_descriptors_safely):
+        asynpool.iterate_file_descriptors_safely = _value_error_is_stale(asynpool.iterate_file_descriptors_safely)
+    if not applied(billiard_queues._SimpleQueue.put):
+        billiard_queues._SimpleQueue.put = _result_sent_whole(billiard_queues._SimpleQueue.put)
+
+
+def applied(function: Any) -> bool:
+    return bool(getattr(function, _PATCHED, False))

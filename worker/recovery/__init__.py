@@ -1,0 +1,1 @@
+"""recovery: see docs/architecture.md."""

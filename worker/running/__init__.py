@@ -1,0 +1,1 @@
+"""running: see docs/architecture.md."""

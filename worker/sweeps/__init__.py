@@ -1,0 +1,1 @@
+"""sweeps: see docs/architecture.md."""
