@@ -107,7 +107,8 @@ class Canary:
 
 @dataclass
 class Patches:
-    """The conversation PATCHes in the emulator's request log."""
+    """The conversation PATCHes in the emulator's request log that reached their conversation: a dropped connection
+    (status 0), a 401, 403, 429 or 5xx was answered before it, and the emulator's own count leaves those out."""
 
     first: dict[str, float]            # conversation -> time of its first PATCH
     repeats: list[tuple[str, int]]     # (conversation, status) of every PATCH after the first
@@ -117,7 +118,8 @@ class Patches:
         first: dict[str, float] = {}
         repeats: list[tuple[str, int]] = []
         for row in admin.requests():
-            if row["method"] != "PATCH" or row["route"] != PATCH_ROUTE:
+            if row["method"] != "PATCH" or row["route"] != PATCH_ROUTE or int(row["status"]) in {0, 401, 403, 429} \
+                    or int(row["status"]) >= 500:
                 continue
             if row["conversation_id"] in first:
                 repeats.append((row["conversation_id"], int(row["status"])))
