@@ -614,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"interactive lane: median {lane['busy_median']:.2f} s > 3 s")
     found = analytics_trust.problems(trust)
     problems += found if not args.smoke else [p for p in found if "calls per close" not in p]
-    problems += intake_problems(intake)
+    # a smoke run's small upload may be validated before any close arrives: "answered meanwhile" needs the full size
+    problems += [p for p in intake_problems(intake) if not args.smoke or "answered while" not in p]
     problems += feed_problems(feed)
     if problems:
         print("BENCHMARK CHECK FAILED: " + "; ".join(problems), file=sys.stderr)
