@@ -14,6 +14,7 @@ imports none of the worker's Genesys dependencies (requests, tenacity, cryptogra
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -147,7 +148,7 @@ class CloseClient:
     def __init__(self, settings: ProducerSettings | None = None, *, app: Celery | None = None) -> None:
         self.settings = settings or get_producer_settings()
         self.app = app or producer_app(self.settings)
-        self.redis = connect(self.settings.redis_target)
+        self.redis = connect(self.settings.redis_target, caller=True)  # a hung Redis is said within seconds
         self.results = ResultStores.open(self.redis, self.settings.results_ttl_seconds)
         self.batches_writer = BatchWriter(self.app, self.results, time.time,
                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
@@ -228,7 +229,15 @@ class CloseClient:
 
         ``on_invalid`` is ``"record"`` (invalid IDs become ``invalid_id`` items) or ``"abort"`` (InvalidBatch, nothing
         enqueued); ``queue`` one of the worker queues; ``batch_id`` (optional, 32 hex digits) must not be in use
-        (BatchIdInUse). Any other value raises InvalidArgument (a ValueError) before anything is written."""
+        (BatchIdInUse). Any other value raises InvalidArgument (a ValueError) before anything is written, and so
+        does an input with no item at all (as the CLI and the intake refuse an empty one)."""
+        if isinstance(conversation_ids, str | bytes):
+            raise InvalidArgument("conversation_ids must be an iterable of conversation ids, not one string")
+        items = iter(conversation_ids)
+        first = next(items, _NOTHING)
+        if first is _NOTHING:
+            raise InvalidArgument("conversation_ids holds no conversation id: an empty batch is not started")
+        conversation_ids = itertools.chain([first], items)
         started, check = self.batches_writer.start_checked(
             conversation_ids, options=validate_options(options), label=label, source=source, on_invalid=on_invalid,
             queue=queue, batch_id=batch_id)
@@ -299,6 +308,9 @@ close_conversation = CloseConversationTask()
 def close(conversation_id: str, *, wait: bool = False, timeout: float = 60.0, **options: Any) -> str | CloseResult:
     """Module-level shortcut for ``CloseClient().close``."""
     return default_client().close(conversation_id, wait=wait, timeout=timeout, **options)
+
+
+_NOTHING = object()
 
 
 def close_many(conversation_ids: Iterable[object], **kwargs: Any) -> Batch:

@@ -516,9 +516,16 @@ def retry(
     state = _state(ctx)
     wanted = {_outcome(o) for o in (outcome or ["failed"])}
     old = state.client.batch(batch_id)
-    ids = (r.conversation_id for r in old.results() if r.outcome in wanted)
-    batch = state.client.close_many(ids, label=f"retry of {batch_id[:8]}", source=f"retry:{batch_id}",
-                                    options=_options(policy, False))
+    ids = iter(r.conversation_id for r in old.results() if r.outcome in wanted)
+    first = next(ids, None)
+    if first is None:  # nothing ended that way: no batch to start
+        if state.json:
+            state.emit({"event": "nothing_to_retry", "retry_of": batch_id})
+        else:
+            console.print(f"nothing to retry in {inert(batch_id)}", markup=False)
+        raise typer.Exit(0)
+    batch = state.client.close_many(itertools.chain([first], ids), label=f"retry of {batch_id[:8]}",
+                                    source=f"retry:{batch_id}", options=_options(policy, False))
     total = batch.status().total
     if state.json:
         state.emit({"event": "started", "retry_of": batch_id, **batch.status().as_dict()})

@@ -93,7 +93,7 @@ def test_every_error_is_one_line_with_its_exit_status(redis_url: str, tmp_path: 
         from genesys_closer.producer.api import CloseClient
 
         assert isinstance(client, CloseClient)
-        batch = client.close_many([], label="empty").id  # an existing batch (nothing to run)
+        batch = client.close_many(["not-a-uuid"], label="invalid only").id  # an existing batch, no Genesys call
     filled = [a.replace("{tmp}", str(tmp_path)).replace("{empty}", str(tmp_path / "empty.txt"))
               .replace("{ids}", str(tmp_path / "ids.txt"))
               .replace("{batch}", batch).replace("{badenv}", str(tmp_path / "bad.env")) for a in args]

@@ -115,6 +115,22 @@ def test_far_countdown_is_refused_not_run_twice(admin: EmulatorAdmin, client: Cl
     assert admin.conversation(near)["patches"] == 1 and admin.conversation(far)["patches"] == 0
 
 
+def test_a_close_without_an_id_or_with_a_workflow_is_refused(admin: EmulatorAdmin, client: CloseClient,
+                                                             redis_url: str) -> None:
+    """No argument would fail in the pool with a traceback and no outcome; a link would make a close start another
+    task (here a sweep). Both are refused before the pool, listed by `rejected`, and the linked one PATCHes nothing."""
+    app = foreign(redis_url)
+    cid = admin.create(1)[0]
+    bare = app.send_task(TASK_NAME, args=[], queue=QUEUE_INTERACTIVE)
+    linked = app.send_task(TASK_NAME, args=[cid], queue=QUEUE_INTERACTIVE,
+                           link=app.signature("worker.tasks.sweep", kwargs={"filters": {}}, immutable=True))
+    wait_until(lambda: {str(bare.id), str(linked.id)} <= rejected_task_ids(client), timeout=60)
+    errors = {row["task_id"]: row["error"] for row in client.rejected(20)}
+    assert "no conversation_id" in errors[str(bare.id)]
+    assert "not accepted" in errors[str(linked.id)]
+    assert admin.conversation(cid)["patches"] == 0
+
+
 @pytest.mark.parametrize(("name", "content", "args"), [
     ("binary.txt", b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 100, []),
     ("no-column.csv", b"name,other\nx,y\n", []),

@@ -70,6 +70,8 @@ REFUSED: list[tuple[str, Callable[[CloseClient], object], str]] = [
     ("label", lambda c: c.close_many([CID], label=None), r"label must be a string"),  # type: ignore[arg-type]
     ("source", lambda c: c.close_many([CID], source=7), r"source must be a string"),  # type: ignore[arg-type]
     ("one string", lambda c: c.close_many(CID), r"not one string"),
+    ("empty list", lambda c: c.close_many([]), r"holds no conversation id"),
+    ("empty generator", lambda c: c.close_many(iter([])), r"holds no conversation id"),
     ("options type", lambda c: c.close_many([CID], options=["policy"]), r"options must be a dict"),  # type: ignore[arg-type]
     ("option name", lambda c: c.close_many([CID], options={"polcy": "fail"}), r"unknown close option"),
     ("policy", lambda c: c.close_many([CID], options={"policy": "skip"}), r"policy must be one of fail"),
@@ -182,7 +184,7 @@ def test_an_existing_batch_id_is_refused_and_the_batch_is_untouched(client: Clos
     batch = finished_batch(client, "first")
     before, published = batch.status(), queued(raw, "bulk")
     for ids, label, on_invalid in (([CID], "", "record"), ([OTHER, "bad", CID, str(uuid.uuid4())], "x", "record"),
-                                   ([], "", "abort")):
+                                   ([CID, CID], "", "abort")):
         with pytest.raises(BatchIdInUse, match=batch.id):
             client.close_many(ids, batch_id=batch.id, label=label, on_invalid=on_invalid)
     assert batch.status() == before and before.state is BatchState.FINISHED

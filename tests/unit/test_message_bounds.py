@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from genesys_closer.worker.broker.message_bounds import CLOSE_BOUNDS, Bounds, expiry_problem, header_problem
+from genesys_closer.worker.broker.message_bounds import (
+    CLOSE_BOUNDS,
+    Bounds,
+    expiry_problem,
+    header_problem,
+    problem_with,
+)
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 WORKER = Bounds(max_eta_seconds=10.0, time_limit_seconds=25.0, soft_time_limit_seconds=20.0)
@@ -70,3 +76,15 @@ def test_without_a_window_only_readability_is_checked() -> None:
 ])
 def test_a_close_that_cannot_run_in_time_is_known_at_receipt(headers: dict[str, Any], expired: bool) -> None:
     assert (expiry_problem(headers, NOW) is not None) is expired
+
+
+def test_a_close_without_its_conversation_id_or_with_a_workflow_is_refused() -> None:
+    """A close with no argument would fail in the pool with a traceback and no outcome; a link, errback, chain or
+    chord would make a close publish other tasks: both are refused before the pool, like every other bound."""
+    ok = [["3b47a74f-a827-4166-ae62-f6ba6d7268ae"], {}, {"callbacks": None, "errbacks": None, "chain": None}]
+    assert problem_with(100, ok, {}, CLOSE_BOUNDS, NOW) is None
+    assert problem_with(100, [[], {"conversation_id": "x"}, {}], {}, CLOSE_BOUNDS, NOW) is None
+    assert "no conversation_id" in str(problem_with(100, [[], {}, {}], {}, CLOSE_BOUNDS, NOW))
+    for field in ("callbacks", "errbacks", "chain", "chord"):
+        linked = [["3b47a74f-a827-4166-ae62-f6ba6d7268ae"], {}, {field: [{"task": "worker.tasks.sweep"}]}]
+        assert "not accepted" in str(problem_with(100, linked, {}, CLOSE_BOUNDS, NOW)), field

@@ -44,9 +44,13 @@ class Bounds:
     max_eta_seconds: float | None = None  # beyond this, a retry copy would be redelivered while the first waits
     time_limit_seconds: float | None = None  # the worker's own limits for this task: a message may not change them
     soft_time_limit_seconds: float | None = None
+    required: str | None = None  # the argument the task cannot run without (positional or by name)
 
 
-CLOSE_BOUNDS = Bounds()
+# Celery's embed fields that would make a worker publish other tasks after this one: none of ours use them, and a
+# message may not make a close start a sweep, a redrive or anything else.
+WORKFLOW_FIELDS = ("callbacks", "errbacks", "chain", "chord")
+CLOSE_BOUNDS = Bounds(required="conversation_id")
 SWEEP_BOUNDS = Bounds(max_body_bytes=64 * 1024, max_args=0)
 
 
@@ -115,11 +119,15 @@ def problem_with(body_size: int, payload: Any, headers: dict[str, Any], bounds: 
         return f"message body of {body_size} bytes exceeds {bounds.max_body_bytes}"
     if not isinstance(payload, list | tuple) or len(payload) != 3:
         return "message body is not [args, kwargs, embed]"
-    args, kwargs, _ = payload
+    args, kwargs, embed = payload
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         return "args must be a list and kwargs an object"
     if len(args) > bounds.max_args:
         return f"{len(args)} positional arguments (at most {bounds.max_args})"
+    if bounds.required is not None and not args and bounds.required not in kwargs:
+        return f"no {bounds.required} (positional or by name)"
+    if isinstance(embed, dict) and any(embed.get(name) for name in WORKFLOW_FIELDS):
+        return "callbacks, errbacks, chains and chords are not accepted"
     if depth_of([args, kwargs], bounds.max_depth) > bounds.max_depth:
         return f"arguments nested deeper than {bounds.max_depth} levels"
     if len(kwargs) > bounds.max_kwargs:
