@@ -36,9 +36,11 @@ def test_token_revocation_mid_batch_fetches_one_token(admin: EmulatorAdmin,
     wait_until(lambda: batch.status().done >= 60)
     assert admin.stats()["token_requests"] == 1
     admin.revoke_tokens()
+    later = client.close_many(admin.create(40))  # requests after the revocation, even if the first batch is done
     status = batch.wait(timeout=120)
     assert status.counts == {"closed": 160}
-    assert admin.stats()["token_requests"] == 2
+    assert later.wait(timeout=120).counts == {"closed": 40}
+    assert admin.stats()["token_requests"] == 2  # one new token for the whole fleet
     assert admin.stats()["responses_by_status"].get("401", 0) >= 1
 
 

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from genesys_closer.config import load_producer_settings
+from genesys_closer.config.settings import get_producer_settings
 from genesys_closer.producer.api import (
     Batch,
     BatchIdInUse,
@@ -139,6 +140,7 @@ def test_close_conversation_task_checks_its_options(redis_url: str, raw: redis.R
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """``close_conversation.delay`` / ``apply_async`` (the app-side entry point, settings from the environment)."""
     monkeypatch.setenv("REDIS_URL", redis_url)
+    get_producer_settings.cache_clear()  # settings another test of this process read first would send elsewhere
     default_client.cache_clear()
     try:
         refused: list[tuple[Callable[[], object], str]] = [
@@ -154,6 +156,7 @@ def test_close_conversation_task_checks_its_options(redis_url: str, raw: redis.R
         assert close_conversation.apply_async((CID,), {"policy": "fail"}, queue="bulk").id
         assert queued(raw, "bulk") == 1
     finally:
+        get_producer_settings.cache_clear()
         default_client.cache_clear()
 
 
