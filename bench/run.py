@@ -614,8 +614,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"interactive lane: median {lane['busy_median']:.2f} s > 3 s")
     found = analytics_trust.problems(trust)
     problems += found if not args.smoke else [p for p in found if "calls per close" not in p]
-    # a smoke run's small upload may be validated before any close arrives: "answered meanwhile" needs the full size
-    problems += [p for p in intake_problems(intake) if not args.smoke or "answered while" not in p]
+    # A smoke run checks that the intake works (its upload is accepted); its ratios (share of a plain loop, p99 growth,
+    # closes answered meanwhile) need the full run's sizes and a quiet machine, like the calls-per-close checks above.
+    problems += [p for p in intake_problems(intake) if not args.smoke or "-id upload got" in p]
     problems += feed_problems(feed)
     if problems:
         print("BENCHMARK CHECK FAILED: " + "; ".join(problems), file=sys.stderr)
