@@ -227,7 +227,7 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
         assert lost_writes > 0, "the cut-off replica had every write: the scenario lost nothing to recover"
     patches = Patches.read(admin)
     duplicates = len(patches.repeats)
-    assert duplicates >= admin.stats()["duplicate_conversation_patches"]  # the log may hold one the counter did not reach
+    assert duplicates >= admin.stats()["duplicate_conversation_patches"]  # the log may see one more
     # A duplicate has one of two causes. (1) The first PATCH went out while its record (in-flight lock, progress
     # marker, outcome, queue pop, ack) could still be lost: a close running at the kill or, with a lagging replica,
     # at or after the cut. (2) A copy the recovery re-sent after the failover (an item waiting in the batched
