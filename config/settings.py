@@ -21,6 +21,7 @@ from genesys_closer.config.orgs import (
     DEFAULT_ORG,
     ORG_SCOPED,
     describe_org_error,
+    is_org_name,
     org_overrides,
     read_orgs_file,
 )
@@ -119,7 +120,9 @@ class IntakeSettings(ProducerSettings):
     """The HTTP intake (``genesys-closer serve``): Redis plus its own authentication. It refuses to start without
     ``INTAKE_TOKENS`` or ``INTAKE_BASIC_AUTH``."""
 
-    intake_tokens: SecretStr | None = None        # bearer tokens, comma-separated (several: rotation)
+    # bearer tokens, comma-separated (several: rotation), each for the org "default"; or with grants,
+    # "token1:eu-prod,eu-test;token2:us-prod" (each token acts only for the orgs it names)
+    intake_tokens: SecretStr | None = None
     intake_basic_auth: SecretStr | None = None    # "user:password" (Genesys Data Action credentials can be Basic)
     intake_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
     intake_max_batch_ids: int = Field(100_000, ge=1, le=1_000_000)
@@ -143,11 +146,34 @@ class IntakeSettings(ProducerSettings):
         short = [t for t in self.bearer_tokens() if len(t) < 16]
         if short:
             raise ValueError("INTAKE_TOKENS: each token must be at least 16 characters")
+        self.token_grants()  # every grant names valid orgs
         return self
 
-    def bearer_tokens(self) -> list[str]:
+    def token_grants(self) -> dict[str, frozenset[str]]:
+        """Each bearer token and the orgs it may close in and read. The plain form (``tok1,tok2``) grants the org
+        ``default``; the grants form (any ``:`` in the value) is ``token:org,org;token:org``. Tokens therefore
+        contain neither ``:`` nor ``;``."""
         raw = self.intake_tokens.get_secret_value() if self.intake_tokens else ""
-        return [token.strip() for token in raw.split(",") if token.strip()]
+        if ":" not in raw:
+            return {token.strip(): frozenset({DEFAULT_ORG}) for token in raw.split(",") if token.strip()}
+        grants: dict[str, frozenset[str]] = {}
+        for number, entry in enumerate((e.strip() for e in raw.split(";")), start=1):
+            if not entry:
+                continue
+            token, colon, orgs = entry.partition(":")
+            names = [name.strip() for name in orgs.split(",") if name.strip()]
+            if not colon or not token.strip() or not names:
+                raise ValueError(f"INTAKE_TOKENS: grant {number} must be token:org[,org...] (grants separated by ';')")
+            bad = [name for name in names if not is_org_name(name)]
+            if bad:
+                raise ValueError(f"INTAKE_TOKENS: grant {number}: {bad[0][:60]!r} is not an org name")
+            if token.strip() in grants:
+                raise ValueError(f"INTAKE_TOKENS: grant {number}: the same token is granted twice")
+            grants[token.strip()] = frozenset(names)
+        return grants
+
+    def bearer_tokens(self) -> list[str]:
+        return list(self.token_grants())
 
     def basic_credentials(self) -> tuple[str, str] | None:
         raw = self.intake_basic_auth.get_secret_value() if self.intake_basic_auth else ""

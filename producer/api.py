@@ -15,6 +15,7 @@ imports none of the worker's Genesys dependencies (requests, tenacity, cryptogra
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import time
@@ -167,6 +168,20 @@ class CloseClient:
         self.batches_writer = BatchWriter(self.app, self.results, time.time,
                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
                                           in_flight=self.settings.batch_in_flight)
+
+    def for_org(self, org: str) -> CloseClient:
+        """A client of ``org`` sharing this one's settings, Celery app and Redis connection (one per org a server
+        acts for, not one connection each)."""
+        org = arguments.org(org)
+        if org == self.org:
+            return self
+        other = copy.copy(self)
+        other.org = org
+        other.results = ResultStores.open(self.redis, self.settings.results_ttl_seconds, keys=keys_for(org))
+        other.batches_writer = BatchWriter(self.app, other.results, time.time,
+                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
+                                           in_flight=self.settings.batch_in_flight)
+        return other
 
     def close(self, conversation_id: str, *, wait: bool = False, timeout: float = 60.0,
               countdown: float | None = None, **options: Any) -> str | CloseResult:
