@@ -103,6 +103,6 @@ def test_check_one_org_or_all(emulator: EmulatorServer, admin: EmulatorAdmin, tm
     assert code == 1 and {row["org"] for row in rows} == {"weak"}
     code, _, stderr = check("--org", "nope")
     assert code == 2 and "unknown org 'nope'" in stderr
-    text = subprocess.run(CHECK[:1] + ["check", "--all"], env=env, capture_output=True, text=True, timeout=120,
+    text = subprocess.run([*CHECK[:1], "check", "--all"], env=env, capture_output=True, text=True, timeout=120,
                           check=False)
     assert "org default" in text.stdout and "org weak" in text.stdout and text.returncode == 1
