@@ -344,11 +344,13 @@ class WorkerSettings(ProducerSettings):
 S = TypeVar("S", bound=ProducerSettings)
 
 
-def load_org_settings(base: WorkerSettings, environ: dict[str, str] | None = None) -> dict[str, WorkerSettings]:
+def load_org_settings(base: WorkerSettings, environ: dict[str, str] | None = None, *,
+                      need_secrets: bool = True) -> dict[str, WorkerSettings]:
     """Every org this deployment serves, by name, each as its own ``WorkerSettings``: the org ``default`` (the
     GENESYS_* variables) when ``GENESYS_CLIENT_ID`` is set or no ``ORGS_FILE`` is, and each org of ``ORGS_FILE``
     (its own client, region, limit, policies, wrap-up code and sweep; the process's other settings). Raises
-    ConfigError naming the org and field."""
+    ConfigError naming the org and field. ``need_secrets=False``: an org whose secret variable is unset is still
+    listed, without its secret (for what needs only the schedules: Flower's and beat's Celery configuration)."""
     orgs: dict[str, WorkerSettings] = {}
     if not base.orgs_file or base.genesys_client_id:
         orgs[DEFAULT_ORG] = base
@@ -358,7 +360,7 @@ def load_org_settings(base: WorkerSettings, environ: dict[str, str] | None = Non
     inherited = {name: value for name, value in base.model_dump().items() if name not in ORG_SCOPED}
     defaults = {name: WorkerSettings.model_fields[name].default for name in ORG_SCOPED}
     for name, entry in read_orgs_file(base.orgs_file).items():
-        values = {**inherited, **defaults, **org_overrides(where, name, entry, environ)}
+        values = {**inherited, **defaults, **org_overrides(where, name, entry, environ, need_secret=need_secrets)}
         try:
             orgs[name] = WorkerSettings.model_validate(values)
         except ValidationError as exc:

@@ -136,3 +136,5 @@ def test_one_orgs_trouble_changes_nothing_for_the_others(on_fleet: Fleet, produc
         return
     ended = batches[troubled].wait(timeout=180)  # after its trouble, the troubled org's batch lost nothing
     assert ended.counts == {"closed": 30}
+    logs = "".join(worker.log_path.read_text(errors="replace") for worker in on_fleet.workers)
+    assert not [org for org in FLEET_ORGS if org_client(org)[1] in logs]  # no org's secret in any log line

@@ -144,3 +144,38 @@ def test_each_org_has_its_sweep_schedule(tmp_path: Path) -> None:
     default: dict[str, Any] = schedule["idle-sweep"]
     assert "org" not in default["kwargs"]
     assert org_kwargs("default") == {} and org_kwargs("eu-prod") == {"org": "eu-prod"}
+
+
+def test_log_lines_written_for_an_org_carry_it() -> None:
+    import json
+    import logging
+
+    from genesys_closer.shared.logging_setup import JsonFormatter, RedactingFilter, Redactor, TextFormatter, org_context
+
+    def line(formatter: logging.Formatter, org: str | None) -> str:
+        record = logging.LogRecord("genesys_closer.worker", logging.INFO, __file__, 1, "close finished: %s",
+                                   ("closed",), None)
+        record.conversation_id = "c1"
+        if org is None:
+            RedactingFilter(Redactor(["eu-secret-value"])).filter(record)
+        else:
+            with org_context(org):
+                RedactingFilter(Redactor(["eu-secret-value"])).filter(record)
+        return formatter.format(record)
+
+    assert json.loads(line(JsonFormatter(), "eu-prod"))["org"] == "eu-prod"
+    assert "org" not in json.loads(line(JsonFormatter(), None))
+    assert "[org=eu-prod conversation_id=c1]" in line(TextFormatter("%(message)s"), "eu-prod")
+    assert line(TextFormatter("%(message)s"), "default").endswith("[conversation_id=c1]")  # single-org logs unchanged
+
+
+def test_the_schedules_need_no_secrets(tmp_path: Path) -> None:
+    """Beat's and Flower's configuration lists every org without its secret; a worker's refuses to start."""
+    path = tmp_path / "orgs.toml"
+    path.write_text(GOOD)
+    base = load_worker_settings(orgs_file=str(path))
+    lenient = load_org_settings(base, {}, need_secrets=False)
+    assert list(lenient) == ["eu-prod", "us-test"] and lenient["eu-prod"].genesys_client_secret is None
+    assert lenient["eu-prod"].sweep_schedule_seconds == 600
+    with pytest.raises(ConfigError, match="client_secret_env: the environment variable EU_SECRET is not set"):
+        load_org_settings(base, {})
