@@ -36,16 +36,17 @@ def client_ids_seen(admin: EmulatorAdmin) -> set[str]:
     return {row["client_id"] for row in admin.requests() if row.get("client_id")}
 
 
-def test_three_orgs_close_their_own_conversations_at_once(on_fleet: Fleet,
-                                                          producer_settings: ProducerSettings) -> None:
+def test_three_orgs_close_their_own_conversations_at_once(on_fleet: Fleet, producer_settings: ProducerSettings,
+                                                          redis_client: redis.Redis) -> None:
     by_org = clients(producer_settings)
-    ids = {org: on_fleet.org_admin(org).create(40) for org in ORGS}
+    sizes = {"default": 40, "org-a": 320, "org-b": 40}  # org-a's is fed beyond its first in-flight window (300)
+    ids = {org: on_fleet.org_admin(org).create(sizes[org]) for org in ORGS}
     singles = {org: on_fleet.org_admin(org).create(1)[0] for org in ORGS}
     batches = {org: by_org[org].close_many(ids[org], label=f"bulk of {org}") for org in ORGS}
     tasks = {org: by_org[org].close(singles[org]) for org in ORGS}
     for org in ORGS:
         status = batches[org].wait(timeout=120)
-        assert status.org == org and status.counts == {"closed": 40}, (org, status)
+        assert status.org == org and status.counts == {"closed": sizes[org]}, (org, status)
         assert {r.org for r in batches[org].results()} == {org}
         single = by_org[org].result(str(tasks[org]), timeout=60)
         assert single.outcome is Outcome.CLOSED and single.org == org
@@ -68,6 +69,7 @@ def test_three_orgs_close_their_own_conversations_at_once(on_fleet: Fleet,
     for org in ORGS:  # no request of an org carried another org's token
         assert client_ids_seen(on_fleet.org_admin(org)) == {own[org]}
         assert all(not c["open"] for c in on_fleet.org_admin(org).conversations())
+        assert redis_client.exists(keys_for(org).token(own[org]))  # each org's own token, under its own key
 
 
 def test_an_org_the_workers_do_not_serve_is_refused_before_any_genesys_call(
