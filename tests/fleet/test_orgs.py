@@ -73,12 +73,15 @@ def test_three_orgs_close_their_own_conversations_at_once(on_fleet: Fleet, produ
 
 
 def test_an_org_the_workers_do_not_serve_is_refused_before_any_genesys_call(
-        on_fleet: Fleet, producer_settings: ProducerSettings, redis_url: str) -> None:
+        on_fleet: Fleet, producer_settings: ProducerSettings, redis_url: str, redis_client: redis.Redis) -> None:
     [cid] = on_fleet.admin.create(1)
     nowhere = CloseClient(producer_settings, org="no-such-org")
     record = nowhere.close(cid, wait=True, timeout=60)
     assert isinstance(record, CloseResult) and record.outcome is Outcome.INVALID_REQUEST
     assert "unknown org 'no-such-org'" in (record.error or "")
+    assert not list(redis_client.scan_iter("genesys-closer:{no-such-org}:*"))  # a message creates no org's state
+    assert any(entry["conversation_id"] == cid and entry["org"] == "no-such-org"
+               for entry in CloseClient(producer_settings).rejected())  # kept with the default org's rejected
     batch = nowhere.close_many([cid, *on_fleet.admin.create(319)])  # more than one in-flight window (300)
     status = batch.wait(timeout=120)
     assert status.counts == {"invalid_request": 320} and status.org == "no-such-org"
