@@ -146,7 +146,12 @@ class IntakeSettings(ProducerSettings):
         short = [t for t in self.bearer_tokens() if len(t) < 16]
         if short:
             raise ValueError("INTAKE_TOKENS: each token must be at least 16 characters")
-        self.token_grants()  # every grant names valid orgs
+        granted = set().union(*self.token_grants().values())  # every grant names valid orgs
+        if self.orgs_file:  # and, when the intake is given the orgs file, orgs it has (no secrets needed)
+            known = {DEFAULT_ORG, *read_orgs_file(self.orgs_file)}
+            stray = sorted(granted - known)
+            if stray:
+                raise ValueError(f"INTAKE_TOKENS grants the org {stray[0]!r}, which ORGS_FILE does not name")
         return self
 
     def token_grants(self) -> dict[str, frozenset[str]]:

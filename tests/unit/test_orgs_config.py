@@ -179,3 +179,12 @@ def test_the_schedules_need_no_secrets(tmp_path: Path) -> None:
     assert lenient["eu-prod"].sweep_schedule_seconds == 600
     with pytest.raises(ConfigError, match="client_secret_env: the environment variable EU_SECRET is not set"):
         load_org_settings(base, {})
+
+
+def test_intake_grants_are_checked_against_the_orgs_file_when_it_is_given(tmp_path: Path) -> None:
+    path = tmp_path / "orgs.toml"
+    path.write_text(GOOD)
+    fine = load_intake_settings(intake_tokens=f"{'a' * 16}:eu-prod,default", orgs_file=str(path))
+    assert fine.token_grants() == {"a" * 16: {"eu-prod", "default"}}
+    with pytest.raises(ConfigError, match="grants the org 'eu-typo', which ORGS_FILE does not name"):
+        load_intake_settings(intake_tokens=f"{'a' * 16}:eu-typo", orgs_file=str(path))
