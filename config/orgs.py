@@ -39,6 +39,9 @@ from genesys_closer.config.errors import ConfigError
 DEFAULT_ORG = "default"
 ORG_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# A variable name shown in an error: upper case, as environment variables are named; anything else may be a secret
+# pasted into client_secret_env by mistake, and errors go to logs.
+SHOWN_ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 MAX_ORGS = 1000
 MAX_FILE_BYTES = 1024 * 1024
 
@@ -140,6 +143,9 @@ def _check_fields(where: str, name: str, entry: Mapping[str, Any]) -> None:
     for required in ("client_id", SECRET_FIELD):
         if required not in entry:
             raise ConfigError(f"invalid configuration: {where}: org {name!r}: {required}: required")
+    if not isinstance(entry["client_id"], str) or not entry["client_id"].strip():  # else the worker's refusal would
+        raise ConfigError(f"invalid configuration: {where}: org {name!r}: client_id: must be the OAuth client's id "
+                          "(a non-empty string)")  # name GENESYS_CLIENT_ID, the default org's variable
 
 
 def org_overrides(where: str, name: str, entry: Mapping[str, Any], environ: Mapping[str, str] | None = None, *,
@@ -155,15 +161,19 @@ def org_overrides(where: str, name: str, entry: Mapping[str, Any], environ: Mapp
         if field in entry.get("sweep", {}):
             overrides[setting] = _joined(entry["sweep"][field])
     variable = entry[SECRET_FIELD]
-    if not isinstance(variable, str) or not ENV_NAME_PATTERN.fullmatch(variable):
+    if not isinstance(variable, str) or not ENV_NAME_PATTERN.fullmatch(variable):  # never echoed: it may be the secret
         raise ConfigError(f"invalid configuration: {where}: org {name!r}: {SECRET_FIELD}: must be the name of an "
-                          f"environment variable; got {repr(variable)[:60]}")
+                          f"environment variable (letters, digits, '_'; the value is not shown: if it is the "
+                          f"secret itself, move it to a variable and rotate it)")
     secret = environ.get(variable, "")
     if not secret.strip() and not need_secret:
         return overrides
     if not secret.strip():
+        shown = variable if SHOWN_ENV_NAME_PATTERN.fullmatch(variable) else (
+            f"it names ({len(variable)} characters, not shown: an environment variable's name is upper case, so "
+            "this may be the secret itself; if so, rotate it)")
         raise ConfigError(f"invalid configuration: {where}: org {name!r}: {SECRET_FIELD}: the environment variable "
-                          f"{variable} is not set")
+                          f"{shown} is not set")
     overrides["genesys_client_secret"] = secret
     return overrides
 

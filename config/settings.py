@@ -117,6 +117,10 @@ class ProducerSettings(BaseSettings):
         return max(0, self.broker_visibility_timeout_seconds - self.task_time_limit_seconds)
 
 
+GRANTS_FORM = ("grants are token:org,org;token:org, grants separated by ';', and tokens contain no ':' "
+                     "or ';'")
+
+
 class IntakeSettings(ProducerSettings):
     """The HTTP intake (``genesys-closer serve``): Redis plus its own authentication. It refuses to start without
     ``INTAKE_TOKENS`` or ``INTAKE_BASIC_AUTH``."""
@@ -147,12 +151,13 @@ class IntakeSettings(ProducerSettings):
         short = [t for t in self.bearer_tokens() if len(t) < 16]
         if short:
             raise ValueError("INTAKE_TOKENS: each token must be at least 16 characters")
-        granted = set().union(*self.token_grants().values())  # every grant names valid orgs
+        grants = self.token_grants()  # every grant names valid orgs
         if self.orgs_file:  # and, when the intake is given the orgs file, orgs it has (no secrets needed)
             known = {DEFAULT_ORG, *read_orgs_file(self.orgs_file)}
-            stray = sorted(granted - known)
-            if stray:
-                raise ValueError(f"INTAKE_TOKENS grants the org {stray[0]!r}, which ORGS_FILE does not name")
+            for number, orgs in enumerate(grants.values(), start=1):
+                if not orgs <= known:  # the name is not shown: a token holding ':' or ';' may have been split into it
+                    raise ValueError(f"INTAKE_TOKENS: grant {number} names an org ORGS_FILE does not name (not "
+                                     f"shown: {GRANTS_FORM})")
         return self
 
     def token_grants(self) -> dict[str, frozenset[str]]:
@@ -170,9 +175,10 @@ class IntakeSettings(ProducerSettings):
             names = [name.strip() for name in orgs.split(",") if name.strip()]
             if not colon or not token.strip() or not names:
                 raise ValueError(f"INTAKE_TOKENS: grant {number} must be token:org[,org...] (grants separated by ';')")
-            bad = [name for name in names if not is_org_name(name)]
-            if bad:
-                raise ValueError(f"INTAKE_TOKENS: grant {number}: {bad[0][:60]!r} is not an org name")
+            bad = [place for place, name in enumerate(names, start=1) if not is_org_name(name)]
+            if bad:  # not shown: a token holding ':' or ';', or a ',' for a ';', puts token text where an org goes
+                raise ValueError(f"INTAKE_TOKENS: grant {number}: org {bad[0]} of the grant is not an org name (1 to "
+                                 f"40 of a-z, 0-9, '-'; {GRANTS_FORM})")
             if token.strip() in grants:
                 raise ValueError(f"INTAKE_TOKENS: grant {number}: the same token is granted twice")
             grants[token.strip()] = frozenset(names)

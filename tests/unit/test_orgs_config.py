@@ -83,6 +83,12 @@ def test_without_an_orgs_file_the_deployment_is_the_default_org() -> None:
     ("[orgs.a]\nclient_secret_env='EU_SECRET'", {}, "org 'a': client_id: required"),
     ("[orgs.a]\nclient_id='x'\nclient_secret_env='NOT_SET'", {}, "org 'a': client_secret_env: the environment "
                                                                "variable NOT_SET is not set"),
+    ("[orgs.a]\nclient_id=' '\nclient_secret_env='EU_SECRET'", {}, "org 'a': client_id: must be the OAuth"),
+    # a secret pasted where the variable's name goes is never shown (errors go to logs)
+    ("[orgs.a]\nclient_id='x'\nclient_secret_env='hunter2-Xy9_q'", {}, "org 'a': client_secret_env: must be the "
+                                                                       "name of an environment variable"),
+    ("[orgs.a]\nclient_id='x'\nclient_secret_env='hunter2Xy9q'", {}, "org 'a': client_secret_env: the environment "
+                                                                     "variable it names (11 characters, not shown"),
     ("[orgs.a]\nclient_id='x'\nclient_secret_env='EU_SECRET'\nrate_limit_per_minute=0", {},
      "org 'a': rate_limit_per_minute: Input should be greater than or equal to 1"),
     ("[orgs.a]\nclient_id='x'\nclient_secret_env='EU_SECRET'\nregion='mars-1'", {}, "org 'a': region:"),
@@ -127,11 +133,15 @@ def test_intake_tokens_grant_orgs() -> None:
     assert plain.token_grants() == {"a" * 16: {"default"}, "b" * 16: {"default"}}
     granted = load_intake_settings(intake_tokens=f"{'a' * 16}:eu-prod,eu-test;{'b' * 16}:us-prod")
     assert granted.token_grants() == {"a" * 16: {"eu-prod", "eu-test"}, "b" * 16: {"us-prod"}}
-    for bad, says in ((f"{'a' * 16}:", "must be token:org"), (f"{'a' * 16}:Eu!", "is not an org name"),
-                      (f"{'a' * 16}:x;{'a' * 16}:y", "granted twice"), ("short:eu", "at least 16")):
+    for bad, says in ((f"{'a' * 16}:", "must be token:org"), (f"{'a' * 16}:Eu!", "org 1 of the grant is not"),
+                      (f"{'a' * 16}:x;{'a' * 16}:y", "granted twice"), ("short:eu", "at least 16"),
+                      # a ',' for a ';' puts the next token where an org goes: it is not shown either
+                      (f"{'a' * 16}:eu,{'b' * 16}:us", "grant 1: org 2 of the grant is not an org name"),
+                      (f"{'a' * 16}:{'B' * 16}", "grant 1: org 1 of the grant")):  # a token holding ':'
         with pytest.raises(ConfigError, match=says) as error:
             load_intake_settings(intake_tokens=bad)
-        assert "a" * 16 not in str(error.value)  # a token is never shown
+        assert "a" * 16 not in str(error.value) and "b" * 16 not in str(error.value)  # a token is never shown
+        assert "B" * 16 not in str(error.value) and "\n" not in str(error.value)
 
 
 def test_each_org_has_its_sweep_schedule(tmp_path: Path) -> None:
@@ -186,5 +196,6 @@ def test_intake_grants_are_checked_against_the_orgs_file_when_it_is_given(tmp_pa
     path.write_text(GOOD)
     fine = load_intake_settings(intake_tokens=f"{'a' * 16}:eu-prod,default", orgs_file=str(path))
     assert fine.token_grants() == {"a" * 16: {"eu-prod", "default"}}
-    with pytest.raises(ConfigError, match="grants the org 'eu-typo', which ORGS_FILE does not name"):
-        load_intake_settings(intake_tokens=f"{'a' * 16}:eu-typo", orgs_file=str(path))
+    with pytest.raises(ConfigError, match="grant 2 names an org ORGS_FILE does not name") as error:
+        load_intake_settings(intake_tokens=f"{'b' * 16}:eu-prod;{'a' * 16}:eu-typo", orgs_file=str(path))
+    assert "eu-typo" not in str(error.value)  # not shown: a token holding ':' would be split into an "org"
