@@ -18,7 +18,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 
-from genesys_closer.config.orgs import DEFAULT_ORG, check_org_name
+from genesys_closer.config.orgs import DEFAULT_ORG, MAX_ORGS, check_org_name
 
 PREFIX = "genesys-closer"
 
@@ -168,11 +168,17 @@ class RedisKeys:
 KEYS = RedisKeys()
 
 
-@functools.cache
-def keys_for(org: str = DEFAULT_ORG) -> RedisKeys:
+def org_keys(org: str = DEFAULT_ORG) -> RedisKeys:
     """The key names of one org's state: ``default`` keeps the single-org layout, any other org has its own hash
-    tag (``genesys-closer:{org}:...``). ``org`` is checked (it may come from a message)."""
+    tag (``genesys-closer:{org}:...``). ``org`` is checked (it may come from a message). Not cached: for names a
+    message made up (``keys_for`` caches the orgs a process works for)."""
     org = check_org_name(org)
     if org == DEFAULT_ORG:
         return KEYS
     return RedisKeys(prefix=f"{PREFIX}:{{{org}}}", org=org)
+
+
+@functools.lru_cache(maxsize=4 * MAX_ORGS)  # bounded: a flood of made-up org names cannot grow a process
+def keys_for(org: str = DEFAULT_ORG) -> RedisKeys:
+    """``org_keys``, cached."""
+    return org_keys(org)

@@ -8,6 +8,7 @@ feeder, recovery, sweeps), so nothing one org's Genesys does reaches another's."
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from celery import Celery
 
 from genesys_closer.config.errors import CloserError, ConfigError
 from genesys_closer.config.orgs import DEFAULT_ORG, check_org_name
-from genesys_closer.config.redis_keys import client_digest, keys_for
+from genesys_closer.config.redis_keys import client_digest, keys_for, org_keys
 from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings
 from genesys_closer.shared.batches import BatchWriter
 from genesys_closer.shared.feeder import FEED_BUDGET_SECONDS, BatchFeeder
@@ -49,6 +50,8 @@ from genesys_closer.worker.running.breaker import CircuitBreaker
 from genesys_closer.worker.running.close_run import CloseRunner
 from genesys_closer.worker.sweeps.sweep_run import SweepRunner
 
+log = logging.getLogger("genesys_closer.worker")
+
 
 class UnknownOrg(CloserError, ValueError):
     """A message or request named an org this deployment does not serve (or no valid org name at all)."""
@@ -58,8 +61,8 @@ class UnknownOrg(CloserError, ValueError):
         self.org = org
         self.known = known
 
-    def __str__(self) -> str:
-        return f"unknown org {repr(self.org)[:60]} (this deployment serves: {', '.join(self.known) or 'none'})"
+    def __str__(self) -> str:  # recorded, and shown to callers (the intake's): it names no other org
+        return f"unknown org {repr(self.org)[:60]} (not an org this deployment serves; its workers' log names them)"
 
 
 @dataclass
@@ -208,6 +211,11 @@ def _results_for(pid: int, org: str = DEFAULT_ORG) -> ResultStores:
     return ResultStores.open(_redis_for(pid), get_worker_settings().results_ttl_seconds, keys=keys_for(org))
 
 
+def _uncached_results(org: str) -> ResultStores:
+    return ResultStores.open(_redis_for(os.getpid()), get_worker_settings().results_ttl_seconds,
+                             keys=org_keys(org))
+
+
 def message_org(kwargs: object) -> str:
     """The org a message's keyword arguments name, as a valid org name (``default`` when absent or not a valid
     name: such a message is refused, and its record kept with the default org's)."""
@@ -232,7 +240,10 @@ def record_rejected(task_name: str, task_id: str, payload: object, problem: str,
     if isinstance(payload, list | tuple) and len(payload) == 3:
         args, kwargs = payload[0], payload[1]
         org = message_org(kwargs)
-    results = _results_for(os.getpid(), org)
+    served = _serves(org)
+    # Not cached for an org the workers do not serve: every message may name another one (each cached store
+    # cost a process about 13 KB for good, so a flood of made-up names grew every worker without bound).
+    results = _results_for(os.getpid(), org) if served else _uncached_results(org)
     if isinstance(args, list | tuple) and args and isinstance(args[0], str):
         shown = args[0][:100]
     raw_batch = kwargs.get("batch_id") if isinstance(kwargs, dict) else None
@@ -242,7 +253,7 @@ def record_rejected(task_name: str, task_id: str, payload: object, problem: str,
     reason = f"message refused: {problem}" if outcome is Outcome.INVALID_REQUEST else problem
     record = CloseResult(shown, outcome, attempts=0, started_at=now, finished_at=now, error=reason[:1000],
                          batch_id=batch_id, org=org)
-    kept = results if batch_id is not None or _serves(org) else _results_for(os.getpid(), DEFAULT_ORG)
+    kept = results if batch_id is not None or served else _results_for(os.getpid(), DEFAULT_ORG)
     kept.rejected.add(record, task_id)
     if batch_id is None:
         results.pending.forget(task_id)  # a tracked standalone close that expired on a retry is not re-sent
@@ -289,6 +300,7 @@ def worker_parts(org: object = None) -> WorkerParts:
     except ValueError:
         raise UnknownOrg(org, org_names()) from None
     if name not in get_org_settings():
+        log.warning("refused work for org %r: this deployment serves %s", name, ", ".join(org_names()) or "none")
         raise UnknownOrg(name, org_names())
     return _parts_for(os.getpid(), name)
 

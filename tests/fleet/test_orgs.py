@@ -79,6 +79,7 @@ def test_an_org_the_workers_do_not_serve_is_refused_before_any_genesys_call(
     record = nowhere.close(cid, wait=True, timeout=60)
     assert isinstance(record, CloseResult) and record.outcome is Outcome.INVALID_REQUEST
     assert "unknown org 'no-such-org'" in (record.error or "")
+    assert not [org for org in ORGS if org in (record.error or "")]  # a caller learns no org the workers serve
     assert not list(redis_client.scan_iter("genesys-closer:{no-such-org}:*"))  # a message creates no org's state
     assert any(entry["conversation_id"] == cid and entry["org"] == "no-such-org"
                for entry in CloseClient(producer_settings).rejected())  # kept with the default org's rejected
