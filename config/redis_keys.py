@@ -157,7 +157,8 @@ class RedisKeys:
         return f"{self.token(client_id)}:refreshes"
 
     def rate_limit(self, bucket: str, part: str) -> str:
-        """``part``: ``tat`` (next slot), ``pause`` (fleet pause flag), ``imposed-interval``, ``pauses`` (count)."""
+        """``part``: ``tat`` (next slot), ``pause`` (fleet pause flag), ``imposed-interval``, ``pauses`` (count),
+        ``timeouts`` (requests in a row that got no answer) and ``probe`` (the one request out meanwhile)."""
         return f"{self.prefix}:ratelimit:{bucket}:{part}"
 
     def breaker(self, bucket: str, part: str) -> str:

@@ -44,6 +44,7 @@ from genesys_closer.worker.checks.batched_checks import PUMP_BUDGET_SECONDS, Che
 from genesys_closer.worker.checks.item_lifecycle import CheckTiming
 from genesys_closer.worker.closing.closer import Closer, ConfirmSettings, RetrySettings
 from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Transport, TransportHooks
+from genesys_closer.worker.genesys.reachability import RedisReachability
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
 from genesys_closer.worker.recovery.redrive import Recovery
 from genesys_closer.worker.running.breaker import CircuitBreaker
@@ -105,6 +106,9 @@ def build_service(settings: WorkerSettings, redis_client: redis.Redis | None = N
         default_pause_seconds=settings.genesys_default_cooldown_seconds,
         max_limiter_wait_seconds=settings.retry_inline_max_wait_seconds,
         hooks=hooks or metric_hooks(org),
+        reachability=None if redis_client is None else RedisReachability(
+            redis_client, keys, client_digest(client_id),
+            settings.genesys_connect_timeout_seconds + settings.genesys_read_timeout_seconds),
     )
     oauth = OAuthClient(transport, settings.login_url, client_id, secret.get_secret_value())
     tokens: TokenProvider

@@ -144,3 +144,31 @@ def test_one_orgs_trouble_changes_nothing_for_the_others(on_fleet: Fleet, produc
     assert ended.counts == {"closed": 30}
     logs = "".join(worker.log_path.read_text(errors="replace") for worker in on_fleet.workers)
     assert not [org for org in FLEET_ORGS if org_client(org)[1] in logs]  # no org's secret in any log line
+
+
+@pytest.mark.slow  # an org's requests time out (15 s each) before the gate closes: about a minute
+def test_an_org_whose_genesys_does_not_answer_holds_no_pool_process_the_others_need(
+        on_fleet: Fleet, producer_settings: ProducerSettings, redis_client: redis.Redis) -> None:
+    """A host that accepts connections and never answers costs each request a whole read timeout. Before the
+    reachability gate, 24 single closes of that org (3 per pool slot) held every slot of the fleet, retry after
+    retry, and no close of any other org ran until the host answered again (seen: none in 200 s)."""
+    troubled, other = FLEET_ORGS
+    by_org = clients(producer_settings)
+    for org in (troubled, other):  # tokens and limiters warm: the trouble is the API host's alone
+        assert by_org[org].close(on_fleet.org_admin(org).create(1)[0], wait=True, timeout=60).outcome \
+            is Outcome.CLOSED  # type: ignore[union-attr]
+    on_fleet.org_admin(troubled).faults(latency_ms=16_000)  # beyond the read timeout (15 s): no request is answered
+    stuck_ids = on_fleet.org_admin(troubled).create(24)
+    stuck = [by_org[troubled].close(cid) for cid in stuck_ids]
+    try:
+        for cid in on_fleet.org_admin(other).create(3):  # the other org keeps closing meanwhile: singles and a bulk
+            assert by_org[other].close(cid, wait=True, timeout=90).outcome is Outcome.CLOSED  # type: ignore[union-attr]
+        batch = by_org[other].close_many(on_fleet.org_admin(other).create(30))
+        assert batch.wait(timeout=120).counts == {"closed": 30}
+        bucket = client_digest(org_client(troubled)[0])
+        assert int(redis_client.get(keys_for(troubled).rate_limit(bucket, "timeouts")) or 0) >= 3  # still unanswered
+    finally:
+        on_fleet.org_admin(troubled).faults(latency_ms=0)
+    outcomes = {by_org[troubled].result(str(task), timeout=240).outcome for task in stuck}  # nothing lost
+    assert outcomes == {Outcome.CLOSED}
+    assert all(not on_fleet.org_admin(troubled).conversation(cid)["open"] for cid in stuck_ids)

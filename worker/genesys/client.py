@@ -34,6 +34,7 @@ from genesys_closer.worker.genesys.errors import (
     TransportError,
 )
 from genesys_closer.worker.genesys.http_policy import error_for_status, first_header, parse_retry_after
+from genesys_closer.worker.genesys.reachability import AlwaysReachable, Reachability
 from genesys_closer.worker.genesys.tokens import TokenGrant, TokenProvider
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,10 @@ class Transport:
         max_limiter_wait_seconds: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         hooks: TransportHooks | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self.limiter = limiter
+        self.reachability = reachability or AlwaysReachable()
         self._local = threading.local()
         self._shared_session = session
         self.timeouts = (connect_timeout_seconds, read_timeout_seconds)
@@ -150,6 +153,7 @@ class Transport:
              form: dict[str, str] | None = None, tally: CallTally | None = None) -> Reply:
         """Send one request after reserving a rate-limit slot. ``route`` is the path template, for logs/metrics."""
         label = f"{method} {route}"
+        self.reachability.before_send(label)  # the org's host not answering: one probe at a time, the rest defer
         self.wait_for_slot(label)
         try:
             response = self.session.request(
@@ -162,6 +166,7 @@ class Transport:
                 response.close()
         except requests.Timeout:
             self._failed(label, tally)
+            self.reachability.timed_out()
             raise TransportError(f"{label}: timed out") from None
         except ResponseTooLarge as exc:
             self._failed(label, tally)
@@ -175,6 +180,7 @@ class Transport:
             body=_decode(content),
             correlation_id=first_header(response.headers, CORRELATION_HEADERS),
         )
+        self.reachability.answered()
         if tally is not None:
             tally.add(reply)
         if self.hooks.on_reply:
