@@ -10,6 +10,7 @@ Two views of one set of variables:
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -357,12 +358,14 @@ S = TypeVar("S", bound=ProducerSettings)
 
 
 def load_org_settings(base: WorkerSettings, environ: dict[str, str] | None = None, *,
-                      need_secrets: bool = True) -> dict[str, WorkerSettings]:
+                      need_secrets: bool = True,
+                      secrets_of: Collection[str] | None = None) -> dict[str, WorkerSettings]:
     """Every org this deployment serves, by name, each as its own ``WorkerSettings``: the org ``default`` (the
     GENESYS_* variables) when ``GENESYS_CLIENT_ID`` is set or no ``ORGS_FILE`` is, and each org of ``ORGS_FILE``
     (its own client, region, limit, policies, wrap-up code and sweep; the process's other settings). Raises
     ConfigError naming the org and field. ``need_secrets=False``: an org whose secret variable is unset is still
-    listed, without its secret (for what needs only the schedules: Flower's and beat's Celery configuration)."""
+    listed, without its secret (for what needs only the schedules: Flower's and beat's Celery configuration).
+    ``secrets_of``: only these orgs need their secrets (``check --org NAME`` on a host holding that org's alone)."""
     orgs: dict[str, WorkerSettings] = {}
     if not base.orgs_file or base.genesys_client_id:
         orgs[DEFAULT_ORG] = base
@@ -372,7 +375,8 @@ def load_org_settings(base: WorkerSettings, environ: dict[str, str] | None = Non
     inherited = {name: value for name, value in base.model_dump().items() if name not in ORG_SCOPED}
     defaults = {name: WorkerSettings.model_fields[name].default for name in ORG_SCOPED}
     for name, entry in read_orgs_file(base.orgs_file).items():
-        values = {**inherited, **defaults, **org_overrides(where, name, entry, environ, need_secret=need_secrets)}
+        needed = need_secrets if secrets_of is None else name in secrets_of
+        values = {**inherited, **defaults, **org_overrides(where, name, entry, environ, need_secret=needed)}
         try:
             orgs[name] = WorkerSettings.model_validate(values)
         except ValidationError as exc:

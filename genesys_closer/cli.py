@@ -54,27 +54,31 @@ def check(
     if chosen:
         overrides["_env_file"] = str(chosen)
     base = load_worker_settings(**overrides)
-    orgs = load_org_settings(base) if base.orgs_file else {DEFAULT_ORG: base}
     if every_org and org:
         raise ConfigError("check: give --org or --all, not both")
-    names = list(orgs) if every_org else (org or [state.org or DEFAULT_ORG])
-    unknown = [name for name in names if name not in orgs]
+    configured = list(load_org_settings(base, need_secrets=False)) if base.orgs_file else [DEFAULT_ORG]
+    names = configured if every_org else (org or [state.org or DEFAULT_ORG])
+    unknown = [name for name in names if name not in configured]
     if unknown:
-        raise ConfigError(f"check: unknown org {unknown[0][:60]!r} (configured: {', '.join(orgs)})")
+        raise ConfigError(f"check: unknown org {unknown[0][:60]!r} (configured: {', '.join(configured)})")
+    # only the orgs checked need their secrets: a host holding one org's secret can check that org
+    orgs = load_org_settings(base, secrets_of=set(names)) if base.orgs_file else {DEFAULT_ORG: base}
+    single = not base.orgs_file  # a single-org deployment's output is what it was before orgs existed
     good = True
     for name in dict.fromkeys(names):
         checks = run_checks(orgs[name], name)
         good = ready(checks) and good
         if state.json:
             for item in checks:
-                state.emit({"org": name, "check": item.name, "ok": item.ok, "detail": item.detail, "fix": item.fix})
+                state.emit({**({} if single else {"org": name}), "check": item.name, "ok": item.ok,
+                            "detail": item.detail, "fix": item.fix})
             continue
-        table = Table("check", "result", "detail", "fix", title=f"org {cell(name)}")
+        table = Table("check", "result", "detail", "fix", title=None if single else f"org {cell(name)}")
         for item in checks:
             table.add_row(cell(item.name), MARKS[item.ok], cell(item.detail), cell(item.fix))  # Genesys' text
         console.print(table)
-        console.print(f"org {name}: " + ("ready: a close can work" if ready(checks)
-                                         else "not ready: fix the rows marked FAIL"), markup=False)
+        console.print(("" if single else f"org {name}: ") + ("ready: a close can work" if ready(checks)
+                                                              else "not ready: fix the rows marked FAIL"), markup=False)
     raise typer.Exit(EXIT_OK if good else EXIT_NOT_ALL_SUCCEEDED)
 
 

@@ -41,7 +41,13 @@ def test_check_passes_and_makes_no_change(emulator: EmulatorServer, admin: Emula
         "apply a wrap-up code (CLOSE_WRAPUP_CODE)", "rate limit"}
     assert "teardown" not in " ".join(rows)  # not allowed by the policy: not probed
     assert "allows 180 requests/min" in str(rows["rate limit"]["detail"])
+    assert "org" not in rows["token"]  # a single-org deployment's output is what it was before orgs existed
     assert admin.conversation(cid)["open"] is True and admin.stats()["conversation_patches"] == 0
+    text = subprocess.run([*CHECK[:1], "check"], env={"PATH": os.environ["PATH"], "GENESYS_CLIENT_ID": "demo-client",
+                          "GENESYS_CLIENT_SECRET": "demo-secret", "GENESYS_API_URL": emulator.base_url,
+                          "GENESYS_LOGIN_URL": emulator.base_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "180"},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert text.stdout.splitlines()[-1] == "ready: a close can work" and "org default" not in text.stdout
 
 
 def test_check_names_a_missing_permission(emulator: EmulatorServer, admin: EmulatorAdmin) -> None:
@@ -84,7 +90,10 @@ def test_check_one_org_or_all(emulator: EmulatorServer, admin: EmulatorAdmin, tm
     admin.add_client("weak-client", "weak-secret", deny=["conversation:communication:disconnect"])
     orgs = tmp_path / "orgs.toml"
     orgs.write_text(f'[orgs.weak]\napi_url = "{emulator.base_url}"\nclient_id = "weak-client"\n'
-                    'client_secret_env = "WEAK_SECRET"\nrate_limit_per_minute = 180\n')
+                    'client_secret_env = "WEAK_SECRET"\nrate_limit_per_minute = 180\n'
+                    # an org whose secret this host does not hold: only --all (or --org elsewhere) needs it
+                    f'[orgs.elsewhere]\napi_url = "{emulator.base_url}"\nclient_id = "e"\n'
+                    'client_secret_env = "ELSEWHERE_SECRET"\n')
     env = {"PATH": os.environ["PATH"], "GENESYS_CLIENT_ID": "demo-client", "GENESYS_CLIENT_SECRET": "demo-secret",
            "GENESYS_API_URL": emulator.base_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "180", "ORGS_FILE": str(orgs),
            "WEAK_SECRET": "weak-secret"}
@@ -93,16 +102,22 @@ def test_check_one_org_or_all(emulator: EmulatorServer, admin: EmulatorAdmin, tm
         run = subprocess.run([*CHECK, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
         return run.returncode, [json.loads(line) for line in run.stdout.splitlines()], run.stderr
 
+    code, _, stderr = check("--all")
+    assert code == 2 and "org 'elsewhere': client_secret_env: the environment variable ELSEWHERE_SECRET" in stderr
+    env["ELSEWHERE_SECRET"] = "elsewhere-secret"  # the emulator does not know this client
     code, rows, _ = check("--all")
-    assert code == 1 and {row["org"] for row in rows} == {"default", "weak"}
+    assert code == 1 and {row["org"] for row in rows} == {"default", "weak", "elsewhere"}
+    token = next(row for row in rows if row["org"] == "elsewhere" and row["check"] == "token")
+    assert token["ok"] is False and "[orgs.elsewhere] in ORGS_FILE" in str(token["fix"])  # not GENESYS_CLIENT_ID
+    del env["ELSEWHERE_SECRET"]
     failed = {(row["org"], row["check"]) for row in rows if row["ok"] is False}
-    assert failed == {("weak", "disconnect a message conversation")}
+    assert failed == {("weak", "disconnect a message conversation"), ("elsewhere", "token")}
     code, rows, _ = check("--org", "default")
     assert code == 0 and {row["org"] for row in rows} == {"default"}
     code, rows, _ = check("--org", "weak")
     assert code == 1 and {row["org"] for row in rows} == {"weak"}
     code, _, stderr = check("--org", "nope")
     assert code == 2 and "unknown org 'nope'" in stderr
-    text = subprocess.run([*CHECK[:1], "check", "--all"], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    text = subprocess.run([*CHECK[:1], "check", "--org", "default", "--org", "weak"], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
     assert "org default" in text.stdout and "org weak" in text.stdout and text.returncode == 1

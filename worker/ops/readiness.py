@@ -132,6 +132,16 @@ def _judge(probe: Probe, reply: Reply) -> Check:
                  "see the correlation id in Genesys' API audit or contact support")
 
 
+CREDENTIAL_VARIABLES = "GENESYS_CLIENT_ID / GENESYS_CLIENT_SECRET"
+CREDENTIAL_FIELDS = "client_id / the variable client_secret_env names"
+
+
+def _named(org: str, variable: str, field: str) -> str:
+    """How an operator sets one setting of ``org``: its environment variable for ``default``, else its field in the
+    orgs file."""
+    return variable if org == DEFAULT_ORG else f"{field} of [orgs.{org}] in ORGS_FILE"
+
+
 def run_checks(settings: WorkerSettings, org: str = DEFAULT_ORG) -> list[Check]:
     """Every check of one org (``settings``: its own), in order; a failed token check stops there (nothing else can
     be tried)."""
@@ -146,11 +156,12 @@ def run_checks(settings: WorkerSettings, org: str = DEFAULT_ORG) -> list[Check]:
         service.tokens.get()
     except TransportError as exc:
         return [*checks, Check("token", False, f"login host unreachable: {exc}",
-                               "check GENESYS_ENVIRONMENT (your org's region) and the network path to it")]
+                               f"check {_named(org, 'GENESYS_ENVIRONMENT', 'region')} (your org's region) and the "
+                               "network path to it")]
     except GenesysError as exc:
         return [*checks, Check("token", False, f"the OAuth client was refused: {exc}",
-                               "check GENESYS_CLIENT_ID / GENESYS_CLIENT_SECRET, and that the client uses the Client "
-                               "Credentials grant in this region")]
+                               f"check {_named(org, CREDENTIAL_VARIABLES, CREDENTIAL_FIELDS)}, and that the client "
+                               "uses the Client Credentials grant in this region")]
     checks.append(Check("token", True, "a client-credentials token was issued"))
     fake_conversation, fake_participant = str(uuid.uuid4()), str(uuid.uuid4())
     allowed: int | None = None
@@ -169,10 +180,11 @@ def run_checks(settings: WorkerSettings, org: str = DEFAULT_ORG) -> list[Check]:
     if allowed is not None:
         configured = settings.genesys_rate_limit_per_minute
         fits = configured <= allowed
+        setting = _named(org, "GENESYS_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute")
         checks.append(Check("rate limit", fits, f"Genesys allows {allowed} requests/min per token; "
-                            f"GENESYS_RATE_LIMIT_PER_MINUTE={configured}",
-                            "" if fits else f"set GENESYS_RATE_LIMIT_PER_MINUTE={allowed} (workers also slow down "
-                                            "to the header on their own)"))
+                            f"{setting}={configured}",
+                            "" if fits else f"set {setting}={allowed} (workers also slow down to the header on "
+                                            "their own)"))
     checks.append(trust_check(settings, org))
     checks.append(Check("divisions", None, "conversations in divisions the client's roles are not granted in end "
                         "forbidden (403 missing.division.permission) or not_found, item by item",
