@@ -470,8 +470,13 @@ def _close_routes(app: FastAPI, orgs: OrgClients, settings: IntakeSettings, wait
                          503: {"description": "too many requests wait already (`Retry-After`); nothing enqueued"}})
     async def post_close(request: Request, body: CloseRequest, who: Who,
                          wait: float = Query(0.0, ge=0, le=settings.intake_max_wait_seconds,
-                                             description="seconds to wait for the outcome")) -> Any:
-        org = who.org(body.org, "no such org")
+                                             description="seconds to wait for the outcome"),
+                         org: str | None = ORG_QUERY) -> Any:
+        """The org is the JSON field ``org`` or the query's ``org`` (a Data Action's URL may carry it); both given,
+        they must agree (before, the query's was ignored and the close went to the credential's default org)."""
+        if org is not None and body.org is not None and org != body.org:
+            raise IntakeError(422, "invalid_request", "the query's org and the body's org differ")
+        org = who.org(body.org if body.org is not None else org, "no such org")
         closes = orgs[org]
         try:
             conversation_id = parse_conversation_id(body.conversationId)

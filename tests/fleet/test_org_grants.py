@@ -91,6 +91,15 @@ def test_a_token_of_several_orgs_names_one(intake: Intake, on_fleet: Fleet) -> N
     assert intake.call("GET", f"/v1/conversations/{b_conversation}", TOKEN_B).json()["org"] == "org-b"
     assert intake.call("POST", "/v1/closes", TOKEN_AB, json={"conversationId": b_conversation,
                                                              "org": "Org B!"}).status_code == 404
+    # ?org= names the org of a close too (a Data Action's URL may carry it), and both given must agree
+    [by_query] = on_fleet.org_admin("org-b").create(1)
+    queried = intake.call("POST", "/v1/closes", TOKEN_AB, params={"org": "org-b", "wait": 20},
+                          json={"conversationId": by_query})
+    assert queried.status_code == 200 and queried.json()["org"] == "org-b" and queried.json()["outcome"] == "closed"
+    assert intake.call("POST", "/v1/closes", TOKEN_A, params={"org": "org-b"},  # not granted: as if it did not exist
+                       json={"conversationId": by_query}).status_code == 404
+    assert answer(intake.call("POST", "/v1/closes", TOKEN_AB, params={"org": "org-a"},
+                              json={"conversationId": by_query, "org": "org-b"}))[:2] == (422, "invalid_request")
 
 
 def test_the_cli_and_the_python_api_act_for_the_org_given(on_fleet: Fleet, redis_url: str,
