@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import task_revoked
 
 from genesys_closer.shared.names import (
@@ -25,7 +25,8 @@ from genesys_closer.shared.names import (
 from genesys_closer.shared.outcomes import Outcome
 from genesys_closer.worker.app import app
 from genesys_closer.worker.factory import record_rejected, worker_parts
-from genesys_closer.worker.running.close_run import RetryLater, TaskContext
+from genesys_closer.worker.ops.task_events import report_waiting
+from genesys_closer.worker.running.close_run import RetryLater, TaskContext, Waiting
 
 GUARDED: dict[str, Any] = {
     "Strategy": "genesys_closer.worker.broker.message_bounds:bounded_strategy",  # every message is bounded first
@@ -34,7 +35,8 @@ GUARDED: dict[str, Any] = {
 
 @app.task(bind=True, name=TASK_NAME, max_retries=None, **GUARDED)  # type: ignore[untyped-decorator]
 def close_conversation(self: Any, conversation_id: str, batch_id: str | None = None, **options: Any) -> dict[str, Any]:
-    """Close one Genesys Cloud web messaging conversation; returns its outcome record."""
+    """Close one Genesys Cloud web messaging conversation; returns its outcome record. A batch item that goes to
+    wait for a batched read ends in the state WAITING instead (``worker.ops.task_events``): its outcome comes later."""
     delivery = self.request.delivery_info or {}
     context = TaskContext(task_id=str(self.request.id), retries=int(self.request.retries),
                           batch_id=batch_id if isinstance(batch_id, str) or batch_id is None else repr(batch_id)[:80],
@@ -43,6 +45,9 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
         return worker_parts().close_runner.run(conversation_id, context, options)
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from None
+    except Waiting as waiting:
+        report_waiting(self, waiting.record)
+        raise Ignore() from None  # acknowledged, and no task-succeeded: its close has not ended
     except SoftTimeLimitExceeded:
         _drop_redis_connections()
         try:  # bounded like any transient failure: it ends with an outcome
