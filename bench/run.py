@@ -11,8 +11,10 @@ writes ``docs/benchmarks.md`` with PNG plots. ``--smoke`` runs tiny versions tha
    (``bench/analytics_trust.py``).
 7. The interactive lane (``bench/interactive_lane.py``).
 8. A waiting 100,000-item batch, fed (the product) against one message per ID up front (``bench/batch_feed.py``).
+9. What Flower that tells the truth costs the broker (``bench/flower_cost.py``).
 
-``--only trust`` runs section 6b alone and replaces only that section of docs/benchmarks.md.
+``--only trust`` runs section 6b alone and replaces only that section of docs/benchmarks.md; ``--only flower``
+section 9.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import psutil
 import redis
 from celery.states import READY_STATES
 
-from bench import analytics_trust
+from bench import analytics_trust, flower_cost
 from bench.batch_feed import measure as measure_feed
 from bench.batch_feed import problems as feed_problems
 from bench.batch_feed import report_lines as feed_report
@@ -78,13 +80,16 @@ class Sizes:
     lane_batch: int = 300
     trust_batch: int = 600
     trust_limit: int = 3000
+    flower_batch: int = 2000  # the demo's batch
+    flower_limit: int = 9000
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(batch=120, limit=6000, concurrency=4, overhead_closes=40, enqueue=(200, 1000), latency_runs=10,
                    storm_batch=150, storm_limit=6000, per_token_batch=40, per_token_limit=6000, lags=(0.3,),
                    per_token_at_default=10,
-                   lane_singles=2, lane_batch=30, trust_batch=60, trust_limit=6000)
+                   lane_singles=2, lane_batch=30, trust_batch=60, trust_limit=6000, flower_batch=60,
+                   flower_limit=6000)
 
 
 @dataclass
@@ -457,7 +462,8 @@ def machine() -> str:
 def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[str, float]],
            enqueue: dict[str, dict[str, float]], latency: dict[str, float], storm: list[Run], out: Path,
            elapsed: float, capacity: dict[str, float], intake: dict[str, float], per_token: list[TokenRow],
-           lane: dict[str, float], trust: list[analytics_trust.TrustRow], feed: dict[str, float]) -> str:
+           lane: dict[str, float], trust: list[analytics_trust.TrustRow], feed: dict[str, float],
+           flower: list[flower_cost.FlowerRow] | None = None) -> str:
     img = out / "img"
     img.mkdir(parents=True, exist_ok=True)
     plot_bars(rate, img / "rate-limit-use.png")
@@ -545,6 +551,8 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
               "|---|---|---|",
               f"| {lane['idle_median']:.2f} s | {lane['busy_median']:.2f} s | {lane['busy_max']:.2f} s |", "",
               *feed_report(feed)]
+    if flower is not None:
+        lines += flower_cost.section(flower, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
     text = "\n".join(lines)
     (out / "benchmarks.md").write_text(text)
     return text
@@ -554,16 +562,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that every scenario works")
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="where benchmarks.md and img/ go")
-    parser.add_argument("--only", choices=["trust"], help="run one section alone and update only it in "
-                        "benchmarks.md (trust: 6b, the cost of verifying analytics confirmations)")
+    parser.add_argument("--only", choices=["trust", "flower"], help="run one section alone and update only it in "
+                        "benchmarks.md (trust: 6b, the cost of verifying analytics confirmations; flower: 9, what "
+                        "Flower's truthful task states cost the broker)")
     args = parser.parse_args(argv)
     sizes = Sizes.smoke() if args.smoke else Sizes()
     if args.only == "trust":
         return only_trust(sizes, args.out, smoke=args.smoke)
+    if args.only == "flower":
+        return only_flower(sizes, args.out)
     workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
     started = time.monotonic()
     bench = Bench(sizes, workdir)
-    step = Steps(11, of=12)
+    step = Steps(12, of=13)
     try:
         with step("rate-limit use: our fleet, the tutorial, Celery's rate_limit"):
             rate = scenario_rate_limit(bench)
@@ -590,14 +601,16 @@ def main(argv: list[str] | None = None) -> int:
                                           sizes.concurrency, sizes.per_token_at_default)
         with step("trust but verify: sampled analytics confirmations"):
             trust = analytics_trust.measure(bench, sizes.trust_batch, sizes.trust_limit, sizes.concurrency)
+        with step("Flower that tells the truth: its broker cost"):
+            flower = flower_cost.measure(bench, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
     finally:
         bench.close()
-    with Steps(1, start=11, of=12)("interactive lane: a single close during a bulk batch at 300/min"):
+    with Steps(1, start=12, of=13)("interactive lane: a single close during a bulk batch at 300/min"):
         lane = measure_lane(singles=sizes.lane_singles, batch=sizes.lane_batch)
-    with Steps(1, start=12, of=12)("a waiting batch: fed against one message per ID up front"):
+    with Steps(1, start=13, of=13)("a waiting batch: fed against one message per ID up front"):
         feed = measure_feed(10_000 if args.smoke else 100_000)
     text = report(sizes, rate, sweep, overhead, enqueue, latency, storm, args.out, time.monotonic() - started,
-                  capacity, intake, per_token, lane, trust, feed)
+                  capacity, intake, per_token, lane, trust, feed, flower)
     print(text)
     shutil.rmtree(workdir, ignore_errors=True)
     ours = [run for run in [*rate, sweep, *storm] if run.name.startswith("genesys-closer")]
@@ -618,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     # closes answered meanwhile) need the full run's sizes and a quiet machine, like the calls-per-close checks above.
     problems += [p for p in intake_problems(intake) if not args.smoke or "-id upload got" in p]
     problems += feed_problems(feed)
+    problems += flower_cost.problems(flower)
     if problems:
         print("BENCHMARK CHECK FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1
@@ -647,6 +661,35 @@ def only_trust(sizes: Sizes, out: Path, *, smoke: bool = False) -> int:
     path.write_text(text[:start] + "\n".join(lines) + "\n" + text[end:])
     shutil.rmtree(workdir, ignore_errors=True)
     found = [p for p in analytics_trust.problems(rows) if not smoke or "calls per close" not in p]
+    if found:
+        print("BENCHMARK CHECK FAILED: " + "; ".join(found), file=sys.stderr)
+        return 1
+    return 0
+
+
+def only_flower(sizes: Sizes, out: Path) -> int:
+    """Section 9 alone: both rows side by side in one run, spliced into the existing benchmarks.md."""
+    workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
+    bench = Bench(sizes, workdir)
+    try:
+        with Steps(1)("Flower that tells the truth: its broker cost"):
+            rows = flower_cost.measure(bench, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
+    finally:
+        bench.close()
+    lines = flower_cost.section(rows, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
+    print("\n".join(lines))
+    path = out / "benchmarks.md"
+    text = path.read_text() if path.exists() else ""
+    start = text.find(flower_cost.SECTION)
+    if start < 0:
+        start = end = len(text)
+        lines = ["", *lines] if text and not text.endswith("\n\n") else lines
+    else:
+        end = text.find("\n## ", start + 1)
+        end = len(text) if end < 0 else end + 1
+    path.write_text(text[:start] + "\n".join(lines) + "\n" + text[end:])
+    shutil.rmtree(workdir, ignore_errors=True)
+    found = flower_cost.problems(rows)
     if found:
         print("BENCHMARK CHECK FAILED: " + "; ".join(found), file=sys.stderr)
         return 1

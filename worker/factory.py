@@ -133,7 +133,7 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
                                                 budget_seconds=min(PUMP_BUDGET_SECONDS,
                                                                    settings.task_soft_time_limit_seconds / 2),
                                                 verifier=verifier,
-                                                report_ended=OutcomeEvents(app) if settings.flower_outcome_events
+                                                report_ended=OutcomeEvents(app) if settings.batched_outcome_events
                                                 else None)
     return WorkerParts(
         service=service,

@@ -25,7 +25,7 @@ from genesys_closer.shared.names import (
 from genesys_closer.shared.outcomes import Outcome
 from genesys_closer.worker.app import app
 from genesys_closer.worker.factory import record_rejected, worker_parts
-from genesys_closer.worker.ops.task_events import report_waiting
+from genesys_closer.worker.ops.task_events import report_waiting, shown
 from genesys_closer.worker.running.close_run import RetryLater, TaskContext, Waiting
 
 GUARDED: dict[str, Any] = {
@@ -35,14 +35,15 @@ GUARDED: dict[str, Any] = {
 
 @app.task(bind=True, name=TASK_NAME, max_retries=None, **GUARDED)  # type: ignore[untyped-decorator]
 def close_conversation(self: Any, conversation_id: str, batch_id: str | None = None, **options: Any) -> dict[str, Any]:
-    """Close one Genesys Cloud web messaging conversation; returns its outcome record. A batch item that goes to
-    wait for a batched read ends in the state WAITING instead (``worker.ops.task_events``): its outcome comes later."""
+    """Close one Genesys Cloud web messaging conversation; returns its outcome record (its outcome first, as Flower
+    shows it). A batch item that goes to wait for a batched read ends in the state WAITING instead
+    (``worker.ops.task_events``): its outcome comes later."""
     delivery = self.request.delivery_info or {}
     context = TaskContext(task_id=str(self.request.id), retries=int(self.request.retries),
                           batch_id=batch_id if isinstance(batch_id, str) or batch_id is None else repr(batch_id)[:80],
                           queue=str(delivery.get("routing_key") or QUEUE_INTERACTIVE))
     try:
-        return worker_parts().close_runner.run(conversation_id, context, options)
+        return shown(worker_parts().close_runner.run(conversation_id, context, options))
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from None
     except Waiting as waiting:
@@ -51,7 +52,7 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
     except SoftTimeLimitExceeded:
         _drop_redis_connections()
         try:  # bounded like any transient failure: it ends with an outcome
-            return worker_parts().close_runner.after_time_limit(conversation_id, context)
+            return shown(worker_parts().close_runner.after_time_limit(conversation_id, context))
         except RetryLater as later:
             raise self.retry(countdown=later.countdown) from None
 

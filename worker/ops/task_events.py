@@ -32,9 +32,18 @@ SUCCEEDED_EVENT = "task-succeeded"
 Ended = tuple[str, dict[str, Any]]  # (the id of the close task that waited, the outcome record)
 
 
+SHOWN_FIRST = ("outcome", "waiting_for", "confirmed_by")  # what Flower's result column shows before it cuts
+
+
+def shown(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with what a glance needs first (Flower cuts a long result to its column): the same keys and values,
+    so whoever reads the result as data (the result backend, ``CloseResult.from_dict``) reads the same record."""
+    return {**{key: record[key] for key in SHOWN_FIRST if key in record}, **record}
+
+
 def _result(record: dict[str, Any]) -> str:
     """A result as the worker shows one in its own events (``saferepr``, at most ``Task.resultrepr_maxsize``)."""
-    return str(saferepr(record, Task.resultrepr_maxsize))
+    return str(saferepr(shown(record), Task.resultrepr_maxsize))
 
 
 def report_waiting(task: Any, record: dict[str, Any]) -> None:

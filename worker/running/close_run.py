@@ -298,8 +298,8 @@ class CloseRunner:
         """What a task raises when its item waits for a batched check (its outcome is recorded later)."""
         log.debug("waiting for a batched %s", stage.value,
                   extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
-        return Waiting({"conversation_id": ref.conversation_id, "batch_id": ref.batch_id,
-                        "waiting_for": f"batched {stage.value}"})
+        return Waiting({"waiting_for": f"batched {stage.value}", "conversation_id": ref.conversation_id,
+                        "batch_id": ref.batch_id})
 
     def record_checked(self, result: CloseResult) -> dict[str, Any]:
         """Record an outcome a batched check decided (the pump's ``finish``)."""
