@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "trust":
         return only_trust(sizes, args.out, smoke=args.smoke)
     if args.only == "flower":
-        return only_flower(sizes, args.out)
+        return only_flower(sizes, args.out, smoke=args.smoke)
     workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
     started = time.monotonic()
     bench = Bench(sizes, workdir)
@@ -631,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     # closes answered meanwhile) need the full run's sizes and a quiet machine, like the calls-per-close checks above.
     problems += [p for p in intake_problems(intake) if not args.smoke or "-id upload got" in p]
     problems += feed_problems(feed)
-    problems += flower_cost.problems(flower)
+    problems += flower_cost.problems(flower, smoke=args.smoke)
     if problems:
         print("BENCHMARK CHECK FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1
@@ -667,7 +667,7 @@ def only_trust(sizes: Sizes, out: Path, *, smoke: bool = False) -> int:
     return 0
 
 
-def only_flower(sizes: Sizes, out: Path) -> int:
+def only_flower(sizes: Sizes, out: Path, *, smoke: bool = False) -> int:
     """Section 9 alone: both rows side by side in one run, spliced into the existing benchmarks.md."""
     workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
     bench = Bench(sizes, workdir)
@@ -689,7 +689,7 @@ def only_flower(sizes: Sizes, out: Path) -> int:
         end = len(text) if end < 0 else end + 1
     path.write_text(text[:start] + "\n".join(lines) + "\n" + text[end:])
     shutil.rmtree(workdir, ignore_errors=True)
-    found = flower_cost.problems(rows)
+    found = flower_cost.problems(rows, smoke=smoke)
     if found:
         print("BENCHMARK CHECK FAILED: " + "; ".join(found), file=sys.stderr)
         return 1
