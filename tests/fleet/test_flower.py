@@ -38,11 +38,15 @@ def flower_tasks(flower: FlowerProcess) -> dict[str, dict[str, Any]]:
     return tasks
 
 
-def close_tasks_by_conversation(tasks: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Every close task Flower knows, by conversation, in the order the workers received them."""
+def close_tasks_by_conversation(tasks: dict[str, dict[str, Any]],
+                                batch_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every close task Flower knows (of one batch, when ``batch_id`` is given), by conversation, in the order the
+    workers received them."""
     found: dict[str, list[dict[str, Any]]] = {}
     for task in tasks.values():
-        if task.get("name") == TASK_NAME and task.get("args"):
+        if task.get("name") != TASK_NAME or not task.get("args"):
+            continue
+        if batch_id is None or ast.literal_eval(task.get("kwargs") or "{}").get("batch_id") == batch_id:
             found.setdefault(ast.literal_eval(task["args"])[0], []).append(task)
     for listed in found.values():
         listed.sort(key=lambda task: task.get("received") or 0.0)
@@ -95,7 +99,7 @@ def test_flower_shows_a_waiting_batch_item_waiting_and_its_last_task_its_outcome
         def check_snapshot() -> bool:
             """Flower first, then the records: a task Flower shows SUCCESS must have its outcome recorded by now."""
             nonlocal snapshots
-            shown = close_tasks_by_conversation(flower_tasks(flower))
+            shown = close_tasks_by_conversation(flower_tasks(flower), batch.id)
             done = batch.status().done
             recorded = {r.conversation_id: r.outcome.value for r in batch.results()}
             snapshots += 1
@@ -116,12 +120,12 @@ def test_flower_shows_a_waiting_batch_item_waiting_and_its_last_task_its_outcome
         calls_at_end = [r for r in admin.requests() if r["route"] != "/oauth/token"]
 
         def last_tasks_show_outcomes() -> bool:
-            shown = close_tasks_by_conversation(flower_tasks(flower))
+            shown = close_tasks_by_conversation(flower_tasks(flower), batch.id)
             return all(shown.get(cid) and shown[cid][-1]["state"] == "SUCCESS" for cid in ids)
 
         wait_until(last_tasks_show_outcomes, timeout=30, interval=0.3, message="every last task SUCCESS")
         tasks = flower_tasks(flower)
-        shown = close_tasks_by_conversation(tasks)
+        shown = close_tasks_by_conversation(tasks, batch.id)
         for cid in ids:
             last = shown[cid][-1]
             result = shown_result(last)
