@@ -49,10 +49,13 @@ def _prepare_metrics_dir(settings: WorkerSettings) -> None:
             values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
+CONSUMER = "genesys_closer.worker.broker.prompt_reconnect:PromptReconnectConsumer"
+
+
 def _configuration() -> dict[str, Any]:
     settings = _settings()
     _prepare_metrics_dir(settings)
-    return worker_config(settings)
+    return {**worker_config(settings), "worker_consumer": CONSUMER}
 
 
 @functools.cache
