@@ -15,6 +15,7 @@ from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.shared.names import TASK_NAME
+from genesys_closer.worker.ops.task_events import WAITING_STATE
 from tests.services import FlowerProcess, worker_env
 from tests.waiting import wait_until
 
@@ -106,7 +107,7 @@ def test_flower_shows_a_waiting_batch_item_waiting_and_its_last_task_its_outcome
             for cid in ids:
                 for task in shown.get(cid, []):
                     states_seen[cid].add(task["state"])
-                    if task["state"] == "WAITING":
+                    if task["state"] == WAITING_STATE:
                         waiting_for.add(shown_result(task)["waiting_for"])
                     if task["state"] == "SUCCESS":
                         assert cid in recorded, f"{cid} shown SUCCESS before its outcome was recorded: {task}"
@@ -132,10 +133,10 @@ def test_flower_shows_a_waiting_batch_item_waiting_and_its_last_task_its_outcome
             assert result["outcome"] == records[cid].outcome.value
             assert result["batch_id"] == batch.id and result["conversation_id"] == cid
             assert ast.literal_eval(last["kwargs"])["batch_id"] == batch.id  # kwargs (the org too) are shown
-            assert all(task["state"] == "WAITING" for task in shown[cid][:-1])  # none of its earlier tasks closed
+            assert all(task["state"] == WAITING_STATE for task in shown[cid][:-1])  # none of its earlier tasks closed
         # The items went through both batched reads, and the pump's reports made the waiting tasks' ends visible.
         assert waiting_for == {"batched precheck", "batched confirm"}
-        assert snapshots >= 2 and any("WAITING" in seen for seen in states_seen.values())
+        assert snapshots >= 2 and any(WAITING_STATE in seen for seen in states_seen.values())
         by_pump = [cid for cid in ids if records[cid].confirmed_by == "analytics"]
         assert by_pump and all(shown_result(shown[cid][-1])["confirmed_by"] == "analytics" for cid in by_pump)
         # Genesys calls: exactly those the records count (reads as shares), one PATCH each; showing the outcomes in

@@ -30,8 +30,6 @@ WAITING_EVENT = "task-waiting"
 WAITING_STATE = "WAITING"  # Flower's state for it: celery.events.state names a custom event's state by its type
 SUCCEEDED_EVENT = "task-succeeded"
 Ended = tuple[str, dict[str, Any]]  # (the id of the close task that waited, the outcome record)
-
-
 SHOWN_FIRST = ("outcome", "waiting_for", "confirmed_by")  # what Flower's result column shows before it cuts
 
 
