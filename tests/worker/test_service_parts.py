@@ -50,6 +50,12 @@ class ScriptedCloser:
 
     steps: list[tuple[str, Outcome | Exception]] = field(default_factory=list)
     calls: list[CloseOptions] = field(default_factory=list)
+    turns: list[float | None] = field(default_factory=list)  # what hold_first_slot answers (then: a slot)
+    tickets: list[str] = field(default_factory=list)
+
+    def hold_first_slot(self, ticket: str) -> float | None:
+        self.tickets.append(ticket)
+        return self.turns.pop(0) if self.turns else None
 
     def close(self, conversation_id: str, options: CloseOptions,
               on_patched: Callable[[str], None] | None = None) -> CloseResult:
@@ -226,6 +232,31 @@ def test_a_patch_out_elsewhere_makes_the_next_close_wait(redis_client: redis.Red
     assert redis_client.get(KEYS.patch_claim(CID)) is None
     assert run.run(CID, TaskContext("single", 1, None), {})["outcome"] == "already_closed"
     assert redis_client.get(KEYS.patch_claim(CID)) is None
+
+
+def test_bulk_close_without_a_slot_near_is_handed_back_until_its_turn(redis_client: redis.Redis,
+                                                                       results: ResultStores, clock: Clock) -> None:
+    """A bulk item whose org's limiter has no slot near makes no call and counts no failure: its task goes back to
+    the broker until its turn (capped by TASK_MAX_COUNTDOWN_SECONDS), its PATCH claim let go; the same task (same
+    ticket) then runs. Single closes never hand back: an app or a person waits for them."""
+    from genesys_closer.shared.names import QUEUE_BULK
+
+    closer = ScriptedCloser([("get", Outcome.CLOSED), ("get", Outcome.ALREADY_CLOSED)], turns=[3.0, 40.0])
+    run = runner(redis_client, results, closer, clock, task_max_countdown_seconds=25)
+    results.batches.create("b")
+    results.batches.add_members("b", [CID])
+    with pytest.raises(RetryLater, match="its turn") as later:
+        run.run(CID, TaskContext("task-1", 0, "b", queue=QUEUE_BULK), {})
+    assert 3.0 <= later.value.countdown <= 3.05 and closer.calls == []
+    assert redis_client.get(KEYS.patch_claim(CID)) is None  # another close of ours may PATCH meanwhile
+    assert ItemProgress(redis_client).read(ItemRef("b", CID)).api_calls == 0  # nothing counted as a failure
+    with pytest.raises(RetryLater) as later:
+        run.run(CID, TaskContext("task-1", 1, "b", queue=QUEUE_BULK), {})
+    assert later.value.countdown == 25  # a far turn: back at the longest countdown, the ticket keeps its place
+    assert run.run(CID, TaskContext("task-1", 2, "b", queue=QUEUE_BULK), {})["outcome"] == "closed"
+    assert closer.tickets == ["task-1"] * 3
+    assert run.run(CID, TaskContext("single", 0, None), {})["outcome"] == "already_closed"
+    assert closer.tickets == ["task-1"] * 3  # a single close asks for no ticket
 
 
 # -- recovery --------------------------------------------------------------------------------------------------------

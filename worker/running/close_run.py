@@ -8,6 +8,7 @@ either record the outcome (exactly once per batch item) or ask the task to retry
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -61,6 +62,7 @@ log = logging.getLogger("genesys_closer.worker")
 # 403 codes about one conversation, not the OAuth client (Genesys' error catalogue: division permissions)
 ITEM_ONLY_CODES = frozenset({"missing.division.permission", "missing.division.permissions", "not.authorized.division"})
 MAX_ECHO = 100
+HAND_BACK_JITTER_SECONDS = 0.05  # spread over a hand-back's countdown (turns are one limiter interval apart)
 
 
 class RetryLater(Exception):
@@ -205,6 +207,7 @@ class CloseRunner:
                 options = replace(options, skip_initial_get=False)  # a PATCH of ours may have landed: read it first
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                self._slot_or_hand_back(ref, context)
                 if confirm_only:
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
                 else:
@@ -248,6 +251,7 @@ class CloseRunner:
 
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                self._slot_or_hand_back(ref, context)
                 answer = self.closer.disconnect(ref.conversation_id, item.options, on_patched=remember_patch)
         except RetryableError as exc:
             result = self._exhausted_or_retry(ref, exc, context)
@@ -263,6 +267,23 @@ class CloseRunner:
             result = answer
             result.api_calls += progress.api_calls
         return self._concluded(result, item, context)
+
+    def _slot_or_hand_back(self, ref: ItemRef, context: TaskContext) -> None:
+        """Bulk work starts its calls only with a rate-limit slot near, held for its first call. Otherwise its task
+        goes back to the broker until its turn in the org's line (``RateLimiter.reserve_in_line``): no call made, no
+        failure counted, the PATCH claim of ``_fresh_look`` let go. So a bulk close never sleeps on its org's
+        limiter while it holds a pool process that another org's work could use."""
+        if context.queue != QUEUE_BULK:
+            return
+        turn = self.closer.hold_first_slot(context.task_id)
+        if turn is None:
+            return
+        self.guard.release(ref.conversation_id, ref.batch_id)
+        metrics.HANDED_BACK.inc()
+        countdown = min(turn + HAND_BACK_JITTER_SECONDS * random.random(), self.settings.task_max_countdown_seconds)
+        log.debug("bulk close handed back for %.1f s: its org's rate limit has no slot near", countdown,
+                  extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
+        raise RetryLater(countdown, "waiting for its turn at the rate limit")
 
     def _fresh_look(self, conversation_id: str, context: TaskContext) -> None:
         """The look after the in-flight lock, before any PATCH (see ``patch_guard``): claim the conversation's PATCH
