@@ -17,6 +17,13 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genesys_closer.config.errors import ConfigError
+from genesys_closer.config.orgs import (
+    DEFAULT_ORG,
+    ORG_SCOPED,
+    describe_org_error,
+    org_overrides,
+    read_orgs_file,
+)
 from genesys_closer.config.redis_target import RedisTarget, parse_sentinels
 from genesys_closer.config.regions import resolve_domain
 
@@ -50,6 +57,9 @@ class ProducerSettings(BaseSettings):
     broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
     task_soft_time_limit_seconds: int = Field(45, ge=5)
     task_time_limit_seconds: int = Field(60, ge=6)
+
+    # Several orgs: a TOML file of named orgs besides the GENESYS_* variables' org "default" (config/orgs.py)
+    orgs_file: str = ""
 
     # Logging
     log_level: str = "INFO"
@@ -308,6 +318,28 @@ class WorkerSettings(ProducerSettings):
 S = TypeVar("S", bound=ProducerSettings)
 
 
+def load_org_settings(base: WorkerSettings, environ: dict[str, str] | None = None) -> dict[str, WorkerSettings]:
+    """Every org this deployment serves, by name, each as its own ``WorkerSettings``: the org ``default`` (the
+    GENESYS_* variables) when ``GENESYS_CLIENT_ID`` is set or no ``ORGS_FILE`` is, and each org of ``ORGS_FILE``
+    (its own client, region, limit, policies, wrap-up code and sweep; the process's other settings). Raises
+    ConfigError naming the org and field."""
+    orgs: dict[str, WorkerSettings] = {}
+    if not base.orgs_file or base.genesys_client_id:
+        orgs[DEFAULT_ORG] = base
+    if not base.orgs_file:
+        return orgs
+    where = f"ORGS_FILE {base.orgs_file!r}"
+    inherited = {name: value for name, value in base.model_dump().items() if name not in ORG_SCOPED}
+    defaults = {name: WorkerSettings.model_fields[name].default for name in ORG_SCOPED}
+    for name, entry in read_orgs_file(base.orgs_file).items():
+        values = {**inherited, **defaults, **org_overrides(where, name, entry, environ)}
+        try:
+            orgs[name] = WorkerSettings.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(describe_org_error(where, name, exc)) from None
+    return orgs
+
+
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
@@ -350,3 +382,9 @@ def get_producer_settings() -> ProducerSettings:
 def get_worker_settings() -> WorkerSettings:
     """The process-wide worker settings, built on first use."""
     return load_worker_settings()
+
+
+@functools.cache
+def get_org_settings() -> dict[str, WorkerSettings]:
+    """The process-wide settings of every org (``load_org_settings``), built on first use."""
+    return load_org_settings(get_worker_settings())

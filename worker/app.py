@@ -19,7 +19,7 @@ from celery.signals import celeryd_after_setup, setup_logging, worker_init, work
 from celery.utils.nodenames import worker_direct
 
 from genesys_closer.config.errors import ConfigError
-from genesys_closer.config.settings import WorkerSettings, get_worker_settings
+from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings
 from genesys_closer.shared.celery_config import APP_NAME, worker_config
 from genesys_closer.shared.logging_setup import configure_logging
 from genesys_closer.worker.broker import reconnect_fixes
@@ -40,6 +40,13 @@ def _settings() -> WorkerSettings:
         _refuse_to_start(exc)
 
 
+def _orgs() -> dict[str, WorkerSettings]:
+    try:
+        return get_org_settings()
+    except ConfigError as exc:
+        _refuse_to_start(exc)
+
+
 def _prepare_metrics_dir(settings: WorkerSettings) -> None:
     """Multiprocess metrics need a shared directory before prometheus_client is first imported."""
     if settings.metrics_port and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -52,7 +59,7 @@ def _prepare_metrics_dir(settings: WorkerSettings) -> None:
 def _configuration() -> dict[str, Any]:
     settings = _settings()
     _prepare_metrics_dir(settings)
-    return worker_config(settings)
+    return worker_config(settings, _orgs())
 
 
 @functools.cache
@@ -74,9 +81,11 @@ def __getattr__(name: str) -> Celery:
 
 @worker_init.connect  # type: ignore[untyped-decorator]
 def _require_credentials(**_: Any) -> None:
-    """A worker without Genesys credentials would report ready and then fail every task: refuse to start."""
+    """A worker without Genesys credentials would report ready and then fail every task: refuse to start. Every
+    org of the orgs file is checked too (one line naming the org and the field)."""
     try:
-        _settings().require_credentials()
+        for org in _orgs().values():
+            org.require_credentials()
     except ConfigError as exc:
         _refuse_to_start(exc)
 
@@ -98,10 +107,13 @@ def _direct_queue_first(sender: str, instance: Any, **_: Any) -> None:
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _on_ready(**_: Any) -> None:
     settings = _settings()
+    from genesys_closer.config.redis_keys import keys_for
     from genesys_closer.shared.redis_connection import connect
     from genesys_closer.worker.recovery.redrive import remember_redis_run_id
 
-    remember_redis_run_id(connect(settings.redis_target))
+    client = connect(settings.redis_target)
+    for org in _orgs():
+        remember_redis_run_id(client, keys_for(org))
     if settings.metrics_port:
         from genesys_closer.worker.ops import metrics
 
@@ -120,6 +132,6 @@ def _metrics_process_exited(pid: int | None = None, **_: Any) -> None:
 def _configure_logging(loglevel: Any = None, **_: Any) -> None:
     """Celery's own logging setup is replaced by ours (redacting, optional JSON)."""
     settings = _settings()
-    secret = settings.genesys_client_secret.get_secret_value() if settings.genesys_client_secret else ""
+    secrets = [org.genesys_client_secret.get_secret_value() for org in _orgs().values() if org.genesys_client_secret]
     level = loglevel if isinstance(loglevel, str) else logging.getLevelName(loglevel or settings.log_level)
-    configure_logging(str(level), settings.log_format, [secret])
+    configure_logging(str(level), settings.log_format, secrets)  # every org's secret is redacted
