@@ -71,7 +71,8 @@ class RateLimiter(Protocol):
     def reserve_in_line(self, ticket: str, max_wait_seconds: float) -> Grant:
         """Reserve the next slot if it comes within ``max_wait_seconds`` (the ticket then leaves the line); otherwise
         reserve nothing and give ``ticket`` (the work's id) its place in line: ``wait_seconds`` is when to come back.
-        A ticket keeps its turn when it comes back early; a new one lines up one interval after the last."""
+        A ticket back before its turn is near keeps it; any other lines up one interval after the last ticket (or
+        at the next free slot, if later): work back at its turn without a slot near goes to the end of the line."""
 
     def pause(self, seconds: float) -> bool:
         """Pause the whole fleet for ``seconds``; True when this started a new pause."""
@@ -123,9 +124,10 @@ class InMemoryRateLimiter:
                 self.tat = free + interval
                 self.line.pop(ticket, None)
                 return Grant(True, free - now)
-            mine = self.line.get(ticket)
-            if mine is not None:
-                return Grant(False, mine - now if mine > now else interval)
+            mine = self.line.pop(ticket, None)
+            if mine is not None and mine > now + max_wait_seconds:
+                self.line[ticket] = mine
+                return Grant(False, mine - now)
             turn = max([free, *(t + interval for t in self.line.values())])
             self.line[ticket] = turn
             return Grant(False, turn - now)

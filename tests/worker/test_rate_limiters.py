@@ -201,6 +201,20 @@ def test_tickets_line_up_one_interval_apart_and_keep_their_turn(backend: Backend
     assert limiter.reserve_in_line("d", 0.3).wait_seconds == pytest.approx(4.0, abs=backend.now() - started + 1e-6)
 
 
+def test_a_ticket_back_at_its_turn_without_a_slot_goes_to_the_end_of_the_line(backend: Backend) -> None:
+    """Work outside the line (a single close) took the slot a ticket was due: back at its turn (here: its turn within
+    the horizon it accepts) it finds none near and lines up again after the last ticket, so it never comes back
+    again and again before a slot can be free for it."""
+    limiter = backend.limiter(60, headroom=1.0)
+    started = backend.now()
+    assert limiter.reserve_in_line("first", 0.0).granted
+    assert [limiter.reserve_in_line(t, 0.0).wait_seconds for t in ("a", "b")] == pytest.approx(
+        [1.0, 2.0], abs=backend.now() - started + 1e-6)
+    assert limiter.reserve(10).granted  # a single close takes the slot at +1 s
+    back = limiter.reserve_in_line("a", 1.5)  # its turn (+1 s) is within 1.5 s, the next free slot (+2 s) is not
+    assert not back.granted and back.wait_seconds == pytest.approx(3.0, abs=backend.now() - started + 1e-6)
+
+
 def test_a_ticket_whose_turn_came_takes_its_slot_and_leaves_the_line(backend: Backend) -> None:
     limiter = backend.limiter(600, headroom=1.0)  # ten per second
     assert limiter.reserve_in_line("now", 0.0).granted

@@ -247,7 +247,7 @@ def test_bulk_close_without_a_slot_near_is_handed_back_until_its_turn(redis_clie
     results.batches.add_members("b", [CID])
     with pytest.raises(RetryLater, match="its turn") as later:
         run.run(CID, TaskContext("task-1", 0, "b", queue=QUEUE_BULK), {})
-    assert 3.0 <= later.value.countdown <= 3.05 and closer.calls == []
+    assert 2.75 <= later.value.countdown <= 2.8 and closer.calls == []  # a little before its turn
     assert redis_client.get(KEYS.patch_claim(CID)) is None  # another close of ours may PATCH meanwhile
     assert ItemProgress(redis_client).read(ItemRef("b", CID)).api_calls == 0  # nothing counted as a failure
     with pytest.raises(RetryLater) as later:

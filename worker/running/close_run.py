@@ -62,6 +62,7 @@ log = logging.getLogger("genesys_closer.worker")
 ITEM_ONLY_CODES = frozenset({"missing.division.permission", "missing.division.permissions", "not.authorized.division"})
 MAX_ECHO = 100
 HAND_BACK_JITTER_SECONDS = 0.05  # spread over a hand-back's countdown (turns are one limiter interval apart)
+HAND_BACK_LEAD_SECONDS = 0.25  # a handed-back task comes back this long before its turn (< BULK_HORIZON_SECONDS)
 
 
 class RetryLater(Exception):
@@ -281,7 +282,10 @@ class CloseRunner:
             return
         self.guard.release(ref.conversation_id, ref.batch_id)
         metrics.HANDED_BACK.labels(self.org).inc()
-        countdown = min(turn + HAND_BACK_JITTER_SECONDS * random.random(), self.settings.task_max_countdown_seconds)
+        # Back a little before the turn (within the horizon, so it holds its slot and sleeps at most that long): a
+        # task that came back exactly at its turn would miss the slot whenever the broker or a busy host delays it.
+        countdown = min(max(turn - HAND_BACK_LEAD_SECONDS, 0.0) + HAND_BACK_JITTER_SECONDS * random.random(),
+                        self.settings.task_max_countdown_seconds)
         log.debug("bulk close handed back for %.1f s: its org's rate limit has no slot near", countdown,
                   extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
         raise RetryLater(countdown, "waiting for its turn at the rate limit")
