@@ -14,6 +14,9 @@ runs this section alone and replaces only it in docs/benchmarks.md; ``--smoke`` 
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 import statistics
 import tempfile
 import time
@@ -33,6 +36,7 @@ ORGS = ("org-a", "org-b", "org-c")
 HOST_CORES = 2
 SHARE_GOAL = 0.95
 LATENCY_GOAL = 1.5
+RETRY = re.compile(r"close_conversation\[[^\]]+\] retry: Retry in")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class OrgsFigures:
     foreign_requests: int  # requests whose token's org does not hold the conversation they name
     not_found: int
     calls_per_close: dict[str, float] = field(default_factory=dict)
+    longest_gap: dict[str, float] = field(default_factory=dict)  # seconds without a request of the org, in the window
+    retries_per_close: float = 0.0  # Celery retries (here: hand-backs at the limiter) per close, the whole run
+    load_average: float = 0.0  # the host's 1-minute load average at the end of the window (other work included)
 
     @property
     def idle_median(self) -> float:
@@ -181,11 +188,13 @@ def measure(sizes: OrgsSizes) -> OrgsFigures:
         window_from = time.time()
         time.sleep(sizes.window_seconds)  # the measurement window itself
         window_until = time.time()
+        load_average = os.getloadavg()[0]
         cpu_after = sum(cpu_seconds(p) for p in processes)
         redis_after = cpu_seconds(redis_process) if redis_process else 0.0
         done_after = {org: batch.status().done for org, batch in batches.items()}
         for batch in batches.values():
             batch.cancel()
+        retries = sum(len(RETRY.findall(w.log_path.read_text(errors="replace"))) for w in workers)
 
         log = [r for r in admin.requests() if r["route"] != "/oauth/token"]
         in_window = Counter(r["org"] for r in log if window_from <= r["t"] < window_until)
@@ -195,13 +204,18 @@ def measure(sizes: OrgsSizes) -> OrgsFigures:
         foreign = sum(1 for r in log if r["conversation_id"] and any(
             owner.get(cid) not in (None, r["org"]) for cid in r["conversation_id"].split(",")))
         closes = {org: done_after[org] - done_before[org] for org in ORGS}
+        gaps = {org: max((b - a for a, b in itertools.pairwise(
+            [window_from, *sorted(r["t"] for r in log if r["org"] == org and window_from <= r["t"] < window_until),
+             window_until])), default=window) for org in ORGS}
         return OrgsFigures(
             sizes=sizes, idle_latencies=idle, busy_latencies=busy,
             a_requests_during_singles=during_singles / (LIMIT / 60 * max(singles_until - singles_from, 1e-9)),
             shares={org: in_window[org] / per_window for org in ORGS}, closes=closes, window_seconds=window,
             worker_cpu_seconds=cpu_after - cpu_before, redis_cpu_seconds=redis_after - redis_before,
             foreign_requests=foreign, not_found=sum(1 for r in log if r["status"] == 404),
-            calls_per_close={org: in_window[org] / max(closes[org], 1) for org in ORGS})
+            calls_per_close={org: in_window[org] / max(closes[org], 1) for org in ORGS}, longest_gap=gaps,
+            retries_per_close=retries / max(sum(done_after.values()) + 2 * sizes.singles, 1),
+            load_average=load_average)
     finally:
         for worker in workers:
             worker.kill()
@@ -220,11 +234,16 @@ def report_lines(figures: OrgsFigures) -> list[str]:
         f"(`close(wait=True)`, {sizes.singles} one after another) on an idle fleet, then while org A runs a "
         f"{sizes.a_bulk:,}-item bulk; then B and C start {sizes.other_bulk:,}-item bulks beside A's and every "
         f"org's requests are counted from the emulator's log (by the org of each token) over "
-        f"{figures.window_seconds:.0f} s. The limiter keeps 3% headroom (0.97 is the most an org can use).", "",
+        f"{figures.window_seconds:.0f} s. The limiter keeps 3% headroom (0.97 is the most an org can use). "
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores with a load average of "
+        f"{figures.load_average:.1f} at the end of the window (the emulator, and other work on the machine, "
+        "included).", "",
         "| | org A | org B | org C |", "|---|---|---|---|",
         f"| share of its own limit, all three bulks together | {shares} |",
         f"| closes in the window (calls per close: {calls}) | "
-        + " | ".join(str(figures.closes[org]) for org in ORGS) + " |", "",
+        + " | ".join(str(figures.closes[org]) for org in ORGS) + " |",
+        "| longest time without a request of the org in the window | "
+        + " | ".join(f"{figures.longest_gap[org]:.2f} s" for org in ORGS) + " |", "",
         "| org B single close: idle median | while A runs its bulk: median | ratio | A's share meanwhile |",
         "|---|---|---|---|",
         f"| {figures.idle_median:.2f} s | {figures.busy_median:.2f} s | {figures.latency_ratio:.2f}x | "
@@ -234,7 +253,8 @@ def report_lines(figures: OrgsFigures) -> list[str]:
         f"{figures.total_closes} closes). An org at its full rate finishes {figures.closes_per_second_per_org:.2f} "
         f"closes/s, so one {HOST_CORES}-core host with every core busy serves about "
         f"**{figures.orgs_per_host:.0f} orgs at full rate** (workers and Redis; Genesys, here the emulator, "
-        "not on it). Requests with one org's token against another org's conversation: "
+        "not on it). Bulk tasks handed back to the broker until their turn: "
+        f"{figures.retries_per_close:.2f} per close. Requests with one org's token against another org's conversation: "
         f"{figures.foreign_requests}; 404s: {figures.not_found}.", ""]
 
 
