@@ -142,9 +142,10 @@ def _check_fields(where: str, name: str, entry: Mapping[str, Any]) -> None:
             raise ConfigError(f"invalid configuration: {where}: org {name!r}: {required}: required")
 
 
-def org_overrides(where: str, name: str, entry: Mapping[str, Any],
-                  environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The settings an org's entry sets (``WorkerSettings`` field names), its secret read from the environment."""
+def org_overrides(where: str, name: str, entry: Mapping[str, Any], environ: Mapping[str, str] | None = None, *,
+                  need_secret: bool = True) -> dict[str, Any]:
+    """The settings an org's entry sets (``WorkerSettings`` field names), its secret read from the environment.
+    Without ``need_secret`` (Flower, which only needs the sweep schedules) a missing secret is left unset."""
     environ = os.environ if environ is None else environ
     overrides: dict[str, Any] = {}
     for field, setting in ORG_FIELDS.items():
@@ -158,6 +159,8 @@ def org_overrides(where: str, name: str, entry: Mapping[str, Any],
         raise ConfigError(f"invalid configuration: {where}: org {name!r}: {SECRET_FIELD}: must be the name of an "
                           f"environment variable; got {repr(variable)[:60]}")
     secret = environ.get(variable, "")
+    if not secret.strip() and not need_secret:
+        return overrides
     if not secret.strip():
         raise ConfigError(f"invalid configuration: {where}: org {name!r}: {SECRET_FIELD}: the environment variable "
                           f"{variable} is not set")

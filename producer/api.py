@@ -15,6 +15,7 @@ imports none of the worker's Genesys dependencies (requests, tenacity, cryptogra
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import time
@@ -168,10 +169,28 @@ class CloseClient:
                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
                                           in_flight=self.settings.batch_in_flight)
 
+    def for_org(self, org: str) -> CloseClient:
+        """A client of ``org`` sharing this one's settings, Celery app and Redis connection (one per org a server
+        acts for, not one connection each)."""
+        org = arguments.org(org)
+        if org == self.org:
+            return self
+        other = copy.copy(self)
+        other.org = org
+        other.results = ResultStores.open(self.redis, self.settings.results_ttl_seconds, keys=keys_for(org))
+        other.batches_writer = BatchWriter(self.app, other.results, time.time,
+                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
+                                           in_flight=self.settings.batch_in_flight)
+        return other
+
     def close(self, conversation_id: str, *, wait: bool = False, timeout: float = 60.0,
-              countdown: float | None = None, **options: Any) -> str | CloseResult:
+              countdown: float | None = None, org: str | None = None, **options: Any) -> str | CloseResult:
         """Enqueue one close on the interactive queue; with ``wait`` return its outcome record. ``countdown``
-        delays it (at most the broker's safe window, see ``ProducerSettings.max_countdown_seconds``)."""
+        delays it (at most the broker's safe window, see ``ProducerSettings.max_countdown_seconds``); ``org``
+        (default: this client's) names the org it is for."""
+        if org is not None:
+            return self.for_org(org).close(conversation_id, wait=wait, timeout=timeout, countdown=countdown,
+                                           **options)
         arguments.flag("wait", wait)
         timeout = arguments.seconds("timeout", timeout)
         task_id = self.send_close(conversation_id, options, countdown=countdown)
@@ -237,7 +256,7 @@ class CloseClient:
 
     def close_many(self, conversation_ids: Iterable[object], *, label: str = "", source: str = "",
                    options: dict[str, Any] | None = None, on_invalid: str = "record",
-                   queue: str = QUEUE_BULK, batch_id: str | None = None) -> Batch:
+                   queue: str = QUEUE_BULK, batch_id: str | None = None, org: str | None = None) -> Batch:
         """Start a batch (see ``BatchWriter.start_checked``): every ID is validated before any is enqueued, the input
         is streamed into Redis, duplicates are dropped; the items are fed to the broker ``BATCH_IN_FLIGHT`` at a
         time (``shared.feeder``).
@@ -245,7 +264,11 @@ class CloseClient:
         ``on_invalid`` is ``"record"`` (invalid IDs become ``invalid_id`` items) or ``"abort"`` (InvalidBatch, nothing
         enqueued); ``queue`` one of the worker queues; ``batch_id`` (optional, 32 hex digits) must not be in use
         (BatchIdInUse). Any other value raises InvalidArgument (a ValueError) before anything is written, and so
-        does an input with no item at all (as the CLI and the intake refuse an empty one)."""
+        does an input with no item at all (as the CLI and the intake refuse an empty one). ``org`` (default: this
+        client's) names the org the batch is for; the returned handle reads it there."""
+        if org is not None:
+            return self.for_org(org).close_many(conversation_ids, label=label, source=source, options=options,
+                                                on_invalid=on_invalid, queue=queue, batch_id=batch_id)
         if isinstance(conversation_ids, str | bytes):
             raise InvalidArgument("conversation_ids must be an iterable of conversation ids, not one string")
         items = iter(conversation_ids)

@@ -19,7 +19,7 @@ from celery.signals import celeryd_after_setup, setup_logging, worker_init, work
 from celery.utils.nodenames import worker_direct
 
 from genesys_closer.config.errors import ConfigError
-from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings
+from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings, load_org_settings
 from genesys_closer.shared.celery_config import APP_NAME, worker_config
 from genesys_closer.shared.logging_setup import configure_logging
 from genesys_closer.worker.broker import reconnect_fixes
@@ -59,7 +59,11 @@ def _prepare_metrics_dir(settings: WorkerSettings) -> None:
 def _configuration() -> dict[str, Any]:
     settings = _settings()
     _prepare_metrics_dir(settings)
-    return worker_config(settings, _orgs())
+    try:  # the sweep schedules need no secrets: Flower, which loads this app too, is not given the orgs' secrets
+        orgs = load_org_settings(settings, need_secrets=False)
+    except ConfigError as exc:
+        _refuse_to_start(exc)
+    return worker_config(settings, orgs)
 
 
 @functools.cache
@@ -132,6 +136,10 @@ def _metrics_process_exited(pid: int | None = None, **_: Any) -> None:
 def _configure_logging(loglevel: Any = None, **_: Any) -> None:
     """Celery's own logging setup is replaced by ours (redacting, optional JSON)."""
     settings = _settings()
-    secrets = [org.genesys_client_secret.get_secret_value() for org in _orgs().values() if org.genesys_client_secret]
+    try:  # beat and Flower log too, and may not be given the orgs' secrets (a secret not given cannot leak)
+        orgs = load_org_settings(settings, need_secrets=False)
+    except ConfigError as exc:
+        _refuse_to_start(exc)
+    secrets = [org.genesys_client_secret.get_secret_value() for org in orgs.values() if org.genesys_client_secret]
     level = loglevel if isinstance(loglevel, str) else logging.getLevelName(loglevel or settings.log_level)
     configure_logging(str(level), settings.log_format, secrets)  # every org's secret is redacted

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from genesys_closer.config.errors import CloserError
+from genesys_closer.config.errors import CloserError, ConfigError
 from genesys_closer.config.orgs import DEFAULT_ORG, check_org_name
 from genesys_closer.config.redis_keys import client_digest, keys_for
 from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings
@@ -186,8 +186,9 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
 def message_limits(task_name: str) -> Bounds:
     """The bounds every message of ``task_name`` must keep (see ``message_bounds``)."""
     if task_name in (TASK_NAME, SWEEP_TASK_NAME):
-        window = float(get_worker_settings().max_countdown_seconds)
-        return replace(CLOSE_BOUNDS if task_name == TASK_NAME else SWEEP_BOUNDS, max_eta_seconds=window)
+        settings = get_worker_settings()
+        return replace(CLOSE_BOUNDS if task_name == TASK_NAME else SWEEP_BOUNDS,
+                       max_eta_seconds=float(settings.max_countdown_seconds), max_retries=settings.task_max_retries)
     if task_name in (CHECKS_TASK_NAME, FEED_TASK_NAME):
         return Bounds(max_args=0, max_kwargs=1, max_kwarg_name=8)  # ``org`` only (checked by the task)
     return Bounds(max_args=0, max_kwargs=0)
@@ -222,25 +223,28 @@ def record_rejected(task_name: str, task_id: str, payload: object, problem: str,
                     outcome: Outcome = Outcome.INVALID_REQUEST, app: Celery | None = None) -> dict[str, Any]:
     """Record a refused message (in the consumer process, or a task whose org this deployment does not serve);
     returns the record. ``outcome`` is ``not_attempted`` for a close that expired before it ran; it counts in its
-    batch (kept with the org the message names) when it is an item, and the batch's next item is fed. With ``app``,
-    the record is also the task's result (the sender's ``.get()`` returns it)."""
+    batch (kept with the org the message names) when it is an item, and the batch's next item is fed. A message
+    naming an org the workers do not serve creates no state of that org: unless it is an item of a batch a producer
+    made there, it is kept with the default org's rejected messages. With ``app``, the record is also the task's
+    result (the sender's ``.get()`` returns it)."""
     shown, batch_id, org = f"<{task_name} message>", None, DEFAULT_ORG
+    args: object = None
+    kwargs: object = None
     if isinstance(payload, list | tuple) and len(payload) == 3:
         args, kwargs = payload[0], payload[1]
         org = message_org(kwargs)
     results = _results_for(os.getpid(), org)
-    if isinstance(payload, list | tuple) and len(payload) == 3:
-        args, kwargs = payload[0], payload[1]
-        if isinstance(args, list | tuple) and args and isinstance(args[0], str):
-            shown = args[0][:100]
-        raw_batch = kwargs.get("batch_id") if isinstance(kwargs, dict) else None
-        if is_batch_id(raw_batch) and results.batches.item_view(str(raw_batch), shown).member:
-            batch_id = str(raw_batch)
+    if isinstance(args, list | tuple) and args and isinstance(args[0], str):
+        shown = args[0][:100]
+    raw_batch = kwargs.get("batch_id") if isinstance(kwargs, dict) else None
+    if is_batch_id(raw_batch) and results.batches.item_view(str(raw_batch), shown).member:
+        batch_id = str(raw_batch)
     now = time.time()
     reason = f"message refused: {problem}" if outcome is Outcome.INVALID_REQUEST else problem
     record = CloseResult(shown, outcome, attempts=0, started_at=now, finished_at=now, error=reason[:1000],
                          batch_id=batch_id, org=org)
-    results.rejected.add(record, task_id)
+    kept = results if batch_id is not None or _serves(org) else _results_for(os.getpid(), DEFAULT_ORG)
+    kept.rejected.add(record, task_id)
     if batch_id is None:
         results.pending.forget(task_id)  # a tracked standalone close that expired on a retry is not re-sent
     else:  # its slot in flight is free: no worker of an unknown org would ever feed the batch's next items
@@ -248,6 +252,13 @@ def record_rejected(task_name: str, task_id: str, payload: object, problem: str,
     if task_id and app is not None:
         app.backend.store_result(task_id, record.as_dict(), "SUCCESS")  # the sender's .get() has its outcome
     return record.as_dict()
+
+
+def _serves(org: str) -> bool:
+    try:
+        return org in get_org_settings()
+    except ConfigError:
+        return False
 
 
 @functools.cache

@@ -132,7 +132,7 @@ class Recovery:
                 return report
             held = self._held()
             held_tasks = {h.task_id for h in held}
-            held_items = {(h.batch_id, h.conversation_id) for h in held}
+            held_items = {(h.batch_id, h.conversation_id) for h in held if h.org == self.keys.org}
             for lease in abandoned:
                 self._take_over(lease, held_items, report)
             for batch_id in batch_ids:
