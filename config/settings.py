@@ -56,6 +56,7 @@ class ProducerSettings(BaseSettings):
     batch_in_flight: int = Field(300, ge=1, le=5000)  # a batch's items handed to the broker and not yet counted
     broker_visibility_timeout_seconds: int = Field(90, ge=10)
     broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
+    broker_reconnect_max_seconds: float = Field(5.0, ge=0.5, le=60)  # a worker retries a lost Redis at least this often
     task_soft_time_limit_seconds: int = Field(45, ge=5)
     task_time_limit_seconds: int = Field(60, ge=6)
 

@@ -49,7 +49,7 @@ from genesys_closer.config.settings import IntakeSettings, load_intake_settings
 from genesys_closer.producer.api import BatchNotFound, CloseClient, validate_options
 from genesys_closer.producer.export import csv_lines, jsonl_lines
 from genesys_closer.producer.idempotency import Claim, IdempotencyKeys, fingerprint, is_valid_key
-from genesys_closer.producer.inputs import InputError, read_ids
+from genesys_closer.producer.inputs import ID_COLUMNS, InputError, read_ids
 from genesys_closer.producer.intake_http import BodyGuard, RequestIdAndMetrics, error_response
 from genesys_closer.shared.batches import BatchWriter, StagedBatch
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
@@ -218,7 +218,8 @@ def _ids_from_text(body: bytes, content_type: str) -> list[object]:
     text = body.decode("utf-8-sig", errors="strict")
     fmt = "csv" if "csv" in content_type else "lines"
     try:
-        return list(read_ids(io.StringIO(text), fmt=fmt, name="request body"))
+        return list(read_ids(io.StringIO(text), fmt=fmt, name="request body",
+                             column_hint=f"name the ID column {' / '.join(ID_COLUMNS)}"))
     except InputError as exc:
         raise IntakeError(422, "invalid_body", str(exc)[:500]) from None
 

@@ -56,6 +56,9 @@ def _prepare_metrics_dir(settings: WorkerSettings) -> None:
             values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
+CONSUMER = "genesys_closer.worker.broker.prompt_reconnect:PromptReconnectConsumer"
+
+
 def _configuration() -> dict[str, Any]:
     settings = _settings()
     _prepare_metrics_dir(settings)
@@ -63,7 +66,7 @@ def _configuration() -> dict[str, Any]:
         orgs = load_org_settings(settings, need_secrets=False)
     except ConfigError as exc:
         _refuse_to_start(exc)
-    return worker_config(settings, orgs)
+    return {**worker_config(settings, orgs), "worker_consumer": CONSUMER}
 
 
 @functools.cache
