@@ -639,7 +639,8 @@ def only_orgs(out: Path, *, smoke: bool = False) -> int:
     """Section 9 alone, spliced into the existing benchmarks.md (a smoke run prints it and writes nothing)."""
     with Steps(1)("several orgs on one fleet: three at 300/min each"):
         figures = orgs_fairness.measure(orgs_fairness.OrgsSizes.smoke() if smoke else orgs_fairness.OrgsSizes())
-    lines = orgs_fairness.report_lines(figures)
+    lines = [*orgs_fairness.report_lines(figures),
+             "This section was measured on its own (`python -m bench.run --only orgs`), not in the run above.", ""]
     print("\n".join(lines))
     if not smoke:
         splice_section(out / "benchmarks.md", orgs_fairness.SECTION, lines)
