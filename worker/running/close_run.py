@@ -209,7 +209,7 @@ class CloseRunner:
                 options = replace(options, skip_initial_get=False)  # a PATCH of ours may have landed: read it first
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
-                self._slot_or_hand_back(ref, context)
+                self._slot_or_hand_back(ref, context, claimed=not confirm_only and not progress.patched)
                 if confirm_only:
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
                 else:
@@ -253,7 +253,7 @@ class CloseRunner:
 
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
-                self._slot_or_hand_back(ref, context)
+                self._slot_or_hand_back(ref, context, claimed=not progress.patched)
                 answer = self.closer.disconnect(ref.conversation_id, item.options, on_patched=remember_patch)
         except RetryableError as exc:
             result = self._exhausted_or_retry(ref, exc, context)
@@ -270,17 +270,19 @@ class CloseRunner:
             result.api_calls += progress.api_calls
         return self._concluded(result, item, context)
 
-    def _slot_or_hand_back(self, ref: ItemRef, context: TaskContext) -> None:
+    def _slot_or_hand_back(self, ref: ItemRef, context: TaskContext, *, claimed: bool) -> None:
         """Bulk work starts its calls only with a rate-limit slot near, held for its first call. Otherwise its task
         goes back to the broker until its turn in the org's line (``RateLimiter.reserve_in_line``): no call made, no
-        failure counted, the PATCH claim of ``_fresh_look`` let go. So a bulk close never sleeps on its org's
-        limiter while it holds a pool process that another org's work could use."""
+        failure counted. ``claimed``: this run took the PATCH claim (``_fresh_look``) and no PATCH of this item may
+        be out, so the claim is let go meanwhile; a claim that covers a PATCH already sent is kept. So a bulk close
+        never sleeps on its org's limiter while it holds a pool process that another org's work could use."""
         if context.queue != QUEUE_BULK:
             return
         turn = self.closer.hold_first_slot(context.task_id)
         if turn is None:
             return
-        self.guard.release(ref.conversation_id, ref.batch_id)
+        if claimed:
+            self.guard.release(ref.conversation_id, ref.batch_id)
         metrics.HANDED_BACK.labels(self.org).inc()
         # Back a little before the turn (within the horizon, so it holds its slot and sleeps at most that long): a
         # task that came back exactly at its turn would miss the slot whenever the broker or a busy host delays it.
