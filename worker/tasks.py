@@ -9,6 +9,7 @@ here.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -30,6 +31,7 @@ from genesys_closer.worker.app import app
 from genesys_closer.worker.factory import UnknownOrg, every_org_parts, record_rejected, worker_parts
 from genesys_closer.worker.running.close_run import RetryLater, TaskContext
 
+log = logging.getLogger("genesys_closer.worker")
 GUARDED: dict[str, Any] = {
     "Strategy": "genesys_closer.worker.broker.message_bounds:bounded_strategy",  # every message is bounded first
 }
@@ -105,10 +107,14 @@ def redrive_stalled_batches() -> dict[str, object]:
     """Re-send what the broker lost: everything in flight after a Redis restart, stalled batches and standalone
     closes after BATCH_STALL_SECONDS (see ``worker.recovery.redrive``), for every org in turn (each under its own
     lock); the default org's report at the top, every org's under ``orgs``."""
-    reports = {}
+    reports: dict[str, dict[str, object]] = {}
     for parts in every_org_parts():
         with org_context(parts.org):
-            reports[parts.org] = parts.recovery.run().as_dict()
+            try:
+                reports[parts.org] = parts.recovery.run().as_dict()
+            except Exception as exc:  # one org's failed check never skips the others' (the next check tries again)
+                log.exception("recovery check of org %s failed", parts.org)
+                reports[parts.org] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     first = next(iter(reports.values()), {})
     return {**first, "orgs": reports}
 
