@@ -35,7 +35,7 @@ from genesys_closer.shared.names import TASK_NAME
 if TYPE_CHECKING:
     from bench.run import Bench, Run
 
-SECTION = "## 9. Flower that tells the truth: what it costs the broker"
+SECTION = "## 10. Flower that tells the truth: what it costs the broker"
 
 
 @dataclass

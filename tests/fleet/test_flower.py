@@ -11,11 +11,13 @@ from typing import Any
 
 import requests
 
+from genesys_closer.config import ProducerSettings
 from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.shared.names import TASK_NAME
 from genesys_closer.worker.ops.task_events import WAITING_STATE
+from tests.conftest import Fleet
 from tests.services import FlowerProcess, worker_env
 from tests.waiting import wait_until
 
@@ -85,10 +87,12 @@ def test_flower_shows_tasks_behind_basic_auth(admin: EmulatorAdmin, client: Clos
 
 
 def test_flower_shows_a_waiting_batch_item_waiting_and_its_last_task_its_outcome(
-        admin: EmulatorAdmin, client: CloseClient, redis_url: str, emulator: EmulatorServer, logdir: Path) -> None:
+        admin: EmulatorAdmin, client: CloseClient, redis_url: str, emulator: EmulatorServer, logdir: Path,
+        on_fleet: Fleet, producer_settings: ProducerSettings) -> None:
     """A batch with analytics lagging: its items wait for the batched pre-check and confirmation reads. While they
     wait, none of their close tasks is SUCCESS in Flower (SUCCESS only once the outcome is recorded); at the end
-    every conversation's last close task is SUCCESS with the recorded outcome, at no extra Genesys call."""
+    every conversation's last close task is SUCCESS with the recorded outcome, at no extra Genesys call. A batch of
+    another org shows its org on every task."""
     admin.faults(analytics_lag_ms=1500)  # the confirmation read shows the end 1.5 s after the PATCH: items wait
     ids = admin.create(30)
     with flower_watching(redis_url, emulator, logdir) as flower:
@@ -147,3 +151,19 @@ def test_flower_shows_a_waiting_batch_item_waiting_and_its_last_task_its_outcome
         page = json.dumps(tasks)
         assert "demo-secret" not in page and "Bearer" not in page
         assert not any(token in page for token in list(emulator.state.tokens))
+
+        # Another org's batch: its org is in every task's kwargs and in what its tasks report.
+        org_ids = on_fleet.org_admin("org-a").create(5)
+        org_batch = CloseClient(producer_settings, org="org-a").close_many(org_ids)
+        assert org_batch.wait(timeout=60).counts == {"closed": 5}
+
+        def org_tasks_shown() -> bool:
+            shown = close_tasks_by_conversation(flower_tasks(flower), org_batch.id)
+            return all(shown.get(cid) and shown[cid][-1]["state"] == "SUCCESS" for cid in org_ids)
+
+        wait_until(org_tasks_shown, timeout=30, interval=0.3, message="the org's last tasks SUCCESS")
+        shown = close_tasks_by_conversation(flower_tasks(flower), org_batch.id)
+        for cid in org_ids:
+            assert all(ast.literal_eval(task["kwargs"]).get("org") == "org-a" for task in shown[cid])
+            assert all(shown_result(task)["org"] == "org-a" for task in shown[cid])  # waiting and ended alike
+            assert shown_result(shown[cid][-1])["outcome"] == "closed"

@@ -13,7 +13,7 @@ So ``SUCCESS`` on a close task always means its close ended and the result is it
 what Flower shows, never what the product relies on (outcomes live in Redis): an event that cannot be sent (the
 broker is unreachable) is logged and nothing else changes. Per close this costs no API call and no broker message:
 the waiting event takes the place of the ``task-succeeded`` a waiting task sent before, and the pump's event is one
-pub/sub message per close it confirms (measured: docs/benchmarks.md, section 9).
+pub/sub message per close it confirms (measured: docs/benchmarks.md, section 10).
 """
 
 from __future__ import annotations

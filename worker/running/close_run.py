@@ -8,6 +8,7 @@ either record the outcome (exactly once per batch item) or ask the task to retry
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,7 +16,6 @@ from typing import Any
 
 import redis
 
-from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.config.settings import WorkerSettings
 from genesys_closer.shared.batches import ORIGIN_SWEEP
 from genesys_closer.shared.feeder import BatchFeeder
@@ -61,6 +61,8 @@ log = logging.getLogger("genesys_closer.worker")
 # 403 codes about one conversation, not the OAuth client (Genesys' error catalogue: division permissions)
 ITEM_ONLY_CODES = frozenset({"missing.division.permission", "missing.division.permissions", "not.authorized.division"})
 MAX_ECHO = 100
+HAND_BACK_JITTER_SECONDS = 0.05  # spread over a hand-back's countdown (turns are one limiter interval apart)
+HAND_BACK_LEAD_SECONDS = 0.25  # a handed-back task comes back this long before its turn (< BULK_HORIZON_SECONDS)
 
 
 class RetryLater(Exception):
@@ -107,8 +109,10 @@ class CloseRunner:
         self.breaker = breaker
         self.clock = clock
         self.checks = checks
-        self.guard = PatchGuard(client, claim_seconds(settings))
-        self.progress = ItemProgress(client)
+        self.keys = results.batches.keys  # this runner's org: every key it touches is that org's
+        self.org = self.keys.org
+        self.guard = PatchGuard(client, claim_seconds(settings), keys=self.keys)
+        self.progress = ItemProgress(client, keys=self.keys)
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
         """Run one close; returns the outcome record, or raises RetryLater or Waiting (a batched check's turn)."""
@@ -132,7 +136,7 @@ class CloseRunner:
 
         # The lock outlives the task's hard time limit and is never re-entered: no second copy of a close (even one
         # with the same task id, redelivered) runs while the first still can.
-        lock = OwnedLock(self.redis, KEYS.inflight(conversation_id), self.settings.inflight_lock_seconds)
+        lock = OwnedLock(self.redis, self.keys.inflight(conversation_id), self.settings.inflight_lock_seconds)
         if not lock.acquire(context.task_id):
             raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0), "another task is closing it")
         try:
@@ -151,7 +155,7 @@ class CloseRunner:
             batch_id = self._verified_batch(raw_id, context)[0].batch_id
         result = CloseResult(conversation_id=shown[:MAX_ECHO], outcome=outcome, api_calls=0,
                              attempts=context.retries + 1, started_at=started, finished_at=self.clock(),
-                             error=str(exc)[:1000], batch_id=batch_id)
+                             error=str(exc)[:1000], batch_id=batch_id, org=self.org)
         self.results.rejected.add(result, context.task_id)
         self.results.pending.forget(context.task_id)
         if batch_id is not None and self.feeder is not None:
@@ -215,6 +219,7 @@ class CloseRunner:
                 options = replace(options, skip_initial_get=False)  # a PATCH of ours may have landed: read it first
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                self._slot_or_hand_back(ref, context, claimed=not confirm_only and not progress.patched)
                 if confirm_only:
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
                 else:
@@ -258,6 +263,7 @@ class CloseRunner:
 
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                self._slot_or_hand_back(ref, context, claimed=not progress.patched)
                 answer = self.closer.disconnect(ref.conversation_id, item.options, on_patched=remember_patch)
         except RetryableError as exc:
             result = self._exhausted_or_retry(ref, exc, context)
@@ -273,6 +279,28 @@ class CloseRunner:
             result = answer
             result.api_calls += progress.api_calls
         return self._concluded(result, item, context)
+
+    def _slot_or_hand_back(self, ref: ItemRef, context: TaskContext, *, claimed: bool) -> None:
+        """Bulk work starts its calls only with a rate-limit slot near, held for its first call. Otherwise its task
+        goes back to the broker until its turn in the org's line (``RateLimiter.reserve_in_line``): no call made, no
+        failure counted. ``claimed``: this run took the PATCH claim (``_fresh_look``) and no PATCH of this item may
+        be out, so the claim is let go meanwhile; a claim that covers a PATCH already sent is kept. So a bulk close
+        never sleeps on its org's limiter while it holds a pool process that another org's work could use."""
+        if context.queue != QUEUE_BULK:
+            return
+        turn = self.closer.hold_first_slot(context.task_id)
+        if turn is None:
+            return
+        if claimed:
+            self.guard.release(ref.conversation_id, ref.batch_id)
+        metrics.HANDED_BACK.labels(self.org).inc()
+        # Back a little before the turn (within the horizon, so it holds its slot and sleeps at most that long): a
+        # task that came back exactly at its turn would miss the slot whenever the broker or a busy host delays it.
+        countdown = min(max(turn - HAND_BACK_LEAD_SECONDS, 0.0) + HAND_BACK_JITTER_SECONDS * random.random(),
+                        self.settings.task_max_countdown_seconds)
+        log.debug("bulk close handed back for %.1f s: its org's rate limit has no slot near", countdown,
+                  extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
+        raise RetryLater(countdown, "waiting for its turn at the rate limit")
 
     def _fresh_look(self, conversation_id: str, context: TaskContext) -> None:
         """The look after the in-flight lock, before any PATCH (see ``patch_guard``): claim the conversation's PATCH
@@ -293,13 +321,12 @@ class CloseRunner:
         self._update_breaker(result)
         return self._finish(result, context)
 
-    @staticmethod
-    def _waiting(ref: ItemRef, stage: Stage) -> Waiting:
+    def _waiting(self, ref: ItemRef, stage: Stage) -> Waiting:
         """What a task raises when its item waits for a batched check (its outcome is recorded later)."""
         log.debug("waiting for a batched %s", stage.value,
                   extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
         return Waiting({"waiting_for": f"batched {stage.value}", "conversation_id": ref.conversation_id,
-                        "batch_id": ref.batch_id})
+                        "batch_id": ref.batch_id, "org": self.org})
 
     def record_checked(self, result: CloseResult) -> dict[str, Any]:
         """Record an outcome a batched check decided (the pump's ``finish``)."""
@@ -368,13 +395,14 @@ class CloseRunner:
     def _finish(self, result: CloseResult, context: TaskContext) -> dict[str, Any]:
         result.attempts = context.retries + 1
         result.batch_id = context.batch_id
+        result.org = self.org
         counted = self.results.outcomes.record(result)
         self.guard.release(result.conversation_id, context.batch_id)  # after the record: the next close sees it
         if context.batch_id is None:
             self.results.pending.forget(context.task_id)
         elif self.feeder is not None:
             self._feed(context.batch_id, result.conversation_id)
-        metrics.CLOSES.labels(result.outcome.value).inc()
+        metrics.CLOSES.labels(result.outcome.value, self.org).inc()
         if result.confirm_seconds is not None:
             metrics.CONFIRM_LATENCY.observe(result.confirm_seconds)
         log.info("close finished: %s", result.outcome.value,
