@@ -664,7 +664,8 @@ def only_orgs(out: Path, *, smoke: bool = False) -> int:
 
 
 def only_flower(sizes: Sizes, out: Path, *, smoke: bool = False) -> int:
-    """Section 10 alone: both rows side by side in one run, spliced into the existing benchmarks.md."""
+    """Section 10 alone: both rows side by side in one run, spliced into the existing benchmarks.md (a smoke run
+    prints it and writes nothing)."""
     workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
     bench = Bench(sizes, workdir)
     try:
@@ -674,7 +675,8 @@ def only_flower(sizes: Sizes, out: Path, *, smoke: bool = False) -> int:
         bench.close()
     lines = flower_cost.section(rows, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
     print("\n".join(lines))
-    splice_section(out / "benchmarks.md", flower_cost.SECTION, lines)
+    if not smoke:  # a smoke run prints its figures and writes nothing
+        splice_section(out / "benchmarks.md", flower_cost.SECTION, lines)
     shutil.rmtree(workdir, ignore_errors=True)
     found = flower_cost.problems(rows, smoke=smoke)
     if found:
