@@ -3,10 +3,10 @@ scripts/flower_screenshot.py`` (needs Debian's ``chromium`` and ``chromium-drive
 which scripts/bootstrap installs with the dev extra).
 
 Starts what the demo starts, on loopback (a private Redis, the emulator, two workers, Flower with basic auth),
-closes a small batch with analytics lagging 3 s so its items visibly wait for the batched reads, and takes
-``docs/img/flower-batch-waiting.png`` while items wait and ``docs/img/flower-batch.png`` once every conversation's
-last task shows its outcome. Headless Chromium sends the basic-auth header itself (DevTools), so no password is
-typed or put in a URL.
+closes a small batch with analytics lagging 6 s so its items visibly wait for the batched reads, and takes
+``docs/img/flower-batch-waiting.png`` once most items wait for their confirmation, and ``docs/img/flower-batch.png``
+once every conversation's last task shows its outcome. Headless Chromium sends the basic-auth header itself
+(DevTools), so no password is typed or put in a URL.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> int:
         emulator = EmulatorProcess(["--conversations", "0", "--seed", "3"], workdir / "logs").start()
         stack.callback(emulator.stop)
         admin = emulator.admin
-        admin.faults(analytics_lag_ms=3000)
+        admin.faults(analytics_lag_ms=6000)
         env = closer_env(redis_server.url, emulator.base_url, GENESYS_RATE_LIMIT_PER_MINUTE=3000,
                          BATCHED_GATHER_SECONDS=1)
         for worker in start_workers(2, env, workdir / "logs", concurrency=4):
@@ -92,8 +92,13 @@ def main() -> int:
             return [t for t in tasks if t.get("name") == TASK_NAME]
 
         def shows_confirm_waits() -> bool:
-            waiting = [t for t in close_tasks() if t.get("state") == "WAITING" and "confirm" in (t.get("result") or "")]
-            return len(waiting) >= args.conversations // 2
+            """No close runs or waits in the broker, and most items wait for their batched confirmation."""
+            latest: dict[str, dict[str, Any]] = {}
+            for task in sorted(close_tasks(), key=lambda t: t.get("received") or 0.0):
+                latest[ast.literal_eval(task["args"])[0]] = task
+            states = [(t.get("state"), "confirm" in (t.get("result") or "")) for t in latest.values()]
+            return (len(latest) == len(ids) and all(state in {"WAITING", "SUCCESS"} for state, _ in states)
+                    and sum(state == "WAITING" and confirm for state, confirm in states) >= len(ids) // 2)
 
         wait_for(shows_confirm_waits, 120, "items waiting for the batched confirmation")
         shoot(driver, f"{flower.url}/tasks", args.out / "flower-batch-waiting.png")
