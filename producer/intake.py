@@ -41,10 +41,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genesys_closer.config.settings import IntakeSettings, load_intake_settings
 from genesys_closer.producer.api import BatchNotFound, CloseClient, validate_options
+from genesys_closer.producer.console.api import OperatorReads, add_operator_routes
+from genesys_closer.producer.console.auth import ConsoleAuth
+from genesys_closer.producer.console.pages import SecurityHeaders, add_console
+from genesys_closer.producer.console.sessions import SessionStore
 from genesys_closer.producer.export import csv_lines, jsonl_lines
 from genesys_closer.producer.idempotency import Claim, IdempotencyKeys, fingerprint, is_valid_key
 from genesys_closer.producer.inputs import InputError, read_ids
-from genesys_closer.producer.intake_http import BodyGuard, RequestIdAndMetrics, error_response
+from genesys_closer.producer.intake_http import BodyGuard, IntakeError, RequestIdAndMetrics, error_response
 from genesys_closer.shared.batches import BatchWriter, StagedBatch
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
 from genesys_closer.shared.logging_setup import configure_logging
@@ -60,19 +64,6 @@ RESULT_LINES_PER_CHUNK = 500  # streamed results: lines read per thread hop
 READY_CACHE_SECONDS = 2.0  # /readyz asks the workers at most this often
 ENV_FILE_VARIABLE = "GENESYS_CLOSER_SERVE_ENV_FILE"  # how `serve --env-file` reaches the processes of --workers N
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # where the processes of --workers N share their metrics
-
-
-class IntakeError(Exception):
-    """An answer other than success, in the intake's one error shape."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, code, message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.headers = headers or {}
 
 
 class CloseRequest(BaseModel):
@@ -128,7 +119,10 @@ class Guard:
 
     def identify(self, request: Request) -> str:
         """The digest of the credential used, or IntakeError 401 (no hint which part was wrong)."""
-        header = request.headers.get("authorization", "")
+        return self.identify_header(request.headers.get("authorization", ""))
+
+    def identify_header(self, header: str) -> str:
+        """``identify`` for an ``Authorization`` value (the console's login form makes one)."""
         scheme, _, value = header.partition(" ")
         candidate = value.strip().encode()
         if scheme.lower() == "bearer" and any(hmac.compare_digest(candidate, t) for t in self.tokens):
@@ -299,10 +293,9 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
 
     _error_handlers(app)
 
-    async def caller(request: Request) -> str:
-        credential = guard.identify(request)
-        await guard.admit(credential)
-        return credential
+    sessions = SessionStore(closes.redis, settings.console_session_seconds)
+    console_auth = ConsoleAuth(guard, sessions)
+    caller = console_auth.caller  # a bearer/Basic header, or a console session (CSRF-checked); then the rate limit
 
     authenticated = [Depends(caller)]
     _health_routes(app, closes)
@@ -310,6 +303,9 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
     _batch_routes(app, closes, settings, caller,
                   BackgroundEnqueue(closes.batches_writer, settings.intake_max_enqueuing_batches, enqueuing))
     _batch_read_routes(app, closes, authenticated)
+    reads = OperatorReads(closes, settings)
+    add_operator_routes(app, closes, reads, sessions, caller)
+    add_console(app, reads, console_auth)  # the operator console, /ui (producer.console.pages)
 
     @app.get("/metrics", include_in_schema=False, dependencies=authenticated)
     def metrics() -> Response:
@@ -322,6 +318,7 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
 
     app.add_middleware(BodyGuard, limit=settings.intake_max_body_bytes,
                        timeout_seconds=settings.intake_body_timeout_seconds)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIdAndMetrics, counter=requests_total)  # outermost: it sees every answer
     return app
 
@@ -434,8 +431,9 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, c
                   enqueue: BackgroundEnqueue) -> None:
     keys = IdempotencyKeys(closes.redis, settings.intake_idempotency_ttl_seconds)
 
-    def stage(raw: bytes, content_type: str) -> tuple[StagedBatch, BatchAccepted]:
+    def stage(raw: bytes, content_type: str, query_label: str | None) -> tuple[StagedBatch, BatchAccepted]:
         ids, label = parse_upload(raw, content_type, settings.intake_max_batch_ids)
+        label = label or query_label
         staged = closes.batches_writer.stage(ids, options=validate_options(None), label=label or "intake",
                                              source="http intake")
         check = staged.check
@@ -453,7 +451,10 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, c
                   "application/json": {"schema": BatchRequest.model_json_schema()},
                   "text/plain": {"schema": {"type": "string", "description": "one conversation id per line"}},
                   "text/csv": {"schema": {"type": "string", "description": "a conversationId column"}}}},
-                  "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                  "parameters": [{"name": "label", "in": "query", "required": False,
+                                  "schema": {"type": "string", "maxLength": 200},
+                                  "description": "the batch's label, for a text/plain or text/csv body"},
+                                 {"name": "Idempotency-Key", "in": "header", "required": False,
                                   "schema": {"type": "string", "maxLength": 200},
                                   "description": "a retry with the same key (and body) returns the same batch"}]})
     async def post_batch(request: Request, credential: str = Depends(caller)) -> JSONResponse:
@@ -462,10 +463,14 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, c
         if key is not None and not is_valid_key(key):
             raise IntakeError(422, "invalid_idempotency_key", "Idempotency-Key: 1 to 200 printable ASCII characters")
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        query_label = request.query_params.get("label")  # the label of a text/plain or text/csv upload
+        if query_label is not None and len(query_label) > 200:
+            raise IntakeError(422, "invalid_request", "label: at most 200 characters")
         raw = await request.body()
         body_fingerprint, token = "", ""
         if key is not None:
-            body_fingerprint = await run_in_threadpool(fingerprint, content_type, raw)
+            body_fingerprint = await run_in_threadpool(fingerprint, content_type if query_label is None
+                                                  else f"{content_type};label={query_label}", raw)
             claim, token = await run_in_threadpool(keys.claim, credential, key, body_fingerprint)
             if not claim.won:
                 return _replay(claim)
@@ -475,7 +480,7 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, c
             raise IntakeError(503, "busy", "this intake publishes its limit of batches; retry later",
                               headers={"Retry-After": "5"})
         try:
-            staged, accepted = await run_in_threadpool(stage, raw, content_type)
+            staged, accepted = await run_in_threadpool(stage, raw, content_type, query_label)
         except BaseException:
             enqueue.unreserve()
             if key is not None:
@@ -503,12 +508,18 @@ def _batch_read_routes(app: FastAPI, closes: CloseClient, authenticated: list[An
 
     @app.get("/v1/batches/{batch_id}/results", dependencies=authenticated,
              responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}})
-    def get_results(batch_id: str, request: Request) -> StreamingResponse:
+    def get_results(batch_id: str, request: Request,
+                    format: str | None = Query(None, pattern="^(csv|jsonl)$",
+                                               description="csv or jsonl, as a download (instead of Accept)")
+                    ) -> StreamingResponse:
         batch = batch_of(batch_id)
-        wants_csv = "text/csv" in request.headers.get("accept", "")
+        wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
         items: Iterator[CloseResult] = batch.results()
         lines = csv_lines(items) if wants_csv else jsonl_lines(items)
-        return StreamingResponse(in_chunks(lines), media_type="text/csv" if wants_csv else "application/x-ndjson")
+        headers = {} if format is None else {
+            "Content-Disposition": f'attachment; filename="batch-{batch_id}.{"csv" if wants_csv else "jsonl"}"'}
+        return StreamingResponse(in_chunks(lines), media_type="text/csv" if wants_csv else "application/x-ndjson",
+                                 headers=headers)
 
     @app.post("/v1/batches/{batch_id}/cancel", dependencies=authenticated)
     def cancel_batch(batch_id: str) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def build_service(settings: WorkerSettings, redis_client: redis.Redis | None = N
     limiter: RateLimiter
     if redis_client is not None:
         limiter = RedisRateLimiter(redis_client, client_digest(client_id), settings.genesys_rate_limit_per_minute,
-                                   settings.genesys_rate_limit_headroom)
+                                   settings.genesys_rate_limit_headroom, record_usage=True)
     else:
         limiter = InMemoryRateLimiter(settings.genesys_rate_limit_per_minute, settings.genesys_rate_limit_headroom)
     transport = Transport(

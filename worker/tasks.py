@@ -13,11 +13,13 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_revoked
 
+from genesys_closer.config.settings import get_worker_settings
 from genesys_closer.shared.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
     PROBE_TASK_NAME,
     QUEUE_INTERACTIVE,
+    READINESS_TASK_NAME,
     REDRIVE_TASK_NAME,
     SWEEP_TASK_NAME,
     TASK_NAME,
@@ -25,6 +27,7 @@ from genesys_closer.shared.names import (
 from genesys_closer.shared.outcomes import Outcome
 from genesys_closer.worker.app import app
 from genesys_closer.worker.factory import record_rejected, worker_parts
+from genesys_closer.worker.ops.readiness import ready, run_checks
 from genesys_closer.worker.running.close_run import RetryLater, TaskContext
 
 GUARDED: dict[str, Any] = {
@@ -112,6 +115,15 @@ def feed_batches() -> dict[str, object]:
     except SoftTimeLimitExceeded:
         _drop_redis_connections()
         return {"batches": {}, "stopped": "soft time limit"}
+
+
+@app.task(name=READINESS_TASK_NAME, acks_late=False, ignore_result=False, **GUARDED)  # type: ignore[untyped-decorator]
+def readiness() -> dict[str, Any]:
+    """``genesys-closer check`` run by a worker, with its own settings, for the console's Readiness page (the intake
+    holds no Genesys credentials). Read-only; the rows carry Genesys' text and fixes, never a token or secret."""
+    checks = run_checks(get_worker_settings())
+    return {"ready": ready(checks),
+            "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks]}
 
 
 def _drop_redis_connections() -> None:

@@ -124,18 +124,25 @@ class RedisRateLimiter:
     """Fleet-wide limiter: every worker process that uses the same Redis and OAuth client shares one bucket."""
 
     def __init__(self, client: redis.Redis, bucket: str, limit_per_minute: float, headroom: float = 0.97,
-                 *, keys: RedisKeys = KEYS) -> None:
+                 *, keys: RedisKeys = KEYS, record_usage: bool = False) -> None:
+        """``record_usage``: count the requests granted per minute (the console's chart of the last hour; one
+        HINCRBY inside the same script call) and list the bucket in ``keys.rate_limit_buckets``."""
         self.redis = client
         self.headroom = headroom
         self.interval_us = round(emission_interval_seconds(limit_per_minute, headroom) * MICROS)
         self.keys = [keys.rate_limit(bucket, "tat"), keys.rate_limit(bucket, "pause"),
                      keys.rate_limit(bucket, "imposed-interval")]
+        self._args: list[int | float | str] = []
+        if record_usage:
+            self.keys += [keys.rate_limit(bucket, "used"), keys.rate_limit_buckets]
+            self._args = [limit_per_minute, bucket]
         self.pauses_key = keys.rate_limit(bucket, "pauses")
         self._reserve = register_lua(client, "gcra_reserve.lua")
         self._pause = register_lua(client, "pause.lua")
 
     def reserve(self, max_wait_seconds: float) -> Grant:
-        granted, wait_us = self._reserve(keys=self.keys, args=[self.interval_us, round(max_wait_seconds * MICROS)])
+        granted, wait_us = self._reserve(keys=self.keys, args=[self.interval_us, round(max_wait_seconds * MICROS),
+                                                               *self._args])
         return Grant(bool(int(granted)), int(wait_us) / MICROS)
 
     def pause(self, seconds: float) -> bool:
