@@ -36,7 +36,7 @@ function itemRow(item) {
     el('td', { className: 'mono', text: item.conversation_id }),
     el('td', {}, el('span', { className: `chip o-${outcomeClass(item.outcome)}`, text: item.outcome })),
     el('td', { text: item.attempts }),
-    el('td', { text: item.api_calls }),
+    el('td', { text: Number(item.api_calls).toFixed(2) }),
     el('td', { text: when(item.finished_at) }),
     el('td', { text: item.error ?? '' }));
 }

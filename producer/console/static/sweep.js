@@ -44,7 +44,7 @@ function show(state) {
     { className: c.chosen ? 'chosen' : 'skipped' },
     el('td', { className: 'mono', text: c.conversation_id ?? '' }),
     el('td', { text: c.chosen ? 'close' : 'skip' }),
-    el('td', { text: c.started ?? '' }),
+    el('td', { className: 'when', text: c.started ?? '' }),
     el('td', { text: c.reason ?? '' }))));
   sweep = { id: s.sweep_id, chosen: s.chosen };
   const confirm = document.getElementById('confirm-form');
