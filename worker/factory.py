@@ -148,8 +148,9 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
 def message_limits(task_name: str) -> Bounds:
     """The bounds every message of ``task_name`` must keep (see ``message_bounds``)."""
     if task_name in (TASK_NAME, SWEEP_TASK_NAME):
-        window = float(get_worker_settings().max_countdown_seconds)
-        return replace(CLOSE_BOUNDS if task_name == TASK_NAME else SWEEP_BOUNDS, max_eta_seconds=window)
+        settings = get_worker_settings()
+        return replace(CLOSE_BOUNDS if task_name == TASK_NAME else SWEEP_BOUNDS,
+                       max_eta_seconds=float(settings.max_countdown_seconds), max_retries=settings.task_max_retries)
     return Bounds(max_args=0, max_kwargs=0)
 
 

@@ -159,32 +159,37 @@ def test_deeply_nested_jsonl_line_is_one_invalid_item(admin: EmulatorAdmin, clie
 
 
 def test_hostile_headers_end_with_an_outcome(admin: EmulatorAdmin, client: CloseClient, redis_url: str) -> None:
-    """Time limits, expiry and ETAs set by a message only narrow what the worker allows (issue 22: a soft time limit
-    of 0.01 s looped forever, each run retried with the header; an expired close ended REVOKED with no outcome)."""
-    ids = admin.create(7)
+    """Retry counts, time limits, expiry and ETAs set by a message only narrow what the worker allows (issue 22: a
+    soft time limit of 0.01 s looped forever, each run retried with the header; an expired close ended REVOKED with
+    no outcome)."""
+    ids = admin.create(9)
     app = foreign(redis_url)
     past = datetime.now(UTC) - timedelta(minutes=5)
     refused = [app.send_task(TASK_NAME, args=[ids[0]], soft_time_limit=0.01),
                app.send_task(TASK_NAME, args=[ids[1]], time_limit=86_400),  # would outlive the visibility timeout
                app.send_task(TASK_NAME, args=[ids[2]], time_limit=0.5),
-               app.send_task(TASK_NAME, args=[ids[3]], headers={"expires": "soon"})]
-    expired = [app.send_task(TASK_NAME, args=[ids[4]], expires=past),
-               app.send_task(TASK_NAME, args=[ids[5]], countdown=3, expires=1.0)]  # expires while it waits its ETA
-    kept = app.send_task(TASK_NAME, args=[ids[6]], countdown=1, expires=120)  # a narrowing it can keep
+               app.send_task(TASK_NAME, args=[ids[3]], headers={"expires": "soon"}),
+               app.send_task(TASK_NAME, args=[ids[4]], retries=-1000),  # every backoff would shrink to nothing
+               app.send_task(TASK_NAME, args=[ids[5]], retries=10**6)]  # would fake the record's attempts
+    expired = [app.send_task(TASK_NAME, args=[ids[6]], expires=past),
+               app.send_task(TASK_NAME, args=[ids[7]], countdown=3, expires=1.0)]  # expires while it waits its ETA
+    kept = app.send_task(TASK_NAME, args=[ids[8]], countdown=1, expires=120)  # a narrowing it can keep
     assert kept.get(timeout=60)["outcome"] == "closed"
     sent = {str(r.id) for r in refused + expired}
     wait_until(lambda: sent <= rejected_task_ids(client), timeout=60)
     rows = {row["task_id"]: row for row in client.rejected(50)}
-    assert [rows[str(r.id)]["outcome"] for r in refused] == ["invalid_request"] * 4
+    assert [rows[str(r.id)]["outcome"] for r in refused] == ["invalid_request"] * 6
     assert "soft_time_limit 0.01" in rows[str(refused[0].id)]["error"]
     assert "unreadable expires" in rows[str(refused[3].id)]["error"]
+    assert "not a count of retries" in rows[str(refused[4].id)]["error"]
+    assert "TASK_MAX_RETRIES" in rows[str(refused[5].id)]["error"]
     for message in refused + expired:  # the sender's own result is the outcome record, never REVOKED or nothing
         assert message.get(timeout=30)["outcome"] == rows[str(message.id)]["outcome"]
     for message in expired:
         assert rows[str(message.id)]["outcome"] == "not_attempted"
         assert "expired before it ran" in rows[str(message.id)]["error"]
-    assert [admin.conversation(cid)["patches"] for cid in ids] == [0] * 6 + [1]
-    assert {admin.conversation(cid)["open"] for cid in ids[:6]} == {True}
+    assert [admin.conversation(cid)["patches"] for cid in ids] == [0] * 8 + [1]
+    assert {admin.conversation(cid)["open"] for cid in ids[:8]} == {True}
     assert not dict(client.results.pending.entries())  # nothing left for the recovery check to re-send
 
 

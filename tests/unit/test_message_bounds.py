@@ -16,7 +16,7 @@ from genesys_closer.worker.broker.message_bounds import (
 )
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
-WORKER = Bounds(max_eta_seconds=10.0, time_limit_seconds=25.0, soft_time_limit_seconds=20.0)
+WORKER = Bounds(max_eta_seconds=10.0, time_limit_seconds=25.0, soft_time_limit_seconds=20.0, max_retries=100)
 
 
 def iso(offset_seconds: float) -> str:
@@ -48,6 +48,13 @@ def iso(offset_seconds: float) -> str:
     ({"timelimit": ["25", None]}, "time_limit"),
     ({"timelimit": [None]}, "unreadable time limits"),
     ({"timelimit": "25"}, "unreadable time limits"),
+    ({"retries": 0}, None),  # what a first send carries
+    ({"retries": 100}, None),  # the worker's own last retry
+    ({"retries": 101}, "beyond the worker's TASK_MAX_RETRIES (100)"),  # would inflate the record's attempts
+    ({"retries": -1000}, "not a count of retries"),  # would shrink every backoff to nothing
+    ({"retries": "3"}, "not a count of retries"),
+    ({"retries": True}, "not a count of retries"),
+    ({"retries": 2.5}, "not a count of retries"),
 ])
 def test_headers_only_narrow(headers: dict[str, Any], refused_because: str | None) -> None:
     problem = header_problem(headers, WORKER, NOW)

@@ -2,9 +2,9 @@
 
 A Celery strategy (the function that turns a broker message into a request) wraps Celery's default one for each
 genesys-closer task. Before anything is pickled for a pool process, it checks the raw size, the nesting depth of
-the arguments, the keyword names, and the headers a caller may set: the ETA (``eta``/``countdown``), the expiry and
-the time limits. An offending message is acknowledged, recorded as rejected (outcome ``invalid_request``, with the
-reason truncated to 1 kB) and never runs; the consumer goes on.
+the arguments, the keyword names, and the headers a caller may set: the retry count, the ETA
+(``eta``/``countdown``), the expiry and the time limits. An offending message is acknowledged, recorded as
+rejected (outcome ``invalid_request``, with the reason truncated to 1 kB) and never runs; the consumer goes on.
 
 Headers can only narrow what the worker allows. An ETA further ahead than the safe window is refused (the broker
 would redeliver the message while the first copy waits). An ``expires`` time is a narrowing (run no later than
@@ -45,6 +45,7 @@ class Bounds:
     time_limit_seconds: float | None = None  # the worker's own limits for this task: a message may not change them
     soft_time_limit_seconds: float | None = None
     required: str | None = None  # the argument the task cannot run without (positional or by name)
+    max_retries: int | None = None  # the worker's TASK_MAX_RETRIES: a message's retry count must lie in 0..this
 
 
 # Celery's embed fields that would make a worker publish other tasks after this one: none of ours use them, and a
@@ -82,8 +83,25 @@ def _instant(value: Any) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+def retries_problem(headers: dict[str, Any], bounds: Bounds) -> str | None:
+    """Why the message's retry count cannot be ours, or None. The worker's own retries count 0, 1, ... up to
+    TASK_MAX_RETRIES; a negative count would shrink every backoff to nothing (a hot retry loop against Genesys), a
+    larger one or a non-integer falsifies the outcome record's ``attempts``."""
+    retries = headers.get("retries")
+    if retries is None:
+        return None
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        return f"retry count {shorten(repr(retries), 40)} is not a count of retries"
+    if bounds.max_retries is not None and retries > bounds.max_retries:
+        return f"retry count {retries} beyond the worker's TASK_MAX_RETRIES ({bounds.max_retries})"
+    return None
+
+
 def header_problem(headers: dict[str, Any], bounds: Bounds, now: float) -> str | None:
-    """Why the caller-set headers (ETA, expiry, time limits) must not run, or None."""
+    """Why the caller-set headers (retry count, ETA, expiry, time limits) must not run, or None."""
+    retried = retries_problem(headers, bounds)
+    if retried is not None:
+        return retried
     eta, expires = headers.get("eta"), headers.get("expires")
     if eta is not None:
         try:
