@@ -52,7 +52,10 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
     assert operator.admin.stats()["conversation_patches"] == 0  # a preview closes nothing
     confirm = el(operator, "#confirm-count")
     confirm.send_keys("21")
-    assert not el(operator, "#close-these").is_enabled()  # the count must be typed exactly
+    assert not el(operator, "#close-these").is_enabled()  # the count must be typed exactly,
+    sweep_id = el(operator, "#sweep-result").get_attribute("data-sweep")
+    mismatch = operator.api("POST", f"/v1/sweeps/{sweep_id}/close", json={"confirm": 21})
+    assert mismatch.status_code == 422 and mismatch.json()["error"]["code"] == "confirmation_mismatch"  # also there
     confirm.clear()
     confirm.send_keys("22")
     el(operator, "#close-these").click()

@@ -47,6 +47,7 @@ function show(state) {
     el('td', { className: 'when', text: c.started ?? '' }),
     el('td', { text: c.reason ?? '' }))));
   sweep = { id: s.sweep_id, chosen: s.chosen };
+  document.getElementById('sweep-result').dataset.sweep = s.sweep_id;
   const confirm = document.getElementById('confirm-form');
   confirm.hidden = s.chosen === 0 || chosen === 0;
   document.getElementById('chosen-count').textContent = String(s.chosen);
