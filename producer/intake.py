@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from genesys_closer.config.settings import IntakeSettings, load_intake_settings
 from genesys_closer.producer.api import BatchNotFound, CloseClient, validate_options
 from genesys_closer.producer.console.api import OperatorReads, add_operator_routes
-from genesys_closer.producer.console.auth import ConsoleAuth
+from genesys_closer.producer.console.auth import ConsoleAuth, LoginLimiter
 from genesys_closer.producer.console.pages import SecurityHeaders, add_console
 from genesys_closer.producer.console.sessions import SessionStore
 from genesys_closer.producer.export import csv_lines, jsonl_lines
@@ -294,7 +294,7 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
     _error_handlers(app)
 
     sessions = SessionStore(closes.redis, settings.console_session_seconds)
-    console_auth = ConsoleAuth(guard, sessions)
+    console_auth = ConsoleAuth(guard, sessions, LoginLimiter(closes.redis, settings.intake_rate_limit_per_minute))
     caller = console_auth.caller  # a bearer/Basic header, or a console session (CSRF-checked); then the rate limit
 
     authenticated = [Depends(caller)]

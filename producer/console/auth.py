@@ -10,15 +10,21 @@ its own, so header-authenticated requests need no token.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import math
+from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import redis
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from genesys_closer.producer.console.sessions import CSRF_HEADER, SESSION_COOKIE, SessionStore, same_token
 from genesys_closer.producer.intake_http import IntakeError
+from genesys_closer.shared.rate_limit import RedisRateLimiter
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -39,10 +45,39 @@ def same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc.lower() == (request.headers.get("host") or "").lower()
 
 
+class LoginLimiter:
+    """Login attempts per client address, at the API's per-credential rate (in Redis: across intake processes). The
+    limiters of at most ``MAX_TRACKED`` addresses are kept in memory, the least recent dropped (their state is in
+    Redis), so a crowd of addresses cannot grow the process."""
+
+    MAX_TRACKED = 1000
+
+    def __init__(self, client: redis.Redis, limit_per_minute: int) -> None:
+        self.redis = client
+        self.limit = limit_per_minute
+        self._limiters: OrderedDict[str, RedisRateLimiter] = OrderedDict()
+
+    async def admit(self, request: Request) -> None:
+        address = request.client.host if request.client else "unknown"
+        name = "console-login-" + hashlib.sha256(address.encode()).hexdigest()[:12]
+        limiter = self._limiters.pop(name, None) or RedisRateLimiter(self.redis, name, self.limit, headroom=1.0)
+        self._limiters[name] = limiter
+        while len(self._limiters) > self.MAX_TRACKED:
+            self._limiters.popitem(last=False)
+        grant = await run_in_threadpool(limiter.reserve, 1.0)
+        if not grant.granted:
+            retry = max(1, math.ceil(grant.wait_seconds))
+            raise IntakeError(429, "rate_limited", f"too many login attempts; retry in {retry} s",
+                              headers={"Retry-After": str(retry)})
+        if grant.wait_seconds > 0:
+            await asyncio.sleep(grant.wait_seconds)
+
+
 class ConsoleAuth:
-    def __init__(self, guard: Guard, sessions: SessionStore) -> None:
+    def __init__(self, guard: Guard, sessions: SessionStore, logins: LoginLimiter) -> None:
         self.guard = guard
         self.sessions = sessions
+        self.logins = logins
 
     async def caller(self, request: Request) -> str:
         """The credential digest of the request (IntakeError 401/403 otherwise), after its rate-limit slot."""

@@ -10,7 +10,6 @@ only, no inline script, no framing), ``nosniff``, no referrer and no caching.
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -157,8 +156,7 @@ def _login_routes(app: FastAPI, auth: ConsoleAuth, render: Render, lifetime: int
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
         if not same_token(form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE) or "\0"):
             return await login_page(request)  # a stale or forged form: a fresh one
-        client = request.client.host if request.client else "unknown"
-        await auth.guard.admit("login-" + hashlib.sha256(client.encode()).hexdigest()[:12])
+        await auth.logins.admit(request)
         user, password, token = form.get("username", ""), form.get("password", ""), form.get("token", "").strip()
         header = (f"Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}" if user
                   else f"Bearer {token}")

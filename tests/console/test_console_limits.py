@@ -1,6 +1,6 @@
-"""Twenty browsers watching one batch cost one Redis read per interval, not twenty: the console's live views share
-each read (``live.SharedReads``). A real ``genesys-closer serve`` on a Redis of its own (its command statistics
-count only this intake), twenty Server-Sent Events streams at once."""
+"""What the console costs and what bounds it, on a real ``genesys-closer serve`` with a Redis of its own (its command
+statistics count only this intake): twenty browsers watching one batch cost one Redis read per interval, not twenty
+(``live.SharedReads``), and the console takes the API's per-credential rate limit."""
 
 from __future__ import annotations
 
@@ -63,3 +63,26 @@ def test_twenty_viewers_share_one_read_per_interval(private_intake: tuple[Intake
     # One shared read per interval at most (plus the first): a read per viewer per beat would be VIEWERS * BEATS.
     assert reads <= elapsed / INTERVAL + 2, (reads, elapsed)
     assert reads < VIEWERS * BEATS / 4
+
+
+def test_the_console_takes_the_api_rate_limit(tmp_path: Path) -> None:
+    """A login and the session's calls take slots of the credential's limit, shared with its bearer calls; login
+    attempts are limited per client address too (5 a minute here: one slot every 12 s, a burst of one)."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        with running_intake(server.url, tmp_path / "intake.log", INTAKE_RATE_LIMIT_PER_MINUTE=5) as intake:
+            browser = requests.Session()
+            form = browser.get(f"{intake.url}/ui/login", timeout=10).text
+            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            logged_in = browser.post(f"{intake.url}/ui/login", data={"csrf": csrf, "token": TOKEN_A},
+                                     allow_redirects=False, timeout=10)
+            assert logged_in.status_code == 303 and "gc_console" in browser.cookies
+            limited = browser.get(f"{intake.url}/v1/batches", timeout=10)  # the login took the credential's slot
+            assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+            assert intake.call("GET", "/v1/batches").status_code == 429  # the same credential by its token
+            form = browser.get(f"{intake.url}/ui/login", timeout=10).text
+            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            again = browser.post(f"{intake.url}/ui/login", data={"csrf": csrf, "token": "wrong" * 4}, timeout=10)
+            assert again.status_code == 429  # this address's login attempts
+    finally:
+        server.stop()
