@@ -36,8 +36,11 @@ LIMIT = 3000
 MAX_HEIGHT = 2000
 
 
-def browser(width: int, height: int) -> WebDriver:
+def browser(width: int, height: int, phone: bool = False) -> WebDriver:
     options = webdriver.ChromeOptions()
+    if phone:  # a phone's viewport (a desktop window cannot be made that narrow)
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": height,
+                                                                              "pixelRatio": 1}})
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                      f"--window-size={width},{height}", "--hide-scrollbars", "--force-device-scale-factor=1"):
@@ -48,9 +51,10 @@ def browser(width: int, height: int) -> WebDriver:
 
 def save(driver: WebDriver, name: str) -> None:
     """The page from its top, as tall as its content (at most MAX_HEIGHT)."""
-    width = driver.get_window_size()["width"]
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(width, min(int(height) + 90, MAX_HEIGHT))
+    if not name.endswith("-phone"):  # a phone keeps its own viewport
+        width = driver.get_window_size()["width"]
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(width, min(int(height) + 90, MAX_HEIGHT))
     driver.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
     raw = OUT / f"{name}.raw.png"
     driver.save_screenshot(str(raw))
@@ -146,7 +150,7 @@ def main() -> None:
         wait_for(driver, "body[data-fleet='shown']")
         save(driver, "fleet")
 
-        phone = browser(390, 844)
+        phone = browser(390, 1500, phone=True)  # a phone's width; tall enough to show the results
         stack.callback(phone.quit)
         log_in(phone, intake.url, intake.token)
         phone.get(f"{intake.url}/ui/batches/{troubled.id}")
