@@ -1,6 +1,12 @@
 """Every Redis key name genesys-closer uses, in one place.
 
-All keys start with ``genesys-closer:``. Per-client keys use a digest of the OAuth client id (client ids stay out of
+All keys start with ``genesys-closer:``. Each org's own state (outcomes, batches and their feeds, token, limiter,
+breaker, batched-check sets, sweeps, recovery marks) lives under its own prefix with the org as a Redis Cluster hash
+tag, ``genesys-closer:{eu-prod}:...``, so every multi-key Lua script of one org touches one slot. The org
+``default`` (the GENESYS_* variables) keeps the layout of single-org releases, ``genesys-closer:...`` without a tag:
+an upgraded single-org deployment reads the outcomes, batches, feeds and tokens it wrote before (nothing in flight
+is lost, no drain needed). Keys of the deployment rather than of an org (``replication_mark``, the intake's
+idempotency keys) carry no org. Per-client keys use a digest of the OAuth client id (client ids stay out of
 key names). Batch ids and conversation ids are validated before they reach a key
 (``shared.stores.batch_store.is_batch_id``, ``shared.ids.parse_conversation_id``), so no caller can build a
 key outside its own namespace.
@@ -8,8 +14,11 @@ key outside its own namespace.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
+
+from genesys_closer.config.orgs import DEFAULT_ORG, check_org_name
 
 PREFIX = "genesys-closer"
 
@@ -22,6 +31,8 @@ def client_digest(client_id: str) -> str:
 @dataclass(frozen=True)
 class RedisKeys:
     prefix: str = PREFIX
+    org: str = DEFAULT_ORG
+    root: str = PREFIX  # the deployment's own keys (not an org's)
 
     # -- outcomes and batches (service layer) ------------------------------------------------------------------
     def outcome(self, conversation_id: str) -> str:
@@ -43,7 +54,7 @@ class RedisKeys:
     @property
     def replication_mark(self) -> str:
         """Written by a producer after it enqueued work, so that WAIT covers the broker's writes too."""
-        return f"{self.prefix}:replication-mark"
+        return f"{self.root}:replication-mark"
 
     def batch_enqueuer(self, batch_id: str) -> str:
         """The lease of whoever is storing or publishing the batch's items (see ``shared.enqueue_lease``)."""
@@ -75,7 +86,7 @@ class RedisKeys:
     # -- the HTTP intake ---------------------------------------------------------------------------------------
     def idempotency(self, credential_digest: str, key_digest: str) -> str:
         """A batch upload's ``Idempotency-Key``, scoped to the credential that sent it (both as digests)."""
-        return f"{self.prefix}:idempotency:{credential_digest}:{key_digest}"
+        return f"{self.root}:idempotency:{credential_digest}:{key_digest}"
 
     def console_session(self, session_digest: str) -> str:
         """A console login (``producer.console.sessions``), by a digest of its cookie; deleted by logout."""
@@ -165,3 +176,13 @@ class RedisKeys:
 
 
 KEYS = RedisKeys()
+
+
+@functools.cache
+def keys_for(org: str = DEFAULT_ORG) -> RedisKeys:
+    """The key names of one org's state: ``default`` keeps the single-org layout, any other org has its own hash
+    tag (``genesys-closer:{org}:...``). ``org`` is checked (it may come from a message)."""
+    org = check_org_name(org)
+    if org == DEFAULT_ORG:
+        return KEYS
+    return RedisKeys(prefix=f"{PREFIX}:{{{org}}}", org=org)

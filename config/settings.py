@@ -17,6 +17,14 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genesys_closer.config.errors import ConfigError
+from genesys_closer.config.orgs import (
+    DEFAULT_ORG,
+    ORG_SCOPED,
+    describe_org_error,
+    is_org_name,
+    org_overrides,
+    read_orgs_file,
+)
 from genesys_closer.config.redis_target import RedisTarget, parse_sentinels
 from genesys_closer.config.regions import resolve_domain
 
@@ -48,8 +56,12 @@ class ProducerSettings(BaseSettings):
     batch_in_flight: int = Field(300, ge=1, le=5000)  # a batch's items handed to the broker and not yet counted
     broker_visibility_timeout_seconds: int = Field(90, ge=10)
     broker_restore_interval_seconds: int = Field(5, ge=1, le=600)
+    broker_reconnect_max_seconds: float = Field(5.0, ge=0.5, le=60)  # a worker retries a lost Redis at least this often
     task_soft_time_limit_seconds: int = Field(45, ge=5)
     task_time_limit_seconds: int = Field(60, ge=6)
+
+    # Several orgs: a TOML file of named orgs besides the GENESYS_* variables' org "default" (config/orgs.py)
+    orgs_file: str = ""
 
     # Logging
     log_level: str = "INFO"
@@ -109,7 +121,9 @@ class IntakeSettings(ProducerSettings):
     """The HTTP intake (``genesys-closer serve``): Redis plus its own authentication. It refuses to start without
     ``INTAKE_TOKENS`` or ``INTAKE_BASIC_AUTH``."""
 
-    intake_tokens: SecretStr | None = None        # bearer tokens, comma-separated (several: rotation)
+    # bearer tokens, comma-separated (several: rotation), each for the org "default"; or with grants,
+    # "token1:eu-prod,eu-test;token2:us-prod" (each token acts only for the orgs it names)
+    intake_tokens: SecretStr | None = None
     intake_basic_auth: SecretStr | None = None    # "user:password" (Genesys Data Action credentials can be Basic)
     intake_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
     intake_max_batch_ids: int = Field(100_000, ge=1, le=1_000_000)
@@ -135,11 +149,39 @@ class IntakeSettings(ProducerSettings):
         short = [t for t in self.bearer_tokens() if len(t) < 16]
         if short:
             raise ValueError("INTAKE_TOKENS: each token must be at least 16 characters")
+        granted = set().union(*self.token_grants().values())  # every grant names valid orgs
+        if self.orgs_file:  # and, when the intake is given the orgs file, orgs it has (no secrets needed)
+            known = {DEFAULT_ORG, *read_orgs_file(self.orgs_file)}
+            stray = sorted(granted - known)
+            if stray:
+                raise ValueError(f"INTAKE_TOKENS grants the org {stray[0]!r}, which ORGS_FILE does not name")
         return self
 
-    def bearer_tokens(self) -> list[str]:
+    def token_grants(self) -> dict[str, frozenset[str]]:
+        """Each bearer token and the orgs it may close in and read. The plain form (``tok1,tok2``) grants the org
+        ``default``; the grants form (any ``:`` in the value) is ``token:org,org;token:org``. Tokens therefore
+        contain neither ``:`` nor ``;``."""
         raw = self.intake_tokens.get_secret_value() if self.intake_tokens else ""
-        return [token.strip() for token in raw.split(",") if token.strip()]
+        if ":" not in raw:
+            return {token.strip(): frozenset({DEFAULT_ORG}) for token in raw.split(",") if token.strip()}
+        grants: dict[str, frozenset[str]] = {}
+        for number, entry in enumerate((e.strip() for e in raw.split(";")), start=1):
+            if not entry:
+                continue
+            token, colon, orgs = entry.partition(":")
+            names = [name.strip() for name in orgs.split(",") if name.strip()]
+            if not colon or not token.strip() or not names:
+                raise ValueError(f"INTAKE_TOKENS: grant {number} must be token:org[,org...] (grants separated by ';')")
+            bad = [name for name in names if not is_org_name(name)]
+            if bad:
+                raise ValueError(f"INTAKE_TOKENS: grant {number}: {bad[0][:60]!r} is not an org name")
+            if token.strip() in grants:
+                raise ValueError(f"INTAKE_TOKENS: grant {number}: the same token is granted twice")
+            grants[token.strip()] = frozenset(names)
+        return grants
+
+    def bearer_tokens(self) -> list[str]:
+        return list(self.token_grants())
 
     def basic_credentials(self) -> tuple[str, str] | None:
         raw = self.intake_basic_auth.get_secret_value() if self.intake_basic_auth else ""
@@ -310,6 +352,30 @@ class WorkerSettings(ProducerSettings):
 S = TypeVar("S", bound=ProducerSettings)
 
 
+def load_org_settings(base: WorkerSettings, environ: dict[str, str] | None = None, *,
+                      need_secrets: bool = True) -> dict[str, WorkerSettings]:
+    """Every org this deployment serves, by name, each as its own ``WorkerSettings``: the org ``default`` (the
+    GENESYS_* variables) when ``GENESYS_CLIENT_ID`` is set or no ``ORGS_FILE`` is, and each org of ``ORGS_FILE``
+    (its own client, region, limit, policies, wrap-up code and sweep; the process's other settings). Raises
+    ConfigError naming the org and field. ``need_secrets=False``: an org whose secret variable is unset is still
+    listed, without its secret (for what needs only the schedules: Flower's and beat's Celery configuration)."""
+    orgs: dict[str, WorkerSettings] = {}
+    if not base.orgs_file or base.genesys_client_id:
+        orgs[DEFAULT_ORG] = base
+    if not base.orgs_file:
+        return orgs
+    where = f"ORGS_FILE {base.orgs_file!r}"
+    inherited = {name: value for name, value in base.model_dump().items() if name not in ORG_SCOPED}
+    defaults = {name: WorkerSettings.model_fields[name].default for name in ORG_SCOPED}
+    for name, entry in read_orgs_file(base.orgs_file).items():
+        values = {**inherited, **defaults, **org_overrides(where, name, entry, environ, need_secret=need_secrets)}
+        try:
+            orgs[name] = WorkerSettings.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(describe_org_error(where, name, exc)) from None
+    return orgs
+
+
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
@@ -352,3 +418,9 @@ def get_producer_settings() -> ProducerSettings:
 def get_worker_settings() -> WorkerSettings:
     """The process-wide worker settings, built on first use."""
     return load_worker_settings()
+
+
+@functools.cache
+def get_org_settings() -> dict[str, WorkerSettings]:
+    """The process-wide settings of every org (``load_org_settings``), built on first use."""
+    return load_org_settings(get_worker_settings())

@@ -4,7 +4,9 @@ imports none of the worker's Genesys dependencies (requests, tenacity, cryptogra
     from genesys_closer import close_conversation
     close_conversation.delay("3b47a74f-...")      # -> AsyncResult (interactive queue)
 
-    client = CloseClient()                      # settings from the environment
+    client = CloseClient()                      # settings from the environment; the org "default"
+    client = CloseClient(org="eu-prod")         # every close, batch, sweep and read of this client is eu-prod's
+    close_conversation.delay("3b47a74f-...", org="eu-prod")
     client.close("3b47a74f-...")                 # -> task id
     client.close("3b47a74f-...", wait=True)      # -> CloseResult
     batch = client.close_many(open("ids.txt"))   # validates every ID first, streams them into Redis, feeds workers
@@ -13,6 +15,7 @@ imports none of the worker's Genesys dependencies (requests, tenacity, cryptogra
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import time
@@ -24,13 +27,22 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from genesys_closer.config.errors import CloserError
+from genesys_closer.config.orgs import DEFAULT_ORG
+from genesys_closer.config.redis_keys import keys_for
 from genesys_closer.config.settings import ClosePolicy, ProducerSettings, get_producer_settings
 from genesys_closer.shared import arguments
 from genesys_closer.shared.arguments import InvalidArgument
 from genesys_closer.shared.batches import BatchIdInUse, BatchWriter, IdCheck, InvalidBatch, check_ids
 from genesys_closer.shared.celery_config import producer_app
 from genesys_closer.shared.ids import parse_conversation_id
-from genesys_closer.shared.names import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES, SWEEP_TASK_NAME, TASK_NAME
+from genesys_closer.shared.names import (
+    QUEUE_BULK,
+    QUEUE_INTERACTIVE,
+    QUEUES,
+    SWEEP_TASK_NAME,
+    TASK_NAME,
+    org_kwargs,
+)
 from genesys_closer.shared.options import CloseOptions
 from genesys_closer.shared.outcomes import CloseResult
 from genesys_closer.shared.redis_connection import await_replicas, connect
@@ -143,21 +155,42 @@ class SweepRequest:
 
 
 class CloseClient:
-    """Enqueue closes and follow batches, over Redis only."""
+    """Enqueue closes and follow batches of one Genesys org (``org``, default ``default``), over Redis only: its
+    closes, batches and sweeps are sent for that org, and it reads only that org's records."""
 
-    def __init__(self, settings: ProducerSettings | None = None, *, app: Celery | None = None) -> None:
+    def __init__(self, settings: ProducerSettings | None = None, *, app: Celery | None = None,
+                 org: str | None = None) -> None:
+        self.org = arguments.org(org)
         self.settings = settings or get_producer_settings()
         self.app = app or producer_app(self.settings)
         self.redis = connect(self.settings.redis_target, caller=True)  # a hung Redis is said within seconds
-        self.results = ResultStores.open(self.redis, self.settings.results_ttl_seconds)
+        self.results = ResultStores.open(self.redis, self.settings.results_ttl_seconds, keys=keys_for(self.org))
         self.batches_writer = BatchWriter(self.app, self.results, time.time,
                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
                                           in_flight=self.settings.batch_in_flight)
 
+    def for_org(self, org: str) -> CloseClient:
+        """A client of ``org`` sharing this one's settings, Celery app and Redis connection (one per org a server
+        acts for, not one connection each)."""
+        org = arguments.org(org)
+        if org == self.org:
+            return self
+        other = copy.copy(self)
+        other.org = org
+        other.results = ResultStores.open(self.redis, self.settings.results_ttl_seconds, keys=keys_for(org))
+        other.batches_writer = BatchWriter(self.app, other.results, time.time,
+                                           lease_seconds=self.settings.batch_enqueue_lease_seconds,
+                                           in_flight=self.settings.batch_in_flight)
+        return other
+
     def close(self, conversation_id: str, *, wait: bool = False, timeout: float = 60.0,
-              countdown: float | None = None, **options: Any) -> str | CloseResult:
+              countdown: float | None = None, org: str | None = None, **options: Any) -> str | CloseResult:
         """Enqueue one close on the interactive queue; with ``wait`` return its outcome record. ``countdown``
-        delays it (at most the broker's safe window, see ``ProducerSettings.max_countdown_seconds``)."""
+        delays it (at most the broker's safe window, see ``ProducerSettings.max_countdown_seconds``); ``org``
+        (default: this client's) names the org it is for."""
+        if org is not None:
+            return self.for_org(org).close(conversation_id, wait=wait, timeout=timeout, countdown=countdown,
+                                           **options)
         arguments.flag("wait", wait)
         timeout = arguments.seconds("timeout", timeout)
         task_id = self.send_close(conversation_id, options, countdown=countdown)
@@ -185,7 +218,8 @@ class CloseClient:
         task_id = str(uuid.uuid4())
         self.results.pending.track(task_id, canonical, kwargs, queue)
         try:
-            self.app.send_task(TASK_NAME, args=[canonical], kwargs=kwargs, queue=queue, task_id=task_id,
+            self.app.send_task(TASK_NAME, args=[canonical], kwargs={**kwargs, **org_kwargs(self.org)}, queue=queue,
+                               task_id=task_id,
                                countdown=countdown, **send_options)
         except BaseException:
             self.results.pending.forget(task_id)
@@ -222,7 +256,7 @@ class CloseClient:
 
     def close_many(self, conversation_ids: Iterable[object], *, label: str = "", source: str = "",
                    options: dict[str, Any] | None = None, on_invalid: str = "record",
-                   queue: str = QUEUE_BULK, batch_id: str | None = None) -> Batch:
+                   queue: str = QUEUE_BULK, batch_id: str | None = None, org: str | None = None) -> Batch:
         """Start a batch (see ``BatchWriter.start_checked``): every ID is validated before any is enqueued, the input
         is streamed into Redis, duplicates are dropped; the items are fed to the broker ``BATCH_IN_FLIGHT`` at a
         time (``shared.feeder``).
@@ -230,7 +264,11 @@ class CloseClient:
         ``on_invalid`` is ``"record"`` (invalid IDs become ``invalid_id`` items) or ``"abort"`` (InvalidBatch, nothing
         enqueued); ``queue`` one of the worker queues; ``batch_id`` (optional, 32 hex digits) must not be in use
         (BatchIdInUse). Any other value raises InvalidArgument (a ValueError) before anything is written, and so
-        does an input with no item at all (as the CLI and the intake refuse an empty one)."""
+        does an input with no item at all (as the CLI and the intake refuse an empty one). ``org`` (default: this
+        client's) names the org the batch is for; the returned handle reads it there."""
+        if org is not None:
+            return self.for_org(org).close_many(conversation_ids, label=label, source=source, options=options,
+                                                on_invalid=on_invalid, queue=queue, batch_id=batch_id)
         if isinstance(conversation_ids, str | bytes):
             raise InvalidArgument("conversation_ids must be an iterable of conversation ids, not one string")
         items = iter(conversation_ids)
@@ -261,7 +299,8 @@ class CloseClient:
             raise InvalidArgument(str(exc)[:1000]) from None
         arguments.flag("dry_run", dry_run)
         task = self.app.send_task(SWEEP_TASK_NAME, kwargs={"filters": filters, "dry_run": dry_run,
-                                                            "options": validate_options(options)})
+                                                            "options": validate_options(options),
+                                                            **org_kwargs(self.org)})
         return SweepRequest(self, task)
 
     def batch(self, batch_id: str) -> Batch:
@@ -281,13 +320,15 @@ class CloseClient:
 
 
 @functools.cache
-def default_client() -> CloseClient:
-    return CloseClient()
+def default_client(org: str = DEFAULT_ORG) -> CloseClient:
+    """The process's client of ``org`` (the module-level shortcuts' and ``close_conversation``'s)."""
+    return CloseClient(org=org)
 
 
 class CloseConversationTask:
-    """``close_conversation.delay(id)`` for apps that install this package: validates the ID and options, then
-    sends the worker's task by name over the producer's app (only ``REDIS_URL`` is read)."""
+    """``close_conversation.delay(id)`` (or ``.delay(id, org="eu-prod")``) for apps that install this package:
+    validates the ID, org and options, then sends the worker's task by name over the producer's app (only
+    ``REDIS_URL`` is read)."""
 
     name = TASK_NAME
 
@@ -298,21 +339,23 @@ class CloseConversationTask:
                     **send_options: Any) -> AsyncResult:
         if len(args) != 1:
             raise TypeError("close_conversation takes one conversation id")
-        client = default_client()
-        return client.app.AsyncResult(client.send_close(args[0], kwargs, **send_options))
+        options = dict(arguments.mapping("options", kwargs))
+        client = default_client(arguments.org(options.pop("org", None)))
+        return client.app.AsyncResult(client.send_close(args[0], options, **send_options))
 
 
 close_conversation = CloseConversationTask()
 
 
-def close(conversation_id: str, *, wait: bool = False, timeout: float = 60.0, **options: Any) -> str | CloseResult:
-    """Module-level shortcut for ``CloseClient().close``."""
-    return default_client().close(conversation_id, wait=wait, timeout=timeout, **options)
+def close(conversation_id: str, *, wait: bool = False, timeout: float = 60.0, org: str | None = None,
+          **options: Any) -> str | CloseResult:
+    """Module-level shortcut for ``CloseClient(org=org).close``."""
+    return default_client(arguments.org(org)).close(conversation_id, wait=wait, timeout=timeout, **options)
 
 
 _NOTHING = object()
 
 
-def close_many(conversation_ids: Iterable[object], **kwargs: Any) -> Batch:
-    """Module-level shortcut for ``CloseClient().close_many``."""
-    return default_client().close_many(conversation_ids, **kwargs)
+def close_many(conversation_ids: Iterable[object], *, org: str | None = None, **kwargs: Any) -> Batch:
+    """Module-level shortcut for ``CloseClient(org=org).close_many``."""
+    return default_client(arguments.org(org)).close_many(conversation_ids, **kwargs)

@@ -78,7 +78,8 @@ errors = Console(stderr=True, soft_wrap=True, emoji=False)  # one error, one lin
 
 
 class State:
-    def __init__(self, redis_url: str | None, env_file: Path | None, as_json: bool) -> None:
+    def __init__(self, redis_url: str | None, env_file: Path | None, as_json: bool, org: str | None = None) -> None:
+        self.org = org
         self.redis_url = redis_url
         self.env_file = env_file
         self.json = as_json
@@ -92,7 +93,7 @@ class State:
                 overrides["redis_url"] = self.redis_url
             if self.env_file:
                 overrides["_env_file"] = str(self.env_file)
-            client = CloseClient(load_producer_settings(**overrides))
+            client = CloseClient(load_producer_settings(**overrides), org=self.org)
             client.redis.ping()  # unreachable is said at once, before Celery's own reconnect loops (sweep: 19 s)
             self._client = client
         return self._client
@@ -117,8 +118,10 @@ def main_options(
     env_file: Annotated[Path | None, typer.Option("--env-file", exists=True, dir_okay=False,
                                                   help="Read settings from this .env file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, one JSON object per line.")] = False,
+    org: Annotated[str | None, typer.Option("--org", envvar="ORG", help="The Genesys org every command acts for "
+                                            "(its closes, batches, sweeps and records); default: 'default'.")] = None,
 ) -> None:
-    ctx.obj = State(redis_url, env_file, as_json)
+    ctx.obj = State(redis_url, env_file, as_json, org)
 
 
 def _state(ctx: typer.Context) -> State:

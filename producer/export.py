@@ -13,7 +13,7 @@ from genesys_closer.shared.outcomes import CloseResult
 
 CSV_COLUMNS = ("conversation_id", "outcome", "attempts", "api_calls", "started_at", "finished_at", "action",
                "confirmed_by", "wrapups_applied", "wrapups_pending", "http_status", "error_code", "error",
-               "participant_states", "correlation_ids", "batch_id")
+               "participant_states", "correlation_ids", "batch_id", "org")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "|", "%")
 
 
@@ -48,7 +48,7 @@ def csv_lines(results: Iterable[CloseResult]) -> Iterator[str]:
         states = ";".join(f"{p.get('purpose')}:{p.get('state')}" for p in r.participant_states)
         row = [r.conversation_id, r.outcome.value, r.attempts, round(r.api_calls, 4), _time(r.started_at),
                _time(r.finished_at), r.action, r.confirmed_by, r.wrapups_applied, r.wrapups_pending, r.http_status,
-               r.error_code, r.error, states, ";".join(r.correlation_ids), r.batch_id]
+               r.error_code, r.error, states, ";".join(r.correlation_ids), r.batch_id, r.org]
         yield line([safe_cell(v) for v in row])
 
 

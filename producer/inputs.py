@@ -34,19 +34,21 @@ def detect_format(first_line: str, name: str) -> str:
 MAX_LINE = 10_000  # an ID line longer than this is garbage: reported as an invalid item, never parsed
 
 
-def read_ids(stream: IO[str], *, fmt: str = "auto", column: str | None = None, name: str = "") -> Iterator[object]:
+def read_ids(stream: IO[str], *, fmt: str = "auto", column: str | None = None, name: str = "",
+             column_hint: str = "name it with --column") -> Iterator[object]:
     """Yield each raw ID (not validated: ``close_many`` does that, per item). Blank lines and ``#`` comments are
     skipped in plain files. A file that cannot be read as text (binary, not UTF-8, a broken CSV) raises InputError
-    naming the line; the batch being built from it is then discarded."""
+    naming the line; the batch being built from it is then discarded. ``column_hint`` tells how this caller names
+    the ID column of a CSV whose header has none of the usual names."""
     try:
-        yield from _read_ids(stream, fmt=fmt, column=column, name=name)
+        yield from _read_ids(stream, fmt=fmt, column=column, name=name, column_hint=column_hint)
     except UnicodeDecodeError as exc:
         raise InputError(f"{name or 'input'} is not UTF-8 text (a binary file?): byte {exc.start}") from None
     except csv.Error as exc:
         raise InputError(f"{name or 'input'} is not readable CSV: {str(exc)[:200]}") from None
 
 
-def _read_ids(stream: IO[str], *, fmt: str, column: str | None, name: str) -> Iterator[object]:
+def _read_ids(stream: IO[str], *, fmt: str, column: str | None, name: str, column_hint: str) -> Iterator[object]:
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     first = stream.readline()
@@ -69,8 +71,7 @@ def _read_ids(stream: IO[str], *, fmt: str, column: str | None, name: str) -> It
         fields = reader.fieldnames or []
         wanted = column or next((c for c in ID_COLUMNS if c in fields), None)
         if wanted is None or wanted not in fields:
-            raise InputError(f"no column {column or ' / '.join(ID_COLUMNS)!r} in CSV header {fields}; "
-                             "name it with --column")
+            raise InputError(f"no column {column or ' / '.join(ID_COLUMNS)!r} in CSV header {fields}; {column_hint}")
         for row in reader:
             yield row.get(wanted)
     else:

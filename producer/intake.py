@@ -11,6 +11,11 @@ in a thread and answered 202 before its closes are published (``BackgroundEnqueu
 asynchronously within a per-process cap (``WaitSlots``), and ``/healthz`` answers from the loop itself. Slow and
 oversized clients are bounded below the routes (``intake_http``). Every piece of shared state (rate limit,
 idempotency keys, batches) is in Redis, so any number of intake processes can serve the same callers.
+
+Orgs: each bearer token is granted orgs (``INTAKE_TOKENS``; plain tokens and Basic credentials: ``default``). A
+request names its org (the JSON field ``org``, or ``?org=``); without one it acts for ``default`` when granted, else
+for the caller's only org. An org the caller is not granted is answered exactly as something that does not exist
+(404): another org's batches and conversations are invisible, whether that org exists or not.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Annotated, Any, cast
 
 import redis
 from fastapi import Depends, FastAPI, Query, Request
@@ -39,15 +44,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genesys_closer.config.orgs import DEFAULT_ORG, is_org_name
 from genesys_closer.config.settings import IntakeSettings, load_intake_settings
 from genesys_closer.producer.api import BatchNotFound, CloseClient, validate_options
 from genesys_closer.producer.console.api import OperatorReads, add_operator_routes
-from genesys_closer.producer.console.auth import ConsoleAuth, LoginLimiter
+from genesys_closer.producer.console.auth import ConsoleAuth, LoginLimiter, console_caller
 from genesys_closer.producer.console.pages import SecurityHeaders, add_console
 from genesys_closer.producer.console.sessions import SessionStore
 from genesys_closer.producer.export import csv_lines, jsonl_lines
 from genesys_closer.producer.idempotency import Claim, IdempotencyKeys, fingerprint, is_valid_key
-from genesys_closer.producer.inputs import InputError, read_ids
+from genesys_closer.producer.inputs import ID_COLUMNS, InputError, read_ids
 from genesys_closer.producer.intake_http import BodyGuard, IntakeError, RequestIdAndMetrics, error_response
 from genesys_closer.shared.batches import BatchWriter, StagedBatch
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
@@ -66,9 +72,14 @@ ENV_FILE_VARIABLE = "GENESYS_CLOSER_SERVE_ENV_FILE"  # how `serve --env-file` re
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # where the processes of --workers N share their metrics
 
 
+ORG_FIELD = Field(None, max_length=40, description="The Genesys org (as the workers' configuration names it); "
+                  "default: 'default' when this credential is granted it, else its only org.")
+
+
 class CloseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     conversationId: str = Field(max_length=100, description="The conversation id (a UUID).")
+    org: str | None = ORG_FIELD
     wrapupCode: str | None = Field(None, max_length=500,
                                    description="Wrap-up code for agents left owing one.")
     label: str | None = Field(None, max_length=200, description="Free text, echoed back.")
@@ -78,6 +89,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     conversationIds: list[Any] = Field(description="Conversation ids; invalid ones are reported, the rest run.")
     label: str | None = Field(None, max_length=200)
+    org: str | None = ORG_FIELD
 
 
 class CloseAccepted(BaseModel):
@@ -85,6 +97,7 @@ class CloseAccepted(BaseModel):
     conversationId: str
     statusUrl: str
     label: str | None = None
+    org: str = DEFAULT_ORG
 
 
 class BatchAccepted(BaseModel):
@@ -94,6 +107,42 @@ class BatchAccepted(BaseModel):
     total: int | None
     invalid: int
     invalidSamples: list[str]
+    org: str = DEFAULT_ORG
+
+
+class Caller:
+    """Who is asking: the digest of the credential used, and the orgs it is granted."""
+
+    def __init__(self, credential: str, orgs: frozenset[str]) -> None:
+        self.credential = credential
+        self.orgs = orgs
+
+    def org(self, requested: object, not_found: str) -> str:
+        """The org a request acts for. An org this caller is not granted, or no org name at all, is answered as
+        ``not_found`` answers a missing thing (404), so nothing tells another org's existence."""
+        if requested is None or requested == "":
+            if DEFAULT_ORG in self.orgs:
+                return DEFAULT_ORG
+            if len(self.orgs) == 1:
+                return next(iter(self.orgs))
+            raise IntakeError(422, "org_required", "this credential is granted several orgs: name one (org)")
+        if not is_org_name(requested) or requested not in self.orgs:
+            raise IntakeError(404, "not_found", not_found)
+        return str(requested)
+
+
+async def authenticated_caller(request: Request) -> Caller:
+    """The route dependency: who is asking (401 otherwise), within its credential's rate limit: an
+    ``Authorization`` header, or else a console session (CSRF-checked on changes; ``producer.console.auth``)."""
+    return cast(Caller, await console_caller(request))  # the guard's, or made from a session (make_caller)
+
+
+Who = Annotated[Caller, Depends(authenticated_caller)]
+
+
+def org_query(org: str) -> str:
+    """The ``?org=`` of an org's URLs (none for ``default``)."""
+    return "" if org == DEFAULT_ORG else f"?org={org}"
 
 
 def schema_problems(errors: Any) -> list[dict[str, str]]:
@@ -110,30 +159,33 @@ class Guard:
     """Authentication (bearer tokens compared in constant time, optional Basic) and a per-credential rate limit."""
 
     def __init__(self, settings: IntakeSettings, client: redis.Redis) -> None:
-        self.tokens = [token.encode() for token in settings.bearer_tokens()]
+        self.grants = [(token.encode(), orgs) for token, orgs in settings.token_grants().items()]
         basic = settings.basic_credentials()
         self.basic = None if basic is None else f"{basic[0]}:{basic[1]}".encode()
         self.redis = client
         self.limit = settings.intake_rate_limit_per_minute
         self._limiters: dict[str, RedisRateLimiter] = {}
 
-    def identify(self, request: Request) -> str:
-        """The digest of the credential used, or IntakeError 401 (no hint which part was wrong)."""
+    def identify(self, request: Request) -> Caller:
+        """The credential used and its orgs, or IntakeError 401 (no hint which part was wrong). Every token is
+        compared (in constant time), so the time taken does not tell which one matched."""
         return self.identify_header(request.headers.get("authorization", ""))
 
-    def identify_header(self, header: str) -> str:
+    def identify_header(self, header: str) -> Caller:
         """``identify`` for an ``Authorization`` value (the console's login form makes one)."""
         scheme, _, value = header.partition(" ")
         candidate = value.strip().encode()
-        if scheme.lower() == "bearer" and any(hmac.compare_digest(candidate, t) for t in self.tokens):
-            return _digest(value.strip())
+        if scheme.lower() == "bearer":
+            matched = [orgs for token, orgs in self.grants if hmac.compare_digest(candidate, token)]
+            if matched:
+                return Caller(_digest(value.strip()), matched[0])
         if scheme.lower() == "basic" and self.basic is not None:
             try:
                 decoded = base64.b64decode(candidate, validate=True)
             except (binascii.Error, ValueError):
                 decoded = b""
             if hmac.compare_digest(decoded, self.basic):
-                return _digest(decoded.decode(errors="replace"))
+                return Caller(_digest(decoded.decode(errors="replace")), frozenset({DEFAULT_ORG}))
         raise IntakeError(401, "unauthorized", "authentication required",
                           headers={"WWW-Authenticate": 'Bearer realm="genesys-closer"'})
 
@@ -158,21 +210,24 @@ def _ids_from_text(body: bytes, content_type: str) -> list[object]:
     text = body.decode("utf-8-sig", errors="strict")
     fmt = "csv" if "csv" in content_type else "lines"
     try:
-        return list(read_ids(io.StringIO(text), fmt=fmt, name="request body"))
+        return list(read_ids(io.StringIO(text), fmt=fmt, name="request body",
+                             column_hint=f"name the ID column {' / '.join(ID_COLUMNS)}"))
     except InputError as exc:
         raise IntakeError(422, "invalid_body", str(exc)[:500]) from None
 
 
-def parse_upload(raw: bytes, content_type: str, max_ids: int) -> tuple[list[object], str | None]:
-    """The ids (and label) of a batch upload: JSON, text/plain (one per line) or text/csv; IntakeError otherwise."""
+def parse_upload(raw: bytes, content_type: str, max_ids: int) -> tuple[list[object], str | None, str | None]:
+    """The ids, label and org of a batch upload: JSON, text/plain (one per line) or text/csv (these two carry no
+    label or org); IntakeError otherwise."""
     label: str | None = None
+    org: str | None = None
     if content_type == "application/json":
         try:
             parsed = BatchRequest.model_validate_json(raw)
         except ValueError as exc:
             raise IntakeError(422, "invalid_request", "the request does not match the schema",
                               schema_problems(getattr(exc, "errors", list)())) from None
-        ids, label = parsed.conversationIds, parsed.label
+        ids, label, org = parsed.conversationIds, parsed.label, parsed.org
     elif content_type in {"text/plain", "text/csv"}:
         try:
             ids = _ids_from_text(raw, content_type)
@@ -184,7 +239,7 @@ def parse_upload(raw: bytes, content_type: str, max_ids: int) -> tuple[list[obje
         raise IntakeError(413, "too_many_ids", f"at most {max_ids} ids per batch")
     if not ids:
         raise IntakeError(422, "empty_batch", "no conversation ids")
-    return ids, label
+    return ids, label, org
 
 
 class BackgroundEnqueue:
@@ -208,20 +263,36 @@ class BackgroundEnqueue:
         self._gauge.dec()
         self._slots.release()
 
-    def start(self, staged: StagedBatch) -> None:
-        """Publish ``staged`` in a thread of its own, which frees the slot reserved for it when done."""
-        threading.Thread(target=self._publish, args=(staged,), name=f"enqueue-{staged.batch_id[:8]}",
-                         daemon=True).start()
+    def start(self, staged: StagedBatch, writer: BatchWriter | None = None) -> None:
+        """Publish ``staged`` (with ``writer``, its org's) in a thread of its own, which frees the slot reserved for
+        it when done."""
+        threading.Thread(target=self._publish, args=(staged, writer or self.writer),
+                         name=f"enqueue-{staged.batch_id[:8]}", daemon=True).start()
 
-    def _publish(self, staged: StagedBatch) -> None:
+    def _publish(self, staged: StagedBatch, writer: BatchWriter) -> None:
         try:
-            count = self.writer.publish_staged(staged)
+            count = writer.publish_staged(staged)
             log.info("batch %s: %d item(s) published", staged.batch_id, count, extra={"batch_id": staged.batch_id})
         except Exception:  # the lease is released: the recovery check publishes what is missing
             log.exception("batch %s: publishing stopped; the recovery check finishes it", staged.batch_id,
                           extra={"batch_id": staged.batch_id})
         finally:
             self.unreserve()
+
+
+class OrgClients:
+    """One ``CloseClient`` per org this process acts for, all on one Redis connection and Celery app."""
+
+    def __init__(self, base: CloseClient) -> None:
+        self.base = base
+        self._clients: dict[str, CloseClient] = {base.org: base}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, org: str) -> CloseClient:
+        with self._lock:
+            if org not in self._clients:
+                self._clients[org] = self.base.for_org(org)
+            return self._clients[org]
 
 
 class WaitSlots:
@@ -293,18 +364,20 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
 
     _error_handlers(app)
 
+    app.state.guard = guard
     sessions = SessionStore(closes.redis, settings.console_session_seconds)
-    console_auth = ConsoleAuth(guard, sessions, LoginLimiter(closes.redis, settings.intake_rate_limit_per_minute))
-    caller = console_auth.caller  # a bearer/Basic header, or a console session (CSRF-checked); then the rate limit
-
-    authenticated = [Depends(caller)]
+    console_auth = ConsoleAuth(guard, sessions, LoginLimiter(closes.redis, settings.intake_rate_limit_per_minute),
+                               Caller)
+    app.state.console_auth = console_auth
+    authenticated = [Depends(authenticated_caller)]
+    orgs = OrgClients(closes)
     _health_routes(app, closes)
-    _close_routes(app, closes, settings, authenticated, WaitSlots(settings.intake_max_waiting, waiting))
-    _batch_routes(app, closes, settings, caller,
+    _close_routes(app, orgs, settings, WaitSlots(settings.intake_max_waiting, waiting))
+    _batch_routes(app, orgs, settings,
                   BackgroundEnqueue(closes.batches_writer, settings.intake_max_enqueuing_batches, enqueuing))
-    _batch_read_routes(app, closes, authenticated)
-    reads = OperatorReads(closes, settings)
-    add_operator_routes(app, closes, reads, sessions, caller)
+    _batch_read_routes(app, orgs)
+    reads = OperatorReads(orgs, settings)
+    add_operator_routes(app, reads, sessions)
     add_console(app, reads, console_auth)  # the operator console, /ui (producer.console.pages)
 
     @app.get("/metrics", include_in_schema=False, dependencies=authenticated)
@@ -385,14 +458,21 @@ def _health_routes(app: FastAPI, closes: CloseClient) -> None:
         return JSONResponse({"status": "ready", "workers": len(replies)})
 
 
-def _close_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, authenticated: list[Any],
-                  waits: WaitSlots) -> None:
-    @app.post("/v1/closes", status_code=202, dependencies=authenticated,
+ORG_QUERY = Query(None, max_length=40, description="The org (default: 'default' when granted, else the "
+                  "credential's only org).")
+
+
+def _close_routes(app: FastAPI, orgs: OrgClients, settings: IntakeSettings, waits: WaitSlots) -> None:
+    @app.post("/v1/closes", status_code=202,
               responses={200: {"description": "the outcome record, when `wait` was given and it ended in time"},
+                         404: {"description": "an org this credential is not granted (as for one that does not "
+                                              "exist)"},
                          503: {"description": "too many requests wait already (`Retry-After`); nothing enqueued"}})
-    async def post_close(request: Request, body: CloseRequest,
+    async def post_close(request: Request, body: CloseRequest, who: Who,
                          wait: float = Query(0.0, ge=0, le=settings.intake_max_wait_seconds,
                                              description="seconds to wait for the outcome")) -> Any:
+        org = who.org(body.org, "no such org")
+        closes = orgs[org]
         try:
             conversation_id = parse_conversation_id(body.conversationId)
         except InvalidConversationId as exc:
@@ -405,7 +485,8 @@ def _close_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, a
         try:
             task_id = await run_in_threadpool(closes.send_close, conversation_id, options)
             accepted = CloseAccepted(taskId=task_id, conversationId=conversation_id,
-                                     statusUrl=f"/v1/conversations/{conversation_id}", label=body.label)
+                                     statusUrl=f"/v1/conversations/{conversation_id}{org_query(org)}",
+                                     label=body.label, org=org)
             if wait > 0:
                 result = await wait_for_outcome(closes, task_id, wait, request)
                 if result is not None:
@@ -415,32 +496,31 @@ def _close_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, a
             if wait > 0:
                 waits.give_back()
 
-    @app.get("/v1/conversations/{conversation_id}", dependencies=authenticated)
-    def get_conversation(conversation_id: str) -> dict[str, Any]:
+    @app.get("/v1/conversations/{conversation_id}")
+    def get_conversation(conversation_id: str, who: Who, org: str | None = ORG_QUERY) -> dict[str, Any]:
+        missing = "no outcome recorded for this conversation (yet)"
+        closes = orgs[who.org(org, missing)]
         try:
             canonical = parse_conversation_id(conversation_id)
         except InvalidConversationId as exc:
             raise IntakeError(422, "invalid_conversation_id", str(exc), [conversation_id[:100]]) from None
         record = closes.outcome(canonical)
         if record is None:
-            raise IntakeError(404, "not_found", "no outcome recorded for this conversation (yet)")
+            raise IntakeError(404, "not_found", missing)
         return record.as_dict()
 
 
-def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, caller: Callable[..., Any],
-                  enqueue: BackgroundEnqueue) -> None:
-    keys = IdempotencyKeys(closes.redis, settings.intake_idempotency_ttl_seconds)
+def _batch_routes(app: FastAPI, orgs: OrgClients, settings: IntakeSettings, enqueue: BackgroundEnqueue) -> None:
+    keys = IdempotencyKeys(orgs.base.redis, settings.intake_idempotency_ttl_seconds)
 
-    def stage(raw: bytes, content_type: str, query_label: str | None) -> tuple[StagedBatch, BatchAccepted]:
-        ids, label = parse_upload(raw, content_type, settings.intake_max_batch_ids)
-        label = label or query_label
-        staged = closes.batches_writer.stage(ids, options=validate_options(None), label=label or "intake",
-                                             source="http intake")
+    def stage(ids: list[object], label: str | None, org: str) -> tuple[StagedBatch, BatchAccepted]:
+        staged = orgs[org].batches_writer.stage(ids, options=validate_options(None), label=label or "intake",
+                                                source="http intake")
         check = staged.check
-        accepted = BatchAccepted(batchId=staged.batch_id, statusUrl=f"/v1/batches/{staged.batch_id}",
-                                 resultsUrl=f"/v1/batches/{staged.batch_id}/results",
+        accepted = BatchAccepted(batchId=staged.batch_id, statusUrl=f"/v1/batches/{staged.batch_id}{org_query(org)}",
+                                 resultsUrl=f"/v1/batches/{staged.batch_id}/results{org_query(org)}",
                                  total=check.valid + check.invalid, invalid=check.invalid,
-                                 invalidSamples=check.samples[:MAX_REPORTED_INVALID])
+                                 invalidSamples=check.samples[:MAX_REPORTED_INVALID], org=org)
         return staged, accepted
 
     @app.post("/v1/batches", status_code=202, response_model=BatchAccepted,
@@ -457,8 +537,9 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, c
                                  {"name": "Idempotency-Key", "in": "header", "required": False,
                                   "schema": {"type": "string", "maxLength": 200},
                                   "description": "a retry with the same key (and body) returns the same batch"}]})
-    async def post_batch(request: Request, credential: str = Depends(caller)) -> JSONResponse:
-        """Validate and store the ids, answer 202, publish the closes in the background."""
+    async def post_batch(request: Request, who: Who, org: str | None = ORG_QUERY) -> JSONResponse:
+        """Validate and store the ids, answer 202, publish the closes in the background. The org is the JSON
+        field ``org`` or the query's ``org`` (for text and CSV bodies); both given, they must agree."""
         key = request.headers.get("idempotency-key")
         if key is not None and not is_valid_key(key):
             raise IntakeError(422, "invalid_idempotency_key", "Idempotency-Key: 1 to 200 printable ASCII characters")
@@ -467,10 +548,16 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, c
         if query_label is not None and len(query_label) > 200:
             raise IntakeError(422, "invalid_request", "label: at most 200 characters")
         raw = await request.body()
+        ids, label, body_org = await run_in_threadpool(parse_upload, raw, content_type, settings.intake_max_batch_ids)
+        label = label or query_label
+        if org is not None and body_org is not None and org != body_org:
+            raise IntakeError(422, "invalid_request", "the query's org and the body's org differ")
+        chosen = who.org(body_org if body_org is not None else org, "no such org")
+        credential = f"{who.credential}:{chosen}"  # an Idempotency-Key is the credential's, per org
         body_fingerprint, token = "", ""
         if key is not None:
             body_fingerprint = await run_in_threadpool(fingerprint, content_type if query_label is None
-                                                  else f"{content_type};label={query_label}", raw)
+                                                       else f"{content_type};label={query_label}", raw)
             claim, token = await run_in_threadpool(keys.claim, credential, key, body_fingerprint)
             if not claim.won:
                 return _replay(claim)
@@ -480,39 +567,42 @@ def _batch_routes(app: FastAPI, closes: CloseClient, settings: IntakeSettings, c
             raise IntakeError(503, "busy", "this intake publishes its limit of batches; retry later",
                               headers={"Retry-After": "5"})
         try:
-            staged, accepted = await run_in_threadpool(stage, raw, content_type, query_label)
+            staged, accepted = await run_in_threadpool(stage, ids, label, chosen)
         except BaseException:
             enqueue.unreserve()
             if key is not None:
                 await run_in_threadpool(keys.abandon, credential, key, token)
             raise
-        enqueue.start(staged)  # the slot is the publisher's now
+        enqueue.start(staged, orgs[chosen].batches_writer)  # the slot is the publisher's now
         body = accepted.model_dump()
         if key is not None:
             await run_in_threadpool(keys.complete, credential, key, body_fingerprint, 202, body)
         return JSONResponse(body, status_code=202)
 
 
-def _batch_read_routes(app: FastAPI, closes: CloseClient, authenticated: list[Any]) -> None:
-    def batch_of(batch_id: str) -> Any:
+def _batch_read_routes(app: FastAPI, orgs: OrgClients) -> None:
+    missing = "no such batch (unknown, or older than the retention)"
+
+    def batch_of(batch_id: str, org: str | None, who: Caller) -> Any:
+        closes = orgs[who.org(org, missing)]  # another org's batch is answered as one that does not exist
         if not is_batch_id(batch_id):
-            raise IntakeError(404, "not_found", "no such batch")
+            raise IntakeError(404, "not_found", missing)
         try:
             return closes.batch(batch_id)
         except BatchNotFound:
-            raise IntakeError(404, "not_found", "no such batch (unknown, or older than the retention)") from None
+            raise IntakeError(404, "not_found", missing) from None
 
-    @app.get("/v1/batches/{batch_id}", dependencies=authenticated)
-    def get_batch(batch_id: str) -> dict[str, Any]:
-        return dict(batch_of(batch_id).status().as_dict())
+    @app.get("/v1/batches/{batch_id}")
+    def get_batch(batch_id: str, who: Who, org: str | None = ORG_QUERY) -> dict[str, Any]:
+        return dict(batch_of(batch_id, org, who).status().as_dict())
 
-    @app.get("/v1/batches/{batch_id}/results", dependencies=authenticated,
+    @app.get("/v1/batches/{batch_id}/results",
              responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}})
-    def get_results(batch_id: str, request: Request,
+    def get_results(batch_id: str, request: Request, who: Who, org: str | None = ORG_QUERY,
                     format: str | None = Query(None, pattern="^(csv|jsonl)$",
                                                description="csv or jsonl, as a download (instead of Accept)")
                     ) -> StreamingResponse:
-        batch = batch_of(batch_id)
+        batch = batch_of(batch_id, org, who)
         wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
         items: Iterator[CloseResult] = batch.results()
         lines = csv_lines(items) if wants_csv else jsonl_lines(items)
@@ -521,6 +611,6 @@ def _batch_read_routes(app: FastAPI, closes: CloseClient, authenticated: list[An
         return StreamingResponse(in_chunks(lines), media_type="text/csv" if wants_csv else "application/x-ndjson",
                                  headers=headers)
 
-    @app.post("/v1/batches/{batch_id}/cancel", dependencies=authenticated)
-    def cancel_batch(batch_id: str) -> dict[str, Any]:
-        return dict(batch_of(batch_id).cancel().as_dict())
+    @app.post("/v1/batches/{batch_id}/cancel")
+    def cancel_batch(batch_id: str, who: Who, org: str | None = ORG_QUERY) -> dict[str, Any]:
+        return dict(batch_of(batch_id, org, who).cancel().as_dict())

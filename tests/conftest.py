@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ import redis
 from genesys_closer.config import WorkerSettings, load_worker_settings
 from genesys_closer.emulator import EmulatorConfig, EmulatorServer, start_in_thread
 from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.emulator.state import ALL_PERMISSIONS, Faults
 from genesys_closer.shared.names import QUEUES
 from genesys_closer.worker.factory import Service, build_service
 from tests.services import CeleryWorker, RedisServer
@@ -146,6 +147,29 @@ FLEET_ENV = {
     "SWEEP_PAGING_CAP": 200,  # Genesys pages through 100,000 hits at most; the fleet's cap is scaled down
     "CLOSE_ALLOWED_POLICIES": "fail,participants",  # as the runbook advises; tests may ask for participants
 }
+# Two more orgs from an orgs file besides "default", each with an emulator of its own (its own clients, tokens,
+# limits and conversations, as separate Genesys orgs are), so tests can prove one org's trouble stays its own.
+FLEET_ORGS = ("org-a", "org-b")
+
+
+def org_client(org: str) -> tuple[str, str]:
+    """The OAuth client (id, secret) of one of the fleet's orgs in its emulator."""
+    return f"{org}-client", f"{org}-secret"
+
+
+def write_orgs_file(path: Path, emulators: dict[str, EmulatorServer], **fields: object) -> dict[str, str]:
+    """An orgs file naming each org's emulator; returns the environment variables holding the secrets."""
+    lines, env = [], {}
+    for org, server in emulators.items():
+        client_id, secret = org_client(org)
+        variable = f"{org.upper().replace('-', '_')}_CLIENT_SECRET"
+        env[variable] = secret
+        lines += [f"[orgs.{org}]", f'api_url = "{server.base_url}"', f'client_id = "{client_id}"',
+                  f'client_secret_env = "{variable}"', "rate_limit_per_minute = 60000",
+                  'close_allowed_policies = ["fail", "participants"]',
+                  *(f"{name} = {value!r}" for name, value in fields.items()), ""]
+    path.write_text("\n".join(lines).replace("'", '"'))
+    return env
 
 
 @dataclass
@@ -156,16 +180,26 @@ class Fleet:
     redis_url: str
     emulator: EmulatorServer
     workers: list[CeleryWorker]
+    org_emulators: dict[str, EmulatorServer] = field(default_factory=dict)  # the orgs of FLEET_ORGS
 
     @property
     def admin(self) -> EmulatorAdmin:
         return EmulatorAdmin(self.emulator.base_url)
+
+    def org_admin(self, org: str) -> EmulatorAdmin:
+        return self.admin if org == "default" else EmulatorAdmin(self.org_emulators[org].base_url)
 
     def reset(self) -> None:
         """Healthy emulator without conversations, no genesys-closer state in Redis, empty queues. The broker's own
         keys (bindings) stay: the running workers need them."""
         self.admin.reset(conversations=True, faults=True)
         self.emulator.state.config = replace(FLEET_EMULATOR, faults=self.emulator.state.faults)
+        for org, server in self.org_emulators.items():
+            EmulatorAdmin(server.base_url).reset(conversations=True, faults=True)
+            client_id, secret = org_client(org)
+            server.state.config = replace(FLEET_EMULATOR, client_id=client_id, client_secret=secret,
+                                          faults=server.state.faults)
+            server.state.add_client(client_id, secret, ALL_PERMISSIONS)  # a test may have taken a permission away
         client = redis.Redis.from_url(self.redis_url)
         stale = list(client.scan_iter("genesys-closer:*", count=1000))
         if stale:
@@ -180,14 +214,21 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
 
     url = redis_server.url.rsplit("/", 1)[0] + f"/{FLEET_DB}"
     emulator = start_in_thread(config=replace(FLEET_EMULATOR))
-    workers = start_workers(2, worker_env(url, emulator.base_url, **FLEET_ENV), tmp_path_factory.mktemp("fleet-logs"),
-                            4, prefix="fleet")
+    orgs = {org: start_in_thread(config=replace(FLEET_EMULATOR, client_id=org_client(org)[0],
+                                                client_secret=org_client(org)[1], faults=Faults()))
+            for org in FLEET_ORGS}  # faults of its own: one org's storm is not another's
+    orgs_file = tmp_path_factory.mktemp("fleet-orgs") / "orgs.toml"
+    secrets = write_orgs_file(orgs_file, orgs)
+    workers = start_workers(2, worker_env(url, emulator.base_url, ORGS_FILE=orgs_file, **FLEET_ENV, **secrets),
+                            tmp_path_factory.mktemp("fleet-logs"), 4, prefix="fleet")
     try:
-        yield Fleet(url, emulator, workers)
+        yield Fleet(url, emulator, workers, orgs)
     finally:
         for worker in workers:
             worker.kill()
         emulator.stop()
+        for server in orgs.values():
+            server.stop()
 
 
 @pytest.fixture

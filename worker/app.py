@@ -19,7 +19,7 @@ from celery.signals import celeryd_after_setup, setup_logging, worker_init, work
 from celery.utils.nodenames import worker_direct
 
 from genesys_closer.config.errors import ConfigError
-from genesys_closer.config.settings import WorkerSettings, get_worker_settings
+from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings, load_org_settings
 from genesys_closer.shared.celery_config import APP_NAME, worker_config
 from genesys_closer.shared.logging_setup import configure_logging
 from genesys_closer.worker.broker import reconnect_fixes
@@ -40,6 +40,13 @@ def _settings() -> WorkerSettings:
         _refuse_to_start(exc)
 
 
+def _orgs() -> dict[str, WorkerSettings]:
+    try:
+        return get_org_settings()
+    except ConfigError as exc:
+        _refuse_to_start(exc)
+
+
 def _prepare_metrics_dir(settings: WorkerSettings) -> None:
     """Multiprocess metrics need a shared directory before prometheus_client is first imported."""
     if settings.metrics_port and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -49,10 +56,17 @@ def _prepare_metrics_dir(settings: WorkerSettings) -> None:
             values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
+CONSUMER = "genesys_closer.worker.broker.prompt_reconnect:PromptReconnectConsumer"
+
+
 def _configuration() -> dict[str, Any]:
     settings = _settings()
     _prepare_metrics_dir(settings)
-    return worker_config(settings)
+    try:  # the sweep schedules need no secrets: Flower, which loads this app too, is not given the orgs' secrets
+        orgs = load_org_settings(settings, need_secrets=False)
+    except ConfigError as exc:
+        _refuse_to_start(exc)
+    return {**worker_config(settings, orgs), "worker_consumer": CONSUMER}
 
 
 @functools.cache
@@ -74,9 +88,11 @@ def __getattr__(name: str) -> Celery:
 
 @worker_init.connect  # type: ignore[untyped-decorator]
 def _require_credentials(**_: Any) -> None:
-    """A worker without Genesys credentials would report ready and then fail every task: refuse to start."""
+    """A worker without Genesys credentials would report ready and then fail every task: refuse to start. Every
+    org of the orgs file is checked too (one line naming the org and the field)."""
     try:
-        _settings().require_credentials()
+        for org in _orgs().values():
+            org.require_credentials()
     except ConfigError as exc:
         _refuse_to_start(exc)
 
@@ -98,10 +114,13 @@ def _direct_queue_first(sender: str, instance: Any, **_: Any) -> None:
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _on_ready(**_: Any) -> None:
     settings = _settings()
+    from genesys_closer.config.redis_keys import keys_for
     from genesys_closer.shared.redis_connection import connect
     from genesys_closer.worker.recovery.redrive import remember_redis_run_id
 
-    remember_redis_run_id(connect(settings.redis_target))
+    client = connect(settings.redis_target)
+    for org in _orgs():
+        remember_redis_run_id(client, keys_for(org))
     if settings.metrics_port:
         from genesys_closer.worker.ops import metrics
 
@@ -120,6 +139,10 @@ def _metrics_process_exited(pid: int | None = None, **_: Any) -> None:
 def _configure_logging(loglevel: Any = None, **_: Any) -> None:
     """Celery's own logging setup is replaced by ours (redacting, optional JSON)."""
     settings = _settings()
-    secret = settings.genesys_client_secret.get_secret_value() if settings.genesys_client_secret else ""
+    try:  # beat and Flower log too, and may not be given the orgs' secrets (a secret not given cannot leak)
+        orgs = load_org_settings(settings, need_secrets=False)
+    except ConfigError as exc:
+        _refuse_to_start(exc)
+    secrets = [org.genesys_client_secret.get_secret_value() for org in orgs.values() if org.genesys_client_secret]
     level = loglevel if isinstance(loglevel, str) else logging.getLevelName(loglevel or settings.log_level)
-    configure_logging(str(level), settings.log_format, [secret])
+    configure_logging(str(level), settings.log_format, secrets)  # every org's secret is redacted

@@ -1,19 +1,24 @@
 """Celery tasks. Thin: the work is in ``close_run``, ``recovery`` and ``sweep_run``.
 
-Arguments are IDs and plain options only (Flower shows them); results are outcome records (no token, no secret).
+Arguments are IDs, plain options and the org's name only (Flower shows them: ``org="eu-prod"``, never a
+credential); results are outcome records (no token, no secret). Every task of an org other than ``default``
+carries ``org``; an org this deployment does not serve is refused (``invalid_request``) before any Genesys call.
 Time limits come from the app's configuration (the sweep's from ``task_annotations``), never from settings read
 here.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_revoked
 
-from genesys_closer.config.settings import get_worker_settings
+from genesys_closer.config.orgs import DEFAULT_ORG
+from genesys_closer.config.settings import get_org_settings
+from genesys_closer.shared.logging_setup import org_context
 from genesys_closer.shared.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
@@ -26,32 +31,41 @@ from genesys_closer.shared.names import (
 )
 from genesys_closer.shared.outcomes import Outcome
 from genesys_closer.worker.app import app
-from genesys_closer.worker.factory import record_rejected, worker_parts
+from genesys_closer.worker.factory import UnknownOrg, every_org_parts, record_rejected, worker_parts
 from genesys_closer.worker.ops.readiness import ready, run_checks
 from genesys_closer.worker.running.close_run import RetryLater, TaskContext
 
+log = logging.getLogger("genesys_closer.worker")
 GUARDED: dict[str, Any] = {
     "Strategy": "genesys_closer.worker.broker.message_bounds:bounded_strategy",  # every message is bounded first
 }
 
 
 @app.task(bind=True, name=TASK_NAME, max_retries=None, **GUARDED)  # type: ignore[untyped-decorator]
-def close_conversation(self: Any, conversation_id: str, batch_id: str | None = None, **options: Any) -> dict[str, Any]:
-    """Close one Genesys Cloud web messaging conversation; returns its outcome record."""
+def close_conversation(self: Any, conversation_id: str, batch_id: str | None = None, org: str | None = None,
+                       **options: Any) -> dict[str, Any]:
+    """Close one Genesys Cloud web messaging conversation of ``org`` (absent: ``default``); returns its outcome
+    record."""
+    try:
+        parts = worker_parts(org)
+    except UnknownOrg as exc:
+        return record_rejected(TASK_NAME, str(self.request.id), [[conversation_id], {"batch_id": batch_id, "org": org},
+                                                                 None], str(exc))
     delivery = self.request.delivery_info or {}
     context = TaskContext(task_id=str(self.request.id), retries=int(self.request.retries),
                           batch_id=batch_id if isinstance(batch_id, str) or batch_id is None else repr(batch_id)[:80],
                           queue=str(delivery.get("routing_key") or QUEUE_INTERACTIVE))
-    try:
-        return worker_parts().close_runner.run(conversation_id, context, options)
-    except RetryLater as later:
-        raise self.retry(countdown=later.countdown) from None
-    except SoftTimeLimitExceeded:
-        _drop_redis_connections()
-        try:  # bounded like any transient failure: it ends with an outcome
-            return worker_parts().close_runner.after_time_limit(conversation_id, context)
+    with org_context(parts.org):
+        try:
+            return parts.close_runner.run(conversation_id, context, options)
         except RetryLater as later:
             raise self.retry(countdown=later.countdown) from None
+        except SoftTimeLimitExceeded:
+            _drop_redis_connections()
+            try:  # bounded like any transient failure: it ends with an outcome
+                return parts.close_runner.after_time_limit(conversation_id, context)
+            except RetryLater as later:
+                raise self.retry(countdown=later.countdown) from None
 
 
 @task_revoked.connect  # type: ignore[untyped-decorator]
@@ -70,14 +84,20 @@ def record_expired_close(sender: Any = None, request: Any = None, expired: bool 
 
 @app.task(bind=True, name=SWEEP_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
 def sweep(self: Any, filters: dict[str, Any] | None = None, dry_run: bool = False,
-          options: dict[str, Any] | None = None, scheduled: bool = False) -> dict[str, Any]:
-    """Find open web messaging conversations and (unless ``dry_run``) start a batch closing the chosen ones.
+          options: dict[str, Any] | None = None, scheduled: bool = False, org: str | None = None) -> dict[str, Any]:
+    """Find open web messaging conversations of ``org`` and (unless ``dry_run``) start a batch closing the chosen
+    ones.
 
     Acknowledged on receipt: a sweep can outlive the broker's visibility timeout, and a lost sweep is simply
     run again (by the schedule or the operator), whereas a redelivered one would run twice at once.
     """
-    return worker_parts().sweeps.run(str(self.request.id), filters or {}, dry_run=dry_run, options=options or {},
-                                     scheduled=scheduled)
+    try:
+        parts = worker_parts(org)
+    except UnknownOrg as exc:
+        return {"error": str(exc), "error_code": "invalid_request"}
+    with org_context(parts.org):
+        return {**parts.sweeps.run(str(self.request.id), filters or {}, dry_run=dry_run, options=options or {},
+                                   scheduled=scheduled), "org": parts.org}
 
 
 @app.task(name=PROBE_TASK_NAME, acks_late=False, ignore_result=False, **GUARDED)  # type: ignore[untyped-decorator]
@@ -89,44 +109,71 @@ def health_probe() -> dict[str, Any]:
 @app.task(name=REDRIVE_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
 def redrive_stalled_batches() -> dict[str, object]:
     """Re-send what the broker lost: everything in flight after a Redis restart, stalled batches and standalone
-    closes after BATCH_STALL_SECONDS (see ``worker.recovery.redrive``)."""
-    return worker_parts().recovery.run().as_dict()
+    closes after BATCH_STALL_SECONDS (see ``worker.recovery.redrive``), for every org in turn (each under its own
+    lock); the default org's report at the top, every org's under ``orgs``."""
+    reports: dict[str, dict[str, object]] = {}
+    for parts in every_org_parts():
+        with org_context(parts.org):
+            try:
+                reports[parts.org] = parts.recovery.run().as_dict()
+            except Exception as exc:  # one org's failed check never skips the others' (the next check tries again)
+                log.exception("recovery check of org %s failed", parts.org)
+                reports[parts.org] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    first = next(iter(reports.values()), {})
+    return {**first, "orgs": reports}
 
 
 @app.task(name=CHECKS_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
-def pump_batched_checks() -> dict[str, object]:
-    """Make the batched pre-check and confirmation reads that are due (see ``worker.checks.batched_checks``). Holds a
-    fleet-wide lock; a lost pump is sent again by the next item or by the recovery check."""
-    pump = worker_parts().checks
+def pump_batched_checks(org: str | None = None) -> dict[str, object]:
+    """Make the batched pre-check and confirmation reads of ``org`` that are due (see
+    ``worker.checks.batched_checks``). Holds the org's lock (each org has its own pump); a lost pump is sent again
+    by the next item or by the recovery check."""
     try:
-        return {"reads": pump.run() if pump is not None else 0}
+        parts = worker_parts(org)
+    except UnknownOrg as exc:
+        return {"reads": 0, "error": str(exc)}
+    try:
+        with org_context(parts.org):
+            return {"reads": parts.checks.run() if parts.checks is not None else 0}
     except SoftTimeLimitExceeded:
         _drop_redis_connections()
         return {"reads": 0, "stopped": "soft time limit"}
 
 
 @app.task(name=FEED_TASK_NAME, acks_late=False, **GUARDED)  # type: ignore[untyped-decorator]
-def feed_batches() -> dict[str, object]:
-    """Advance every fed batch (see ``shared.feeder``): refill, and record an ended batch's items never fed. Holds a
-    fleet-wide lock; sent by a cancel, by an item of an ended batch, and run by the recovery check too."""
+def feed_batches(org: str | None = None) -> dict[str, object]:
+    """Advance every fed batch of ``org`` (see ``shared.feeder``): refill, and record an ended batch's items never
+    fed. Holds the org's feed lock; sent by a cancel, by an item of an ended batch, and run by the recovery check
+    too."""
     try:
-        parts = worker_parts()
-        return {"batches": parts.feeder.advance_all(parts.feed_budget_seconds)}
+        parts = worker_parts(org)
+    except UnknownOrg as exc:
+        return {"batches": {}, "error": str(exc)}
+    try:
+        with org_context(parts.org):
+            return {"batches": parts.feeder.advance_all(parts.feed_budget_seconds)}
     except SoftTimeLimitExceeded:
         _drop_redis_connections()
         return {"batches": {}, "stopped": "soft time limit"}
 
 
 @app.task(name=READINESS_TASK_NAME, acks_late=False, ignore_result=False, **GUARDED)  # type: ignore[untyped-decorator]
-def readiness() -> dict[str, Any]:
-    """``genesys-closer check`` run by a worker, with its own settings, for the console's Readiness page (the intake
-    holds no Genesys credentials). Read-only; the rows carry Genesys' text and fixes, never a token or secret."""
-    checks = run_checks(get_worker_settings())
-    return {"ready": ready(checks),
+def readiness(org: str | None = None) -> dict[str, Any]:
+    """``genesys-closer check`` of ``org``, run by a worker with that org's settings, for the console's Readiness
+    page (the intake holds no Genesys credentials). Read-only; the rows carry Genesys' text and fixes, never a token
+    or secret."""
+    name = org or DEFAULT_ORG
+    orgs = get_org_settings()
+    if name not in orgs:
+        return {"ready": False, "checks": [], "org": str(name)[:40], "error": "this deployment does not serve that org"}
+    checks = run_checks(orgs[name], name)
+    return {"ready": ready(checks), "org": name,
             "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks]}
 
 
 def _drop_redis_connections() -> None:
     """The soft time limit's exception can land between a Redis command and its reply: a connection left with an
     unread reply would answer the next command with it. Every pooled connection is closed (they reconnect)."""
-    worker_parts().close_runner.redis.connection_pool.disconnect()
+    from genesys_closer.worker.factory import process_redis
+
+    process_redis().connection_pool.disconnect()

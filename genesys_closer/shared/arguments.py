@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from genesys_closer.config.errors import CloserError
+from genesys_closer.config.orgs import check_org_name
 
 
 class InvalidArgument(CloserError, ValueError):
@@ -88,3 +89,12 @@ def known_names(what: str, names: Mapping[str, object], valid: tuple[str, ...]) 
     if unknown:
         raise InvalidArgument(f"unknown {what} {', '.join(repr(n)[:60] for n in unknown[:5])}; "
                          f"valid: {', '.join(valid) or 'none'}")
+
+
+def org(value: object) -> str:
+    """An org name (None: ``default``): 1 to 40 characters of a-z, 0-9 and '-'. Which orgs exist is the workers'
+    configuration; a close for an org no worker serves ends ``invalid_request`` before any Genesys call."""
+    try:
+        return check_org_name(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"org: {exc}") from None

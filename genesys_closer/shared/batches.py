@@ -20,7 +20,14 @@ from genesys_closer.shared import arguments
 from genesys_closer.shared.enqueue_lease import LEASE_SECONDS, EnqueueLease
 from genesys_closer.shared.feeder import BatchFeeder
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
-from genesys_closer.shared.names import FEED_TASK_NAME, QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES, TASK_NAME
+from genesys_closer.shared.names import (
+    FEED_TASK_NAME,
+    QUEUE_BULK,
+    QUEUE_INTERACTIVE,
+    QUEUES,
+    TASK_NAME,
+    org_kwargs,
+)
 from genesys_closer.shared.outcomes import CloseResult, Outcome
 from genesys_closer.shared.stores import ResultStores
 from genesys_closer.shared.stores.batch_store import is_batch_id
@@ -125,6 +132,7 @@ class BatchWriter:
         self.results = results
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self.org_kwargs = org_kwargs(results.batches.keys.org)  # every task it sends names its org
         self.feeder = BatchFeeder(results, self.publish, in_flight, kick=self.send_feed_task, clock=clock)
 
     def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
@@ -172,7 +180,7 @@ class BatchWriter:
             batch_id = new_batch_id()
         elif not is_batch_id(batch_id):
             raise arguments.InvalidArgument(f"a batch id is 32 lower-case hex digits; got {repr(batch_id)[:60]}")
-        lease = EnqueueLease(self.results.batches.redis, batch_id, self.lease_seconds)
+        lease = EnqueueLease(self.results.batches.redis, batch_id, self.lease_seconds, keys=self.results.batches.keys)
         if not lease.take():  # another producer is enqueuing a batch of this id
             raise BatchIdInUse(batch_id)
         if not self.results.batches.create(batch_id, label=label, source=source, options=json.dumps(options),
@@ -213,7 +221,7 @@ class BatchWriter:
 
     def send_feed_task(self) -> None:
         """Ask a worker to advance the fed batches (``BatchFeeder.advance_all``)."""
-        self.app.send_task(FEED_TASK_NAME, queue=QUEUE_INTERACTIVE, ignore_result=True)
+        self.app.send_task(FEED_TASK_NAME, kwargs=self.org_kwargs, queue=QUEUE_INTERACTIVE, ignore_result=True)
 
     def _validate_into(self, batch_id: str, raw_ids: Iterable[object], *,
                        record_invalid: bool, lease: EnqueueLease) -> IdCheck:
@@ -249,7 +257,8 @@ class BatchWriter:
 
     def publish_close(self, conversation_id: str, options: dict[str, Any], queue: str) -> str:
         """Publish one standalone close (no batch); returns its task id."""
-        return str(self.app.send_task(TASK_NAME, args=[conversation_id], kwargs=options, queue=queue,
+        return str(self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={**options, **self.org_kwargs},
+                                      queue=queue,
                                       ignore_result=True).id)
 
     def publish(self, batch_id: str, conversation_ids: Iterable[str], options: dict[str, Any], queue: str, *,
@@ -263,7 +272,8 @@ class BatchWriter:
                 if lease is not None and count % PUBLISH_CHUNK == 0 and not lease.keep():
                     break
                 # Batch items store no Celery result: their outcomes live in the batch (shared.stores.batch_store).
-                self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={"batch_id": batch_id, **options},
-                                   queue=queue, producer=producer, ignore_result=True)
+                kwargs = {"batch_id": batch_id, **options, **self.org_kwargs}
+                self.app.send_task(TASK_NAME, args=[conversation_id], kwargs=kwargs, queue=queue, producer=producer,
+                                   ignore_result=True)
                 count += 1
         return count

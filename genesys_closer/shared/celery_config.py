@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
+from genesys_closer.config.orgs import DEFAULT_ORG
 from genesys_closer.config.redis_target import RedisTarget
 from genesys_closer.config.settings import ProducerSettings, WorkerSettings
 from genesys_closer.shared.names import (
@@ -25,6 +26,7 @@ from genesys_closer.shared.names import (
     REDRIVE_TASK_NAME,
     SWEEP_TASK_NAME,
     TASK_NAME,
+    org_kwargs,
 )
 from genesys_closer.shared.redis_connection import sentinel_options
 
@@ -88,8 +90,8 @@ def producer_config(settings: ProducerSettings) -> dict[str, Any]:
     }
 
 
-def worker_config(settings: WorkerSettings) -> dict[str, Any]:
-    """Every Celery setting a worker (and beat) uses."""
+def worker_config(settings: WorkerSettings, orgs: dict[str, WorkerSettings] | None = None) -> dict[str, Any]:
+    """Every Celery setting a worker (and beat) uses; ``orgs``: every org served (for their sweep schedules)."""
     sweep_limit = settings.sweep_time_limit_seconds
     return producer_config(settings) | {
         "broker_connection_max_retries": None,
@@ -104,30 +106,33 @@ def worker_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_annotations": {SWEEP_TASK_NAME: {"soft_time_limit": sweep_limit, "time_limit": sweep_limit + 60}},
         "task_track_started": True,
         "worker_send_task_events": True,
-        "beat_schedule": beat_schedule(settings),
+        "beat_schedule": beat_schedule(settings, orgs),
         "worker_hijack_root_logger": False,
         "worker_direct": True,
     }
 
 
-def beat_schedule(settings: WorkerSettings) -> dict[str, dict[str, object]]:
-    """The recovery check (always: Redis restarts, stalled batches, lost closes), and the idle sweep when
-    SWEEP_SCHEDULE_SECONDS is set."""
+def beat_schedule(settings: WorkerSettings,
+                  orgs: dict[str, WorkerSettings] | None = None) -> dict[str, dict[str, object]]:
+    """The recovery check (always: Redis restarts, stalled batches, lost closes; it covers every org), and each
+    org's idle sweep when its schedule is set (``SWEEP_SCHEDULE_SECONDS`` for ``default``, ``sweep.schedule_seconds``
+    in the orgs file), with that org's filters."""
     interval = settings.recovery_check_seconds
     schedule: dict[str, dict[str, object]] = {
         "redrive-stalled-batches": {"task": REDRIVE_TASK_NAME, "schedule": interval,
                                     "options": {"expires": interval}},
     }
-    if not settings.sweep_schedule_seconds:
-        return schedule
-    return schedule | {
-        "idle-sweep": {
+    for org, org_settings in (orgs if orgs is not None else {DEFAULT_ORG: settings}).items():
+        if not org_settings.sweep_schedule_seconds:
+            continue
+        every = float(org_settings.sweep_schedule_seconds)
+        schedule["idle-sweep" if org == DEFAULT_ORG else f"idle-sweep:{org}"] = {
             "task": SWEEP_TASK_NAME,
-            "schedule": float(settings.sweep_schedule_seconds),
-            "kwargs": {"filters": settings.sweep_filters(), "scheduled": True},
-            "options": {"expires": float(settings.sweep_schedule_seconds)},
+            "schedule": every,
+            "kwargs": {"filters": org_settings.sweep_filters(), "scheduled": True, **org_kwargs(org)},
+            "options": {"expires": every},
         }
-    }
+    return schedule
 
 
 def producer_app(settings: ProducerSettings) -> Celery:

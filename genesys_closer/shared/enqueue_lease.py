@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import redis
 
-from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.config.redis_keys import KEYS, RedisKeys
 from genesys_closer.shared.locks import OwnedLock
 
 LEASE_SECONDS = 30.0  # a dead builder's batch is taken over this long after its last extension
@@ -32,10 +32,10 @@ class EnqueueLease:
     """The lease on one batch's enqueue; ``keep`` extends it at most every third of its time-to-live."""
 
     def __init__(self, client: redis.Redis, batch_id: str, ttl_seconds: float = LEASE_SECONDS, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, keys: RedisKeys = KEYS) -> None:
         self.batch_id = batch_id
         self.ttl_seconds = ttl_seconds
-        self._lock = OwnedLock(client, KEYS.batch_enqueuer(batch_id), ttl_seconds)
+        self._lock = OwnedLock(client, keys.batch_enqueuer(batch_id), ttl_seconds)
         self._owner = uuid.uuid4().hex
         self._clock = clock
         self._extended_at = 0.0

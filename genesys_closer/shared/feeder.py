@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.config.redis_keys import RedisKeys
 from genesys_closer.shared.locks import OwnedLock
 from genesys_closer.shared.names import QUEUE_BULK
 from genesys_closer.shared.outcomes import CloseResult, Outcome
@@ -56,6 +56,7 @@ class BatchFeeder:
     def __init__(self, results: ResultStores, publish: Publish, bound: int, *,
                  kick: Callable[[], None] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.redis: redis.Redis = results.batches.redis
+        self.keys: RedisKeys = results.batches.keys  # the org's keys: each org's batches are fed on their own
         self.retention = results.batches.retention
         self.results = results
         self.publish = publish
@@ -73,38 +74,39 @@ class BatchFeeder:
         if any(len(cid) != ID_WIDTH for cid in conversation_ids):
             raise ValueError("a feed holds canonical conversation ids only")
         pipe = self.redis.pipeline(transaction=False)
-        pipe.append(KEYS.batch_feed(batch_id), "".join(conversation_ids))
-        pipe.hincrby(KEYS.batch(batch_id), "feed_total", len(conversation_ids))
-        pipe.expire(KEYS.batch_feed(batch_id), self.retention)
+        pipe.append(self.keys.batch_feed(batch_id), "".join(conversation_ids))
+        pipe.hincrby(self.keys.batch(batch_id), "feed_total", len(conversation_ids))
+        pipe.expire(self.keys.batch_feed(batch_id), self.retention)
         pipe.execute()
 
     def prepare(self, batch_id: str) -> None:
         """Mark the batch as fed (before any ID is appended): its bound, an empty cursor; the feeder serves it from
         now on (it feeds it once it runs, whoever marks it enqueued and whenever they die)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(KEYS.batch(batch_id), mapping={"in_flight": self.bound, "fed": 0, "feed_total": 0})
-        pipe.sadd(KEYS.feeding, batch_id)
+        pipe.hset(self.keys.batch(batch_id), mapping={"in_flight": self.bound, "fed": 0, "feed_total": 0})
+        pipe.sadd(self.keys.feeding, batch_id)
         pipe.execute()
 
     def has_feed(self, batch_id: str) -> bool:
         """Whether the batch has a feed (not a batch made before batches were fed: those published every item at
         once, and the recovery treats them as it did)."""
-        return self.redis.hexists(KEYS.batch(batch_id), "feed_total") == 1
+        return self.redis.hexists(self.keys.batch(batch_id), "feed_total") == 1
 
     def start(self, batch_id: str) -> int:
         """The batch runs (``mark_enqueued`` was called): feed its first items."""
         return self.refill(batch_id)
 
     def discard(self, batch_id: str) -> None:
-        self.redis.delete(KEYS.batch_feed(batch_id), KEYS.batch_in_flight(batch_id))
-        self.redis.srem(KEYS.feeding, batch_id)
+        self.redis.delete(self.keys.batch_feed(batch_id), self.keys.batch_in_flight(batch_id))
+        self.redis.srem(self.keys.feeding, batch_id)
 
     # -- feeding -----------------------------------------------------------------------------------------------
     def refill(self, batch_id: str, ended: Iterable[str] = ()) -> int:
         """Forget ``ended`` items that are counted, then feed up to the bound; returns how many were fed. An ended
         (cancelled, stopped) batch with items not fed yet gets the feed task sent, which records them."""
-        reply = self._take(keys=[KEYS.batch_feed(batch_id), KEYS.batch_in_flight(batch_id), KEYS.batch(batch_id),
-                                 KEYS.batch_items(batch_id)],
+        keys = self.keys
+        reply = self._take(keys=[keys.batch_feed(batch_id), keys.batch_in_flight(batch_id), keys.batch(batch_id),
+                                 keys.batch_items(batch_id)],
                            args=[repr(self.clock()), ID_WIDTH, self.bound, self.retention, *ended])
         state, options, queue, unfed = text(reply[0]), text(reply[1]), text(reply[2]), int(reply[3])
         ids = [text(raw) for raw in reply[4:]]
@@ -117,19 +119,19 @@ class BatchFeeder:
 
     def in_flight(self, batch_id: str) -> list[str]:
         """The batch's items handed to the broker and not yet forgotten (some may be counted already)."""
-        return [text(raw) for raw in self.redis.zrange(KEYS.batch_in_flight(batch_id), 0, -1)]
+        return [text(raw) for raw in self.redis.zrange(self.keys.batch_in_flight(batch_id), 0, -1)]
 
     def uncounted_in_flight(self, batch_id: str) -> list[str]:
         """In-flight items without an outcome (the ones a lost message would leave without one)."""
         fed = self.in_flight(batch_id)
         pipe = self.redis.pipeline(transaction=False)
         for cid in fed:
-            pipe.hexists(KEYS.batch_items(batch_id), cid)
+            pipe.hexists(self.keys.batch_items(batch_id), cid)
         return [cid for cid, counted in zip(fed, pipe.execute(), strict=True) if not counted]
 
     def kick(self) -> None:
         """Send the feed task, unless one was sent in the last few seconds."""
-        if self._send_kick is not None and self.redis.set(KEYS.feeder("kick"), "1", nx=True, ex=KICK_SECONDS):
+        if self._send_kick is not None and self.redis.set(self.keys.feeder("kick"), "1", nx=True, ex=KICK_SECONDS):
             self._send_kick()
 
     # -- the feed task and the recovery check ------------------------------------------------------------------
@@ -138,24 +140,24 @@ class BatchFeeder:
         refill, record an ended batch's remainder; a finished or expired batch is no longer served. Returns the
         items fed or recorded per batch. A pass that runs out of ``budget_seconds``, or that another run asked for
         while it held the lock, sends the feed task to go on once it has released the lock."""
-        lock = OwnedLock(self.redis, KEYS.feeder("lock"), LOCK_SECONDS)
+        lock = OwnedLock(self.redis, self.keys.feeder("lock"), LOCK_SECONDS)
         if not lock.acquire(uuid.uuid4().hex):
-            self.redis.set(KEYS.feeder("again"), "1", ex=LOCK_SECONDS)  # the running pass may be past its batch
+            self.redis.set(self.keys.feeder("again"), "1", ex=LOCK_SECONDS)  # the running pass may be past its batch
             return {}
         done: dict[str, int] = {}
         deadline = time.monotonic() + budget_seconds
         go_on = False
         with lock:
-            self.redis.delete(KEYS.feeder("again"))  # what was asked for until now, this pass does
-            for raw in sorted(self.redis.smembers(KEYS.feeding)):
+            self.redis.delete(self.keys.feeder("again"))  # what was asked for until now, this pass does
+            for raw in sorted(self.redis.smembers(self.keys.feeding)):
                 if time.monotonic() >= deadline or not lock.extend():
                     go_on = True
                     break
                 batch_id = text(raw)
                 done[batch_id] = self.advance(batch_id, deadline)
             go_on = go_on or time.monotonic() >= deadline
-        if go_on or self.redis.delete(KEYS.feeder("again")):
-            self.redis.delete(KEYS.feeder("kick"))
+        if go_on or self.redis.delete(self.keys.feeder("again")):
+            self.redis.delete(self.keys.feeder("kick"))
             self.kick()
         return done
 
@@ -177,13 +179,13 @@ class BatchFeeder:
             if fed >= total:
                 break
             upto = min(fed + DRAIN_CHUNK, total)
-            raw = self.redis.getrange(KEYS.batch_feed(batch_id), fed * ID_WIDTH, upto * ID_WIDTH - 1)
+            raw = self.redis.getrange(self.keys.batch_feed(batch_id), fed * ID_WIDTH, upto * ID_WIDTH - 1)
             ids = [text(raw)[i:i + ID_WIDTH] for i in range(0, len(raw), ID_WIDTH)]
             now = self.clock()
             self.results.outcomes.record_many([CloseResult(cid, outcome, attempts=0, started_at=now, finished_at=now,
                                                   error=reason, batch_id=batch_id) for cid in ids])
             recorded += len(ids)
-            if int(self._skip(keys=[KEYS.batch_feed(batch_id), KEYS.batch(batch_id)],
+            if int(self._skip(keys=[self.keys.batch_feed(batch_id), self.keys.batch(batch_id)],
                               args=[fed + len(ids) if ids else total])) == 0:
                 break
         if recorded:

@@ -2,19 +2,34 @@
 
 Redaction runs on every handler, so it covers third-party loggers too: the client secret (as a literal),
 ``Bearer``/``Basic`` credentials, ``access_token``/``client_secret``/``password`` fields and passwords in URLs.
-Lines about a close carry ``conversation_id``, ``batch_id`` and ``correlation_id``.
+Lines about a close carry ``conversation_id``, ``batch_id`` and ``correlation_id``, and every line written while a
+task of an org runs carries that ``org`` (set by the task with ``org_context``; in text lines only when it is not
+``default``, so single-org logs read as before).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
-CONTEXT_FIELDS = ("conversation_id", "batch_id", "correlation_id", "outcome", "api_calls")
+CONTEXT_FIELDS = ("conversation_id", "batch_id", "correlation_id", "outcome", "api_calls", "org")
+CURRENT_ORG: contextvars.ContextVar[str | None] = contextvars.ContextVar("genesys_closer_org", default=None)
+
+
+@contextlib.contextmanager
+def org_context(org: str) -> Iterator[None]:
+    """Every log line written inside carries ``org``."""
+    token = CURRENT_ORG.set(org)
+    try:
+        yield
+    finally:
+        CURRENT_ORG.reset(token)
 REDACTED = "[REDACTED]"
 _PATTERNS = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), rf"\1 {REDACTED}"),
@@ -52,6 +67,8 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         record.exc_info = None
+        if getattr(record, "org", None) is None:
+            record.org = CURRENT_ORG.get()
         for name in CONTEXT_FIELDS:
             if not hasattr(record, name):
                 setattr(record, name, None)
@@ -78,8 +95,9 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        context = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS[:3]
-                           if getattr(record, name, None))
+        org = getattr(record, "org", None)
+        shown = ("org", *CONTEXT_FIELDS[:3]) if org not in (None, "default") else CONTEXT_FIELDS[:3]
+        context = " ".join(f"{name}={getattr(record, name)}" for name in shown if getattr(record, name, None))
         return f"{text} [{context}]" if context else text
 
 

@@ -6,6 +6,8 @@ the Python import path of this package is.
 
 from __future__ import annotations
 
+from genesys_closer.config.orgs import DEFAULT_ORG
+
 TASK_NAME = "worker.tasks.close_conversation"
 SWEEP_TASK_NAME = "worker.tasks.sweep"
 PROBE_TASK_NAME = "worker.tasks.health_probe"
@@ -18,3 +20,12 @@ QUEUE_INTERACTIVE = "interactive"
 QUEUE_DEFAULT = "celery"
 QUEUE_BULK = "bulk"
 QUEUES = (QUEUE_INTERACTIVE, QUEUE_DEFAULT, QUEUE_BULK)
+
+# Every task of an org other than ``default`` names it in the keyword argument ``org`` (absent: ``default``, so
+# messages of single-org releases, and apps that never heard of orgs, keep their meaning).
+ORG_KWARG = "org"
+
+
+def org_kwargs(org: str) -> dict[str, str]:
+    """The keyword arguments that name ``org`` in a task message: none for the default org."""
+    return {} if org == DEFAULT_ORG else {ORG_KWARG: org}

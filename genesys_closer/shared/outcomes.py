@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from genesys_closer.config.orgs import DEFAULT_ORG
+
 CONFIRMED_BY_READ = "conversation"  # a read of the conversation itself (GET .../messages/{id})
 CONFIRMED_BY_ANALYTICS = "analytics"  # a batched analytics read (GET /api/v2/analytics/conversations/details?id=)
 CONFIRMED_BY_SAMPLE = "analytics+conversation"  # analytics showed it ended, and its sampled read of it agreed
@@ -52,6 +54,7 @@ class CloseResult:
     error_code: str | None = None
     http_status: int | None = None
     batch_id: str | None = None
+    org: str = DEFAULT_ORG  # the Genesys org it belongs to (records are kept per org: the store's keys hold it)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,7 +63,8 @@ class CloseResult:
 
     def stored(self, *, in_batch: bool = False) -> dict[str, Any]:
         """The record as kept in Redis: fields at their defaults are left out (``from_dict`` restores them), times
-        are kept to the millisecond, and a batch item does not repeat its batch id (its batch holds it)."""
+        are kept to the millisecond, a batch item does not repeat its batch id (its batch holds it), and no record
+        repeats its org (it is kept under its org's keys, whose store gives it back)."""
         defaults = {"api_calls": 0, "attempts": 1, "wrapups_applied": 0, "wrapups_pending": 0}
         data = {name: value for name, value in self.as_dict().items()
                 if name in {"conversation_id", "outcome"}
@@ -72,6 +76,7 @@ class CloseResult:
             data["api_calls"] = round(data["api_calls"], 4)
         if in_batch:
             data.pop("batch_id", None)
+        data.pop("org", None)
         return data
 
     @classmethod

@@ -18,21 +18,24 @@ Everything here reads Redis (and the broker) only; the Genesys calls stay on the
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.config.orgs import DEFAULT_ORG
+from genesys_closer.config.redis_keys import keys_for
 from genesys_closer.config.settings import IntakeSettings
 from genesys_closer.producer.api import BatchNotFound, CloseClient, InvalidArgument
+from genesys_closer.producer.console.auth import Caller, console_caller
 from genesys_closer.producer.console.id_lines import check_lines
 from genesys_closer.producer.console.live import Rates, SharedReads, event_stream
 from genesys_closer.producer.console.sessions import SessionStore
@@ -54,6 +57,17 @@ FLEET_CACHE_SECONDS = 5.0
 WORKERS_CACHE_SECONDS = 10.0
 USAGE_MINUTES = 60
 _ID_PART = re.compile(r"^[0-9a-f-]{1,36}$")
+Who = Annotated[Caller, Depends(console_caller)]
+ORG = Query(None, max_length=40, description="The org (default: 'default' when granted, else the credential's only "
+            "org)")
+
+
+class OrgClients(Protocol):
+    """``producer.intake.OrgClients``: one CloseClient per org."""
+
+    base: CloseClient
+
+    def __getitem__(self, org: str) -> CloseClient: ...
 
 
 class RetryRequest(BaseModel):
@@ -88,40 +102,45 @@ def sweep_id_of(raw: str) -> str:
 
 
 class OperatorReads:
-    """The reads behind the operator routes, each shared by every viewer for a short while."""
+    """The reads behind the operator routes, each shared by every viewer for a short while (per org)."""
 
-    def __init__(self, closes: CloseClient, settings: IntakeSettings) -> None:
-        self.closes = closes
+    def __init__(self, orgs: OrgClients, settings: IntakeSettings) -> None:
+        self.orgs = orgs
         self.settings = settings
         self.shared = SharedReads(settings.console_live_seconds)
         self.rates = Rates()
 
     # -- batches -----------------------------------------------------------------------------------------------
-    def batch(self, batch_id: str) -> dict[str, Any]:
+    def batch(self, org: str, batch_id: str) -> dict[str, Any]:
         if not is_batch_id(batch_id):
             raise IntakeError(404, "not_found", "no such batch")
+        client = self.orgs[org]
 
         def read() -> dict[str, Any] | None:
-            status = self.closes.results.batches.status(batch_id)
-            return None if status is None else self.rates.figures(status.as_dict())
+            status = client.results.batches.status(batch_id)
+            return None if status is None else {**self.rates.figures(status.as_dict()), "org": org}
 
-        shown = self.shared.get(f"batch:{batch_id}", read)
+        shown = self.shared.get(f"batch:{org}:{batch_id}", read)
         if shown is None:
             raise IntakeError(404, "not_found", "no such batch (unknown, or older than the retention)")
         return dict(shown)
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        def read() -> list[dict[str, Any]]:
-            return [self.rates.figures(s.as_dict()) for s in self.closes.batches(limit)]
+    def recent(self, orgs: frozenset[str], limit: int) -> list[dict[str, Any]]:
+        """The recent batches of every org given, newest first, each with its ``org``."""
+        def read(org: str) -> list[dict[str, Any]]:
+            return [{**self.rates.figures(s.as_dict()), "org": org} for s in self.orgs[org].batches(limit)]
 
-        return list(self.shared.get(f"batches:{limit}", read))
+        merged: list[dict[str, Any]] = []
+        for org in sorted(orgs):
+            merged += self.shared.get(f"batches:{org}:{limit}", functools.partial(read, org))
+        return sorted(merged, key=lambda b: -float(b.get("created_at") or 0))[:limit]
 
-    def items(self, batch_id: str, outcomes: set[Outcome] | None, q: str, cursor: int, limit: int
+    def items(self, org: str, batch_id: str, outcomes: set[Outcome] | None, q: str, cursor: int, limit: int
               ) -> dict[str, Any]:
         """One page of a batch's results. HSCAN order (arbitrary, stable across a page's cursor); a filter or a
         search scans at most SCAN_STEPS_PER_PAGE steps and hands back the cursor to go on from."""
-        self.batch(batch_id)
-        store = self.closes.results.batches
+        self.batch(org, batch_id)
+        store = self.orgs[org].results.batches
         wanted: list[CloseResult] = []
         if len(q) == 36:
             try:
@@ -145,25 +164,27 @@ class OperatorReads:
     # -- fleet -------------------------------------------------------------------------------------------------
     def workers(self) -> list[str]:
         def read() -> list[str]:
-            replies = self.closes.app.control.ping(timeout=1.0) or []
+            replies = self.orgs.base.app.control.ping(timeout=1.0) or []
             return sorted(name for reply in replies for name in reply)
 
         return list(self.shared.get("workers", read, WORKERS_CACHE_SECONDS))
 
-    def fleet(self) -> dict[str, Any]:
-        return dict(self.shared.get("fleet", self._read_fleet, FLEET_CACHE_SECONDS))
+    def fleet(self, org: str) -> dict[str, Any]:
+        return dict(self.shared.get(f"fleet:{org}", lambda: self._read_fleet(org), FLEET_CACHE_SECONDS))
 
-    def _read_fleet(self) -> dict[str, Any]:
-        r = self.closes.redis
-        buckets = sorted(text(b) for b in r.smembers(KEYS.rate_limit_buckets))
+    def _read_fleet(self, org: str) -> dict[str, Any]:
+        client = self.orgs[org]
+        keys = keys_for(org)
+        r = client.redis
+        buckets = sorted(text(b) for b in r.smembers(keys.rate_limit_buckets))
         pipe = r.pipeline(transaction=False)
         for bucket in buckets:
-            pipe.hgetall(KEYS.rate_limit(bucket, "used"))
-            pipe.pttl(KEYS.rate_limit(bucket, "pause"))
-            pipe.get(KEYS.rate_limit(bucket, "pauses"))
-            pipe.get(KEYS.breaker(bucket, "open"))
-            pipe.get(KEYS.breaker(bucket, "failures"))
-        pipe.hgetall(KEYS.analytics_trust)
+            pipe.hgetall(keys.rate_limit(bucket, "used"))
+            pipe.pttl(keys.rate_limit(bucket, "pause"))
+            pipe.get(keys.rate_limit(bucket, "pauses"))
+            pipe.get(keys.breaker(bucket, "open"))
+            pipe.get(keys.breaker(bucket, "failures"))
+        pipe.hgetall(keys.analytics_trust)
         pipe.time()
         replies = pipe.execute()
         seconds, _ = replies[-1]
@@ -184,31 +205,36 @@ class OperatorReads:
                 "breaker_failures": int(failures or 0),
             })
         trust = {text(k): text(v)[:500] for k, v in replies[-2].items()}
-        return {"buckets": shown, "analytics_trust": {"trusted": not trust, **trust},
-                "rejected": self.closes.rejected(20), "at": float(seconds)}
+        return {"org": org, "buckets": shown, "analytics_trust": {"trusted": not trust, **trust},
+                "rejected": client.rejected(20), "at": float(seconds)}
 
-    def readiness(self, refresh: bool) -> dict[str, Any]:
-        return dict(self.shared.get("readiness", self._run_readiness, 5.0 if refresh else READINESS_CACHE_SECONDS))
+    def readiness(self, org: str, refresh: bool) -> dict[str, Any]:
+        return dict(self.shared.get(f"readiness:{org}", lambda: self._run_readiness(org),
+                                    5.0 if refresh else READINESS_CACHE_SECONDS))
 
-    def _run_readiness(self) -> dict[str, Any]:
-        task = self.closes.app.send_task(READINESS_TASK_NAME, queue=QUEUE_INTERACTIVE, expires=READINESS_WAIT_SECONDS)
+    def _run_readiness(self, org: str) -> dict[str, Any]:
+        app = self.orgs.base.app
+        kwargs = {} if org == DEFAULT_ORG else {"org": org}
+        task = app.send_task(READINESS_TASK_NAME, kwargs=kwargs, queue=QUEUE_INTERACTIVE,
+                             expires=READINESS_WAIT_SECONDS)
         deadline = time.monotonic() + READINESS_WAIT_SECONDS
         while time.monotonic() < deadline:
-            meta = self.closes.app.backend.get_task_meta(task.id)
+            meta = app.backend.get_task_meta(task.id)
             if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
-                return {**meta["result"], "checked_at": time.time()}
+                return {**meta["result"], "org": org, "checked_at": time.time()}
             if meta.get("status") in {"FAILURE", "REVOKED"}:
-                return {"ready": False, "checks": [], "error": "the check failed on the worker",
+                return {"ready": False, "checks": [], "org": org, "error": "the check failed on the worker",
                         "checked_at": time.time()}
             time.sleep(0.2)
-        return {"ready": False, "checks": [], "error": f"no worker answered within {READINESS_WAIT_SECONDS:g} s",
-                "checked_at": time.time()}
+        return {"ready": False, "checks": [], "org": org,
+                "error": f"no worker answered within {READINESS_WAIT_SECONDS:g} s", "checked_at": time.time()}
 
     # -- sweeps ------------------------------------------------------------------------------------------------
-    def sweep(self, sweep_id: str) -> dict[str, Any]:
-        summary = self.closes.results.sweeps.summary(sweep_id)
+    def sweep(self, org: str, sweep_id: str) -> dict[str, Any]:
+        client = self.orgs[org]
+        summary = client.results.sweeps.summary(sweep_id)
         if summary is None:
-            meta = self.closes.app.backend.get_task_meta(sweep_id)
+            meta = client.app.backend.get_task_meta(sweep_id)
             result = meta.get("result")
             if meta.get("status") == "SUCCESS" and isinstance(result, dict):
                 return {"state": "error", "error": str(result.get("error") or result.get("skipped")
@@ -216,14 +242,13 @@ class OperatorReads:
             if meta.get("status") in {"FAILURE", "REVOKED"}:
                 return {"state": "error", "error": "the sweep failed on the worker"}
             return {"state": "running"}
-        candidates = list(itertools.islice(self.closes.results.sweeps.candidates(sweep_id), MAX_CANDIDATES_SHOWN))
-        return {"state": "done", "summary": summary, "candidates": candidates}
+        candidates = list(itertools.islice(client.results.sweeps.candidates(sweep_id), MAX_CANDIDATES_SHOWN))
+        return {"state": "done", "summary": summary, "candidates": candidates, "org": org}
 
 
-def add_operator_routes(app: FastAPI, closes: CloseClient, reads: OperatorReads, sessions: SessionStore,
-                        caller: Callable[..., Any]) -> None:
-    authenticated = [Depends(caller)]
+def add_operator_routes(app: FastAPI, reads: OperatorReads, sessions: SessionStore) -> None:
     live = reads.settings.console_live_seconds
+    missing = "no such batch (unknown, or older than the retention)"
 
     async def alive(request: Request) -> bool:
         session = getattr(request.state, "console_session", None)
@@ -240,55 +265,60 @@ def add_operator_routes(app: FastAPI, closes: CloseClient, reads: OperatorReads,
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    @app.get("/v1/batches", dependencies=authenticated)
-    def list_batches(limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
-        return {"batches": reads.recent(limit)}
+    @app.get("/v1/batches")
+    def list_batches(who: Who, limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
+        """Recent batches of every org this credential is granted, with closes per minute and ETA."""
+        return {"batches": reads.recent(who.orgs, limit)}
 
-    @app.get("/v1/events/batches", dependencies=authenticated, response_class=StreamingResponse)
-    async def batches_events(request: Request, limit: int = Query(20, ge=1, le=100)) -> StreamingResponse:
-        return events(request, lambda: {"batches": reads.recent(limit)}, lambda _: False)
+    @app.get("/v1/events/batches", response_class=StreamingResponse)
+    async def batches_events(request: Request, who: Who, limit: int = Query(20, ge=1, le=100)) -> StreamingResponse:
+        return events(request, lambda: {"batches": reads.recent(who.orgs, limit)}, lambda _: False)
 
-    @app.get("/v1/batches/{batch_id}/events", dependencies=authenticated, response_class=StreamingResponse)
-    async def batch_events(request: Request, batch_id: str) -> StreamingResponse:
-        await run_in_threadpool(reads.batch, batch_id)  # 404 before the stream starts
-        return events(request, lambda: reads.batch(batch_id), lambda s: s.get("finished_at") is not None)
+    @app.get("/v1/batches/{batch_id}/events", response_class=StreamingResponse)
+    async def batch_events(request: Request, batch_id: str, who: Who, org: str | None = ORG) -> StreamingResponse:
+        chosen = who.org(org, missing)
+        await run_in_threadpool(reads.batch, chosen, batch_id)  # 404 before the stream starts
+        return events(request, lambda: reads.batch(chosen, batch_id), lambda s: s.get("finished_at") is not None)
 
-    @app.get("/v1/batches/{batch_id}/items", dependencies=authenticated)
-    def batch_items(batch_id: str, outcome: str = Query("", max_length=400), q: str = Query("", max_length=36),
-                    cursor: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+    @app.get("/v1/batches/{batch_id}/items")
+    def batch_items(batch_id: str, who: Who, org: str | None = ORG, outcome: str = Query("", max_length=400),
+                    q: str = Query("", max_length=36), cursor: int = Query(0, ge=0),
+                    limit: int = Query(50, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
         wanted = outcomes_named([o for o in outcome.split(",") if o]) if outcome else None
         search = q.strip().lower()
         if search and not _ID_PART.fullmatch(search):
             raise IntakeError(422, "invalid_search", "search by a part of a conversation id: hex digits and -")
-        return reads.items(batch_id, wanted, search, cursor, limit)
+        return reads.items(who.org(org, missing), batch_id, wanted, search, cursor, limit)
 
-    @app.post("/v1/batches/{batch_id}/retry", status_code=202, dependencies=authenticated)
-    def retry_batch(batch_id: str, body: RetryRequest) -> JSONResponse:
+    @app.post("/v1/batches/{batch_id}/retry", status_code=202)
+    def retry_batch(batch_id: str, body: RetryRequest, who: Who, org: str | None = ORG) -> JSONResponse:
         wanted = outcomes_named(body.outcomes)
-        reads.batch(batch_id)
+        chosen = who.org(org, missing)
+        reads.batch(chosen, batch_id)
+        client = reads.orgs[chosen]
         try:
-            old = closes.batch(batch_id)
+            old = client.batch(batch_id)
         except BatchNotFound:
-            raise IntakeError(404, "not_found", "no such batch") from None
+            raise IntakeError(404, "not_found", missing) from None
         ids = iter(r.conversation_id for r in old.results() if r.outcome in wanted)
         first = next(ids, None)
         if first is None:
             raise IntakeError(422, "nothing_to_retry", "no item of this batch ended with those outcomes")
-        batch = closes.close_many(itertools.chain([first], ids), label=f"retry of {batch_id[:8]}",
+        batch = client.close_many(itertools.chain([first], ids), label=f"retry of {batch_id[:8]}",
                                   source=f"retry:{batch_id}")
         total = batch.check.valid if batch.check is not None else None
         return JSONResponse({"batchId": batch.id, "statusUrl": f"/v1/batches/{batch.id}", "total": total,
-                             "retryOf": batch_id}, status_code=202)
+                             "retryOf": batch_id, "org": chosen}, status_code=202)
 
-    _batch_change_routes(app, closes, reads, authenticated)
-    _sweep_and_fleet_routes(app, closes, reads, authenticated)
+    _batch_check_route(app, reads)
+    _sweep_and_fleet_routes(app, reads)
 
 
-def _batch_change_routes(app: FastAPI, closes: CloseClient, reads: OperatorReads, authenticated: list[Any]) -> None:
-    @app.post("/v1/batches/dry-run", dependencies=authenticated,
+def _batch_check_route(app: FastAPI, reads: OperatorReads) -> None:
+    @app.post("/v1/batches/dry-run",
               openapi_extra={"requestBody": {"content": {"text/plain": {"schema": {"type": "string"}},
                                                          "text/csv": {"schema": {"type": "string"}}}}})
-    async def dry_run(request: Request) -> dict[str, Any]:
+    async def dry_run(request: Request, who: Who) -> dict[str, Any]:
         """Check an id list as ``POST /v1/batches`` would take it, line by line; nothing is stored."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in {"text/plain", "text/csv"}:
@@ -308,41 +338,44 @@ def _batch_change_routes(app: FastAPI, closes: CloseClient, reads: OperatorReads
         return check.as_dict()
 
 
-def _sweep_and_fleet_routes(app: FastAPI, closes: CloseClient, reads: OperatorReads, authenticated: list[Any]
-                            ) -> None:
-    @app.post("/v1/sweeps", status_code=202, dependencies=authenticated)
-    def start_sweep(body: SweepRequest) -> dict[str, Any]:
+def _sweep_and_fleet_routes(app: FastAPI, reads: OperatorReads) -> None:
+    @app.post("/v1/sweeps", status_code=202)
+    def start_sweep(body: SweepRequest, who: Who, org: str | None = ORG) -> dict[str, Any]:
+        chosen = who.org(org, "no such org")
         try:
-            request = closes.sweep(body.filters, dry_run=body.dryRun)
+            request = reads.orgs[chosen].sweep(body.filters, dry_run=body.dryRun)
         except InvalidArgument as exc:
             raise IntakeError(422, "invalid_sweep", str(exc)[:1000]) from None
-        return {"sweepId": request.id, "statusUrl": f"/v1/sweeps/{request.id}", "dryRun": body.dryRun}
+        query = "" if chosen == DEFAULT_ORG else f"?org={chosen}"
+        return {"sweepId": request.id, "statusUrl": f"/v1/sweeps/{request.id}{query}", "dryRun": body.dryRun,
+                "org": chosen}
 
-    @app.get("/v1/sweeps/{sweep_id}", dependencies=authenticated)
-    def get_sweep(sweep_id: str) -> dict[str, Any]:
-        return reads.sweep(sweep_id_of(sweep_id))
+    @app.get("/v1/sweeps/{sweep_id}")
+    def get_sweep(sweep_id: str, who: Who, org: str | None = ORG) -> dict[str, Any]:
+        return reads.sweep(who.org(org, "no such sweep"), sweep_id_of(sweep_id))
 
-    @app.post("/v1/sweeps/{sweep_id}/close", status_code=202, dependencies=authenticated)
-    def close_swept(sweep_id: str, body: SweepClose) -> JSONResponse:
+    @app.post("/v1/sweeps/{sweep_id}/close", status_code=202)
+    def close_swept(sweep_id: str, body: SweepClose, who: Who, org: str | None = ORG) -> JSONResponse:
+        chosen = who.org(org, "no such sweep")
+        client = reads.orgs[chosen]
         canonical = sweep_id_of(sweep_id)
-        summary = closes.results.sweeps.summary(canonical)
+        summary = client.results.sweeps.summary(canonical)
         if summary is None:
             raise IntakeError(404, "not_found", "no finished sweep of this id")
         if not summary.get("dry_run"):
             raise IntakeError(409, "not_a_dry_run", "this sweep was not a dry run: it started its own batch")
-        chosen = [c["conversation_id"] for c in closes.results.sweeps.candidates(canonical) if c.get("chosen")]
-        if body.confirm != len(chosen):
-            raise IntakeError(422, "confirmation_mismatch", f"type the number of chosen candidates ({len(chosen)}) "
+        picked = [c["conversation_id"] for c in client.results.sweeps.candidates(canonical) if c.get("chosen")]
+        if body.confirm != len(picked):
+            raise IntakeError(422, "confirmation_mismatch", f"type the number of chosen candidates ({len(picked)}) "
                               "to confirm")
-        batch = closes.close_many(chosen, label="sweep (console)", source=f"sweep:{canonical}")
-        return JSONResponse({"batchId": batch.id, "statusUrl": f"/v1/batches/{batch.id}", "total": len(chosen)},
-                            status_code=202)
+        batch = client.close_many(picked, label="sweep (console)", source=f"sweep:{canonical}")
+        return JSONResponse({"batchId": batch.id, "statusUrl": f"/v1/batches/{batch.id}", "total": len(picked),
+                             "org": chosen}, status_code=202)
 
-    @app.get("/v1/readiness", dependencies=authenticated)
-    async def readiness(refresh: bool = False) -> dict[str, Any]:
-        return await run_in_threadpool(reads.readiness, refresh)
+    @app.get("/v1/readiness")
+    async def readiness(who: Who, org: str | None = ORG, refresh: bool = False) -> dict[str, Any]:
+        return await run_in_threadpool(reads.readiness, who.org(org, "no such org"), refresh)
 
-    @app.get("/v1/fleet", dependencies=authenticated)
-    def fleet() -> dict[str, Any]:
-        return {**reads.fleet(), "workers": reads.workers()}
-
+    @app.get("/v1/fleet")
+    def fleet(who: Who, org: str | None = ORG) -> dict[str, Any]:
+        return {**reads.fleet(who.org(org, "no such org")), "workers": reads.workers()}

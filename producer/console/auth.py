@@ -14,8 +14,8 @@ import asyncio
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Awaitable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import redis
@@ -29,10 +29,19 @@ from genesys_closer.shared.rate_limit import RedisRateLimiter
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class Guard(Protocol):
-    def identify(self, request: Request) -> str: ...
+class Caller(Protocol):
+    """Who is asking (``producer.intake.Caller``): a credential's digest and the orgs it is granted."""
 
-    def identify_header(self, header: str) -> str: ...
+    credential: str
+    orgs: frozenset[str]
+
+    def org(self, requested: object, not_found: str) -> str: ...
+
+
+class Guard(Protocol):
+    def identify(self, request: Request) -> Any: ...
+
+    def identify_header(self, header: str) -> Any: ...
 
     def admit(self, credential: str) -> Awaitable[None]: ...
 
@@ -74,15 +83,17 @@ class LoginLimiter:
 
 
 class ConsoleAuth:
-    def __init__(self, guard: Guard, sessions: SessionStore, logins: LoginLimiter) -> None:
+    def __init__(self, guard: Guard, sessions: SessionStore, logins: LoginLimiter,
+                 make_caller: Callable[[str, frozenset[str]], Caller]) -> None:
         self.guard = guard
         self.sessions = sessions
         self.logins = logins
+        self.make_caller = make_caller
 
-    async def caller(self, request: Request) -> str:
-        """The credential digest of the request (IntakeError 401/403 otherwise), after its rate-limit slot."""
+    async def caller(self, request: Request) -> Caller:
+        """Who is asking (IntakeError 401/403 otherwise), after its rate-limit slot."""
         if "authorization" in request.headers:
-            credential = self.guard.identify(request)
+            who: Caller = self.guard.identify(request)
         else:
             session = await run_in_threadpool(self.sessions.find, request.cookies.get(SESSION_COOKIE))
             if session is None:
@@ -92,6 +103,12 @@ class ConsoleAuth:
                     not same_token(request.headers.get(CSRF_HEADER), session.csrf) or not same_origin(request)):
                 raise IntakeError(403, "csrf", "this request lacks the console's CSRF token; reload the page")
             request.state.console_session = session
-            credential = session.credential
-        await self.guard.admit(credential)
-        return credential
+            who = self.make_caller(session.credential, session.orgs)
+        await self.guard.admit(who.credential)
+        return who
+
+
+async def console_caller(request: Request) -> Caller:
+    """The route dependency of the API and the console: ``ConsoleAuth.caller`` of this app."""
+    auth: ConsoleAuth = request.app.state.console_auth
+    return await auth.caller(request)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from genesys_closer.config.orgs import DEFAULT_ORG
 from genesys_closer.producer.console.api import OperatorReads
 from genesys_closer.producer.console.auth import ConsoleAuth
 from genesys_closer.producer.console.sessions import (
@@ -127,7 +128,7 @@ def add_console(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth) -> None:
         return session
 
     _login_routes(app, auth, render, lifetime)
-    _pages(app, reads, render, session_of)
+    _pages(app, reads, auth, render, session_of)
 
 
 def to_login() -> Response:
@@ -161,15 +162,15 @@ def _login_routes(app: FastAPI, auth: ConsoleAuth, render: Render, lifetime: int
         header = (f"Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}" if user
                   else f"Bearer {token}")
         try:
-            credential = auth.guard.identify_header(header)
+            who = auth.guard.identify_header(header)
         except IntakeError:
             again = new_token()
             refused = render("login.html", request, None, status=401, login_csrf=again,
                              error="That credential is not one of the intake's.")
             set_cookie(refused, request, LOGIN_COOKIE, again, LOGIN_FORM_SECONDS)
             return refused
-        await auth.guard.admit(credential)
-        session_id, _ = await run_in_threadpool(sessions.create, credential)
+        await auth.guard.admit(who.credential)
+        session_id, _ = await run_in_threadpool(sessions.create, who.credential, frozenset(who.orgs))
         response: Response = RedirectResponse("/ui/batches", status_code=303)
         set_cookie(response, request, SESSION_COOKIE, session_id, lifetime)
         response.delete_cookie(LOGIN_COOKIE, path="/")
@@ -188,56 +189,70 @@ def _login_routes(app: FastAPI, auth: ConsoleAuth, render: Render, lifetime: int
         return response
 
 
-def _pages(app: FastAPI, reads: OperatorReads, render: Render,
+def _pages(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth, render: Render,
            session_of: Callable[[Request], Awaitable[Session | None]]) -> None:
+    def org_of(session: Session, requested: str | None, not_found: str) -> str:
+        """The org a page shows (IntakeError as the API answers for an org not granted)."""
+        return auth.make_caller(session.credential, session.orgs).org(requested, not_found)
+
+    def scope(session: Session, org: str) -> dict[str, Any]:
+        """What every org-aware page needs: the org shown and, with several, the others to choose from."""
+        return {"org": org, "orgs": sorted(session.orgs) if len(session.orgs) > 1 else []}
+
     @app.get("/ui/batches", include_in_schema=False)
     async def batches_page(request: Request) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        batches = await run_in_threadpool(reads.recent, 50)
+        batches = await run_in_threadpool(reads.recent, session.orgs, 50)
         return render("batches.html", request, session, page="batches", batches=batches,
-                      with_org=any("org" in b for b in batches))
+                      with_org=len(session.orgs) > 1 or any(b["org"] != DEFAULT_ORG for b in batches))
 
     @app.get("/ui/batches/{batch_id}", include_in_schema=False)
-    async def batch_page(request: Request, batch_id: str) -> Response:
+    async def batch_page(request: Request, batch_id: str, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
         try:
-            status = await run_in_threadpool(reads.batch, batch_id)
+            chosen = org_of(session, org, "no such batch")
+            status = await run_in_threadpool(reads.batch, chosen, batch_id)
         except IntakeError:
             return render("missing.html", request, session, status=404, page="batch", what="batch")
-        first = await run_in_threadpool(reads.items, batch_id, None, "", 0, 50)
+        first = await run_in_threadpool(reads.items, chosen, batch_id, None, "", 0, 50)
         return render("batch.html", request, session, page="batch", batch=status, items=first["items"],
-                      cursor=first["cursor"])
+                      cursor=first["cursor"], **scope(session, chosen))
 
     @app.get("/ui/new", include_in_schema=False)
     async def new_page(request: Request) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        return render("new.html", request, session, page="new", max_ids=reads.settings.intake_max_batch_ids)
+        return render("new.html", request, session, page="new", max_ids=reads.settings.intake_max_batch_ids,
+                      **scope(session, org_of(session, None, "no such org")))
 
     @app.get("/ui/sweep", include_in_schema=False)
     async def sweep_page(request: Request) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        return render("sweep.html", request, session, page="sweep")
+        return render("sweep.html", request, session, page="sweep",
+                      **scope(session, org_of(session, None, "no such org")))
 
     @app.get("/ui/readiness", include_in_schema=False)
-    async def readiness_page(request: Request) -> Response:
+    async def readiness_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        return render("readiness.html", request, session, page="readiness")
+        return render("readiness.html", request, session, page="readiness",
+                      **scope(session, org_of(session, org, "no such org")))
 
     @app.get("/ui/fleet", include_in_schema=False)
-    async def fleet_page(request: Request) -> Response:
+    async def fleet_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        fleet = await run_in_threadpool(reads.fleet)
+        chosen = org_of(session, org, "no such org")
+        fleet = await run_in_threadpool(reads.fleet, chosen)
         workers = await run_in_threadpool(reads.workers)
-        return render("fleet.html", request, session, page="fleet", fleet=fleet, workers=workers)
+        return render("fleet.html", request, session, page="fleet", fleet=fleet, workers=workers,
+                      **scope(session, chosen))

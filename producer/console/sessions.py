@@ -31,6 +31,7 @@ class Session:
     digest: str  # of the cookie value: the Redis key's last part
     credential: str  # the digest of the intake credential used at login (the rate limit's key)
     csrf: str
+    orgs: frozenset[str]  # the orgs that credential is granted (at login)
 
 
 def _digest(session_id: str) -> str:
@@ -66,12 +67,13 @@ class SessionStore:
         self.lifetime = lifetime_seconds
         self.keys = keys
 
-    def create(self, credential: str) -> tuple[str, Session]:
-        """A new session for ``credential`` (a digest); returns the cookie value and the session."""
+    def create(self, credential: str, orgs: frozenset[str]) -> tuple[str, Session]:
+        """A new session for ``credential`` (a digest) and its orgs; returns the cookie value and the session."""
         session_id = new_token()
-        session = Session(_digest(session_id), credential, new_token())
+        session = Session(_digest(session_id), credential, new_token(), orgs)
         self.redis.set(self.keys.console_session(session.digest),
-                       json.dumps({"credential": credential, "csrf": session.csrf}), ex=self.lifetime)
+                       json.dumps({"credential": credential, "csrf": session.csrf, "orgs": sorted(orgs)}),
+                       ex=self.lifetime)
         return session_id, session
 
     def find(self, session_id: str | None) -> Session | None:
@@ -83,7 +85,7 @@ class SessionStore:
         if raw is None:
             return None
         record = json.loads(raw)
-        return Session(digest, str(record["credential"]), str(record["csrf"]))
+        return Session(digest, str(record["credential"]), str(record["csrf"]), frozenset(record.get("orgs", ())))
 
     def alive(self, session: Session) -> bool:
         return bool(self.redis.exists(self.keys.console_session(session.digest)))

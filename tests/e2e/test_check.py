@@ -77,3 +77,32 @@ def test_check_says_what_an_any_one_of_probe_cannot_prove(emulator: EmulatorServ
     trust = rows["analytics trust (batched confirmations)"]
     assert trust["ok"] is None and "unknown" in str(trust["detail"])  # no Redis here: information only
     assert code == 0
+
+
+def test_check_one_org_or_all(emulator: EmulatorServer, admin: EmulatorAdmin, tmp_path: Path) -> None:
+    """With an orgs file: one table per org checked, exit 0 only when every org checked can close."""
+    admin.add_client("weak-client", "weak-secret", deny=["conversation:communication:disconnect"])
+    orgs = tmp_path / "orgs.toml"
+    orgs.write_text(f'[orgs.weak]\napi_url = "{emulator.base_url}"\nclient_id = "weak-client"\n'
+                    'client_secret_env = "WEAK_SECRET"\nrate_limit_per_minute = 180\n')
+    env = {"PATH": os.environ["PATH"], "GENESYS_CLIENT_ID": "demo-client", "GENESYS_CLIENT_SECRET": "demo-secret",
+           "GENESYS_API_URL": emulator.base_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "180", "ORGS_FILE": str(orgs),
+           "WEAK_SECRET": "weak-secret"}
+
+    def check(*args: str) -> tuple[int, list[dict[str, object]], str]:
+        run = subprocess.run([*CHECK, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+        return run.returncode, [json.loads(line) for line in run.stdout.splitlines()], run.stderr
+
+    code, rows, _ = check("--all")
+    assert code == 1 and {row["org"] for row in rows} == {"default", "weak"}
+    failed = {(row["org"], row["check"]) for row in rows if row["ok"] is False}
+    assert failed == {("weak", "disconnect a message conversation")}
+    code, rows, _ = check("--org", "default")
+    assert code == 0 and {row["org"] for row in rows} == {"default"}
+    code, rows, _ = check("--org", "weak")
+    assert code == 1 and {row["org"] for row in rows} == {"weak"}
+    code, _, stderr = check("--org", "nope")
+    assert code == 2 and "unknown org 'nope'" in stderr
+    text = subprocess.run([*CHECK[:1], "check", "--all"], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert "org default" in text.stdout and "org weak" in text.stdout and text.returncode == 1

@@ -26,11 +26,11 @@ def test_worker_metrics(start: StartWorkers, admin: EmulatorAdmin, client: Close
     for cid in admin.create(3):
         client.close(cid, wait=True, timeout=60)
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    assert 'genesys_closer_closes_total{outcome="closed"} 3.0' in text
-    assert 'genesys_closer_api_requests_total{route="PATCH /api/v2/conversations/messages/{conversationId}",' \
-           'status="200"} 3.0' in text
+    assert 'genesys_closer_closes_total{org="default",outcome="closed"} 3.0' in text
+    assert 'genesys_closer_api_requests_total{org="default",route="PATCH /api/v2/conversations/messages/' \
+           '{conversationId}",status="200"} 3.0' in text
     assert "genesys_closer_confirm_seconds_count 3.0" in text
-    assert "genesys_closer_token_refreshes_total 1.0" in text
+    assert 'genesys_closer_token_refreshes_total{org="default"} 1.0' in text
 
 
 def test_liveness_probe_fails_when_the_worker_stops_consuming(start: StartWorkers, redis_url: str,

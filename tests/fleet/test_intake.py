@@ -93,6 +93,10 @@ def test_bad_input_never_reaches_genesys(intake: Intake, admin: EmulatorAdmin) -
     assert not_json.status_code == 422
     empty = intake.call("POST", "/v1/batches", json={"conversationIds": []})
     assert empty.status_code == 422
+    headless = intake.call("POST", "/v1/batches", data="name,queue\nx,y\n", headers={"Content-Type": "text/csv"})
+    assert headless.status_code == 422 and headless.json()["error"]["code"] == "invalid_body"
+    said = headless.json()["error"]["message"]  # names what an HTTP caller can do, not the CLI's flag
+    assert "conversationId" in said and "--column" not in said
     assert intake.call("GET", "/v1/batches/not-a-batch").status_code == 404
     assert admin.stats()["requests_total"] == before  # not one Genesys request for any of it
 

@@ -27,8 +27,8 @@ def test_distrust_cooling_probation_and_back(redis_client: redis.Redis, caplog: 
     with caplog.at_level(logging.WARNING, logger="genesys_closer.worker"):
         trust.disagreed("3b47a74f-a827-4166-ae62-f6ba6d7268ae", "confirmation")
     assert "analytics disagrees with the live conversation" in caplog.text
-    assert REGISTRY.get_sample_value("genesys_closer_analytics_trusted") == 0
-    assert (REGISTRY.get_sample_value("genesys_closer_analytics_distrusts_total") or 0) >= 1
+    assert REGISTRY.get_sample_value("genesys_closer_analytics_trusted", {"org": "default"}) == 0
+    assert (REGISTRY.get_sample_value("genesys_closer_analytics_distrusts_total", {"org": "default"}) or 0) >= 1
     state = other_process.state()  # fleet-wide
     assert state.mode is TrustMode.COOLING and state.until == 1060.0 and "3b47a74f" in state.reason
     assert "DISTRUSTED" in state.describe(now[0])
@@ -42,7 +42,7 @@ def test_distrust_cooling_probation_and_back(redis_client: redis.Redis, caplog: 
     now[0] = 1200.0
     trust.sampled({"x": Verdict.AGREED}, TrustMode.PROBATION)
     assert other_process.state().mode is TrustMode.TRUSTED
-    assert REGISTRY.get_sample_value("genesys_closer_analytics_trusted") == 1
+    assert REGISTRY.get_sample_value("genesys_closer_analytics_trusted", {"org": "default"}) == 1
 
 
 def test_a_clean_sample_does_not_end_a_cooling_off_set_meanwhile(redis_client: redis.Redis) -> None:

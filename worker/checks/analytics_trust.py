@@ -132,14 +132,15 @@ class FleetTrust:
         self.cooling_seconds = cooling_seconds
         self.clock = clock
         self.key = keys.analytics_trust
+        self.org = keys.org
         self._restore = register_lua(client, "trust_restore.lua")
 
     def state(self) -> TrustState:
         fields = {text(k): text(v) for k, v in self.redis.hgetall(self.key).items()}
         if "until" not in fields:
-            metrics.ANALYTICS_TRUSTED.set(1)
+            metrics.ANALYTICS_TRUSTED.labels(self.org).set(1)
             return TrustState(TrustMode.TRUSTED)
-        metrics.ANALYTICS_TRUSTED.set(0)
+        metrics.ANALYTICS_TRUSTED.labels(self.org).set(0)
         until = float(fields["until"])
         mode = TrustMode.COOLING if self.clock() < until else TrustMode.PROBATION
         return TrustState(mode, float(fields.get("since") or until), until, fields.get("reason", ""))
@@ -155,9 +156,9 @@ class FleetTrust:
         pipe.hincrby(self.key, "disagreements", 1)
         pipe.expire(self.key, STATE_TTL_SECONDS)
         pipe.execute()
-        metrics.ANALYTICS_DISTRUSTS.inc()
-        metrics.ANALYTICS_VERIFICATIONS.labels(Verdict.DISAGREED.value).inc()
-        metrics.ANALYTICS_TRUSTED.set(0)
+        metrics.ANALYTICS_DISTRUSTS.labels(self.org).inc()
+        metrics.ANALYTICS_VERIFICATIONS.labels(Verdict.DISAGREED.value, self.org).inc()
+        metrics.ANALYTICS_TRUSTED.labels(self.org).set(0)
         log.warning("analytics disagrees with the live conversation (%s): every batched confirmation is read live "
                     "for %.0f s, and until a sample agrees again", reason, self.cooling_seconds,
                     extra={"conversation_id": conversation_id})
@@ -166,10 +167,10 @@ class FleetTrust:
         """Count a read's sample; a clean one ends a probation."""
         for verdict in verdicts.values():
             if verdict is not Verdict.DISAGREED:  # disagreements are counted by ``disagreed``
-                metrics.ANALYTICS_VERIFICATIONS.labels(verdict.value).inc()
+                metrics.ANALYTICS_VERIFICATIONS.labels(verdict.value, self.org).inc()
         clean = bool(verdicts) and all(v is Verdict.AGREED for v in verdicts.values())
         if clean and mode is TrustMode.PROBATION and int(self._restore(keys=[self.key], args=[repr(self.clock())])):
-            metrics.ANALYTICS_TRUSTED.set(1)
+            metrics.ANALYTICS_TRUSTED.labels(self.org).set(1)
             log.warning("analytics confirmations trusted again: %d sampled live read(s) agreed", len(verdicts))
 
 

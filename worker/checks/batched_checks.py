@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.config.redis_keys import KEYS, RedisKeys
 from genesys_closer.shared.batches import BatchWriter
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
 from genesys_closer.shared.lanes import INTERACTIVE, lane
@@ -126,12 +126,13 @@ class CheckQueue:
     """The Redis side of batched checks: the stage sets, moving items between stages, and sending the pump."""
 
     def __init__(self, client: redis.Redis, timing: CheckTiming, send_pump: Callable[[float], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, keys: RedisKeys = KEYS) -> None:
         self.redis = client
+        self.keys = keys
         self.timing = timing
         self.send_pump = send_pump
         self.clock = clock
-        self.items = ItemProgress(client)
+        self.items = ItemProgress(client, keys=keys)
         self._kick = register_lua(client, "checks_kick.lua")
         self._arrived = register_lua(client, "checks_arrived.lua")
 
@@ -147,9 +148,9 @@ class CheckQueue:
         self.items.move(refs, stage, add_calls=add_calls, patched=patched,
                         patched_at=None if patched is None else self.clock(),
                         answer_open=None if patched is None else answer_open, pipe=pipe)
-        pipe.zadd(KEYS.checks(stage.value), {ref.token: due_at for ref in refs}, nx=True)
+        pipe.zadd(self.keys.checks(stage.value), {ref.token: due_at for ref in refs}, nx=True)
         pipe.execute()
-        if not self.redis.exists(KEYS.checks("lock")):
+        if not self.redis.exists(self.keys.checks("lock")):
             # A running pump sees these items (they joined their set before the lock was checked) and sends the next
             # pump when it lets go: no pump is sent while one runs.
             ready_at = self.next_ready()
@@ -168,8 +169,8 @@ class CheckQueue:
         has waited ``gather_seconds`` for company. None when both sets are empty. One round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for stage in WAITING_STAGES:
-            pipe.zrange(KEYS.checks(stage.value), 0, 0, withscores=True)
-            pipe.zrange(KEYS.checks(stage.value), self.timing.min_chunk - 1, self.timing.min_chunk - 1,
+            pipe.zrange(self.keys.checks(stage.value), 0, 0, withscores=True)
+            pipe.zrange(self.keys.checks(stage.value), self.timing.min_chunk - 1, self.timing.min_chunk - 1,
                         withscores=True)
         first_pre, enough_pre, first_confirm, enough_confirm = pipe.execute()
         times = [float(first[0][1]) + self.timing.gather_seconds for first in (first_pre, first_confirm) if first]
@@ -178,22 +179,22 @@ class CheckQueue:
 
     def arrived(self) -> None:
         """A pump has started: the one sent for now (or earlier) is no longer on its way (one atomic step)."""
-        self._arrived(keys=[KEYS.checks("kick")], args=[repr(self.clock() + SLACK_SECONDS)])
+        self._arrived(keys=[self.keys.checks("kick")], args=[repr(self.clock() + SLACK_SECONDS)])
 
     def kick(self, ready_at: float) -> None:
         """Make sure a pump runs by ``ready_at``: send one unless one is already due by then. Deciding and marking
         is one atomic step, so of concurrent callers one sends it."""
         countdown = max(0.0, ready_at - self.clock())
-        if self._kick(keys=[KEYS.checks("kick")], args=[repr(ready_at), repr(SLACK_SECONDS),
+        if self._kick(keys=[self.keys.checks("kick")], args=[repr(ready_at), repr(SLACK_SECONDS),
                                                         int((countdown + KICK_GRACE_SECONDS) * 1000)]):
             self.send_pump(countdown)
 
     def kick_if_overdue(self, grace_seconds: float = 5.0) -> bool:
         """The recovery check's part: send a pump when items are overdue and none runs (its task was lost)."""
         ready_at = self.next_ready()
-        if ready_at is None or ready_at > self.clock() - grace_seconds or self.redis.exists(KEYS.checks("lock")):
+        if ready_at is None or ready_at > self.clock() - grace_seconds or self.redis.exists(self.keys.checks("lock")):
             return False
-        self.redis.delete(KEYS.checks("kick"))
+        self.redis.delete(self.keys.checks("kick"))
         self.kick(self.clock())
         return True
 
@@ -209,6 +210,7 @@ class CheckPump:
         self.verifier = verifier
         self.queue = queue
         self.redis = queue.redis
+        self.keys = queue.keys
         self.items = queue.items
         self.timing = queue.timing
         self.clock = queue.clock
@@ -226,11 +228,11 @@ class CheckPump:
         still waiting unless another pump holds the lock (that one sends it)."""
         budget_seconds = self.budget_seconds if budget_seconds is None else budget_seconds
         self.queue.arrived()
-        lock = OwnedLock(self.redis, KEYS.checks("lock"), LOCK_SECONDS)
+        lock = OwnedLock(self.redis, self.keys.checks("lock"), LOCK_SECONDS)
         if not lock.acquire(uuid.uuid4().hex):
             # The holder sends the next pump when it lets go; should it have died, this one comes when its lock
             # expires.
-            held_for = self.redis.pttl(KEYS.checks("lock"))
+            held_for = self.redis.pttl(self.keys.checks("lock"))
             self.queue.kick(self.clock() + max(int(held_for), 100) / 1000)
             return 0
         reads, held = 0, True
@@ -274,7 +276,7 @@ class CheckPump:
         return reads, True
 
     def _ready(self, stage: Stage) -> list[str]:
-        key = KEYS.checks(stage.value)
+        key = self.keys.checks(stage.value)
         now = self.clock()
         due = self.redis.zrangebyscore(key, "-inf", now, start=0, num=self.timing.chunk_size, withscores=True)
         if not due:
@@ -343,7 +345,7 @@ class CheckPump:
         stale = [token for token, ref in parsed if ref is None]  # malformed
         stale += [entry.token for entry, decision, _ in listed if isinstance(decision, Drop)]  # finished, moved on
         if stale:
-            self.redis.zrem(KEYS.checks(stage.value), *stale)
+            self.redis.zrem(self.keys.checks(stage.value), *stale)
         listed = [(entry, decision, seen) for entry, decision, seen in listed if not isinstance(decision, Drop)]
         batches = {str(batch_id): self._batch(str(batch_id)) for batch_id in {e.ref.batch_id for e, _, _ in listed}}
         self._carry_out(stage, [(e, d, seen) for e, d, seen in listed if not isinstance(d, Read)], 0.0, batches)
@@ -398,12 +400,12 @@ class CheckPump:
             pipe = self.redis.pipeline(transaction=False)
             if share:
                 self.items.add_calls({ref: share for ref, _ in waiting.values()}, pipe=pipe)
-            pipe.zadd(KEYS.checks(stage.value), {token: due for token, (_, due) in waiting.items()}, xx=True)
+            pipe.zadd(self.keys.checks(stage.value), {token: due for token, (_, due) in waiting.items()}, xx=True)
             pipe.execute()
 
     def _batch(self, batch_id: str) -> BatchView:
         state, raw_options, queue = (None if v is None else text(v) for v in self.redis.hmget(
-            KEYS.batch(batch_id), ["state", "options", "queue"]))
+            self.keys.batch(batch_id), ["state", "options", "queue"]))
         try:
             overrides = json.loads(raw_options or "{}")
             options: CloseOptions | None = self.default_options.with_overrides(overrides, self.limits)
@@ -428,7 +430,7 @@ class CheckPump:
         self.finish(result)
         pipe = self.redis.pipeline(transaction=False)
         self.items.forget(entry.ref, pipe=pipe)
-        pipe.zrem(KEYS.checks(stage.value), entry.token)
+        pipe.zrem(self.keys.checks(stage.value), entry.token)
         pipe.execute()
 
     def _hand(self, stage: Stage, to: Stage, entries: list[Due], share: float, batches: dict[str, BatchView],
@@ -443,4 +445,4 @@ class CheckPump:
             batch = batches[batch_id]
             self.batches.publish(batch_id, cids, batch.overrides, batch.queue)
         # Left last: after a crash before this, the next pump finds these items handed off and sends them again.
-        self.redis.zrem(KEYS.checks(stage.value), *(entry.token for entry in entries))
+        self.redis.zrem(self.keys.checks(stage.value), *(entry.token for entry in entries))

@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from genesys_closer.config.errors import ConfigError
+from genesys_closer.config.orgs import DEFAULT_ORG
+from genesys_closer.config.redis_keys import keys_for
 from genesys_closer.config.settings import ClosePolicy, WorkerSettings
 from genesys_closer.shared.rate_limit import RateLimitHeaders
 from genesys_closer.shared.redis_connection import connect
@@ -130,15 +132,16 @@ def _judge(probe: Probe, reply: Reply) -> Check:
                  "see the correlation id in Genesys' API audit or contact support")
 
 
-def run_checks(settings: WorkerSettings) -> list[Check]:
-    """Every check, in order; a failed token check stops there (nothing else can be tried)."""
+def run_checks(settings: WorkerSettings, org: str = DEFAULT_ORG) -> list[Check]:
+    """Every check of one org (``settings``: its own), in order; a failed token check stops there (nothing else can
+    be tried)."""
     try:
         settings.require_credentials()
     except ConfigError as exc:
         return [Check("credentials", False, str(exc), "set GENESYS_CLIENT_ID and GENESYS_CLIENT_SECRET of an OAuth "
                       "client with the Client Credentials grant")]
     checks = [Check("region", None, f"API {settings.api_url}, login {settings.login_url}")]
-    service = build_service(settings)
+    service = build_service(settings, org=org)
     try:
         service.tokens.get()
     except TransportError as exc:
@@ -170,20 +173,22 @@ def run_checks(settings: WorkerSettings) -> list[Check]:
                             f"GENESYS_RATE_LIMIT_PER_MINUTE={configured}",
                             "" if fits else f"set GENESYS_RATE_LIMIT_PER_MINUTE={allowed} (workers also slow down "
                                             "to the header on their own)"))
-    checks.append(trust_check(settings))
+    checks.append(trust_check(settings, org))
     checks.append(Check("divisions", None, "conversations in divisions the client's roles are not granted in end "
                         "forbidden (403 missing.division.permission) or not_found, item by item",
                         "grant the roles in every division whose conversations should be closed"))
     return checks
 
 
-def trust_check(settings: WorkerSettings) -> Check:
-    """Whether the fleet trusts analytics confirmations now (``worker.checks.analytics_trust``), read from its Redis."""
+def trust_check(settings: WorkerSettings, org: str = DEFAULT_ORG) -> Check:
+    """Whether the fleet trusts the org's analytics confirmations now (``worker.checks.analytics_trust``), read from
+    its Redis."""
     name = "analytics trust (batched confirmations)"
     if not settings.batched_checks:
         return Check(name, None, "batched checks are off (BATCHED_CHECKS=false): every close is confirmed live")
     try:
-        state = FleetTrust(connect(settings.redis_url), settings.analytics_distrust_seconds).state()
+        state = FleetTrust(connect(settings.redis_url), settings.analytics_distrust_seconds,
+                           keys=keys_for(org)).state()
     except redis.RedisError as exc:
         return Check(name, None, f"unknown: the fleet's Redis did not answer ({str(exc)[:120]})",
                      "set REDIS_URL to the workers' Redis to see it")

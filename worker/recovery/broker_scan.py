@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from genesys_closer.config.orgs import DEFAULT_ORG
 from genesys_closer.shared.names import QUEUES, TASK_NAME
 
 PRIORITY_SEPARATOR = "\x06\x16"
@@ -31,6 +32,7 @@ class HeldClose:
     task_id: str
     conversation_id: str
     batch_id: str | None
+    org: str = DEFAULT_ORG  # the org its message names (a batch id is unique only within its org)
 
 
 def _close_in(envelope: Any) -> HeldClose | None:
@@ -46,11 +48,13 @@ def _close_in(envelope: Any) -> HeldClose | None:
         args, kwargs, _ = json.loads(body)
         conversation_id = args[0]
         batch_id = kwargs.get("batch_id")
+        org = kwargs.get("org", DEFAULT_ORG)
     except (ValueError, TypeError, IndexError, KeyError, AttributeError):
         return None
     if not isinstance(conversation_id, str):
         return None
-    return HeldClose(str(headers.get("id")), conversation_id, batch_id if isinstance(batch_id, str) else None)
+    return HeldClose(str(headers.get("id")), conversation_id, batch_id if isinstance(batch_id, str) else None,
+                     org if isinstance(org, str) else DEFAULT_ORG)
 
 
 def _queue_lists(client: redis.Redis, queues: Iterable[str]) -> Iterator[str]:

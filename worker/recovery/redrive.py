@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.config.redis_keys import KEYS, RedisKeys
 from genesys_closer.shared.batches import BatchWriter
 from genesys_closer.shared.enqueue_lease import EnqueueLease
 from genesys_closer.shared.locks import OwnedLock
@@ -56,10 +56,10 @@ INSPECT_TIMEOUT_SECONDS = 1.0
 RECOVERY_FEED_SECONDS = 10.0  # a recovery check advances fed batches this long at most (the feed task goes on)
 
 
-def remember_redis_run_id(client: redis.Redis) -> None:
+def remember_redis_run_id(client: redis.Redis, keys: RedisKeys = KEYS) -> None:
     """Note the current Redis run id unless one is noted (workers do this at start, so that a restart before the
-    first recovery check is still seen as one)."""
-    client.set(KEYS.redis_run_id, str(client.info("server").get("run_id", "")), nx=True)
+    first recovery check is still seen as one); each org keeps its own, so each org's recovery sees a restart."""
+    client.set(keys.redis_run_id, str(client.info("server").get("run_id", "")), nx=True)
 
 
 def check_redis_memory(client: redis.Redis, warn_at: float = MEMORY_WARNING) -> float:
@@ -101,13 +101,14 @@ class Recovery:
         self.checks = checks
         self.redis = client
         self.results = results
+        self.keys = results.batches.keys
         self.batches = batches
         self.stall_seconds = stall_seconds
         self._held_source = held
 
     def run(self) -> RecoveryReport:
         """One recovery pass (a run that finds another in progress does nothing)."""
-        lock = OwnedLock(self.redis, KEYS.redrive_lock, LOCK_SECONDS)
+        lock = OwnedLock(self.redis, self.keys.redrive_lock, LOCK_SECONDS)
         report = RecoveryReport()
         if not lock.acquire(uuid.uuid4().hex):
             return report
@@ -118,8 +119,8 @@ class Recovery:
             report.fed = sum(self.batches.feeder.advance_all(RECOVERY_FEED_SECONDS).values())
             report.redis_restarted = self._redis_restarted()
             if report.redis_restarted:
-                self.redis.set(KEYS.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))
-            if report.redis_restarted or self.redis.exists(KEYS.restart_aftermath):
+                self.redis.set(self.keys.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))
+            if report.redis_restarted or self.redis.exists(self.keys.restart_aftermath):
                 report.restored = self._restore_orphans(time.time() - FRESH_DELIVERY_SECONDS)
             batch_ids = (self.results.batches.unfinished() if report.redis_restarted
                          else self.results.batches.stalled(self.stall_seconds))
@@ -131,7 +132,7 @@ class Recovery:
                 return report
             held = self._held()
             held_tasks = {h.task_id for h in held}
-            held_items = {(h.batch_id, h.conversation_id) for h in held}
+            held_items = {(h.batch_id, h.conversation_id) for h in held if h.org == self.keys.org}
             for lease in abandoned:
                 self._take_over(lease, held_items, report)
             for batch_id in batch_ids:
@@ -148,7 +149,7 @@ class Recovery:
     def _abandoned_enqueues(self) -> list[EnqueueLease]:
         """Batches still being enqueued whose builder's lease has expired (each is taken over in turn: its lease is
         taken only then, so one long takeover never lets the others' leases run out)."""
-        leases = [EnqueueLease(self.redis, batch_id) for batch_id in self.results.batches.enqueuing()]
+        leases = [EnqueueLease(self.redis, batch_id, keys=self.keys) for batch_id in self.results.batches.enqueuing()]
         return [lease for lease in leases if not lease.held_by_anyone()]
 
     def _take_over(self, lease: EnqueueLease, held: set[tuple[str | None, str]], report: RecoveryReport) -> None:
@@ -184,7 +185,7 @@ class Recovery:
     def _redis_restarted(self) -> bool:
         """Whether Redis restarted since the last check (its run id changed)."""
         run_id = str(self.redis.info("server").get("run_id", ""))
-        previous = self.redis.getset(KEYS.redis_run_id, run_id)
+        previous = self.redis.getset(self.keys.redis_run_id, run_id)
         return previous is not None and text(previous) != run_id
 
     def _restore_orphans(self, delivered_before: float) -> int:

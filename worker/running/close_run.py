@@ -15,7 +15,6 @@ from typing import Any
 
 import redis
 
-from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.config.settings import WorkerSettings
 from genesys_closer.shared.batches import ORIGIN_SWEEP
 from genesys_closer.shared.feeder import BatchFeeder
@@ -98,8 +97,10 @@ class CloseRunner:
         self.breaker = breaker
         self.clock = clock
         self.checks = checks
-        self.guard = PatchGuard(client, claim_seconds(settings))
-        self.progress = ItemProgress(client)
+        self.keys = results.batches.keys  # this runner's org: every key it touches is that org's
+        self.org = self.keys.org
+        self.guard = PatchGuard(client, claim_seconds(settings), keys=self.keys)
+        self.progress = ItemProgress(client, keys=self.keys)
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
         """Run one close; returns the outcome record or raises RetryLater."""
@@ -123,7 +124,7 @@ class CloseRunner:
 
         # The lock outlives the task's hard time limit and is never re-entered: no second copy of a close (even one
         # with the same task id, redelivered) runs while the first still can.
-        lock = OwnedLock(self.redis, KEYS.inflight(conversation_id), self.settings.inflight_lock_seconds)
+        lock = OwnedLock(self.redis, self.keys.inflight(conversation_id), self.settings.inflight_lock_seconds)
         if not lock.acquire(context.task_id):
             raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0), "another task is closing it")
         try:
@@ -142,7 +143,7 @@ class CloseRunner:
             batch_id = self._verified_batch(raw_id, context)[0].batch_id
         result = CloseResult(conversation_id=shown[:MAX_ECHO], outcome=outcome, api_calls=0,
                              attempts=context.retries + 1, started_at=started, finished_at=self.clock(),
-                             error=str(exc)[:1000], batch_id=batch_id)
+                             error=str(exc)[:1000], batch_id=batch_id, org=self.org)
         self.results.rejected.add(result, context.task_id)
         self.results.pending.forget(context.task_id)
         if batch_id is not None and self.feeder is not None:
@@ -283,13 +284,12 @@ class CloseRunner:
         self._update_breaker(result)
         return self._finish(result, context)
 
-    @staticmethod
-    def _waiting(ref: ItemRef, stage: Stage) -> dict[str, Any]:
+    def _waiting(self, ref: ItemRef, stage: Stage) -> dict[str, Any]:
         """What a task returns when its item waits for a batched check (its outcome is recorded later)."""
         log.debug("waiting for a batched %s", stage.value,
                   extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
         return {"conversation_id": ref.conversation_id, "batch_id": ref.batch_id,
-                "waiting_for": f"batched {stage.value}"}
+                "waiting_for": f"batched {stage.value}", "org": self.org}
 
     def record_checked(self, result: CloseResult) -> dict[str, Any]:
         """Record an outcome a batched check decided (the pump's ``finish``)."""
@@ -358,13 +358,14 @@ class CloseRunner:
     def _finish(self, result: CloseResult, context: TaskContext) -> dict[str, Any]:
         result.attempts = context.retries + 1
         result.batch_id = context.batch_id
+        result.org = self.org
         counted = self.results.outcomes.record(result)
         self.guard.release(result.conversation_id, context.batch_id)  # after the record: the next close sees it
         if context.batch_id is None:
             self.results.pending.forget(context.task_id)
         elif self.feeder is not None:
             self._feed(context.batch_id, result.conversation_id)
-        metrics.CLOSES.labels(result.outcome.value).inc()
+        metrics.CLOSES.labels(result.outcome.value, self.org).inc()
         if result.confirm_seconds is not None:
             metrics.CONFIRM_LATENCY.observe(result.confirm_seconds)
         log.info("close finished: %s", result.outcome.value,

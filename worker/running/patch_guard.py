@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import redis
 
-from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.config.redis_keys import KEYS, RedisKeys
 from genesys_closer.config.settings import WorkerSettings
 from genesys_closer.shared.redis_connection import register_lua, text
 
@@ -43,8 +43,9 @@ def owner_of(batch_id: str | None) -> str:
 class PatchGuard:
     """Who has a PATCH out for a conversation (one Redis key per conversation while a close is under way)."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: float) -> None:
+    def __init__(self, client: redis.Redis, ttl_seconds: float, *, keys: RedisKeys = KEYS) -> None:
         self.redis = client
+        self.keys = keys
         self.ttl_ms = max(1, int(ttl_seconds * 1000))
         self._claim = register_lua(client, "patch_claim.lua")
         self._release = register_lua(client, "patch_release.lua")
@@ -52,9 +53,10 @@ class PatchGuard:
     def claim(self, conversation_id: str, batch_id: str | None) -> str | None:
         """Claim the conversation's PATCH for this item: None when it is this item's now, or the owner of the other
         close of ours that has one out (whose outcome is not recorded yet)."""
-        holder = text(self._claim(keys=[KEYS.patch_claim(conversation_id)], args=[owner_of(batch_id), self.ttl_ms]))
+        holder = text(self._claim(keys=[self.keys.patch_claim(conversation_id)],
+                                  args=[owner_of(batch_id), self.ttl_ms]))
         return holder or None
 
     def release(self, conversation_id: str, batch_id: str | None) -> None:
         """The item's outcome is recorded: the next close of this conversation may look at it."""
-        self._release(keys=[KEYS.patch_claim(conversation_id)], args=[owner_of(batch_id)])
+        self._release(keys=[self.keys.patch_claim(conversation_id)], args=[owner_of(batch_id)])

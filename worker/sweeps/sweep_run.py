@@ -11,7 +11,6 @@ from typing import Any
 
 import redis
 
-from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.shared.batches import ORIGIN_SWEEP, BatchWriter
 from genesys_closer.shared.lanes import BULK, lane
 from genesys_closer.shared.locks import OwnedLock
@@ -33,6 +32,7 @@ class SweepRunner:
         self.genesys = genesys
         self.retrying = retrying
         self.results = results
+        self.keys = results.batches.keys
         self.batches = batches
         self.lock_seconds = lock_seconds
         self.clock = clock
@@ -46,7 +46,7 @@ class SweepRunner:
             CloseOptions().with_overrides(options)
         except ValueError as exc:
             return {**summary, "error": f"invalid sweep: {str(exc)[:1000]}"}
-        lock = OwnedLock(self.redis, KEYS.sweep_lock, self.lock_seconds)
+        lock = OwnedLock(self.redis, self.keys.sweep_lock, self.lock_seconds)
         if not lock.acquire(sweep_id):
             return {**summary, "skipped": "another sweep is running"}
         with lock:

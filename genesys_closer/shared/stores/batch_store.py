@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from genesys_closer.config.orgs import DEFAULT_ORG
 from genesys_closer.config.redis_keys import KEYS, RedisKeys
 from genesys_closer.shared.names import QUEUE_BULK
 from genesys_closer.shared.outcomes import CloseResult, Outcome
@@ -51,6 +52,7 @@ class BatchStatus:
     source: str = ""
     duplicates: int = 0
     reason: str = ""
+    org: str = DEFAULT_ORG
 
     @property
     def finished(self) -> bool:
@@ -70,6 +72,7 @@ class BatchStatus:
             "batch_id": self.batch_id, "state": self.state.value, "total": self.total, "done": self.done,
             "counts": dict(self.counts), "created_at": self.created_at, "finished_at": self.finished_at,
             "label": self.label, "source": self.source, "duplicates": self.duplicates, "reason": self.reason,
+            "org": self.org,
         }
 
 
@@ -200,6 +203,7 @@ class BatchStore:
             source=raw.get("source", ""),
             duplicates=int(raw.get("duplicates", 0)),
             reason=raw.get("reason", ""),
+            org=self.keys.org,
         )
 
     def fields(self, batch_id: str, *names: str) -> list[str | None]:
@@ -208,7 +212,7 @@ class BatchStore:
     def items(self, batch_id: str, count: int = 500) -> Iterator[CloseResult]:
         """Every recorded item of a batch, streamed with HSCAN."""
         for _, raw in self.redis.hscan_iter(self.keys.batch_items(batch_id), count=count):
-            yield CloseResult.from_dict({**json.loads(raw), "batch_id": batch_id})
+            yield CloseResult.from_dict({**json.loads(raw), "batch_id": batch_id, "org": self.keys.org})
 
     def items_page(self, batch_id: str, cursor: int, count: int, match: str | None = None
                    ) -> tuple[int, list[CloseResult]]:

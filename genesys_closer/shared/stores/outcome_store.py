@@ -60,7 +60,9 @@ class OutcomeStore:
             return None
         raw = text(raw)
         if raw.startswith("{"):
-            return CloseResult.from_dict(json.loads(raw))
+            return CloseResult.from_dict({**json.loads(raw), "org": self.keys.org})
         batch_id = raw
         item = self.redis.hget(self.keys.batch_items(batch_id), conversation_id)
-        return None if item is None else CloseResult.from_dict({**json.loads(item), "batch_id": batch_id})
+        if item is None:
+            return None
+        return CloseResult.from_dict({**json.loads(item), "batch_id": batch_id, "org": self.keys.org})

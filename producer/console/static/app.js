@@ -105,6 +105,12 @@ export function progressText(status) {
   return `${status.done}/${status.total ?? '?'}`;
 }
 
+// The org a page acts for ('' for default): a chooser on the page, else the page's own.
+export function orgQuery(prefix = '?') {
+  const chosen = document.getElementById('org')?.value ?? document.body.dataset.org ?? '';
+  return chosen && chosen !== 'default' ? `${prefix}org=${encodeURIComponent(chosen)}` : '';
+}
+
 const page = document.body.dataset.page;
 if (page) {
   import(`./${page}.js`).then((module) => module.start()).catch((error) => notice(String(error), true));

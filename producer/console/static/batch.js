@@ -3,6 +3,8 @@ import { api, el, notice, stackedBar, countChips, progressText, duration, when, 
 const section = document.getElementById('batch');
 const batchId = section.dataset.batch;
 const base = `/v1/batches/${encodeURIComponent(batchId)}`;
+const org = section.dataset.org ? `org=${encodeURIComponent(section.dataset.org)}` : '';
+const withOrg = (path) => (org ? `${path}${path.includes('?') ? '&' : '?'}${org}` : path);
 
 function showStatus(s) {
   document.getElementById('state').textContent = s.state;
@@ -21,7 +23,7 @@ function showStatus(s) {
 
 function follow() {
   if (section.dataset.finished === 'yes') return;
-  const source = new EventSource(`${base}/events`);
+  const source = new EventSource(withOrg(`${base}/events`));
   source.onmessage = (event) => showStatus(JSON.parse(event.data));
   source.addEventListener('end', () => { source.close(); reload(); });
   source.addEventListener('logged-out', () => window.location.assign('/ui/login'));
@@ -44,6 +46,7 @@ function itemRow(item) {
 async function load() {
   const form = new FormData(document.getElementById('filter'));
   const query = new URLSearchParams({ limit: '50', cursor: String(cursors[cursors.length - 1]) });
+  if (section.dataset.org) query.set('org', section.dataset.org);
   if (form.get('outcome')) query.set('outcome', form.get('outcome'));
   if (form.get('q')) query.set('q', form.get('q').trim().toLowerCase());
   const table = document.getElementById('items');
@@ -82,7 +85,7 @@ export function start() {
   document.getElementById('cancel').addEventListener('click', async () => {
     if (!window.confirm('Cancel this batch? Items not yet run end as cancelled.')) return;
     try {
-      showStatus(await api('POST', `${base}/cancel`));
+      showStatus(await api('POST', withOrg(`${base}/cancel`)));
       notice('Batch cancelled: items not yet run end as cancelled.');
     } catch (error) {
       notice(error.message, true);
@@ -93,8 +96,8 @@ export function start() {
     const outcomes = new FormData(event.target).getAll('outcome');
     if (!outcomes.length) { notice('Choose at least one outcome to retry.', true); return; }
     try {
-      const started = await api('POST', `${base}/retry`, { json: { outcomes } });
-      window.location.assign(`/ui/batches/${encodeURIComponent(started.batchId)}`);
+      const started = await api('POST', withOrg(`${base}/retry`), { json: { outcomes } });
+      window.location.assign(withOrg(`/ui/batches/${encodeURIComponent(started.batchId)}`));
     } catch (error) {
       notice(error.message, true);
     }

@@ -3,11 +3,11 @@ import { el, stackedBar, countChips, progressText, duration, when } from './app.
 function row(b, withOrg) {
   const progress = el('progress', { max: b.total || 1, value: b.done });
   const cells = [
-    el('td', {}, el('a', { className: 'mono', href: `/ui/batches/${encodeURIComponent(b.batch_id)}`, text: b.batch_id.slice(0, 8) })),
+    el('td', {}, el('a', { className: 'mono', href: `/ui/batches/${encodeURIComponent(b.batch_id)}${b.org && b.org !== 'default' ? `?org=${encodeURIComponent(b.org)}` : ''}`, text: b.batch_id.slice(0, 8) })),
     el('td', { className: 'label', text: b.label }),
     el('td', { className: 'source', text: (b.source || '').slice(0, 60) }),
   ];
-  if (withOrg) cells.push(el('td', { text: b.org ?? '' }));
+  if (withOrg) cells.push(el('td', { className: 'org', text: b.org ?? '' }));
   cells.push(
     el('td', { className: 'state', text: b.state }),
     el('td', {}, progress, ' ', el('span', { className: 'done', text: progressText(b) })),
@@ -25,7 +25,7 @@ export function start() {
   const source = new EventSource('/v1/events/batches?limit=50');
   source.onmessage = (event) => {
     const { batches } = JSON.parse(event.data);
-    const withOrg = table.dataset.org === 'yes' || batches.some((b) => 'org' in b);
+    const withOrg = table.dataset.org === 'yes' || batches.some((b) => b.org && b.org !== 'default');
     if (withOrg && table.dataset.org !== 'yes') {
       table.dataset.org = 'yes';
       const head = table.querySelector('thead tr');

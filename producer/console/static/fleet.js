@@ -1,4 +1,4 @@
-import { api, el, svg, notice, when } from './app.js';
+import { api, el, svg, notice, when, orgQuery } from './app.js';
 
 const REFRESH_MS = 5000;
 
@@ -66,7 +66,7 @@ function show(fleet) {
 
 async function refresh() {
   try {
-    show(await api('GET', '/v1/fleet'));
+    show(await api('GET', `/v1/fleet${orgQuery()}`));
   } catch (error) {
     notice(error.message, true);
   }

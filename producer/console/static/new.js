@@ -1,4 +1,4 @@
-import { api, el, notice } from './app.js';
+import { api, el, notice, orgQuery } from './app.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const COLUMNS = ['conversation_id', 'conversationId', 'id'];
@@ -87,12 +87,12 @@ async function dryRun() {
 async function startBatch() {
   if (!checked || checked.text !== document.getElementById('ids').value) { changed(); return; }
   const label = document.getElementById('new-label').value.trim();
-  const query = label ? `?label=${encodeURIComponent(label)}` : '';
+  const query = (label ? `?label=${encodeURIComponent(label)}` : '') + orgQuery(label ? '&' : '?');
   document.getElementById('start').disabled = true;
   try {
     const accepted = await api('POST', `/v1/batches${query}`, { body: checked.text,
       headers: { 'Content-Type': checked.type, 'Idempotency-Key': checked.key } });
-    window.location.assign(`/ui/batches/${encodeURIComponent(accepted.batchId)}`);
+    window.location.assign(`/ui/batches/${encodeURIComponent(accepted.batchId)}${orgQuery()}`);
   } catch (error) {
     document.getElementById('start').disabled = false;
     notice(error.message, true);

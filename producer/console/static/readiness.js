@@ -1,4 +1,4 @@
-import { api, el, notice, when } from './app.js';
+import { api, el, notice, when, orgQuery } from './app.js';
 
 const MARKS = { true: 'ok', false: 'FAIL', null: 'info' };
 
@@ -6,7 +6,7 @@ async function check(refresh) {
   const summary = document.getElementById('ready-summary');
   summary.textContent = 'Asking a worker…';
   try {
-    const result = await api('GET', `/v1/readiness${refresh ? '?refresh=true' : ''}`);
+    const result = await api('GET', `/v1/readiness${refresh ? '?refresh=true' : ''}${orgQuery(refresh ? '&' : '?')}`);
     document.querySelector('#checks tbody').replaceChildren(...result.checks.map((c) => el('tr',
       { className: c.ok === false ? 'fail' : '' },
       el('td', { text: c.check }),

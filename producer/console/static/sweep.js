@@ -1,6 +1,6 @@
-import { api, el, notice } from './app.js';
+import { api, el, notice, orgQuery } from './app.js';
 
-let sweep = null; // {id, chosen}
+let sweep = null; // {id, chosen, org}
 
 function filters(form) {
   const data = new FormData(form);
@@ -17,11 +17,12 @@ function filters(form) {
   return result;
 }
 
+let sweep0 = ''; // the org query of the sweep being previewed
 function waitFor(id) {
   return new Promise((resolve, reject) => {
     const ask = async () => {
       try {
-        const state = await api('GET', `/v1/sweeps/${encodeURIComponent(id)}`);
+        const state = await api('GET', `/v1/sweeps/${encodeURIComponent(id)}${sweep0}`);
         if (state.state === 'running') setTimeout(ask, 1000);
         else resolve(state);
       } catch (error) {
@@ -66,7 +67,8 @@ export function start() {
     document.getElementById('confirm-form').hidden = true;
     document.querySelector('#candidates tbody').replaceChildren();
     try {
-      const queued = await api('POST', '/v1/sweeps', { json: { filters: filters(event.target), dryRun: true } });
+      sweep0 = orgQuery();
+      const queued = await api('POST', `/v1/sweeps${sweep0}`, { json: { filters: filters(event.target), dryRun: true } });
       show(await waitFor(queued.sweepId));
       notice('');
     } catch (error) {
@@ -82,8 +84,8 @@ export function start() {
     event.preventDefault();
     const typed = Number(document.getElementById('confirm-count').value.trim());
     try {
-      const started = await api('POST', `/v1/sweeps/${encodeURIComponent(sweep.id)}/close`, { json: { confirm: typed } });
-      window.location.assign(`/ui/batches/${encodeURIComponent(started.batchId)}`);
+      const started = await api('POST', `/v1/sweeps/${encodeURIComponent(sweep.id)}/close${sweep0}`, { json: { confirm: typed } });
+      window.location.assign(`/ui/batches/${encodeURIComponent(started.batchId)}${sweep0}`);
     } catch (error) {
       notice(error.message, true);
     }
