@@ -87,6 +87,22 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
     assert operator.api("GET", f"/v1/batches/{retried}").json()["source"] == f"retry:{swept}"
 
 
+def test_upload_a_csv_and_dry_run_it(operator: Operator, tmp_path: Path) -> None:
+    ids = operator.admin.create(3)
+    upload = tmp_path / "stuck-sessions.csv"
+    upload.write_text(f"name,conversationId\na,{ids[0]}\nb,oops\nc,{ids[1]}\nd,{ids[2]}\n")
+    operator.open("/ui/new")
+    el(operator, "#file").send_keys(str(upload))
+    operator.text_in("#browser-check", "first at line 3")
+    el(operator, "#dry-run").click()
+    operator.text_in("#dry-summary", "3 valid unique id(s)")
+    assert rows(operator, "#problems")[0][:2] == ["3", "oops"]  # the file's own line number
+    el(operator, "#start").click()
+    batch_id = batch_id_of(operator)
+    operator.text_in("#state", "finished")
+    assert operator.api("GET", f"/v1/batches/{batch_id}").json()["counts"] == {"closed": 3, "invalid_id": 1}
+
+
 def test_paste_dry_run_start_and_cancel(operator: Operator) -> None:
     stuck = operator.admin.create(40, "stuck")  # each takes the confirmation timeout: the batch runs long
     pasted = [stuck[0], "", "not-an-id", "# a comment", *stuck[1:], stuck[1]]
