@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import redis
 from starlette.requests import Request
 
 RATE_WINDOW_SECONDS = 60.0  # closes per minute: over the last minute's samples
@@ -111,7 +112,11 @@ async def event_stream(request: Request, read: Callable[[], Awaitable[Any]], fin
     checked = started = time.monotonic()
     yield f"retry: {round(interval * 1000 * 2)}\n\n"
     while True:
-        value = await read()
+        try:
+            value = await read()
+        except redis.RedisError:  # said once, then the stream ends; EventSource retries after ``retry``
+            yield sse({"error": "the queue is unavailable; retrying"}, "unavailable")
+            return
         shown = json.dumps(value, sort_keys=True)
         if shown != last:
             last = shown

@@ -24,9 +24,10 @@ function showStatus(s) {
 function follow() {
   if (section.dataset.finished === 'yes') return;
   const source = new EventSource(withOrg(`${base}/events`));
-  source.onmessage = (event) => showStatus(JSON.parse(event.data));
+  source.onmessage = (event) => { showStatus(JSON.parse(event.data)); notice(''); };
   source.addEventListener('end', () => { source.close(); reload(); });
   source.addEventListener('logged-out', () => window.location.assign('/ui/login'));
+  source.addEventListener('unavailable', () => notice('Redis is unavailable: the page retries by itself.', true));
 }
 
 // -- results, paged on the server: a stack of cursors for "previous" -------------------------------------------

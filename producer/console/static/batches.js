@@ -1,4 +1,4 @@
-import { el, stackedBar, countChips, progressText, duration, when } from './app.js';
+import { el, notice, stackedBar, countChips, progressText, duration, when } from './app.js';
 
 function row(b, withOrg) {
   const progress = el('progress', { max: b.total || 1, value: b.done });
@@ -34,6 +34,8 @@ export function start() {
     body.replaceChildren(...batches.map((b) => row(b, withOrg)));
     if (!batches.length) body.append(el('tr', { className: 'empty' }, el('td', { colspan: 10, text: 'No batch yet.' })));
     table.dataset.live = 'yes';
+    notice('');
   };
   source.addEventListener('logged-out', () => window.location.assign('/ui/login'));
+  source.addEventListener('unavailable', () => notice('Redis is unavailable: the page retries by itself.', true));
 }
