@@ -53,6 +53,10 @@ def test_batches_of_several_orgs(org_intake: Intake, on_fleet: Fleet, driver: We
     wait.until(ec.text_to_be_present_in_element((By.ID, "done"), "3/3"))
     assert len(driver.find_elements(By.CSS_SELECTOR, "#items tbody tr")) == 3
 
+    checked = org_intake.call("GET", "/v1/readiness", TOKEN_AB, params={"org": "org-b"}).json()
+    assert checked["org"] == "org-b" and checked["checks"] and "error" not in checked  # run with org-b's settings
+    assert org_intake.call("GET", "/v1/readiness", TOKEN_A, params={"org": "org-b"}).status_code == 404
+
     log_in(driver, org_intake.url, TOKEN_A)  # granted org-a only: org-b's batch does not exist for it
     driver.get(f"{org_intake.url}/ui/batches/{started['org-b']}?org=org-b")
     wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "No such batch"))
