@@ -22,7 +22,7 @@ from genesys_closer.config.orgs import DEFAULT_ORG, check_org_name
 from genesys_closer.config.redis_keys import client_digest, keys_for
 from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings
 from genesys_closer.shared.batches import BatchWriter
-from genesys_closer.shared.feeder import FEED_BUDGET_SECONDS, BatchFeeder
+from genesys_closer.shared.feeder import FEED_BUDGET_SECONDS, BatchFeeder, pace_in_flight
 from genesys_closer.shared.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
@@ -149,7 +149,8 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
     breaker = CircuitBreaker(redis_client, client_digest(client_id), settings.circuit_breaker_threshold,
                              settings.circuit_breaker_open_seconds, keys=keys)
     batches = BatchWriter(app, results, clock, lease_seconds=settings.batch_enqueue_lease_seconds,
-                          in_flight=settings.batch_in_flight)
+                          in_flight=settings.batch_in_flight,
+                          pace_in_flight=pace_in_flight(settings.genesys_rate_limit_per_minute))
     queue: CheckQueue | None = None
     if settings.batched_checks:
         def send_pump(countdown: float) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from celery.signals import task_revoked
 
 from genesys_closer.config.orgs import DEFAULT_ORG
@@ -59,13 +59,28 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
         try:
             return parts.close_runner.run(conversation_id, context, options)
         except RetryLater as later:
-            raise self.retry(countdown=later.countdown) from None
+            raise _again(self, later) from None
         except SoftTimeLimitExceeded:
             _drop_redis_connections()
             try:  # bounded like any transient failure: it ends with an outcome
                 return parts.close_runner.after_time_limit(conversation_id, context)
             except RetryLater as later:
-                raise self.retry(countdown=later.countdown) from None
+                raise _again(self, later) from None
+
+
+def _again(task: Any, later: RetryLater) -> Retry:
+    """The copy of this close that runs after ``later.countdown``. A retry after a failure counts one more
+    (``Task.retry``); a wait (for its turn at the rate limit, or for another close of ours) sends the same message
+    with this run's retry count, so waiting never uses up TASK_MAX_RETRIES nor shows in the record's attempts."""
+    if later.failed:
+        return task.retry(countdown=later.countdown)
+    request = task.request
+    copy = task.signature_from_request(request, countdown=later.countdown, retries=int(request.retries))
+    try:
+        copy.apply_async()
+    except Exception as exc:  # as Task.retry does: the stalled-work recovery re-sends what the broker lost
+        raise Reject(exc, requeue=False) from None
+    return Retry(later.reason, when=later.countdown, sig=copy)
 
 
 @task_revoked.connect  # type: ignore[untyped-decorator]

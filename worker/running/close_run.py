@@ -8,6 +8,7 @@ either record the outcome (exactly once per batch item) or ask the task to retry
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,15 +61,20 @@ log = logging.getLogger("genesys_closer.worker")
 # 403 codes about one conversation, not the OAuth client (Genesys' error catalogue: division permissions)
 ITEM_ONLY_CODES = frozenset({"missing.division.permission", "missing.division.permissions", "not.authorized.division"})
 MAX_ECHO = 100
+HAND_BACK_JITTER_SECONDS = 0.05  # spread over a hand-back's countdown (turns are one limiter interval apart)
+HAND_BACK_LEAD_SECONDS = 0.25  # a handed-back task comes back this long before its turn (< BULK_HORIZON_SECONDS)
 
 
 class RetryLater(Exception):
-    """Not a failure: run this task again after ``countdown`` seconds."""
+    """Run this task again after ``countdown`` seconds. ``failed``: this run met a retryable failure, and the copy
+    counts one retry more (TASK_MAX_RETRIES, the record's ``attempts``); otherwise it only waits (another close of
+    ours holds the conversation, or a bulk close waits for its turn at the rate limit) and keeps this run's count."""
 
-    def __init__(self, countdown: float, reason: str) -> None:
+    def __init__(self, countdown: float, reason: str, *, failed: bool = False) -> None:
         super().__init__(countdown, reason)
         self.countdown = countdown
         self.reason = reason
+        self.failed = failed
 
 
 @dataclass
@@ -206,6 +212,7 @@ class CloseRunner:
                 options = replace(options, skip_initial_get=False)  # a PATCH of ours may have landed: read it first
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                self._slot_or_hand_back(ref, context, claimed=not confirm_only and not progress.patched)
                 if confirm_only:
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
                 else:
@@ -249,6 +256,7 @@ class CloseRunner:
 
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                self._slot_or_hand_back(ref, context, claimed=not progress.patched)
                 answer = self.closer.disconnect(ref.conversation_id, item.options, on_patched=remember_patch)
         except RetryableError as exc:
             result = self._exhausted_or_retry(ref, exc, context)
@@ -264,6 +272,28 @@ class CloseRunner:
             result = answer
             result.api_calls += progress.api_calls
         return self._concluded(result, item, context)
+
+    def _slot_or_hand_back(self, ref: ItemRef, context: TaskContext, *, claimed: bool) -> None:
+        """Bulk work starts its calls only with a rate-limit slot near, held for its first call. Otherwise its task
+        goes back to the broker until its turn in the org's line (``RateLimiter.reserve_in_line``): no call made, no
+        failure counted. ``claimed``: this run took the PATCH claim (``_fresh_look``) and no PATCH of this item may
+        be out, so the claim is let go meanwhile; a claim that covers a PATCH already sent is kept. So a bulk close
+        never sleeps on its org's limiter while it holds a pool process that another org's work could use."""
+        if context.queue != QUEUE_BULK:
+            return
+        turn = self.closer.hold_first_slot(context.task_id)
+        if turn is None:
+            return
+        if claimed:
+            self.guard.release(ref.conversation_id, ref.batch_id)
+        metrics.HANDED_BACK.labels(self.org).inc()
+        # Back a little before the turn (within the horizon, so it holds its slot and sleeps at most that long): a
+        # task that came back exactly at its turn would miss the slot whenever the broker or a busy host delays it.
+        countdown = min(max(turn - HAND_BACK_LEAD_SECONDS, 0.0) + HAND_BACK_JITTER_SECONDS * random.random(),
+                        self.settings.task_max_countdown_seconds)
+        log.debug("bulk close handed back for %.1f s: its org's rate limit has no slot near", countdown,
+                  extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
+        raise RetryLater(countdown, "waiting for its turn at the rate limit")
 
     def _fresh_look(self, conversation_id: str, context: TaskContext) -> None:
         """The look after the in-flight lock, before any PATCH (see ``patch_guard``): claim the conversation's PATCH
@@ -332,7 +362,7 @@ class CloseRunner:
         log.info("deferring close by %.1f s: %s", countdown, exc,
                  extra={"conversation_id": conversation_id, "batch_id": context.batch_id,
                         "correlation_id": exc.correlation_id})
-        raise RetryLater(countdown, str(exc)) from None
+        raise RetryLater(countdown, str(exc), failed=True) from None
 
     def _feed(self, batch_id: str, ended: str) -> None:
         """An item of a fed batch ended: it leaves the in-flight set and the batch's next item is fed. A failure here

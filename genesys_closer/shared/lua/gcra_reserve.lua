@@ -1,9 +1,8 @@
 -- Fleet-wide GCRA with reservations, on Redis server time.
 -- KEYS[1] theoretical arrival time (microseconds), KEYS[2] fleet pause flag, KEYS[3] server-imposed interval
 -- ARGV[1] emission interval in microseconds, ARGV[2] longest wait (microseconds) a caller accepts
--- Optional: KEYS[4] the bucket's usage hash (requests granted per minute of server time, the last hour's; the
--- console's chart), ARGV[3] the configured limit per minute, kept beside them; KEYS[5] the set of buckets that
--- record usage, ARGV[4] this bucket's name (added once a minute, so a flushed Redis finds it again).
+-- Optional: KEYS[4] the bucket's usage hash, KEYS[5] the set of buckets that record usage, ARGV[3] the configured
+-- limit per minute, ARGV[4] this bucket's name (see rate_usage.lua, which is prepended).
 -- Returns {granted (1/0), wait in microseconds}. Granted: the slot is reserved; send after the wait.
 -- Not granted: nothing reserved; the wait says when asking again is worthwhile.
 local t = redis.call('TIME')
@@ -27,19 +26,5 @@ if wait > tonumber(ARGV[2]) then
 end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
-if KEYS[4] then
-  local minute = math.floor(tat / 60000000)
-  if redis.call('HINCRBY', KEYS[4], minute, 1) == 1 then
-    -- the first grant of a minute drops the minutes older than an hour: the hash stays at about 62 fields
-    for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
-      local m = tonumber(field)
-      if m and m < minute - 60 then
-        redis.call('HDEL', KEYS[4], field)
-      end
-    end
-    redis.call('HSET', KEYS[4], 'limit', ARGV[3], 'admitted', string.format('%d', math.floor(60000000 / interval)))
-    redis.call('EXPIRE', KEYS[4], 7200)
-    redis.call('SADD', KEYS[5], ARGV[4])
-  end
-end
+record_usage(KEYS[4], KEYS[5], tat, interval, ARGV[3], ARGV[4])
 return {1, wait}
