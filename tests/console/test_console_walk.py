@@ -131,6 +131,7 @@ def test_readiness_and_fleet(operator: Operator) -> None:
     ids = operator.admin.create(5)
     started = operator.api("POST", "/v1/batches", json={"conversationIds": ids}).json()
     wait_until(lambda: operator.api("GET", started["statusUrl"]).json()["finished_at"], timeout=60)
+    calls = operator.admin.stats()["requests_by_route"]  # the batch's Genesys calls (readiness makes its own)
     operator.open("/ui/readiness")
     operator.text_in("#ready-summary", "Checked")
     checks = rows(operator, "#checks")
@@ -142,3 +143,6 @@ def test_readiness_and_fleet(operator: Operator) -> None:
     assert len(bars) == 60
     assert operator.driver.find_elements(By.CSS_SELECTOR, ".bucket .rate-chart line.limit")
     assert "not paused" in el(operator, ".bucket .pause").text
+    [bucket] = operator.api("GET", "/v1/fleet").json()["buckets"]
+    counted = sum(minute["requests"] for minute in bucket["used"])  # every call of the batch took a counted slot
+    assert counted >= sum(n for route, n in calls.items() if not route.startswith("POST /oauth")) > 0
