@@ -27,6 +27,7 @@ from genesys_closer.shared.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
     QUEUE_INTERACTIVE,
+    READINESS_TASK_NAME,
     SWEEP_TASK_NAME,
     TASK_NAME,
     org_kwargs,
@@ -93,7 +94,7 @@ def build_service(settings: WorkerSettings, redis_client: redis.Redis | None = N
     limiter: RateLimiter
     if redis_client is not None:
         limiter = RedisRateLimiter(redis_client, client_digest(client_id), settings.genesys_rate_limit_per_minute,
-                                   settings.genesys_rate_limit_headroom, keys=keys)
+                                   settings.genesys_rate_limit_headroom, keys=keys, record_usage=True)
     else:
         limiter = InMemoryRateLimiter(settings.genesys_rate_limit_per_minute, settings.genesys_rate_limit_headroom)
     transport = Transport(
@@ -192,7 +193,7 @@ def message_limits(task_name: str) -> Bounds:
         settings = get_worker_settings()
         return replace(CLOSE_BOUNDS if task_name == TASK_NAME else SWEEP_BOUNDS,
                        max_eta_seconds=float(settings.max_countdown_seconds), max_retries=settings.task_max_retries)
-    if task_name in (CHECKS_TASK_NAME, FEED_TASK_NAME):
+    if task_name in (CHECKS_TASK_NAME, FEED_TASK_NAME, READINESS_TASK_NAME):
         return Bounds(max_args=0, max_kwargs=1, max_kwarg_name=8)  # ``org`` only (checked by the task)
     return Bounds(max_args=0, max_kwargs=0)
 

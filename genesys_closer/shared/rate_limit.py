@@ -156,26 +156,35 @@ class RedisRateLimiter:
     """Fleet-wide limiter: every worker process that uses the same Redis and OAuth client shares one bucket."""
 
     def __init__(self, client: redis.Redis, bucket: str, limit_per_minute: float, headroom: float = 0.97,
-                 *, keys: RedisKeys = KEYS) -> None:
+                 *, keys: RedisKeys = KEYS, record_usage: bool = False) -> None:
+        """``record_usage``: count the requests granted per minute (the console's chart of the last hour; one
+        HINCRBY inside the same script call) and list the bucket in ``keys.rate_limit_buckets``."""
         self.redis = client
         self.headroom = headroom
         self.interval_us = round(emission_interval_seconds(limit_per_minute, headroom) * MICROS)
         self.keys = [keys.rate_limit(bucket, "tat"), keys.rate_limit(bucket, "pause"),
                      keys.rate_limit(bucket, "imposed-interval")]
         self.line_key = keys.rate_limit(bucket, "line")
+        self._usage_keys: list[str] = []
+        self._usage_args: list[float | str] = []
+        if record_usage:
+            self._usage_keys = [keys.rate_limit(bucket, "used"), keys.rate_limit_buckets]
+            self._usage_args = [limit_per_minute, bucket]
         self.pauses_key = keys.rate_limit(bucket, "pauses")
-        self._reserve = register_lua(client, "gcra_reserve.lua")
-        self._reserve_in_line = register_lua(client, "gcra_reserve_in_line.lua")
+        self._reserve = register_lua(client, "rate_usage.lua", "gcra_reserve.lua")
+        self._reserve_in_line = register_lua(client, "rate_usage.lua", "gcra_reserve_in_line.lua")
         self._pause = register_lua(client, "pause.lua")
 
     def reserve(self, max_wait_seconds: float) -> Grant:
-        granted, wait_us = self._reserve(keys=self.keys, args=[self.interval_us, round(max_wait_seconds * MICROS)])
+        granted, wait_us = self._reserve(keys=[*self.keys, *self._usage_keys],
+                                         args=[self.interval_us, round(max_wait_seconds * MICROS), *self._usage_args])
         return Grant(bool(int(granted)), int(wait_us) / MICROS)
 
     def reserve_in_line(self, ticket: str, max_wait_seconds: float) -> Grant:
         granted, wait_us = self._reserve_in_line(
-            keys=[*self.keys, self.line_key],
-            args=[self.interval_us, round(max_wait_seconds * MICROS), ticket, round(TICKET_STALE_SECONDS * MICROS)])
+            keys=[*self.keys, self.line_key, *self._usage_keys],
+            args=[self.interval_us, round(max_wait_seconds * MICROS), ticket, round(TICKET_STALE_SECONDS * MICROS),
+                  *self._usage_args])
         return Grant(bool(int(granted)), int(wait_us) / MICROS)
 
     def pause(self, seconds: float) -> bool:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.shared.rate_limit import InMemoryRateLimiter, RateLimitHeaders, RedisRateLimiter
-from genesys_closer.shared.redis_connection import connect
+from genesys_closer.shared.redis_connection import connect, text
 from tests.waiting import wait_until
 
 Limiter = InMemoryRateLimiter | RedisRateLimiter
@@ -183,6 +184,38 @@ def test_server_headers_near_the_limit_pause_until_the_reset(backend: Backend) -
     assert limiter.pause_count() == 1
 
 
+def test_usage_is_counted_per_minute_for_the_console(redis_url: str) -> None:
+    """A limiter that records usage counts each granted request in its minute (the console's chart) and lists its
+    bucket; one that does not (the intake's) writes nothing of the kind."""
+    client = connect(redis_url)
+    bucket = f"usage-{uuid.uuid4().hex[:8]}"
+    recording = RedisRateLimiter(client, bucket, 60_000, record_usage=True)
+    quiet = RedisRateLimiter(client, f"{bucket}-quiet", 60_000)
+    grants = [recording.reserve(5.0) for _ in range(25)]
+    assert all(g.granted for g in grants)
+    for _ in range(5):
+        assert quiet.reserve(5.0).granted
+    used = {text(k): text(v) for k, v in client.hgetall(KEYS.rate_limit(bucket, "used")).items()}
+    minutes = {k: int(v) for k, v in used.items() if k.isdigit()}
+    assert sum(minutes.values()) == 25 and len(minutes) <= 2  # a minute boundary may fall among them
+    assert float(used["limit"]) == 60_000 and abs(int(used["admitted"]) - 60_000 * 0.97) < 10  # whole-us interval
+    assert 0 < client.ttl(KEYS.rate_limit(bucket, "used")) <= 7200
+    buckets = {text(b) for b in client.smembers(KEYS.rate_limit_buckets)}
+    assert bucket in buckets and f"{bucket}-quiet" not in buckets
+    assert not client.exists(KEYS.rate_limit(f"{bucket}-quiet", "used"))
+
+
+def test_usage_keeps_only_the_last_hour(redis_url: str) -> None:
+    """The first grant of a minute drops minutes older than an hour: the hash stays small however long it runs."""
+    client = connect(redis_url)
+    bucket = f"usage-{uuid.uuid4().hex[:8]}"
+    key = KEYS.rate_limit(bucket, "used")
+    now_minute = int(client.time()[0]) // 60
+    client.hset(key, mapping={str(now_minute - 61): 5, str(now_minute - 59): 7})
+    assert RedisRateLimiter(client, bucket, 60_000, record_usage=True).reserve(5.0).granted
+    fields = {text(k) for k in client.hkeys(key)}
+    assert str(now_minute - 61) not in fields and str(now_minute - 59) in fields
+
 # -- the line: work that hands itself back instead of sleeping on a slot (issue 20, fair sharing) ---------------------
 def test_tickets_line_up_one_interval_apart_and_keep_their_turn(backend: Backend) -> None:
     """Bulk work finds no slot near: nothing is reserved, each ticket gets a turn one interval after the last, a ticket
@@ -233,3 +266,16 @@ def test_a_paused_limiter_lines_everyone_up_after_the_pause(backend: Backend) ->
     first, second = limiter.reserve_in_line("a", 10.0), limiter.reserve_in_line("b", 10.0)
     assert not first.granted and not second.granted  # even a long acceptable wait reserves nothing in a pause
     assert 4.0 < first.wait_seconds <= 5.0 and second.wait_seconds == pytest.approx(first.wait_seconds + 1.0, abs=0.5)
+
+
+def test_usage_counts_the_slots_granted_in_line_too(redis_url: str) -> None:
+    """Bulk work takes its slots through the line (``reserve_in_line``): those count as well, and a ticket put in
+    line (no slot) does not."""
+    client = connect(redis_url)
+    bucket = f"usage-{uuid.uuid4().hex[:8]}"
+    limiter = RedisRateLimiter(client, bucket, 60, record_usage=True)  # one slot a second
+    first = limiter.reserve_in_line("ticket-1", 0.5)
+    second = limiter.reserve_in_line("ticket-2", 0.5)  # the next slot is a second away: lined up, not granted
+    assert first.granted and not second.granted
+    used = {text(k): text(v) for k, v in client.hgetall(KEYS.rate_limit(bucket, "used")).items()}
+    assert sum(int(v) for k, v in used.items() if k.isdigit()) == 1

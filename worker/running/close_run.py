@@ -66,12 +66,15 @@ HAND_BACK_LEAD_SECONDS = 0.25  # a handed-back task comes back this long before 
 
 
 class RetryLater(Exception):
-    """Not a failure: run this task again after ``countdown`` seconds."""
+    """Run this task again after ``countdown`` seconds. ``failed``: this run met a retryable failure, and the copy
+    counts one retry more (TASK_MAX_RETRIES, the record's ``attempts``); otherwise it only waits (another close of
+    ours holds the conversation, or a bulk close waits for its turn at the rate limit) and keeps this run's count."""
 
-    def __init__(self, countdown: float, reason: str) -> None:
+    def __init__(self, countdown: float, reason: str, *, failed: bool = False) -> None:
         super().__init__(countdown, reason)
         self.countdown = countdown
         self.reason = reason
+        self.failed = failed
 
 
 class Waiting(Exception):
@@ -369,7 +372,7 @@ class CloseRunner:
         log.info("deferring close by %.1f s: %s", countdown, exc,
                  extra={"conversation_id": conversation_id, "batch_id": context.batch_id,
                         "correlation_id": exc.correlation_id})
-        raise RetryLater(countdown, str(exc)) from None
+        raise RetryLater(countdown, str(exc), failed=True) from None
 
     def _feed(self, batch_id: str, ended: str) -> None:
         """An item of a fed batch ended: it leaves the in-flight set and the batch's next item is fed. A failure here

@@ -3,6 +3,7 @@
 -- KEYS[4] the line: a sorted set of tickets (member: the work's id, score: its turn in microseconds)
 -- ARGV[1] emission interval (us), ARGV[2] longest wait (us) accepted, ARGV[3] ticket, ARGV[4] a ticket whose turn
 -- passed this long ago (us) is forgotten (its work was lost or ended without a call)
+-- Optional: KEYS[5], KEYS[6], ARGV[5], ARGV[6]: the usage record of a granted slot (rate_usage.lua, prepended)
 -- Returns {1, wait}: a slot is reserved (send after the wait) and the ticket leaves the line. {0, wait}: nothing is
 -- reserved; come back after the wait, the ticket's turn. A ticket that comes back before its turn is near keeps it
 -- (a countdown is capped); any other (new, or back at its turn without a slot near: non-line work took slots in
@@ -29,6 +30,7 @@ if pause_ms <= 0 and free - now <= horizon then
   local next_tat = free + interval
   redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
   redis.call('ZREM', KEYS[4], ARGV[3])
+  record_usage(KEYS[5], KEYS[6], free, interval, ARGV[5], ARGV[6])
   return {1, free - now}
 end
 local mine = redis.call('ZSCORE', KEYS[4], ARGV[3])
