@@ -88,6 +88,10 @@ class RedisKeys:
         """A batch upload's ``Idempotency-Key``, scoped to the credential that sent it (both as digests)."""
         return f"{self.root}:idempotency:{credential_digest}:{key_digest}"
 
+    def console_session(self, session_digest: str) -> str:
+        """A console login (``producer.console.sessions``), by a digest of its cookie; deleted by logout."""
+        return f"{self.prefix}:console-session:{session_digest}"
+
     # -- one close ---------------------------------------------------------------------------------------------
     def inflight(self, conversation_id: str) -> str:
         return f"{self.prefix}:inflight:{conversation_id}"
@@ -158,8 +162,14 @@ class RedisKeys:
 
     def rate_limit(self, bucket: str, part: str) -> str:
         """``part``: ``tat`` (next slot), ``pause`` (fleet pause flag), ``imposed-interval``, ``pauses`` (count),
-        ``timeouts`` (requests in a row that got no answer) and ``probe`` (the one request out meanwhile)."""
+        ``used`` (requests granted per minute over the last hour, a hash: the console's chart), ``timeouts``
+        (requests in a row that got no answer) and ``probe`` (the one request out meanwhile)."""
         return f"{self.prefix}:ratelimit:{bucket}:{part}"
+
+    @property
+    def rate_limit_buckets(self) -> str:
+        """The workers' rate-limit buckets (a set), so that the console finds their pause, breaker and usage."""
+        return f"{self.prefix}:ratelimit-buckets"
 
     def breaker(self, bucket: str, part: str) -> str:
         """``part``: ``failures`` (consecutive count) or ``open`` (the open reason)."""

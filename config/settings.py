@@ -141,6 +141,8 @@ class IntakeSettings(ProducerSettings):
     intake_body_timeout_seconds: float = Field(60.0, gt=0, le=3600)  # to receive a request's whole body
     intake_keepalive_seconds: float = Field(5.0, gt=0, le=300)  # an idle keep-alive connection is closed after it
     intake_max_connections: int = Field(1000, ge=1, le=100_000)  # per process; beyond: 503 (uvicorn)
+    console_session_seconds: int = Field(8 * 3600, ge=60, le=7 * 24 * 3600)  # a console login lasts this long
+    console_live_seconds: float = Field(2.0, ge=0.5, le=60)  # how often the console's live views are refreshed
 
     @model_validator(mode="after")
     def _some_auth(self) -> IntakeSettings:
@@ -233,6 +235,8 @@ class WorkerSettings(ProducerSettings):
     # after a disagreement the fleet confirms every item live for this long, and until a sample is clean again.
     analytics_verify_share: float = Field(0.02, ge=0, le=1)
     analytics_distrust_seconds: float = Field(600.0, ge=0, le=86_400)
+    # Flower: the pump sends one task event per close it confirms, so the task that waited shows the outcome
+    batched_outcome_events: bool = True
 
     # Retries and the circuit breaker
     retry_max_attempts: int = Field(4, ge=1, le=20)

@@ -6,9 +6,11 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from genesys_closer.emulator.model import KINDS
+from genesys_closer.emulator.org_seeds import OrgSeed, SeedError, load_orgs_file, parse_org_flag
 from genesys_closer.emulator.server import EmulatorServer
 from genesys_closer.emulator.state import STUCK_ENDED_MODES, EmulatorConfig, Faults
 
@@ -22,6 +24,13 @@ def parse_mix(text: str) -> dict[str, int]:
             raise argparse.ArgumentTypeError(f"bad mix entry {part!r}; use KIND=COUNT with KIND in {', '.join(KINDS)}")
         mix[kind] = int(count)
     return mix
+
+
+def org_flag(text: str) -> OrgSeed:
+    try:
+        return parse_org_flag(text)
+    except SeedError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="analytics (details query, multi-get) shows reality this late")
     answers.add_argument("--analytics-max-ids", type=int, default=100,
                          help="ids per GET /api/v2/analytics/conversations/details (the real maximum is undocumented)")
+    orgs = parser.add_argument_group("several orgs", "more orgs beside the default one (the flags above): each with "
+                                     "its own clients, conversations and limit per token; a token sees only its org")
+    orgs.add_argument("--org", action="append", default=[], type=org_flag, metavar="NAME:ID:SECRET[:PER_MINUTE]",
+                      help="one more org and its OAuth client (repeatable)")
+    orgs.add_argument("--orgs-file", type=Path, default=None,
+                      help="a TOML seed file of more orgs, [orgs.NAME] tables (see emulator/org_seeds.py)")
     variants = parser.add_argument_group("analytics variants", "how far analytics' word strays from the live "
                                           "conversation (docs/emulator.md)")
     variants.add_argument("--analytics-no-message-type", action="store_true",
@@ -84,31 +99,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    seeds: list[OrgSeed] = list(args.org)
+    if args.orgs_file is not None:
+        try:
+            seeds += load_orgs_file(args.orgs_file)
+        except SeedError as exc:
+            parser.error(str(exc))
     faults = Faults(latency_ms=args.latency_ms, spike_rate=args.spike_rate, spike_ms=args.spike_ms,
                     error_rate=args.error_rate, drop_rate=args.drop_rate, burst_429=args.burst_429,
                     burst_429_retry_after=None if args.no_retry_after else 5)
     if args.unavailable_seconds > 0:
         faults.update({"unavailable_seconds": args.unavailable_seconds}, time.time())
-    config = EmulatorConfig(
-        rate_limit_per_minute=args.rate_limit_per_minute, consistency_delay_ms=args.consistency_delay_ms,
-        client_id=args.client_id, client_secret=args.client_secret, token_ttl_seconds=args.token_ttl_seconds,
-        seed=args.seed, denied_permissions=tuple(args.deny_permission), faults=faults,
-        restricted_status=args.restricted_status, participant_type_on=args.participant_type_on,
-        reclose_status=args.reclose_status, acw_after_patch=args.acw_after_patch,
-        wrapup_codes=tuple(args.wrapup_code), flow_purpose=args.flow_purpose, paging_cap=args.paging_cap,
-        token_rate_limit_per_minute=args.token_rate_limit_per_minute, analytics_lag_ms=args.analytics_lag_ms,
-        analytics_max_ids=args.analytics_max_ids, analytics_message_type=not args.analytics_no_message_type,
-        analytics_conversation_end=not args.analytics_no_conversation_end,
-        analytics_stuck_ended=args.analytics_stuck_ended)
+    try:
+        config = EmulatorConfig(
+            rate_limit_per_minute=args.rate_limit_per_minute, consistency_delay_ms=args.consistency_delay_ms,
+            client_id=args.client_id, client_secret=args.client_secret, token_ttl_seconds=args.token_ttl_seconds,
+            seed=args.seed, denied_permissions=tuple(args.deny_permission), faults=faults,
+            restricted_status=args.restricted_status, participant_type_on=args.participant_type_on,
+            reclose_status=args.reclose_status, acw_after_patch=args.acw_after_patch,
+            wrapup_codes=tuple(args.wrapup_code), flow_purpose=args.flow_purpose, paging_cap=args.paging_cap,
+            token_rate_limit_per_minute=args.token_rate_limit_per_minute, analytics_lag_ms=args.analytics_lag_ms,
+            analytics_max_ids=args.analytics_max_ids, analytics_message_type=not args.analytics_no_message_type,
+            analytics_conversation_end=not args.analytics_no_conversation_end,
+            analytics_stuck_ended=args.analytics_stuck_ended, orgs=tuple(seed.spec for seed in seeds))
+    except ValueError as exc:  # e.g. an org name or client id given twice
+        parser.error(str(exc))
     server = EmulatorServer(args.host, args.port, config)
     with server.state.lock:
         server.state.create_conversations(args.conversations, "webmessaging", age_seconds=args.age_minutes * 60)
         for kind, count in args.mix.items():
             server.state.create_conversations(count, kind, age_seconds=args.age_minutes * 60)
+        for seed in seeds:
+            for kind, count in seed.conversations.items():
+                server.state.create_conversations(count, kind, age_seconds=seed.age_minutes * 60,
+                                                  org=seed.spec.name)
     print(server.base_url, flush=True)
     print(f"emulator: {len(server.state.conversations)} conversations, client {args.client_id}, "
           f"{args.rate_limit_per_minute} requests/min per token", file=sys.stderr, flush=True)
+    for seed in seeds:
+        org = server.state.orgs[seed.spec.name]
+        print(f"emulator: org {org.name}: {len(org.conversations)} conversations, client {seed.spec.client_id}, "
+              f"{server.state.rate_limit_of(org)} requests/min per token", file=sys.stderr, flush=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

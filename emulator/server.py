@@ -1,7 +1,9 @@
-"""The emulator's HTTP server: one process plays both ``login.<env>`` and ``api.<env>``.
+"""The emulator's HTTP server: one process plays both ``login.<env>`` and ``api.<env>``, for every org it holds.
 
 Genesys API and OAuth requests go through faults, authentication, the per-token rate window and permission
-checks, in that order, and are counted in the statistics; the admin API under ``/__emulator__/`` is not.
+checks, in that order, and are counted in the statistics; the admin API under ``/__emulator__/`` is not. A token
+sees only its own org: another org's conversation id is answered 404 ``not.found``, as a real org answers for an
+id it does not hold, and analytics reads and queries see only the token's org.
 """
 
 from __future__ import annotations
@@ -29,7 +31,16 @@ from genesys_closer.emulator.model import (
     render_conversation,
     render_message_conversation,
 )
-from genesys_closer.emulator.state import EmulatorConfig, EmulatorState, Faults, Token
+from genesys_closer.emulator.state import (
+    ALL_PERMISSIONS,
+    DEFAULT_ORG,
+    EmulatorConfig,
+    EmulatorState,
+    Faults,
+    Org,
+    OrgSpec,
+    Token,
+)
 
 MAX_BODY_BYTES = 512_000  # request.bytes.max
 ROUTES: list[tuple[str, tuple[str, ...], str]] = []  # (method, segments, template)
@@ -179,7 +190,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             if faults.spike_rate > 0 and state.rng.random() < faults.spike_rate:
                 delay_ms += faults.spike_ms
             if dropped:
-                state.record(method, template, 0, conversation_id, None)
+                state.record(method, template, 0, conversation_id, None, self._claimed_org(template, raw))
         if dropped:
             self.close_connection = True
             return
@@ -187,22 +198,31 @@ class RequestHandler(BaseHTTPRequestHandler):
             time.sleep(delay_ms / 1000)
         client_id: str | None = None
         with state.lock:
+            org = self._claimed_org(template, raw)
             if template == "/oauth/token":
                 status, body, headers = self._oauth(raw, now)
                 state.token_requests += 1
             else:
                 status, body, headers, client_id = self._authorized(method, template, params, raw, query)
-            state.record(method, template, status, conversation_id, client_id)
+            state.record(method, template, status, conversation_id, client_id, org)
         correlation = body.get("contextId") if isinstance(body, dict) and "contextId" in body else None
         headers.setdefault("ININ-Correlation-Id", correlation or str(uuid.uuid4()))
         self._send(status, body, headers)
 
-    def _oauth(self, raw: bytes, now: float) -> Reply:
+    def _claimed_org(self, template: str, raw: bytes) -> str | None:
+        """The org a request comes from, for the request log: its token's org, or for a token request the org of the
+        client it names. None when it names no known token or client. Reads only (under the state's lock)."""
         state = self.server.state
+        if template == "/oauth/token":
+            client = state.clients.get(self._basic_client(raw)[0] or "")
+            return None if client is None else client.org
+        authorization = self.headers.get("Authorization", "")
+        token = state.tokens.get(authorization[7:].strip()) if authorization.startswith("Bearer ") else None
+        return None if token is None else token.org
+
+    def _basic_client(self, raw: bytes) -> tuple[str | None, str | None]:
+        """The client id and secret of a token request: the Basic header, else the form."""
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
-        if form.get("grant_type") != "client_credentials":
-            return 400, {"error": "unsupported_grant_type", "description": "grant type not supported",
-                         "error_description": "grant type not supported"}, {}
         client_id, secret = form.get("client_id"), form.get("client_secret")
         authorization = self.headers.get("Authorization", "")
         if authorization.startswith("Basic "):
@@ -210,6 +230,15 @@ class RequestHandler(BaseHTTPRequestHandler):
                 client_id, _, secret = base64.b64decode(authorization[6:]).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 client_id = secret = None
+        return client_id, secret
+
+    def _oauth(self, raw: bytes, now: float) -> Reply:
+        state = self.server.state
+        form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type", "description": "grant type not supported",
+                         "error_description": "grant type not supported"}, {}
+        client_id, secret = self._basic_client(raw)
         client = state.clients.get(client_id or "")
         if client is None:
             return 400, {"error": "invalid_client", "description": "client not found",
@@ -240,13 +269,15 @@ class RequestHandler(BaseHTTPRequestHandler):
             return 401, error_body(401, "credentials.expired", "The provided credentials have expired."), {}, None
         if token is None:
             return 401, error_body(401, "bad.credentials", "Invalid login credentials."), {}, None
+        org = state.org(token.org)
+        limit = state.rate_limit_of(org)
         allowed, count, reset = state.rate_check(token, now)
         headers = {
-            "inin-ratelimit-allowed": str(state.config.rate_limit_per_minute),
+            "inin-ratelimit-allowed": str(limit),
             "inin-ratelimit-count": str(count),
             "inin-ratelimit-reset": str(reset),
         }
-        faults = state.faults
+        faults = org.faults  # the default org's are the emulator's own (``state.faults``)
         storm = faults.storm_429_until > now
         if not allowed or storm or faults.burst_429 > 0:
             retry_after: int | None = reset
@@ -262,8 +293,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                                   {"seconds": str(retry_after)})
             else:
                 body = error_body(429, "too.many.requests",
-                                  f"Rate limit exceeded the maximum [{state.config.rate_limit_per_minute}] "
-                                  "requests within [60] seconds")
+                                  f"Rate limit exceeded the maximum [{limit}] requests within [60] seconds")
             return 429, body, headers, token.client_id
         if faults.error_rate > 0 and state.rng.random() < faults.error_rate:
             status = state.rng.choice([500, 502, 503, 504])
@@ -282,12 +312,13 @@ class RequestHandler(BaseHTTPRequestHandler):
                 f"permissions assigned: [{names}]",
                 {"permissions": f"[{names}]"},
             ), headers, token.client_id
-        status, body, extra = self._route(method, template, params, raw, now, query)
+        status, body, extra = self._route(method, template, params, raw, now, query, org)
         headers.update(extra)
         return status, body, headers, token.client_id
 
     def _route(self, method: str, template: str, params: dict[str, str], raw: bytes, now: float,
-               query: dict[str, list[str]]) -> Reply:
+               query: dict[str, list[str]], org: Org) -> Reply:
+        """Answer an authorized request within ``org``, the token's: nothing of another org is seen."""
         state = self.server.state
         if template == "<unmatched>":
             return not_found()
@@ -302,14 +333,14 @@ class RequestHandler(BaseHTTPRequestHandler):
                                                state.config.analytics_stuck_ended)
         if template == "/api/v2/analytics/conversations/details":
             ids = [cid for value in query.get("id", []) for cid in value.split(",") if cid]
-            granted = {cid: c for cid, c in state.conversations.items() if c.division_id != RESTRICTED_DIVISION_ID}
+            granted = {cid: c for cid, c in org.conversations.items() if c.division_id != RESTRICTED_DIVISION_ID}
             try:
                 return 200, analytics.multi_get(granted, ids, now, max_ids=state.config.analytics_max_ids,
                                                 lag_seconds=lag, variants=variants), {}
             except analytics.QueryError as exc:
                 return 400, error_body(400, "bad.request", str(exc)), {}
         if template == "/api/v2/analytics/conversations/details/query":
-            visible_to_client = [c for c in state.conversations.values() if c.division_id != RESTRICTED_DIVISION_ID]
+            visible_to_client = [c for c in org.conversations.values() if c.division_id != RESTRICTED_DIVISION_ID]
             try:
                 body = analytics.run_query(
                     visible_to_client, payload if isinstance(payload, dict) else {}, now,
@@ -318,8 +349,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             except (analytics.QueryError, TypeError, ValueError) as exc:
                 return 400, error_body(400, "bad.request", str(exc)), {}
             return 200, body, {}
-        conversation = state.conversations.get(params["conversationId"])
-        if conversation is None:
+        conversation = org.conversations.get(params["conversationId"])
+        if conversation is None:  # also another org's id: a real org does not hold it
             return not_found()
         if conversation.division_id == RESTRICTED_DIVISION_ID:
             if state.config.restricted_status == 404:
@@ -334,7 +365,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if method == "GET":
             return 200, render_conversation(conversation, visible), {}
         if template.endswith("/disconnect"):
-            state.patches_by_conversation[conversation.id] += 1
+            org.patches[conversation.id] += 1
             state.teardown(conversation, now)
             return 202, None, {}
         if template.endswith("{participantId}"):
@@ -343,7 +374,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             return 400, error_body(400, "invalid.value",
                                    "Invalid value for state. On update, 'disconnected' is the only valid value.",
                                    {"fieldName": "state"}), {}
-        state.patches_by_conversation[conversation.id] += 1
+        org.patches[conversation.id] += 1
         if conversation.patched_at is None:
             conversation.patched_at = now
         if all(p.state in CLOSED_STATES for p in conversation.participants):
@@ -409,7 +440,10 @@ class RequestHandler(BaseHTTPRequestHandler):
             return 400, {"error": str(exc)}, {}
 
     def _admin_locked(self, method: str, action: str, query: dict[str, list[str]], payload: Any) -> Reply:
+        """The admin API. Calls about conversations, clients, tokens and faults act in the org named by ``org``
+        (the body's, or the query's for a GET), ``default`` when none is named; an unknown org is a 400."""
         state = self.server.state
+        named = query.get("org", [None])[0] if method == "GET" else payload.get("org")
         if (method, action) == ("GET", "health"):
             return 200, {"ok": True}, {}
         if (method, action) == ("GET", "stats"):
@@ -418,48 +452,65 @@ class RequestHandler(BaseHTTPRequestHandler):
             since = int(query.get("since", ["0"])[0])
             rows = state.request_log[since:]
             return 200, {"next": since + len(rows), "requests": [
-                {"t": t, "method": m, "route": r, "status": s, "conversation_id": c, "client_id": k}
-                for t, m, r, s, c, k in rows]}, {}
+                {"t": t, "method": m, "route": r, "status": s, "conversation_id": c, "client_id": k, "org": o}
+                for t, m, r, s, c, k, o in rows]}, {}
         if (method, action) == ("POST", "reset"):
             state.reset_stats()
             for token in state.tokens.values():
                 token.window_start, token.window_count = 0.0, 0
             if payload.get("conversations"):
-                state.conversations.clear()
+                for org in state.orgs.values():
+                    org.conversations.clear()
             if payload.get("faults"):
                 state.set_faults(asdict(Faults()))
+                for org in state.orgs.values():
+                    if org.name != DEFAULT_ORG:
+                        org.faults, org.rate_limit_per_minute = Faults(), org.configured_rate_limit
             return 200, {"ok": True}, {}
+        if (method, action) == ("GET", "orgs"):
+            return 200, {"orgs": {name: state.org_stats(org, state.clock()) for name, org in state.orgs.items()}}, {}
+        if (method, action) == ("POST", "orgs"):
+            spec = OrgSpec(str(payload["name"]), str(payload["client_id"]), str(payload["client_secret"]),
+                           None if payload.get("rate_limit_per_minute") is None
+                           else int(payload["rate_limit_per_minute"]), tuple(payload.get("deny") or ()))
+            state.add_org(spec)
+            return 201, {"org": spec.name, "client_id": spec.client_id}, {}
         if (method, action) == ("GET", "faults"):
-            return 200, state.faults_view(), {}
+            return 200, state.faults_view(named), {}
         if (method, action) == ("POST", "faults"):
             return 200, state.set_faults(payload), {}
         if (method, action) == ("POST", "tokens/revoke"):
-            return 200, {"revoked": state.revoke_tokens(payload.get("client_id"))}, {}
+            return 200, {"revoked": state.revoke_tokens(payload.get("client_id"), named)}, {}
         if (method, action) == ("POST", "clients"):
-            permissions = set(payload.get("permissions") or state.clients[state.config.client_id].permissions)
+            org = state.org(named)
+            first = state.clients[state.config.client_id].permissions if org.name == DEFAULT_ORG else ALL_PERMISSIONS
+            permissions = set(payload.get("permissions") or first)
             permissions -= set(payload.get("deny") or [])
-            state.add_client(payload["client_id"], payload["client_secret"], permissions)
-            return 201, {"client_id": payload["client_id"], "permissions": sorted(permissions)}, {}
+            state.add_client(payload["client_id"], payload["client_secret"], permissions, org=org.name)
+            return 201, {"client_id": payload["client_id"], "org": org.name,
+                         "permissions": sorted(permissions)}, {}
         if (method, action) == ("POST", "conversations"):
             ids = state.create_conversations(
                 int(payload.get("count", 1)), payload.get("kind", "webmessaging"),
                 age_seconds=float(payload.get("age_minutes", 10)) * 60,
                 idle_seconds=None if payload.get("idle_minutes") is None else float(payload["idle_minutes"]) * 60,
-                queue_id=payload.get("queue_id"))
+                queue_id=payload.get("queue_id"), org=named, ids=payload.get("ids"))
             return 201, {"ids": ids}, {}
         if (method, action) == ("GET", "conversations"):
+            org = state.org(named)
             wanted_kind = query.get("kind", [None])[0]
             wanted_open = query.get("open", [None])[0]
-            described = [state.describe(c) for c in state.conversations.values()
+            described = [state.describe(c, org) for c in org.conversations.values()
                          if wanted_kind in (None, c.kind)]
             if wanted_open is not None:
                 described = [d for d in described if d["open"] == (wanted_open == "true")]
             return 200, {"conversations": described, "kinds": list(KINDS)}, {}
         if method == "GET" and action.startswith("conversations/"):
-            conversation = state.conversations.get(action.split("/", 1)[1])
+            org = state.org(named)
+            conversation = org.conversations.get(action.split("/", 1)[1])
             if conversation is None:
                 return 404, {"error": "no such conversation"}, {}
-            return 200, state.describe(conversation), {}
+            return 200, state.describe(conversation, org), {}
         return 404, {"error": f"no admin route {method} /__emulator__/{action}"}, {}
 
 

@@ -220,6 +220,11 @@ class BeatProcess:
         _stop(self.process, group=True)
 
 
+# Flower's task list: each close's state, its result (the outcome record, or the batched read it waits for) and its
+# kwargs (batch id, options); docker-compose.yml and deploy/kubernetes/flower.yaml pass the same list.
+FLOWER_TASK_COLUMNS = "name,state,result,args,kwargs,received,worker"
+
+
 @dataclass
 class FlowerProcess:
     """Flower on loopback with basic auth."""
@@ -239,7 +244,7 @@ class FlowerProcess:
         env = {**self.env, "FLOWER_BASIC_AUTH": f"{self.user}:{self.password}"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "flower", "--address=127.0.0.1",
-             f"--port={self.port}", "--persistent=False"],
+             f"--port={self.port}", "--persistent=False", f"--tasks_columns={FLOWER_TASK_COLUMNS}"],
             env=env, cwd=self.logdir, start_new_session=True, stdout=_log(self.logdir / "flower.log"),
             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -252,6 +257,41 @@ class FlowerProcess:
                     raise RuntimeError("flower exited; see flower.log") from None
                 time.sleep(0.2)
         raise TimeoutError("flower did not start")
+
+    def stop(self) -> None:
+        _stop(self.process, group=True)
+
+
+@dataclass
+class IntakeProcess:
+    """``genesys-closer serve`` (the HTTP intake and its console at ``/ui``) on loopback with a fresh bearer token."""
+
+    env: dict[str, str]
+    logdir: Path
+    port: int = field(default_factory=free_port)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> IntakeProcess:
+        cli = str(Path(sys.executable).with_name("genesys-closer"))
+        self.process = subprocess.Popen(
+            [cli, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env={**self.env, "INTAKE_TOKENS": self.token}, cwd=self.logdir, start_new_session=True,
+            stdout=_log(self.logdir / "intake.log"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError("the intake exited; see intake.log") from None
+                time.sleep(0.2)
+        raise TimeoutError("the intake did not start")
 
     def stop(self) -> None:
         _stop(self.process, group=True)

@@ -1,4 +1,12 @@
-"""The emulator's state: OAuth clients and tokens, conversations, per-token rate windows, faults and statistics.
+"""The emulator's state: orgs, their OAuth clients and tokens, conversations, per-token rate windows, faults and
+statistics.
+
+Several Genesys orgs live in one emulator, as several orgs answer on one region's hosts. Each ``Org`` has its own
+OAuth clients, conversations, rate limit per token and the faults an org can suffer on its own (429 bursts and
+storms, 5xx); a token is valid only in the org of the client it was issued to. The org ``default`` is the
+single-org emulator of before: its client comes from ``EmulatorConfig.client_id``, its limit is
+``EmulatorConfig.rate_limit_per_minute``, its faults are ``EmulatorState.faults``, and what is done without naming
+an org is done in it. Faults of the connection (drops, unavailability, latency) belong to the whole emulator.
 
 All mutation happens under one lock; the HTTP layer (``server.py``) only parses and renders.
 """
@@ -8,9 +16,11 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 import secrets
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +43,11 @@ CONFIG_FAULTS = (  # EmulatorConfig fields that POST /__emulator__/faults may ch
 )
 REQUEST_LOG_LIMIT = 2_000_000
 STUCK_ENDED_MODES = ("off", "always", "after_patch")
+DEFAULT_ORG = "default"
+ORG_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# Faults one org suffers on its own (POST /__emulator__/faults with "org"); the rest belong to the whole emulator.
+ORG_FAULTS = frozenset({"burst_429", "burst_429_retry_after", "storm_429_seconds", "error_rate",
+                        "rate_limit_per_minute"})
 
 
 @dataclass
@@ -67,6 +82,25 @@ class Faults:
                 raise ValueError(f"unknown fault setting {key!r}")
 
 
+@dataclass(frozen=True)
+class OrgSpec:
+    """One more org: its name, its OAuth client, its limit per token (None: the default org's)."""
+
+    name: str
+    client_id: str
+    client_secret: str
+    rate_limit_per_minute: int | None = None
+    denied_permissions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not ORG_NAME.match(self.name):
+            raise ValueError(f"org name {self.name!r} must match {ORG_NAME.pattern}")
+        if not self.client_id or not self.client_secret:
+            raise ValueError(f"org {self.name}: client_id and client_secret are required")
+        if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
+            raise ValueError(f"org {self.name}: rate_limit_per_minute must be at least 1")
+
+
 @dataclass
 class EmulatorConfig:
     rate_limit_per_minute: int = 300
@@ -94,6 +128,7 @@ class EmulatorConfig:
     analytics_message_type: bool = True     # sessions carry messageType (optional in the SDK's AnalyticsSession)
     analytics_conversation_end: bool = True  # ended rows carry conversationEnd (else only every segment has ended)
     analytics_stuck_ended: str = "off"      # stuck conversations shown ended while live is open: off|always|after_patch
+    orgs: tuple[OrgSpec, ...] = ()          # more orgs beside ``default`` (whose client is client_id above)
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[object, tuple[object, ...]]] = {
@@ -106,6 +141,12 @@ class EmulatorConfig:
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        names = [DEFAULT_ORG, *(spec.name for spec in self.orgs)]
+        clients = [self.client_id, *(spec.client_id for spec in self.orgs)]
+        for label, values in (("org name", names), ("client id", clients)):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"{label} {repeated[0]!r} is given twice (a client belongs to one org)")
 
 
 @dataclass
@@ -113,6 +154,7 @@ class OAuthClient:
     client_id: str
     secret: str
     permissions: frozenset[str]
+    org: str = DEFAULT_ORG
 
 
 @dataclass
@@ -121,6 +163,21 @@ class Token:
     expires_at: float
     window_start: float = 0.0
     window_count: int = 0
+    org: str = DEFAULT_ORG
+
+
+@dataclass
+class Org:
+    """One Genesys org: its conversations (ids unique within the org only), its limit per token (None: the
+    configuration's, for ``default``), the faults it suffers on its own and its PATCH counts."""
+
+    name: str
+    conversations: dict[str, Conversation] = field(default_factory=dict)
+    faults: Faults = field(default_factory=Faults)
+    rate_limit_per_minute: int | None = None
+    configured_rate_limit: int | None = None  # as declared (a fault reset goes back to it)
+    patches: Counter[str] = field(default_factory=Counter)
+    requests_total: int = 0
 
 
 class EmulatorState:
@@ -135,14 +192,41 @@ class EmulatorState:
         self.rng = random.Random(self.config.seed)
         self.clients: dict[str, OAuthClient] = {}
         self.tokens: dict[str, Token] = {}
-        self.conversations: dict[str, Conversation] = {}
+        self.orgs: dict[str, Org] = {DEFAULT_ORG: Org(DEFAULT_ORG, faults=self.faults)}
+        self.conversations: dict[str, Conversation] = self.orgs[DEFAULT_ORG].conversations  # the default org's
         self.token_windows: dict[str, tuple[float, int]] = {}
         self.add_client(
             self.config.client_id,
             self.config.client_secret,
             ALL_PERMISSIONS - set(self.config.denied_permissions),
         )
+        for spec in self.config.orgs:
+            self.add_org(spec)
         self.reset_stats()
+
+    # -- orgs --------------------------------------------------------------------------------------------------
+    def add_org(self, spec: OrgSpec) -> Org:
+        """A new org with its OAuth client; refused when the name or the client id is taken."""
+        if spec.name in self.orgs:
+            raise ValueError(f"org {spec.name!r} exists already")
+        if spec.client_id in self.clients:
+            raise ValueError(f"client {spec.client_id!r} belongs to org {self.clients[spec.client_id].org!r}")
+        org = self.orgs[spec.name] = Org(spec.name, rate_limit_per_minute=spec.rate_limit_per_minute,
+                                         configured_rate_limit=spec.rate_limit_per_minute)
+        self.add_client(spec.client_id, spec.client_secret, ALL_PERMISSIONS - set(spec.denied_permissions),
+                        org=spec.name)
+        return org
+
+    def org(self, name: str | None) -> Org:
+        """The org called ``name`` (None: ``default``); ValueError for an unknown one."""
+        org = self.orgs.get(name or DEFAULT_ORG)
+        if org is None:
+            raise ValueError(f"unknown org {name!r}; orgs: {', '.join(self.orgs)}")
+        return org
+
+    def rate_limit_of(self, org: Org) -> int:
+        """Requests per minute per token in ``org``."""
+        return org.rate_limit_per_minute or self.config.rate_limit_per_minute
 
     # -- statistics ---------------------------------------------------------------------------------------------
     def reset_stats(self) -> None:
@@ -151,25 +235,32 @@ class EmulatorState:
         self.connections_dropped = 0
         self.responses_by_status: Counter[str] = Counter()
         self.requests_by_route: Counter[str] = Counter()
-        self.patches_by_conversation: Counter[str] = Counter()
-        self.request_log: list[tuple[float, str, str, int, str | None, str | None]] = []
+        for org in self.orgs.values():
+            org.patches.clear()
+            org.requests_total = 0
+        self.patches_by_conversation: Counter[str] = self.orgs[DEFAULT_ORG].patches  # the default org's
+        self.request_log: list[tuple[float, str, str, int, str | None, str | None, str | None]] = []
 
     def record(self, method: str, route: str, status: int, conversation_id: str | None,
-               client_id: str | None) -> None:
-        """Count one Genesys API or OAuth request (admin calls are never recorded)."""
+               client_id: str | None, org: str | None = None) -> None:
+        """Count one Genesys API or OAuth request (admin calls are never recorded). ``org``: the org of the token
+        (or of the client asking for one); None when the request named no known client or token."""
         self.requests_total += 1
         self.requests_by_route[f"{method} {route}"] += 1
+        if org in self.orgs:
+            self.orgs[org].requests_total += 1
         if status == 0:
             self.connections_dropped += 1
         else:
             self.responses_by_status[str(status)] += 1
         if len(self.request_log) < REQUEST_LOG_LIMIT:
-            self.request_log.append((self.clock(), method, route, status, conversation_id, client_id))
+            self.request_log.append((self.clock(), method, route, status, conversation_id, client_id, org))
 
-    def stats(self) -> dict[str, Any]:
-        now = self.clock()
+    def org_stats(self, org: Org, now: float) -> dict[str, Any]:
+        """One org's counts: requests, web messaging conversations open and closed (as a client reads them),
+        PATCHes, active tokens, its limit."""
         open_count = closed_count = 0
-        for conversation in self.conversations.values():
+        for conversation in org.conversations.values():
             if conversation.message_type != WEB_MESSAGING:
                 continue
             visible = conversation.visible_participants(now)
@@ -177,25 +268,48 @@ class EmulatorState:
                 closed_count += 1
             else:
                 open_count += 1
-        duplicate_patches = sum(n - 1 for n in self.patches_by_conversation.values() if n > 1)
+        return {
+            "requests_total": org.requests_total,
+            "conversations_open": open_count,
+            "conversations_closed": closed_count,
+            "conversations_total": len(org.conversations),
+            "conversation_patches": sum(org.patches.values()),
+            "duplicate_conversation_patches": sum(n - 1 for n in org.patches.values() if n > 1),
+            "tokens_active": sum(1 for t in self.tokens.values() if t.expires_at > now and t.org == org.name),
+            "rate_limit_per_minute": self.rate_limit_of(org),
+            "clients": sorted(c.client_id for c in self.clients.values() if c.org == org.name),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Totals over every org (for a single-org emulator: its own), and each org's counts under ``orgs``."""
+        now = self.clock()
+        per_org = {name: self.org_stats(org, now) for name, org in self.orgs.items()}
+        total = {key: sum(view[key] for view in per_org.values()) for key in (
+            "conversations_open", "conversations_closed", "conversations_total", "conversation_patches",
+            "duplicate_conversation_patches", "tokens_active")}
         return {
             "requests_total": self.requests_total,
             "responses_by_status": dict(self.responses_by_status),
             "requests_by_route": dict(self.requests_by_route),
             "token_requests": self.token_requests,
             "connections_dropped": self.connections_dropped,
-            "conversations_open": open_count,
-            "conversations_closed": closed_count,
-            "conversations_total": len(self.conversations),
-            "conversation_patches": sum(self.patches_by_conversation.values()),
-            "duplicate_conversation_patches": duplicate_patches,
-            "tokens_active": sum(1 for t in self.tokens.values() if t.expires_at > now),
+            **total,
             "rate_limit_per_minute": self.config.rate_limit_per_minute,
             "consistency_delay_ms": self.config.consistency_delay_ms,
             "faults": self.faults_view(),
+            "orgs": per_org,
         }
 
-    def faults_view(self) -> dict[str, Any]:
+    def faults_view(self, org_name: str | None = None) -> dict[str, Any]:
+        """The faults and configurable answers; with ``org_name`` (not ``default``), what that org suffers on its
+        own."""
+        if org_name not in (None, DEFAULT_ORG):
+            org = self.org(org_name)
+            own = asdict(org.faults)
+            return {"org": org.name, "burst_429": own["burst_429"],
+                    "burst_429_retry_after": own["burst_429_retry_after"], "error_rate": own["error_rate"],
+                    "storm_429_seconds": max(0.0, own["storm_429_until"] - self.clock()),
+                    "rate_limit_per_minute": self.rate_limit_of(org)}
         view = asdict(self.faults)
         view["unavailable_seconds"] = max(0.0, view.pop("unavailable_until") - self.clock())
         view["storm_429_seconds"] = max(0.0, view.pop("storm_429_until") - self.clock())
@@ -203,7 +317,23 @@ class EmulatorState:
         return view
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Fault injection and the configurable answers (``CONFIG_FAULTS``), each coerced to its field's type."""
+        """Fault injection and the configurable answers (``CONFIG_FAULTS``), each coerced to its field's type. With
+        ``org`` in ``changes`` (not ``default``): only that org's own faults (``ORG_FAULTS``) change."""
+        changes = dict(changes)
+        org_name = changes.pop("org", None)
+        if org_name not in (None, DEFAULT_ORG):
+            org = self.org(org_name)
+            foreign = sorted(set(changes) - ORG_FAULTS)
+            if foreign:
+                raise ValueError(f"{foreign[0]!r} applies to the whole emulator, not to one org; one org's faults: "
+                                 f"{', '.join(sorted(ORG_FAULTS))}")
+            if "rate_limit_per_minute" in changes:
+                limit = int(changes.pop("rate_limit_per_minute"))
+                if limit < 1:
+                    raise ValueError("rate_limit_per_minute must be at least 1")
+                org.rate_limit_per_minute = limit
+            org.faults.update(changes, self.clock())
+            return self.faults_view(org.name)
         self.faults.update(changes, self.clock())
         options = {name: type(getattr(self.config, name))(changes[name]) for name in CONFIG_FAULTS if name in changes}
         if options:
@@ -211,17 +341,26 @@ class EmulatorState:
         return self.faults_view()
 
     # -- OAuth -------------------------------------------------------------------------------------------------
-    def add_client(self, client_id: str, secret: str, permissions: frozenset[str] | set[str]) -> None:
-        self.clients[client_id] = OAuthClient(client_id, secret, frozenset(permissions))
+    def add_client(self, client_id: str, secret: str, permissions: frozenset[str] | set[str],
+                   org: str = DEFAULT_ORG) -> None:
+        """An OAuth client of ``org`` (a client id re-added keeps no tokens of another org: it is one org's)."""
+        self.org(org)
+        existing = self.clients.get(client_id)
+        if existing is not None and existing.org != org:
+            raise ValueError(f"client {client_id!r} belongs to org {existing.org!r}")
+        self.clients[client_id] = OAuthClient(client_id, secret, frozenset(permissions), org)
 
     def issue_token(self, client_id: str) -> tuple[str, int]:
         token = secrets.token_urlsafe(32)
         ttl = self.config.token_ttl_seconds
-        self.tokens[token] = Token(client_id=client_id, expires_at=self.clock() + ttl)
+        self.tokens[token] = Token(client_id=client_id, expires_at=self.clock() + ttl,
+                                   org=self.clients[client_id].org)
         return token, ttl
 
-    def revoke_tokens(self, client_id: str | None = None) -> int:
-        doomed = [t for t, info in self.tokens.items() if client_id in (None, info.client_id)]
+    def revoke_tokens(self, client_id: str | None = None, org: str | None = None) -> int:
+        """Revoke the tokens of ``client_id`` (every client's when None), only in ``org`` when given."""
+        doomed = [t for t, info in self.tokens.items()
+                  if client_id in (None, info.client_id) and org in (None, info.org)]
         for token in doomed:
             del self.tokens[token]
         return len(doomed)
@@ -233,33 +372,45 @@ class EmulatorState:
             token.window_count = 0
         token.window_count += 1
         reset = max(1, math.ceil(token.window_start + RATE_WINDOW_SECONDS - now))
-        return token.window_count <= self.config.rate_limit_per_minute, token.window_count, reset
+        return token.window_count <= self.rate_limit_of(self.org(token.org)), token.window_count, reset
 
     # -- conversations -----------------------------------------------------------------------------------------
     def create_conversations(self, count: int, kind: str, *, age_seconds: float = 600.0,
-                             idle_seconds: float | None = None, queue_id: str | None = None) -> list[str]:
+                             idle_seconds: float | None = None, queue_id: str | None = None,
+                             org: str | None = None, ids: list[str] | None = None) -> list[str]:
+        """``count`` new conversations of ``kind`` in ``org`` (None: ``default``). ``ids``: the ids to give them
+        (as many as ``count``; an id another org holds may be given again: ids are unique within one org)."""
         now = self.clock()
-        ids = []
+        held = self.org(org).conversations
+        if ids is not None:
+            ids = [str(uuid.UUID(str(cid))) for cid in ids]
+            if len(ids) != count or len(set(ids)) != count or held.keys() & set(ids):
+                raise ValueError("ids: one new id per conversation, none this org holds already")
+        created: list[str] = []
         for _ in range(count):
             conversation = build_conversation(kind, now, self.rng, age_seconds=age_seconds,
                                               idle_seconds=idle_seconds, queue_id=queue_id,
                                               flow_purpose=self.config.flow_purpose)
+            if ids is not None:
+                conversation.id = ids[len(created)]
             # Analytics has known it since it started (a conversation created "now" is unknown for the lag).
             conversation.remember(conversation.start_time)
-            self.conversations[conversation.id] = conversation
-            ids.append(conversation.id)
-        return ids
+            held[conversation.id] = conversation
+            created.append(conversation.id)
+        return created
 
-    def describe(self, conversation: Conversation) -> dict[str, Any]:
+    def describe(self, conversation: Conversation, org: Org | None = None) -> dict[str, Any]:
         now = self.clock()
         visible = conversation.visible_participants(now)
+        org = org or self.orgs[DEFAULT_ORG]
         return {
             "id": conversation.id,
+            "org": org.name,
             "kind": conversation.kind,
             "message_type": conversation.message_type,
             "open": not all(p.state in CLOSED_STATES for p in visible),
             "open_internally": not all(p.state in CLOSED_STATES for p in conversation.participants),
-            "patches": self.patches_by_conversation.get(conversation.id, 0),
+            "patches": org.patches.get(conversation.id, 0),
             "participants": [
                 {"id": p.id, "purpose": p.purpose, "state": p.state, "wrapup": copy.deepcopy(p.wrapup),
                  "disconnectType": p.disconnect_type}

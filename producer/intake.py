@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import redis
 from fastapi import Depends, FastAPI, Query, Request
@@ -47,10 +47,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from genesys_closer.config.orgs import DEFAULT_ORG, is_org_name
 from genesys_closer.config.settings import IntakeSettings, load_intake_settings
 from genesys_closer.producer.api import BatchNotFound, CloseClient, validate_options
+from genesys_closer.producer.console.api import OperatorReads, add_operator_routes
+from genesys_closer.producer.console.auth import ConsoleAuth, LoginLimiter, console_caller
+from genesys_closer.producer.console.pages import SecurityHeaders, add_console
+from genesys_closer.producer.console.sessions import SessionStore
 from genesys_closer.producer.export import csv_lines, jsonl_lines
 from genesys_closer.producer.idempotency import Claim, IdempotencyKeys, fingerprint, is_valid_key
 from genesys_closer.producer.inputs import ID_COLUMNS, InputError, read_ids
-from genesys_closer.producer.intake_http import BodyGuard, RequestIdAndMetrics, error_response
+from genesys_closer.producer.intake_http import BodyGuard, IntakeError, RequestIdAndMetrics, error_response
 from genesys_closer.shared.batches import BatchWriter, StagedBatch
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
 from genesys_closer.shared.logging_setup import configure_logging
@@ -66,19 +70,6 @@ RESULT_LINES_PER_CHUNK = 500  # streamed results: lines read per thread hop
 READY_CACHE_SECONDS = 2.0  # /readyz asks the workers at most this often
 ENV_FILE_VARIABLE = "GENESYS_CLOSER_SERVE_ENV_FILE"  # how `serve --env-file` reaches the processes of --workers N
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # where the processes of --workers N share their metrics
-
-
-class IntakeError(Exception):
-    """An answer other than success, in the intake's one error shape."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, code, message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.headers = headers or {}
 
 
 ORG_FIELD = Field(None, max_length=40, description="The Genesys org (as the workers' configuration names it); "
@@ -141,11 +132,9 @@ class Caller:
 
 
 async def authenticated_caller(request: Request) -> Caller:
-    """The route dependency: who is asking (401 otherwise), within its credential's rate limit."""
-    guard: Guard = request.app.state.guard
-    who = guard.identify(request)
-    await guard.admit(who.credential)
-    return who
+    """The route dependency: who is asking (401 otherwise), within its credential's rate limit: an
+    ``Authorization`` header, or else a console session (CSRF-checked on changes; ``producer.console.auth``)."""
+    return cast(Caller, await console_caller(request))  # the guard's, or made from a session (make_caller)
 
 
 Who = Annotated[Caller, Depends(authenticated_caller)]
@@ -180,7 +169,10 @@ class Guard:
     def identify(self, request: Request) -> Caller:
         """The credential used and its orgs, or IntakeError 401 (no hint which part was wrong). Every token is
         compared (in constant time), so the time taken does not tell which one matched."""
-        header = request.headers.get("authorization", "")
+        return self.identify_header(request.headers.get("authorization", ""))
+
+    def identify_header(self, header: str) -> Caller:
+        """``identify`` for an ``Authorization`` value (the console's login form makes one)."""
         scheme, _, value = header.partition(" ")
         candidate = value.strip().encode()
         if scheme.lower() == "bearer":
@@ -373,6 +365,10 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
     _error_handlers(app)
 
     app.state.guard = guard
+    sessions = SessionStore(closes.redis, settings.console_session_seconds)
+    console_auth = ConsoleAuth(guard, sessions, LoginLimiter(closes.redis, settings.intake_rate_limit_per_minute),
+                               Caller)
+    app.state.console_auth = console_auth
     authenticated = [Depends(authenticated_caller)]
     orgs = OrgClients(closes)
     _health_routes(app, closes)
@@ -380,6 +376,9 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
     _batch_routes(app, orgs, settings,
                   BackgroundEnqueue(closes.batches_writer, settings.intake_max_enqueuing_batches, enqueuing))
     _batch_read_routes(app, orgs)
+    reads = OperatorReads(orgs, settings)
+    add_operator_routes(app, reads, sessions)
+    add_console(app, reads, console_auth)  # the operator console, /ui (producer.console.pages)
 
     @app.get("/metrics", include_in_schema=False, dependencies=authenticated)
     def metrics() -> Response:
@@ -392,6 +391,7 @@ def create_app(settings: IntakeSettings, client: CloseClient | None = None) -> F
 
     app.add_middleware(BodyGuard, limit=settings.intake_max_body_bytes,
                        timeout_seconds=settings.intake_body_timeout_seconds)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIdAndMetrics, counter=requests_total)  # outermost: it sees every answer
     return app
 
@@ -536,7 +536,10 @@ def _batch_routes(app: FastAPI, orgs: OrgClients, settings: IntakeSettings, enqu
                   "application/json": {"schema": BatchRequest.model_json_schema()},
                   "text/plain": {"schema": {"type": "string", "description": "one conversation id per line"}},
                   "text/csv": {"schema": {"type": "string", "description": "a conversationId column"}}}},
-                  "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                  "parameters": [{"name": "label", "in": "query", "required": False,
+                                  "schema": {"type": "string", "maxLength": 200},
+                                  "description": "the batch's label, for a text/plain or text/csv body"},
+                                 {"name": "Idempotency-Key", "in": "header", "required": False,
                                   "schema": {"type": "string", "maxLength": 200},
                                   "description": "a retry with the same key (and body) returns the same batch"}]})
     async def post_batch(request: Request, who: Who, org: str | None = ORG_QUERY) -> JSONResponse:
@@ -546,15 +549,20 @@ def _batch_routes(app: FastAPI, orgs: OrgClients, settings: IntakeSettings, enqu
         if key is not None and not is_valid_key(key):
             raise IntakeError(422, "invalid_idempotency_key", "Idempotency-Key: 1 to 200 printable ASCII characters")
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        query_label = request.query_params.get("label")  # the label of a text/plain or text/csv upload
+        if query_label is not None and len(query_label) > 200:
+            raise IntakeError(422, "invalid_request", "label: at most 200 characters")
         raw = await request.body()
         ids, label, body_org = await run_in_threadpool(parse_upload, raw, content_type, settings.intake_max_batch_ids)
+        label = label or query_label
         if org is not None and body_org is not None and org != body_org:
             raise IntakeError(422, "invalid_request", "the query's org and the body's org differ")
         chosen = who.org(body_org if body_org is not None else org, "no such org")
         credential = f"{who.credential}:{chosen}"  # an Idempotency-Key is the credential's, per org
         body_fingerprint, token = "", ""
         if key is not None:
-            body_fingerprint = await run_in_threadpool(fingerprint, content_type, raw)
+            body_fingerprint = await run_in_threadpool(fingerprint, content_type if query_label is None
+                                                       else f"{content_type};label={query_label}", raw)
             claim, token = await run_in_threadpool(keys.claim, credential, key, body_fingerprint)
             if not claim.won:
                 return _replay(claim)
@@ -595,12 +603,18 @@ def _batch_read_routes(app: FastAPI, orgs: OrgClients) -> None:
 
     @app.get("/v1/batches/{batch_id}/results",
              responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}})
-    def get_results(batch_id: str, request: Request, who: Who, org: str | None = ORG_QUERY) -> StreamingResponse:
+    def get_results(batch_id: str, request: Request, who: Who, org: str | None = ORG_QUERY,
+                    format: str | None = Query(None, pattern="^(csv|jsonl)$",
+                                               description="csv or jsonl, as a download (instead of Accept)")
+                    ) -> StreamingResponse:
         batch = batch_of(batch_id, org, who)
-        wants_csv = "text/csv" in request.headers.get("accept", "")
+        wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
         items: Iterator[CloseResult] = batch.results()
         lines = csv_lines(items) if wants_csv else jsonl_lines(items)
-        return StreamingResponse(in_chunks(lines), media_type="text/csv" if wants_csv else "application/x-ndjson")
+        headers = {} if format is None else {
+            "Content-Disposition": f'attachment; filename="batch-{batch_id}.{"csv" if wants_csv else "jsonl"}"'}
+        return StreamingResponse(in_chunks(lines), media_type="text/csv" if wants_csv else "application/x-ndjson",
+                                 headers=headers)
 
     @app.post("/v1/batches/{batch_id}/cancel")
     def cancel_batch(batch_id: str, who: Who, org: str | None = ORG_QUERY) -> dict[str, Any]:

@@ -28,6 +28,19 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from genesys_closer.config.settings import IntakeSettings
 
 
+class IntakeError(Exception):
+    """An answer other than success, in the intake's one error shape."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, code, message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
 def error_response(request_id: str, status: int, code: str, message: str, details: Any = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     """The intake's one error shape: ``{"error": {"code", "message", "requestId", "details"?}}``."""

@@ -19,7 +19,14 @@ from rich.table import Table
 
 from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.admin import EmulatorAdmin
-from genesys_closer.emulator.stack import EmulatorProcess, FlowerProcess, RedisServer, closer_env, start_workers
+from genesys_closer.emulator.stack import (
+    EmulatorProcess,
+    FlowerProcess,
+    IntakeProcess,
+    RedisServer,
+    closer_env,
+    start_workers,
+)
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.producer.cli import EXIT_DETACHED, State, follow
 
@@ -51,10 +58,13 @@ def seed_for_exploring(admin: EmulatorAdmin) -> None:
         admin.create(count, kind, age_minutes=age)
 
 
-def print_next_steps(console: Console, redis_url: str, emulator_url: str, batch_id: str) -> None:
+def print_next_steps(console: Console, redis_url: str, emulator_url: str, batch_id: str, intake: IntakeProcess
+                     ) -> None:
     """How to reach the running stack, and what to try against it."""
     cli = ".venv/bin/genesys-closer"
     lines = [
+        f"# The operator console: {intake.url}/ui  (log in with the token {intake.token})",
+        "#   Sweep (min age 60) previews the conversations just seeded, with reasons; 'close these N' runs them.",
         "# In another terminal, from this directory: the stack is yours to try.",
         f"export REDIS_URL='{redis_url}'",
         "# check needs the worker's Genesys settings (here: the emulator and its demo client)",
@@ -91,6 +101,9 @@ def main() -> int:
             stack.callback(worker.stop)
         flower = FlowerProcess(env, workdir / "logs").start()
         stack.callback(flower.stop)
+        intake = IntakeProcess(env, workdir / "logs").start()  # the HTTP intake and the operator console (/ui)
+        stack.callback(intake.stop)
+        console.print(f"Console {intake.url}/ui (log in with the token {intake.token}): watch the batch there too")
 
         admin = emulator.admin
         ids = [c["id"] for c in admin.conversations(open="true")]
@@ -119,10 +132,11 @@ def main() -> int:
         table.add_row("elapsed (enqueue to last outcome)", f"{elapsed:.1f} s")
         table.add_row("achieved request rate", f"{achieved:.0f}/min = {achieved / limit:.1%} of the {limit}/min limit")
         table.add_row("Flower", f"{flower.url}  (user {flower.user}, password {flower.password})")
+        table.add_row("Console", f"{intake.url}/ui  (log in with the token {intake.token})")
         console.print(table)
         if args.keep:
             seed_for_exploring(admin)
-            print_next_steps(console, redis_server.url, emulator.base_url, batch.id)
+            print_next_steps(console, redis_server.url, emulator.base_url, batch.id, intake)
             console.print("Stack running; Ctrl-C stops it.")
             try:
                 while True:

@@ -241,17 +241,17 @@ def on_fleet(fleet: Fleet) -> Fleet:
 # The slow tests (chaos, failover, flaps, scale) are waits more than work: started first and spread over the test
 # processes (scripts/test hands tests out one at a time, in this order), the longest ones overlap with each other
 # and with the fast tests instead of running one after another at the end. Longest first, by file; the other slow
-# tests next, then the rest. The Redis flap test (about 3.5 min of outages and recoveries) bounds the suite's time.
-LONGEST_FIRST = ("test_redis_flap.py", "test_sentinel_failover.py", "test_chaos.py", "test_analytics_variants.py",
-                 "test_batches.py", "test_batch_feed.py", "test_install.py")
+# tests next, then the rest. The Redis flap test (about 3 min of outages and recoveries) bounds the suite's time.
+LONGEST_FIRST = ("test_redis_flap.py", "test_sentinel_failover.py", "test_chaos.py", "test_console_walk.py",
+                 "test_batch_feed.py", "test_intake.py", "test_check.py", "test_analytics_variants.py",
+                 "test_batches.py", "test_orgs.py", "test_install.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> tuple[int, int]:
         name = item.path.name
-        slow = item.get_closest_marker("slow") is not None or name == "test_install.py"
-        if not slow:
-            return (1, 0)
-        return (0, LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST))
+        if name in LONGEST_FIRST:
+            return (0, LONGEST_FIRST.index(name))
+        return (0, len(LONGEST_FIRST)) if item.get_closest_marker("slow") is not None else (1, 0)
 
     items.sort(key=rank)  # stable: every other test keeps its order

@@ -23,11 +23,12 @@ from genesys_closer.config.orgs import DEFAULT_ORG, check_org_name
 from genesys_closer.config.redis_keys import client_digest, keys_for, org_keys
 from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings
 from genesys_closer.shared.batches import BatchWriter
-from genesys_closer.shared.feeder import FEED_BUDGET_SECONDS, BatchFeeder
+from genesys_closer.shared.feeder import FEED_BUDGET_SECONDS, BatchFeeder, pace_in_flight
 from genesys_closer.shared.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
     QUEUE_INTERACTIVE,
+    READINESS_TASK_NAME,
     SWEEP_TASK_NAME,
     TASK_NAME,
     org_kwargs,
@@ -46,6 +47,7 @@ from genesys_closer.worker.closing.closer import Closer, ConfirmSettings, RetryS
 from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Transport, TransportHooks
 from genesys_closer.worker.genesys.reachability import RedisReachability
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
+from genesys_closer.worker.ops.task_events import OutcomeEvents
 from genesys_closer.worker.recovery.redrive import Recovery
 from genesys_closer.worker.running.breaker import CircuitBreaker
 from genesys_closer.worker.running.close_run import CloseRunner
@@ -96,7 +98,7 @@ def build_service(settings: WorkerSettings, redis_client: redis.Redis | None = N
     limiter: RateLimiter
     if redis_client is not None:
         limiter = RedisRateLimiter(redis_client, client_digest(client_id), settings.genesys_rate_limit_per_minute,
-                                   settings.genesys_rate_limit_headroom, keys=keys)
+                                   settings.genesys_rate_limit_headroom, keys=keys, record_usage=True)
     else:
         limiter = InMemoryRateLimiter(settings.genesys_rate_limit_per_minute, settings.genesys_rate_limit_headroom)
     transport = Transport(
@@ -155,7 +157,8 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
     breaker = CircuitBreaker(redis_client, client_digest(client_id), settings.circuit_breaker_threshold,
                              settings.circuit_breaker_open_seconds, keys=keys)
     batches = BatchWriter(app, results, clock, lease_seconds=settings.batch_enqueue_lease_seconds,
-                          in_flight=settings.batch_in_flight)
+                          in_flight=settings.batch_in_flight,
+                          pace_in_flight=pace_in_flight(settings.genesys_rate_limit_per_minute))
     queue: CheckQueue | None = None
     if settings.batched_checks:
         def send_pump(countdown: float) -> None:
@@ -173,7 +176,9 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
                                                 OptionLimits.from_settings(settings),
                                                 budget_seconds=min(PUMP_BUDGET_SECONDS,
                                                                    settings.task_soft_time_limit_seconds / 2),
-                                                verifier=verifier)
+                                                verifier=verifier,
+                                                report_ended=OutcomeEvents(app) if settings.batched_outcome_events
+                                                else None)
     return WorkerParts(
         org=org,
         settings=settings,
@@ -195,7 +200,7 @@ def message_limits(task_name: str) -> Bounds:
         settings = get_worker_settings()
         return replace(CLOSE_BOUNDS if task_name == TASK_NAME else SWEEP_BOUNDS,
                        max_eta_seconds=float(settings.max_countdown_seconds), max_retries=settings.task_max_retries)
-    if task_name in (CHECKS_TASK_NAME, FEED_TASK_NAME):
+    if task_name in (CHECKS_TASK_NAME, FEED_TASK_NAME, READINESS_TASK_NAME):
         return Bounds(max_args=0, max_kwargs=1, max_kwarg_name=8)  # ``org`` only (checked by the task)
     return Bounds(max_args=0, max_kwargs=0)
 

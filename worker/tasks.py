@@ -13,15 +13,18 @@ import logging
 import os
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.signals import task_revoked
 
+from genesys_closer.config.orgs import DEFAULT_ORG
+from genesys_closer.config.settings import get_org_settings
 from genesys_closer.shared.logging_setup import org_context
 from genesys_closer.shared.names import (
     CHECKS_TASK_NAME,
     FEED_TASK_NAME,
     PROBE_TASK_NAME,
     QUEUE_INTERACTIVE,
+    READINESS_TASK_NAME,
     REDRIVE_TASK_NAME,
     SWEEP_TASK_NAME,
     TASK_NAME,
@@ -29,7 +32,9 @@ from genesys_closer.shared.names import (
 from genesys_closer.shared.outcomes import Outcome
 from genesys_closer.worker.app import app
 from genesys_closer.worker.factory import UnknownOrg, every_org_parts, record_rejected, worker_parts
-from genesys_closer.worker.running.close_run import RetryLater, TaskContext
+from genesys_closer.worker.ops.readiness import ready, run_checks
+from genesys_closer.worker.ops.task_events import report_waiting, shown
+from genesys_closer.worker.running.close_run import RetryLater, TaskContext, Waiting
 
 log = logging.getLogger("genesys_closer.worker")
 GUARDED: dict[str, Any] = {
@@ -41,7 +46,8 @@ GUARDED: dict[str, Any] = {
 def close_conversation(self: Any, conversation_id: str, batch_id: str | None = None, org: str | None = None,
                        **options: Any) -> dict[str, Any]:
     """Close one Genesys Cloud web messaging conversation of ``org`` (absent: ``default``); returns its outcome
-    record."""
+    record (its outcome first, as Flower shows it). A batch item that goes to wait for a batched read ends in the
+    state WAITING instead (``worker.ops.task_events``): its outcome comes later."""
     try:
         parts = worker_parts(org)
     except UnknownOrg as exc:
@@ -53,15 +59,33 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
                           queue=str(delivery.get("routing_key") or QUEUE_INTERACTIVE))
     with org_context(parts.org):
         try:
-            return parts.close_runner.run(conversation_id, context, options)
+            return shown(parts.close_runner.run(conversation_id, context, options))
         except RetryLater as later:
-            raise self.retry(countdown=later.countdown) from None
+            raise _again(self, later) from None
+        except Waiting as waiting:
+            report_waiting(self, waiting.record)
+            raise Ignore() from None  # acknowledged, and no task-succeeded: its close has not ended
         except SoftTimeLimitExceeded:
             _drop_redis_connections()
             try:  # bounded like any transient failure: it ends with an outcome
-                return parts.close_runner.after_time_limit(conversation_id, context)
+                return shown(parts.close_runner.after_time_limit(conversation_id, context))
             except RetryLater as later:
-                raise self.retry(countdown=later.countdown) from None
+                raise _again(self, later) from None
+
+
+def _again(task: Any, later: RetryLater) -> Retry:
+    """The copy of this close that runs after ``later.countdown``. A retry after a failure counts one more
+    (``Task.retry``); a wait (for its turn at the rate limit, or for another close of ours) sends the same message
+    with this run's retry count, so waiting never uses up TASK_MAX_RETRIES nor shows in the record's attempts."""
+    if later.failed:
+        return task.retry(countdown=later.countdown)
+    request = task.request
+    copy = task.signature_from_request(request, countdown=later.countdown, retries=int(request.retries))
+    try:
+        copy.apply_async()
+    except Exception as exc:  # as Task.retry does: the stalled-work recovery re-sends what the broker lost
+        raise Reject(exc, requeue=False) from None
+    return Retry(later.reason, when=later.countdown, sig=copy)
 
 
 @task_revoked.connect  # type: ignore[untyped-decorator]
@@ -151,6 +175,20 @@ def feed_batches(org: str | None = None) -> dict[str, object]:
     except SoftTimeLimitExceeded:
         _drop_redis_connections()
         return {"batches": {}, "stopped": "soft time limit"}
+
+
+@app.task(name=READINESS_TASK_NAME, acks_late=False, ignore_result=False, **GUARDED)  # type: ignore[untyped-decorator]
+def readiness(org: str | None = None) -> dict[str, Any]:
+    """``genesys-closer check`` of ``org``, run by a worker with that org's settings, for the console's Readiness
+    page (the intake holds no Genesys credentials). Read-only; the rows carry Genesys' text and fixes, never a token
+    or secret."""
+    name = org or DEFAULT_ORG
+    orgs = get_org_settings()
+    if name not in orgs:
+        return {"ready": False, "checks": [], "org": str(name)[:40], "error": "this deployment does not serve that org"}
+    checks = run_checks(orgs[name], name)
+    return {"ready": ready(checks), "org": name,
+            "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks]}
 
 
 def _drop_redis_connections() -> None:

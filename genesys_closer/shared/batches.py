@@ -127,13 +127,15 @@ class BatchWriter:
     ``feeder``, at most ``in_flight`` at a time)."""
 
     def __init__(self, app: Celery, results: ResultStores, clock: Callable[[], float], *,
-                 lease_seconds: float = LEASE_SECONDS, in_flight: int = IN_FLIGHT) -> None:
+                 lease_seconds: float = LEASE_SECONDS, in_flight: int = IN_FLIGHT,
+                 pace_in_flight: int | None = None) -> None:
         self.app = app
         self.results = results
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.org_kwargs = org_kwargs(results.batches.keys.org)  # every task it sends names its org
-        self.feeder = BatchFeeder(results, self.publish, in_flight, kick=self.send_feed_task, clock=clock)
+        self.feeder = BatchFeeder(results, self.publish, in_flight, kick=self.send_feed_task, clock=clock,
+                                  pace=pace_in_flight)
 
     def start(self, conversation_ids: Iterable[object], *, options: dict[str, Any], label: str = "",
               source: str = "", on_invalid: str = ON_INVALID_RECORD, queue: str = QUEUE_BULK,

@@ -15,6 +15,10 @@ Who feeds, and how fast:
   (it has no outcome), so the bound counts those too.
 - The recovery check (beat) and the feed task run ``advance_all``: they forget counted items whose refill was lost
   with a killed worker, refill, and give an ended batch's remainder its outcome.
+- A worker feeds an org's batch no faster than that org's limiter takes it (``pace_in_flight``): at most about
+  ``FEED_LEAD_SECONDS`` of the org's rate in flight, whatever the batch's bound. More would only wait in the
+  limiter's line (handed back to the broker until their turn, ``lanes``), costing a task run every
+  ``TASK_MAX_COUNTDOWN_SECONDS`` each, and sit in the shared broker ahead of other orgs' work.
 
 A cancelled or stopped batch feeds nothing more at once (``feed_take.lua`` feeds only a running batch); its items
 not fed yet are recorded ``cancelled`` or ``not_attempted`` by the feed task, in chunks, counted exactly once like
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -45,6 +50,7 @@ DRAIN_CHUNK = 500  # an ended batch's remainder is recorded this many items per 
 LOCK_SECONDS = 60
 KICK_SECONDS = 5  # at most one feed task is sent per this long
 FEED_BUDGET_SECONDS = 20.0  # a feed task's run stops after this long (and sends the next)
+FEED_LEAD_SECONDS = 20.0  # a worker keeps about this long of an org's rate in flight per batch (``pace_in_flight``)
 ENDED_STATES = {"cancelled": Outcome.CANCELLED, "stopped": Outcome.NOT_ATTEMPTED}
 
 Publish = Callable[[str, list[str], dict[str, Any], str], int]
@@ -54,13 +60,17 @@ class BatchFeeder:
     """Stores batches' feeds and hands their items to the broker within each batch's in-flight bound."""
 
     def __init__(self, results: ResultStores, publish: Publish, bound: int, *,
-                 kick: Callable[[], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 kick: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
+                 pace: int | None = None) -> None:
+        """``bound``: a new batch's in-flight bound (stored in it); ``pace``: at most this many of a batch in flight
+        when this feeder refills (the worker's: ``pace_in_flight`` of its org's rate), None for no pace."""
         self.redis: redis.Redis = results.batches.redis
         self.keys: RedisKeys = results.batches.keys  # the org's keys: each org's batches are fed on their own
         self.retention = results.batches.retention
         self.results = results
         self.publish = publish
         self.bound = bound
+        self.pace = pace
         self._send_kick = kick
         self.clock = clock
         self._take = register_lua(self.redis, "feed_take.lua")
@@ -107,7 +117,7 @@ class BatchFeeder:
         keys = self.keys
         reply = self._take(keys=[keys.batch_feed(batch_id), keys.batch_in_flight(batch_id), keys.batch(batch_id),
                                  keys.batch_items(batch_id)],
-                           args=[repr(self.clock()), ID_WIDTH, self.bound, self.retention, *ended])
+                           args=[repr(self.clock()), ID_WIDTH, self.bound, self.retention, self.pace or 0, *ended])
         state, options, queue, unfed = text(reply[0]), text(reply[1]), text(reply[2]), int(reply[3])
         ids = [text(raw) for raw in reply[4:]]
         if ids:
@@ -192,6 +202,12 @@ class BatchFeeder:
             log.info("batch %s: %d item(s) never fed recorded %s", batch_id, recorded, outcome.value,
                      extra={"batch_id": batch_id})
         return recorded
+
+
+def pace_in_flight(rate_limit_per_minute: float, lead_seconds: float = FEED_LEAD_SECONDS) -> int:
+    """How many of a batch's items a worker keeps in flight for an org at ``rate_limit_per_minute``: what its limiter
+    takes in ``lead_seconds`` (at about one call per batch item), at least 20."""
+    return max(20, math.ceil(rate_limit_per_minute / 60 * lead_seconds))
 
 
 def _reason(state: str, reason: str) -> str:

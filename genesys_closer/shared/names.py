@@ -14,6 +14,7 @@ PROBE_TASK_NAME = "worker.tasks.health_probe"
 REDRIVE_TASK_NAME = "worker.tasks.redrive_stalled_batches"
 CHECKS_TASK_NAME = "worker.tasks.pump_batched_checks"
 FEED_TASK_NAME = "worker.tasks.feed_batches"
+READINESS_TASK_NAME = "worker.tasks.readiness"
 
 QUEUE_INTERACTIVE = "interactive"
 QUEUE_DEFAULT = "celery"

@@ -4,6 +4,11 @@
 bucket per OAuth client, one atomic Lua script, Redis server time); ``InMemoryRateLimiter`` is its twin for unit
 tests. Callers reserve a slot right before each HTTP request and sleep until it. The server is listened to:
 ``inin-ratelimit-*`` headers lower the rate or pause the fleet before the limit, and a 429 starts one shared pause.
+
+Work that must not sleep on a slot (bulk work holding a pool process another org could use) asks with
+``reserve_in_line``: a slot near enough, or a ticket in the limiter's line and the seconds until its turn, when it
+comes back. Tickets are handed out at the limiter's pace, so work handed back returns spread as fast as the limit
+takes it, in the order it lined up, and never more often than needed.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class RateLimitHeaders:
 
 MICROS = 1_000_000
 IMPOSED_INTERVAL_TTL_SECONDS = 600
+TICKET_STALE_SECONDS = 120.0  # a ticket whose turn passed this long ago is forgotten (its work was lost or ended)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,12 @@ class Grant:
 class RateLimiter(Protocol):
     def reserve(self, max_wait_seconds: float) -> Grant:
         """Reserve the next request slot if it comes within ``max_wait_seconds``."""
+
+    def reserve_in_line(self, ticket: str, max_wait_seconds: float) -> Grant:
+        """Reserve the next slot if it comes within ``max_wait_seconds`` (the ticket then leaves the line); otherwise
+        reserve nothing and give ``ticket`` (the work's id) its place in line: ``wait_seconds`` is when to come back.
+        A ticket back before its turn is near keeps it; any other lines up one interval after the last ticket (or
+        at the next free slot, if later): work back at its turn without a slot near goes to the end of the line."""
 
     def pause(self, seconds: float) -> bool:
         """Pause the whole fleet for ``seconds``; True when this started a new pause."""
@@ -86,6 +98,7 @@ class InMemoryRateLimiter:
         self.paused_until = 0.0
         self.imposed_interval = 0.0
         self.pauses = 0
+        self.line: dict[str, float] = {}  # ticket -> its turn
         self._lock = threading.Lock()
 
     def reserve(self, max_wait_seconds: float) -> Grant:
@@ -99,6 +112,25 @@ class InMemoryRateLimiter:
                 return Grant(False, wait)
             self.tat = tat + max(self.interval, self.imposed_interval)
             return Grant(True, wait)
+
+    def reserve_in_line(self, ticket: str, max_wait_seconds: float) -> Grant:
+        """``gcra_reserve_in_line.lua``'s twin."""
+        with self._lock:
+            now = self.clock()
+            interval = max(self.interval, self.imposed_interval)
+            self.line = {k: turn for k, turn in self.line.items() if turn >= now - TICKET_STALE_SECONDS}
+            free = max(self.tat, now, self.paused_until)
+            if now >= self.paused_until and free - now <= max_wait_seconds:
+                self.tat = free + interval
+                self.line.pop(ticket, None)
+                return Grant(True, free - now)
+            mine = self.line.pop(ticket, None)
+            if mine is not None and mine > now + max_wait_seconds:
+                self.line[ticket] = mine
+                return Grant(False, mine - now)
+            turn = max([free, *(t + interval for t in self.line.values())])
+            self.line[ticket] = turn
+            return Grant(False, turn - now)
 
     def pause(self, seconds: float) -> bool:
         with self._lock:
@@ -124,18 +156,35 @@ class RedisRateLimiter:
     """Fleet-wide limiter: every worker process that uses the same Redis and OAuth client shares one bucket."""
 
     def __init__(self, client: redis.Redis, bucket: str, limit_per_minute: float, headroom: float = 0.97,
-                 *, keys: RedisKeys = KEYS) -> None:
+                 *, keys: RedisKeys = KEYS, record_usage: bool = False) -> None:
+        """``record_usage``: count the requests granted per minute (the console's chart of the last hour; one
+        HINCRBY inside the same script call) and list the bucket in ``keys.rate_limit_buckets``."""
         self.redis = client
         self.headroom = headroom
         self.interval_us = round(emission_interval_seconds(limit_per_minute, headroom) * MICROS)
         self.keys = [keys.rate_limit(bucket, "tat"), keys.rate_limit(bucket, "pause"),
                      keys.rate_limit(bucket, "imposed-interval")]
+        self.line_key = keys.rate_limit(bucket, "line")
+        self._usage_keys: list[str] = []
+        self._usage_args: list[float | str] = []
+        if record_usage:
+            self._usage_keys = [keys.rate_limit(bucket, "used"), keys.rate_limit_buckets]
+            self._usage_args = [limit_per_minute, bucket]
         self.pauses_key = keys.rate_limit(bucket, "pauses")
-        self._reserve = register_lua(client, "gcra_reserve.lua")
+        self._reserve = register_lua(client, "rate_usage.lua", "gcra_reserve.lua")
+        self._reserve_in_line = register_lua(client, "rate_usage.lua", "gcra_reserve_in_line.lua")
         self._pause = register_lua(client, "pause.lua")
 
     def reserve(self, max_wait_seconds: float) -> Grant:
-        granted, wait_us = self._reserve(keys=self.keys, args=[self.interval_us, round(max_wait_seconds * MICROS)])
+        granted, wait_us = self._reserve(keys=[*self.keys, *self._usage_keys],
+                                         args=[self.interval_us, round(max_wait_seconds * MICROS), *self._usage_args])
+        return Grant(bool(int(granted)), int(wait_us) / MICROS)
+
+    def reserve_in_line(self, ticket: str, max_wait_seconds: float) -> Grant:
+        granted, wait_us = self._reserve_in_line(
+            keys=[*self.keys, self.line_key, *self._usage_keys],
+            args=[self.interval_us, round(max_wait_seconds * MICROS), ticket, round(TICKET_STALE_SECONDS * MICROS),
+                  *self._usage_args])
         return Grant(bool(int(granted)), int(wait_us) / MICROS)
 
     def pause(self, seconds: float) -> bool:

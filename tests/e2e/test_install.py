@@ -133,6 +133,8 @@ def test_the_clone_has_no_link_and_the_wheel_one_namespace(clone: Path, wheel: P
     tops = {name.split("/", 1)[0] for name in names}
     assert tops == {"genesys_closer", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     assert "genesys_closer/shared/lua/record_outcome.lua" in names
+    assert {"genesys_closer/producer/console/templates/batch.html", "genesys_closer/producer/console/static/app.js",
+            "genesys_closer/producer/console/static/console.css"} <= set(names)  # the console's files
     modules = {f"genesys_closer/{path.relative_to(clone)}" for folder in MAPPED
                for path in (clone / folder).rglob("*.py")}
     assert modules - set(names) == set()  # every module of every mapped folder and subfolder, by its one name

@@ -11,6 +11,7 @@ import urllib.error
 
 import pytest
 import requests
+import urllib3
 
 from genesys_closer.emulator import EmulatorConfig, EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
@@ -399,3 +400,59 @@ def test_the_variants_are_command_line_flags() -> None:
         True, True, "after_patch")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--analytics-stuck-ended", "sideways"])
+
+
+# -- several orgs in one emulator (issue 20): a token sees only its own org; limits are per token, per org ----------
+@pytest.fixture
+def org_clients(emulator: EmulatorServer, admin: EmulatorAdmin) -> tuple[object, object]:
+    """SDK clients of two more orgs: ``eu-prod`` allows 3 requests per minute per token, ``us-prod`` the default."""
+    admin.add_org("eu-prod", "eu-client", "eu-secret", rate_limit_per_minute=3)
+    admin.add_org("us-prod", "us-client", "us-secret")
+    eu = gc.ApiClient(host=emulator.base_url).get_client_credentials_token("eu-client", "eu-secret")
+    us = gc.ApiClient(host=emulator.base_url).get_client_credentials_token("us-client", "us-secret")
+    return eu, us
+
+
+def test_another_orgs_conversation_is_a_404_through_the_sdk(org_clients: tuple[object, object],
+                                                            admin: EmulatorAdmin) -> None:
+    eu, us = org_clients
+    [theirs] = admin.create(1, org="eu-prod")
+    [ours] = admin.create(1, org="us-prod")
+    api = gc.ConversationsApi(us)
+    body = gc.Conversation()
+    body.state = "disconnected"
+    for call in (lambda: api.get_conversations_message(theirs), lambda: api.get_conversation(theirs),
+                 lambda: api.patch_conversations_message(theirs, body)):
+        with pytest.raises(ApiException) as caught:
+            call()
+        assert caught.value.status == 404 and '"code": "not.found"' in caught.value.body  # as for an unknown id
+    assert admin.conversation(theirs, org="eu-prod")["open"]
+    assert gc.ConversationsApi(eu).get_conversations_message(theirs).id == theirs  # its own org reads it
+    rows = api.get_analytics_conversations_details(id=[theirs, ours]).conversations
+    assert [row.conversation_id for row in rows] == [ours]
+    hits = gc.AnalyticsApi(us).post_analytics_conversations_details_query(details_query()).conversations
+    assert [row.conversation_id for row in hits] == [ours]
+
+
+def test_limits_per_org_through_the_sdk(org_clients: tuple[object, object], admin: EmulatorAdmin) -> None:
+    eu, us = org_clients
+    [eu_id] = admin.create(1, org="eu-prod")
+    [us_id] = admin.create(1, org="us-prod")
+    eu_api, us_api = gc.ConversationsApi(eu), gc.ConversationsApi(us)
+    for count in (1, 2, 3):
+        eu_api.get_conversations_message(eu_id)
+        assert eu.last_response.getheader("inin-ratelimit-allowed") == "3"
+        assert eu.last_response.getheader("inin-ratelimit-count") == str(count)
+    # The SDK's urllib3 would wait out Retry-After (the window's reset, up to a minute) and ask again; here it hands
+    # the 429 back at once, so the test sees the answer itself.
+    pool = eu.get_http_client().rest_client.pool_manager
+    pool.connection_pool_kw["retries"] = urllib3.util.Retry(total=0, respect_retry_after_header=False)
+    pool.clear()
+    with pytest.raises(ApiException) as caught:
+        eu_api.get_conversations_message(eu_id)
+    assert caught.value.status == 429 and '"code": "too.many.requests.retry.after"' in caught.value.body
+    assert int(caught.value.headers["Retry-After"]) >= 1
+    assert us_api.get_conversations_message(us_id).id == us_id  # the other org's token is far from its limit
+    assert us.last_response.getheader("inin-ratelimit-allowed") == "300"
+    assert us.last_response.getheader("inin-ratelimit-count") == "1"
+    assert {r["org"] for r in admin.requests() if r["conversation_id"] == eu_id} == {"eu-prod"}

@@ -16,6 +16,7 @@ import redis
 from genesys_closer.config import load_worker_settings
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.shared.batches import BatchWriter
+from genesys_closer.shared.feeder import pace_in_flight
 from genesys_closer.shared.names import FEED_TASK_NAME, QUEUE_BULK, TASK_NAME
 from genesys_closer.shared.options import CloseOptions
 from genesys_closer.shared.outcomes import CloseResult, Outcome
@@ -124,6 +125,29 @@ def test_a_batch_is_fed_within_its_bound_in_input_order(writer: BatchWriter, app
     assert writer.feeder.advance_all() == {batch_id: 0}
     assert redis_client.smembers(KEYS.feeding) == set()  # a finished batch is no longer served
     assert writer.feeder.advance_all() == {}
+
+
+def test_a_worker_feeds_an_org_no_faster_than_its_limiter_takes(app: RecordingApp, results: ResultStores,
+                                                                 clock: Clock) -> None:
+    """The producer feeds a new batch up to its bound; a worker's feeder, paced to its org's rate, refills only
+    while fewer than its pace are in flight (the rest would wait in the limiter's line), and every item is still
+    fed exactly once."""
+    producer = BatchWriter(app, results, clock, in_flight=BOUND)  # type: ignore[arg-type]
+    pace = pace_in_flight(60)  # an org at 60 requests/min: 20 s of it is 20 items
+    worker = BatchWriter(app, results, clock, in_flight=BOUND, pace_in_flight=pace)  # type: ignore[arg-type]
+    assert pace == 20 and pace_in_flight(300) == 100 and pace_in_flight(60_000) == 20_000
+    ids = _ids(120)
+    batch_id = producer.start(ids, options={})
+    assert app.sent == ids[:BOUND]
+    for cid in ids[:BOUND - pace]:
+        _end(worker, batch_id, cid)
+    assert app.sent == ids[:BOUND]  # still more than the pace in flight: nothing fed
+    _end(worker, batch_id, ids[BOUND - pace])
+    assert app.sent == ids[:BOUND + 1]  # one below the pace: one ended, one fed
+    while len(app.sent) < len(ids) or results.batches.status(batch_id).done < len(ids):  # type: ignore[union-attr]
+        for cid in app.sent[-pace:]:
+            _end(worker, batch_id, cid)
+    assert app.sent == ids  # each fed once
 
 
 def test_a_cancel_feeds_nothing_more_and_every_item_ends_once(writer: BatchWriter, app: RecordingApp) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import redis
 
 from genesys_closer.config.redis_keys import KEYS
@@ -137,3 +139,36 @@ def test_bulk_reserves_a_short_horizon_so_interactive_goes_first(redis_url: str)
         thread.join(timeout=10)
     assert interactive.granted and interactive.wait_seconds <= BULK_HORIZON_SECONDS + 0.2
     assert len(granted) == 20  # every bulk caller got its slot (how fast: bench/interactive_lane.py)
+
+
+def test_bulk_work_holds_its_first_slot_or_gets_a_turn(redis_url: str) -> None:
+    """``hold_first_slot`` (bulk work about to make its first call): a slot at most BULK_HORIZON_SECONDS away is
+    reserved once and used by the lane block's next request (no second reservation); when none is that near,
+    nothing is reserved and the answer is the ticket's turn, tickets one interval apart. Nothing sleeps here on a
+    slot further than the horizon."""
+    from genesys_closer.shared.lanes import BULK, BULK_HORIZON_SECONDS, hold_slot, lane
+    from genesys_closer.worker.genesys.client import Transport
+
+    limiter = RedisRateLimiter(connect(redis_url), "held", 600, headroom=1.0)  # one slot every 0.1 s
+    slept: list[float] = []
+    transport = Transport(limiter, max_limiter_wait_seconds=5.0, sleep=slept.append)
+    with lane(BULK):
+        assert transport.hold_first_slot("first") is None
+        transport.wait_for_slot("GET /first")  # uses the held slot
+    turns: list[tuple[float, float | None]] = []  # (asked at, turn)
+    started = time.monotonic()
+    with lane(BULK):
+        for n in range(8):
+            turns.append((time.monotonic(), transport.hold_first_slot(f"t{n}")))
+    spread = time.monotonic() - started
+    held = [t for _, t in turns if t is None]
+    lined = [at + t for at, t in turns if t is not None]  # each ticket's turn on the test's clock
+    assert 1 <= len(held) <= 4 and lined  # the slots within the horizon were held, the rest got turns
+    assert all(t > 0 for _, t in turns if t is not None)
+    assert all(0.1 - spread - 1e-3 <= later - earlier <= 0.1 + spread + 1e-3
+               for earlier, later in itertools.pairwise(lined))
+    assert all(wait <= BULK_HORIZON_SECONDS + 0.05 for wait in slept)
+    next_free = limiter.reserve(10).wait_seconds  # first + held ones reserved; the turns nothing
+    assert next_free <= (1 + len(held)) * 0.1 + 0.05
+    with pytest.raises(RuntimeError, match="inside a lane block"):
+        hold_slot(0.0)

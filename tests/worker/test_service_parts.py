@@ -50,6 +50,12 @@ class ScriptedCloser:
 
     steps: list[tuple[str, Outcome | Exception]] = field(default_factory=list)
     calls: list[CloseOptions] = field(default_factory=list)
+    turns: list[float | None] = field(default_factory=list)  # what hold_first_slot answers (then: a slot)
+    tickets: list[str] = field(default_factory=list)
+
+    def hold_first_slot(self, ticket: str) -> float | None:
+        self.tickets.append(ticket)
+        return self.turns.pop(0) if self.turns else None
 
     def close(self, conversation_id: str, options: CloseOptions,
               on_patched: Callable[[str], None] | None = None) -> CloseResult:
@@ -226,6 +232,51 @@ def test_a_patch_out_elsewhere_makes_the_next_close_wait(redis_client: redis.Red
     assert redis_client.get(KEYS.patch_claim(CID)) is None
     assert run.run(CID, TaskContext("single", 1, None), {})["outcome"] == "already_closed"
     assert redis_client.get(KEYS.patch_claim(CID)) is None
+
+
+BATCH = "b" * 32
+
+
+def test_bulk_close_without_a_slot_near_is_handed_back_until_its_turn(redis_client: redis.Redis,
+                                                                       results: ResultStores, clock: Clock) -> None:
+    """A bulk item whose org's limiter has no slot near makes no call and counts no failure: its task goes back to
+    the broker until its turn (capped by TASK_MAX_COUNTDOWN_SECONDS), its PATCH claim let go; the same task (same
+    ticket) then runs. Single closes never hand back: an app or a person waits for them."""
+    from genesys_closer.shared.names import QUEUE_BULK
+
+    closer = ScriptedCloser([("get", Outcome.CLOSED), ("get", Outcome.ALREADY_CLOSED)], turns=[3.0, 40.0])
+    run = runner(redis_client, results, closer, clock, task_max_countdown_seconds=25)
+    results.batches.create(BATCH)
+    results.batches.add_members(BATCH, [CID])
+    with pytest.raises(RetryLater, match="its turn") as later:
+        run.run(CID, TaskContext("task-1", 0, BATCH, queue=QUEUE_BULK), {})
+    assert 2.75 <= later.value.countdown <= 2.8 and closer.calls == []  # a little before its turn
+    assert redis_client.get(KEYS.patch_claim(CID)) is None  # another close of ours may PATCH meanwhile
+    assert ItemProgress(redis_client).read(ItemRef(BATCH, CID)).api_calls == 0  # nothing counted as a failure
+    with pytest.raises(RetryLater) as later:
+        run.run(CID, TaskContext("task-1", 1, BATCH, queue=QUEUE_BULK), {})
+    assert later.value.countdown == 25  # a far turn: back at the longest countdown, the ticket keeps its place
+    assert run.run(CID, TaskContext("task-1", 2, BATCH, queue=QUEUE_BULK), {})["outcome"] == "closed"
+    assert closer.tickets == ["task-1"] * 3
+    assert run.run(CID, TaskContext("single", 0, None), {})["outcome"] == "already_closed"
+    assert closer.tickets == ["task-1"] * 3  # a single close asks for no ticket
+
+
+def test_a_handed_back_item_whose_patch_may_be_out_keeps_its_claim(redis_client: redis.Redis,
+                                                                    results: ResultStores, clock: Clock) -> None:
+    """An earlier run of the item sent its PATCH (its answer was lost): while the item waits for its turn, no other
+    close of ours may PATCH the conversation, so the claim stays."""
+    from genesys_closer.shared.names import QUEUE_BULK
+
+    closer = ScriptedCloser([("get", Outcome.CLOSED)], turns=[3.0])
+    run = runner(redis_client, results, closer, clock)
+    results.batches.create(BATCH)
+    results.batches.add_members(BATCH, [CID])
+    ItemProgress(redis_client).mark_patched(ItemRef(BATCH, CID))
+    with pytest.raises(RetryLater, match="its turn"):
+        run.run(CID, TaskContext("task-1", 1, BATCH, queue=QUEUE_BULK), {})
+    assert run.guard.claim(CID, None) == BATCH  # held for the batch item: a single close would wait
+    assert run.run(CID, TaskContext("task-1", 2, BATCH, queue=QUEUE_BULK), {})["outcome"] == "closed"
 
 
 # -- recovery --------------------------------------------------------------------------------------------------------

@@ -116,6 +116,11 @@ class Closer:
         self.rng = rng
         self.on_patched = on_patched
 
+    def hold_first_slot(self, ticket: str) -> float | None:
+        """Bulk work about to make its first call: a slot held for it (None), or the seconds until ``ticket``'s turn
+        at the rate limit (see ``Transport.hold_first_slot``)."""
+        return self.client.transport.hold_first_slot(ticket)
+
     # -- retry plumbing ----------------------------------------------------------------------------------------
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

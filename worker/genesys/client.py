@@ -24,7 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from genesys_closer.shared.ids import parse_conversation_id, parse_uuid
-from genesys_closer.shared.lanes import BULK, BULK_HORIZON_SECONDS, current_lane
+from genesys_closer.shared.lanes import BULK, BULK_HORIZON_SECONDS, current_lane, hold_slot, take_held_slot
 from genesys_closer.shared.rate_limit import RateLimiter, RateLimitHeaders
 from genesys_closer.worker.genesys.errors import (
     AuthenticationFailed,
@@ -125,9 +125,29 @@ class Transport:
             session = self._local.session = new_session()
         return session
 
+    def hold_first_slot(self, ticket: str) -> float | None:
+        """For bulk work about to make its first call, inside its lane block: reserve a slot at most
+        ``BULK_HORIZON_SECONDS`` away and hold it for the block's next request (None). When none is that near,
+        reserve nothing and return the seconds until ``ticket``'s turn in the limiter's line: the work hands its
+        task back for that long rather than sleep on a slot while holding a pool process."""
+        grant = self.limiter.reserve_in_line(ticket, BULK_HORIZON_SECONDS)
+        if not grant.granted:
+            return grant.wait_seconds
+        hold_slot(time.monotonic() + grant.wait_seconds)
+        return None
+
     def wait_for_slot(self, label: str) -> None:
-        """Reserve a slot and sleep until it. Bulk work reserves at most ``BULK_HORIZON_SECONDS`` ahead and
-        otherwise sleeps until a slot is that near (see ``lanes``); any wait beyond the inline maximum is raised."""
+        """Reserve a slot and sleep until it (or use the slot ``hold_first_slot`` holds). Bulk work reserves at most
+        ``BULK_HORIZON_SECONDS`` ahead and otherwise sleeps until a slot is that near (see ``lanes``); any wait
+        beyond the inline maximum is raised."""
+        held = take_held_slot()
+        if held is not None:
+            wait = held - time.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+            if self.hooks.on_limiter_wait and wait > 0:
+                self.hooks.on_limiter_wait(wait)
+            return
         started = time.monotonic()
         while True:
             waited = time.monotonic() - started

@@ -20,6 +20,9 @@ TRANSPORT_ERRORS = Counter("genesys_closer_transport_errors_total",
                            ["route", "org"])
 RATE_LIMITED = Counter("genesys_closer_rate_limited_total", "HTTP 429 responses from Genesys Cloud.", ["org"])
 FLEET_PAUSES = Counter("genesys_closer_fleet_pauses_total", "Fleet-wide pauses started after a 429.", ["org"])
+HANDED_BACK = Counter("genesys_closer_handed_back_total",
+                      "Bulk closes handed back to the broker until their turn at the rate limit (no slot near).",
+                      ["org"])
 LIMITER_WAIT = Histogram("genesys_closer_limiter_wait_seconds", "Time spent waiting for a rate-limit slot.",
                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
 CONFIRM_LATENCY = Histogram("genesys_closer_confirm_seconds", "From the disconnect PATCH to a confirming read.",

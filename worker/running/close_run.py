@@ -8,6 +8,7 @@ either record the outcome (exactly once per batch item) or ask the task to retry
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,15 +61,29 @@ log = logging.getLogger("genesys_closer.worker")
 # 403 codes about one conversation, not the OAuth client (Genesys' error catalogue: division permissions)
 ITEM_ONLY_CODES = frozenset({"missing.division.permission", "missing.division.permissions", "not.authorized.division"})
 MAX_ECHO = 100
+HAND_BACK_JITTER_SECONDS = 0.05  # spread over a hand-back's countdown (turns are one limiter interval apart)
+HAND_BACK_LEAD_SECONDS = 0.25  # a handed-back task comes back this long before its turn (< BULK_HORIZON_SECONDS)
 
 
 class RetryLater(Exception):
-    """Not a failure: run this task again after ``countdown`` seconds."""
+    """Run this task again after ``countdown`` seconds. ``failed``: this run met a retryable failure, and the copy
+    counts one retry more (TASK_MAX_RETRIES, the record's ``attempts``); otherwise it only waits (another close of
+    ours holds the conversation, or a bulk close waits for its turn at the rate limit) and keeps this run's count."""
 
-    def __init__(self, countdown: float, reason: str) -> None:
+    def __init__(self, countdown: float, reason: str, *, failed: bool = False) -> None:
         super().__init__(countdown, reason)
         self.countdown = countdown
         self.reason = reason
+        self.failed = failed
+
+
+class Waiting(Exception):
+    """Not a failure, and not a finished close: the item waits in a batched check's set, and its outcome is recorded
+    later (by the pump, or by a close task it sends). ``record`` is what its task reports meanwhile."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(record)
+        self.record = record
 
 
 @dataclass
@@ -103,7 +118,7 @@ class CloseRunner:
         self.progress = ItemProgress(client, keys=self.keys)
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Run one close; returns the outcome record or raises RetryLater."""
+        """Run one close; returns the outcome record, or raises RetryLater or Waiting (a batched check's turn)."""
         started = self.clock()
         try:
             conversation_id = parse_conversation_id(raw_id)
@@ -190,8 +205,9 @@ class CloseRunner:
         batched = self.checks is not None and context.batch_id is not None and options.wrapup_code is None
         decision = next_step(item, TaskStarted(batched, sweep_item=view is not None and view.origin == ORIGIN_SWEEP))
         if isinstance(decision, Join) and self.checks is not None:
-            self.checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds)
-            return self._waiting(ref, decision.stage)
+            self.checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds,
+                             task_id=context.task_id)
+            raise self._waiting(ref, decision.stage)
         if isinstance(decision, Hand) and decision.stage is Stage.PATCH and self.checks is not None:
             return self._patch_for_batched_confirm(item.at(Stage.PATCH), context, self.checks)
 
@@ -206,6 +222,7 @@ class CloseRunner:
                 options = replace(options, skip_initial_get=False)  # a PATCH of ours may have landed: read it first
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                self._slot_or_hand_back(ref, context, claimed=not confirm_only and not progress.patched)
                 if confirm_only:
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched)
                 else:
@@ -249,6 +266,7 @@ class CloseRunner:
 
         try:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
+                self._slot_or_hand_back(ref, context, claimed=not progress.patched)
                 answer = self.closer.disconnect(ref.conversation_id, item.options, on_patched=remember_patch)
         except RetryableError as exc:
             result = self._exhausted_or_retry(ref, exc, context)
@@ -258,12 +276,34 @@ class CloseRunner:
                 if isinstance(decision, Join):
                     checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds,
                                 add_calls=answer.api_calls, patched=decision.patched,
-                                answer_open=decision.answer_open)
-                    return self._waiting(ref, decision.stage)
+                                answer_open=decision.answer_open, task_id=context.task_id)
+                    raise self._waiting(ref, decision.stage)
                 raise TypeError(f"a taken PATCH cannot lead to {decision!r}")
             result = answer
             result.api_calls += progress.api_calls
         return self._concluded(result, item, context)
+
+    def _slot_or_hand_back(self, ref: ItemRef, context: TaskContext, *, claimed: bool) -> None:
+        """Bulk work starts its calls only with a rate-limit slot near, held for its first call. Otherwise its task
+        goes back to the broker until its turn in the org's line (``RateLimiter.reserve_in_line``): no call made, no
+        failure counted. ``claimed``: this run took the PATCH claim (``_fresh_look``) and no PATCH of this item may
+        be out, so the claim is let go meanwhile; a claim that covers a PATCH already sent is kept. So a bulk close
+        never sleeps on its org's limiter while it holds a pool process that another org's work could use."""
+        if context.queue != QUEUE_BULK:
+            return
+        turn = self.closer.hold_first_slot(context.task_id)
+        if turn is None:
+            return
+        if claimed:
+            self.guard.release(ref.conversation_id, ref.batch_id)
+        metrics.HANDED_BACK.labels(self.org).inc()
+        # Back a little before the turn (within the horizon, so it holds its slot and sleeps at most that long): a
+        # task that came back exactly at its turn would miss the slot whenever the broker or a busy host delays it.
+        countdown = min(max(turn - HAND_BACK_LEAD_SECONDS, 0.0) + HAND_BACK_JITTER_SECONDS * random.random(),
+                        self.settings.task_max_countdown_seconds)
+        log.debug("bulk close handed back for %.1f s: its org's rate limit has no slot near", countdown,
+                  extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
+        raise RetryLater(countdown, "waiting for its turn at the rate limit")
 
     def _fresh_look(self, conversation_id: str, context: TaskContext) -> None:
         """The look after the in-flight lock, before any PATCH (see ``patch_guard``): claim the conversation's PATCH
@@ -284,12 +324,12 @@ class CloseRunner:
         self._update_breaker(result)
         return self._finish(result, context)
 
-    def _waiting(self, ref: ItemRef, stage: Stage) -> dict[str, Any]:
-        """What a task returns when its item waits for a batched check (its outcome is recorded later)."""
+    def _waiting(self, ref: ItemRef, stage: Stage) -> Waiting:
+        """What a task raises when its item waits for a batched check (its outcome is recorded later)."""
         log.debug("waiting for a batched %s", stage.value,
                   extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
-        return {"conversation_id": ref.conversation_id, "batch_id": ref.batch_id,
-                "waiting_for": f"batched {stage.value}", "org": self.org}
+        return Waiting({"waiting_for": f"batched {stage.value}", "conversation_id": ref.conversation_id,
+                        "batch_id": ref.batch_id, "org": self.org})
 
     def record_checked(self, result: CloseResult) -> dict[str, Any]:
         """Record an outcome a batched check decided (the pump's ``finish``)."""
@@ -332,7 +372,7 @@ class CloseRunner:
         log.info("deferring close by %.1f s: %s", countdown, exc,
                  extra={"conversation_id": conversation_id, "batch_id": context.batch_id,
                         "correlation_id": exc.correlation_id})
-        raise RetryLater(countdown, str(exc)) from None
+        raise RetryLater(countdown, str(exc), failed=True) from None
 
     def _feed(self, batch_id: str, ended: str) -> None:
         """An item of a fed batch ended: it leaves the in-flight set and the batch's next item is fed. A failure here

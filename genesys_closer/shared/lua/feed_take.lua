@@ -1,9 +1,10 @@
 -- Hand a batch's next items to the broker, up to its in-flight bound (genesys_closer/shared/feeder.py).
 -- KEYS[1] feed (fixed-width IDs), KEYS[2] in-flight sorted set, KEYS[3] batch hash, KEYS[4] batch items hash.
 -- ARGV[1] now (epoch seconds), ARGV[2] width of one ID, ARGV[3] bound when the batch names none,
--- ARGV[4] retention seconds, ARGV[5..] items that just ended (each leaves the in-flight set once it is counted).
+-- ARGV[4] retention seconds, ARGV[5] the feeder's pace (at most this many in flight whatever the batch's bound;
+-- 0: none), ARGV[6..] items that just ended (each leaves the in-flight set once it is counted).
 -- Returns {state, options JSON, queue, items not fed yet, fed item...}: items are fed only while the batch runs.
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then
     redis.call('ZREM', KEYS[2], ARGV[i])
   end
@@ -12,6 +13,10 @@ local fields = redis.call('HMGET', KEYS[3], 'state', 'options', 'queue', 'fed', 
 local state, options, queue = fields[1] or '', fields[2] or '{}', fields[3] or ''
 local fed, total = tonumber(fields[4] or '0'), tonumber(fields[5] or '0')
 local bound = tonumber(fields[6] or ARGV[3])
+local pace = tonumber(ARGV[5])
+if pace > 0 and pace < bound then
+  bound = pace
+end
 local reply = {state, options, queue, total - fed}
 if state ~= 'running' or fed >= total then
   return reply

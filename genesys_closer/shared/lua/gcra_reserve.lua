@@ -1,6 +1,8 @@
 -- Fleet-wide GCRA with reservations, on Redis server time.
 -- KEYS[1] theoretical arrival time (microseconds), KEYS[2] fleet pause flag, KEYS[3] server-imposed interval
 -- ARGV[1] emission interval in microseconds, ARGV[2] longest wait (microseconds) a caller accepts
+-- Optional: KEYS[4] the bucket's usage hash, KEYS[5] the set of buckets that record usage, ARGV[3] the configured
+-- limit per minute, ARGV[4] this bucket's name (see rate_usage.lua, which is prepended).
 -- Returns {granted (1/0), wait in microseconds}. Granted: the slot is reserved; send after the wait.
 -- Not granted: nothing reserved; the wait says when asking again is worthwhile.
 local t = redis.call('TIME')
@@ -24,4 +26,5 @@ if wait > tonumber(ARGV[2]) then
 end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
+record_usage(KEYS[4], KEYS[5], tat, interval, ARGV[3], ARGV[4])
 return {1, wait}

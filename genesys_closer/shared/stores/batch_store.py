@@ -214,6 +214,19 @@ class BatchStore:
         for _, raw in self.redis.hscan_iter(self.keys.batch_items(batch_id), count=count):
             yield CloseResult.from_dict({**json.loads(raw), "batch_id": batch_id, "org": self.keys.org})
 
+    def items_page(self, batch_id: str, cursor: int, count: int, match: str | None = None
+                   ) -> tuple[int, list[CloseResult]]:
+        """One HSCAN step over a batch's recorded items (``match``: a glob on conversation ids): the next cursor
+        (0: the end) and the items of that step, about ``count`` of them. A page costs the same at item 100,000 as
+        at item 1."""
+        next_cursor, raw = self.redis.hscan(self.keys.batch_items(batch_id), cursor, match=match, count=count)
+        values = raw.values() if isinstance(raw, dict) else raw[1::2]
+        return int(next_cursor), [CloseResult.from_dict({**json.loads(v), "batch_id": batch_id}) for v in values]
+
+    def item(self, batch_id: str, conversation_id: str) -> CloseResult | None:
+        raw = self.redis.hget(self.keys.batch_items(batch_id), conversation_id)
+        return None if raw is None else CloseResult.from_dict({**json.loads(raw), "batch_id": batch_id})
+
     def recent(self, limit: int = 20) -> list[BatchStatus]:
         ids = self.redis.zrevrange(self.keys.batches, 0, limit - 1)
         statuses = (self.status(text(raw)) for raw in ids)
