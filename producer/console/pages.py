@@ -122,7 +122,7 @@ def add_console(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth) -> None:
 
     async def session_of(request: Request) -> Session | None:
         """The request's live session (its rate-limit slot taken), or None: the page then sends to the login."""
-        session = await run_in_threadpool(sessions.find, request.cookies.get(SESSION_COOKIE))
+        session = await auth.session(request)
         if session is not None:
             await auth.guard.admit(session.credential)
         return session

@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,7 +16,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
 from genesys_closer.config.redis_keys import KEYS
+from tests.conftest import Fleet
 from tests.console.conftest import Operator
+from tests.fleet.intake_server import TOKEN_A, TOKEN_B, Intake, running_intake
 from tests.waiting import wait_until
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -151,3 +154,25 @@ def test_the_cookie_is_secure_off_loopback(operator: Operator, host: str) -> Non
     login = requests.Session()
     form = login.get(operator.url + "/ui/login", headers={"Host": host}, timeout=10)
     assert "secure" in form.headers["set-cookie"].lower()
+
+
+def console_login(url: str, token: str) -> requests.Session:
+    """A console session, logged in through the login form as a browser would."""
+    login = requests.Session()
+    form = login.get(url + "/ui/login", timeout=10)
+    csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    answer = login.post(url + "/ui/login", data={"csrf": csrf, "token": token}, allow_redirects=False, timeout=10)
+    assert answer.status_code == 303, answer.text
+    return login
+
+
+def test_a_session_ends_with_its_credential(console_intake: Intake, on_fleet: Fleet, tmp_path: Path) -> None:
+    """A token taken out of INTAKE_TOKENS (rotated after a leak) takes its console sessions with it: the intake
+    restarted without it refuses the cookie (and deletes the session), a session of a kept token still works."""
+    dropped, kept = console_login(console_intake.url, TOKEN_A), console_login(console_intake.url, TOKEN_B)
+    with running_intake(on_fleet.redis_url, tmp_path / "rotated.log", INTAKE_TOKENS=TOKEN_B) as rotated:
+        assert dropped.get(rotated.url + "/v1/batches", timeout=10).status_code == 401
+        page = dropped.get(rotated.url + "/ui/batches", allow_redirects=False, timeout=10)
+        assert page.status_code == 303 and page.headers["location"] == "/ui/login"
+        assert kept.get(rotated.url + "/v1/batches", timeout=10).status_code == 200
+    assert dropped.get(console_intake.url + "/v1/batches", timeout=10).status_code == 401  # deleted, not only refused
