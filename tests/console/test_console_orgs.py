@@ -67,3 +67,35 @@ def test_batches_of_several_orgs(org_intake: Intake, on_fleet: Fleet, driver: We
     listed = requests.get(f"{org_intake.url}/v1/batches", cookies=cookie, timeout=10).json()["batches"]
     assert [b["batch_id"] for b in listed] == [started["org-a"]]
     driver.get("about:blank")
+
+
+def test_a_login_of_one_org_cannot_act_on_another_orgs_batch(org_intake: Intake, on_fleet: Fleet) -> None:
+    """Every route the pages call, with org-a's console session, on an org-b batch that is still running: named with
+    its org, without, or under org-a; each answers as for a batch that does not exist, and nothing happens to it."""
+    ids = on_fleet.org_admin("org-b").create(2, "stuck")
+    answer = org_intake.call("POST", "/v1/batches", TOKEN_AB, params={"org": "org-b"},
+                             json={"conversationIds": ids, "label": "org-b's"})
+    assert answer.status_code == 202, answer.text
+    batch_id = answer.json()["batchId"]
+    session = requests.Session()
+    form = session.get(org_intake.url + "/ui/login", timeout=10).text
+    csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    assert session.post(org_intake.url + "/ui/login", data={"csrf": csrf, "token": TOKEN_A}, allow_redirects=False,
+                        timeout=10).status_code == 303
+    page = session.get(org_intake.url + "/ui/batches", timeout=10).text
+    session.headers["X-CSRF-Token"] = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    base = f"{org_intake.url}/v1/batches/{batch_id}"
+    routes = (("GET", base, None), ("GET", f"{base}/items", None), ("GET", f"{base}/results?format=csv", None),
+              ("GET", f"{base}/events", None), ("POST", f"{base}/cancel", None),
+              ("POST", f"{base}/retry", {"outcomes": ["failed"]}))
+    for org in ({"org": "org-b"}, {}, {"org": "org-a"}):
+        for method, url, body in routes:
+            shown = session.request(method, url, params=org, json=body, timeout=10)
+            assert shown.status_code == 404, (method, url, org, shown.status_code, shown.text[:200])
+        page = session.get(f"{org_intake.url}/ui/batches/{batch_id}", params=org, timeout=10)
+        assert page.status_code == 404 and "org-b's" not in page.text
+    status = org_intake.call("GET", f"/v1/batches/{batch_id}", TOKEN_AB, params={"org": "org-b"}).json()
+    assert status["reason"] == "" and status["state"] != "cancelled"  # untouched by org-a's cancel
+    assert len(org_intake.call("GET", "/v1/batches", TOKEN_AB).json()["batches"]) == 1  # nor retried
+    cancelled = org_intake.call("POST", f"/v1/batches/{batch_id}/cancel", TOKEN_AB, params={"org": "org-b"}).json()
+    assert cancelled["reason"] == "cancelled by operator", cancelled  # its own org's cancel works
