@@ -200,7 +200,11 @@ def _login_routes(app: FastAPI, auth: ConsoleAuth, render: Render, lifetime: int
 def _pages(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth, render: Render,
            session_of: Callable[[Request], Awaitable[Session | None]]) -> None:
     def org_of(session: Session, requested: str | None, not_found: str) -> str:
-        """The org a page shows (IntakeError as the API answers for an org not granted)."""
+        """The org a page shows (IntakeError as the API answers for an org not granted). A page asked for without
+        one (the nav's links) shows ``default`` when granted, else the first of the credential's orgs: the API
+        wants an org named, a page has a chooser."""
+        if not requested and DEFAULT_ORG not in session.orgs and session.orgs:
+            requested = min(session.orgs)
         return auth.make_caller(session.credential, session.orgs).org(requested, not_found)
 
     def scope(session: Session, org: str) -> dict[str, Any]:
@@ -231,20 +235,20 @@ def _pages(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth, render: Render
                       cursor=first["cursor"], **scope(session, chosen))
 
     @app.get("/ui/new", include_in_schema=False)
-    async def new_page(request: Request) -> Response:
+    async def new_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
         return render("new.html", request, session, page="new", max_ids=reads.settings.intake_max_batch_ids,
-                      **scope(session, org_of(session, None, "no such org")))
+                      **scope(session, org_of(session, org, "no such org")))
 
     @app.get("/ui/sweep", include_in_schema=False)
-    async def sweep_page(request: Request) -> Response:
+    async def sweep_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
         return render("sweep.html", request, session, page="sweep",
-                      **scope(session, org_of(session, None, "no such org")))
+                      **scope(session, org_of(session, org, "no such org")))
 
     @app.get("/ui/readiness", include_in_schema=False)
     async def readiness_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:

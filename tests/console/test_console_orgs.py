@@ -53,6 +53,13 @@ def test_batches_of_several_orgs(org_intake: Intake, on_fleet: Fleet, driver: We
     wait.until(ec.text_to_be_present_in_element((By.ID, "done"), "3/3"))
     assert len(driver.find_elements(By.CSS_SELECTOR, "#items tbody tr")) == 3
 
+    for page in ("/ui/new", "/ui/sweep", "/ui/readiness", "/ui/fleet"):  # the nav's links name no org
+        driver.get(org_intake.url + page)
+        wait.until(ec.presence_of_element_located((By.ID, "logout")))
+        assert "org-a" in driver.find_element(By.TAG_NAME, "main").text  # its first org, with the others to choose
+    driver.get(org_intake.url + "/ui/sweep?org=org-b")
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#org option[value='org-b'][selected]")))
+
     checked = org_intake.call("GET", "/v1/readiness", TOKEN_AB, params={"org": "org-b"}).json()
     assert checked["org"] == "org-b" and checked["checks"] and "error" not in checked  # run with org-b's settings
     assert org_intake.call("GET", "/v1/readiness", TOKEN_A, params={"org": "org-b"}).status_code == 404
