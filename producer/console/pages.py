@@ -207,6 +207,16 @@ def _pages(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth, render: Render
             requested = min(session.orgs)
         return auth.make_caller(session.credential, session.orgs).org(requested, not_found)
 
+    def org_of_page(session: Session, requested: str | None) -> str | None:
+        """``org_of`` for a page: None for an org this login is not granted (the page then says so, as HTML)."""
+        try:
+            return org_of(session, requested, "no such org")
+        except IntakeError:
+            return None
+
+    def no_org(request: Request, session: Session, page: str) -> HTMLResponse:
+        return render("missing.html", request, session, status=404, page=page, what="org")
+
     def scope(session: Session, org: str) -> dict[str, Any]:
         """What every org-aware page needs: the org shown and, with several, the others to choose from."""
         return {"org": org, "orgs": sorted(session.orgs) if len(session.orgs) > 1 else []}
@@ -239,31 +249,40 @@ def _pages(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth, render: Render
         session = await session_of(request)
         if session is None:
             return to_login()
+        chosen = org_of_page(session, org)
+        if chosen is None:
+            return no_org(request, session, "new")
         return render("new.html", request, session, page="new", max_ids=reads.settings.intake_max_batch_ids,
-                      **scope(session, org_of(session, org, "no such org")))
+                      **scope(session, chosen))
 
     @app.get("/ui/sweep", include_in_schema=False)
     async def sweep_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        return render("sweep.html", request, session, page="sweep",
-                      **scope(session, org_of(session, org, "no such org")))
+        chosen = org_of_page(session, org)
+        if chosen is None:
+            return no_org(request, session, "sweep")
+        return render("sweep.html", request, session, page="sweep", **scope(session, chosen))
 
     @app.get("/ui/readiness", include_in_schema=False)
     async def readiness_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        return render("readiness.html", request, session, page="readiness",
-                      **scope(session, org_of(session, org, "no such org")))
+        chosen = org_of_page(session, org)
+        if chosen is None:
+            return no_org(request, session, "readiness")
+        return render("readiness.html", request, session, page="readiness", **scope(session, chosen))
 
     @app.get("/ui/fleet", include_in_schema=False)
     async def fleet_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        chosen = org_of(session, org, "no such org")
+        chosen = org_of_page(session, org)
+        if chosen is None:
+            return no_org(request, session, "fleet")
         fleet = await run_in_threadpool(reads.fleet, chosen)
         workers = await run_in_threadpool(reads.workers)
         return render("fleet.html", request, session, page="fleet", fleet=fleet, workers=workers,

@@ -67,6 +67,9 @@ def test_batches_of_several_orgs(org_intake: Intake, on_fleet: Fleet, driver: We
     log_in(driver, org_intake.url, TOKEN_A)  # granted org-a only: org-b's batch does not exist for it
     driver.get(f"{org_intake.url}/ui/batches/{started['org-b']}?org=org-b")
     wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "No such batch"))
+    for page in ("/ui/new", "/ui/sweep", "/ui/readiness", "/ui/fleet"):  # another org's page: a page saying so
+        driver.get(f"{org_intake.url}{page}?org=org-b")
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "No such org"))
     cookie = {"gc_console": str(driver.get_cookie("gc_console")["value"])}  # type: ignore[index]
     items = requests.get(f"{org_intake.url}/v1/batches/{started['org-b']}/items", params={"org": "org-b"},
                          cookies=cookie, timeout=10)
