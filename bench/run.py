@@ -13,9 +13,10 @@ writes ``docs/benchmarks.md`` with PNG plots. ``--smoke`` runs tiny versions tha
 8. A waiting 100,000-item batch, fed (the product) against one message per ID up front (``bench/batch_feed.py``).
 9. Several orgs on one fleet: each org's share of its own limit with three bulks together, a single close of one
    org while another runs a bulk, CPU per close and orgs per host (``bench/orgs_fairness.py``).
+10. What Flower that tells the truth costs the broker (``bench/flower_cost.py``).
 
 ``--only trust`` runs section 6b alone and replaces only that section of docs/benchmarks.md; ``--only orgs`` the
-same for section 9.
+same for section 9, ``--only flower`` for section 10.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import psutil
 import redis
 from celery.states import READY_STATES
 
-from bench import analytics_trust, orgs_fairness
+from bench import analytics_trust, flower_cost, orgs_fairness
 from bench.batch_feed import measure as measure_feed
 from bench.batch_feed import problems as feed_problems
 from bench.batch_feed import report_lines as feed_report
@@ -81,13 +82,16 @@ class Sizes:
     lane_batch: int = 300
     trust_batch: int = 600
     trust_limit: int = 3000
+    flower_batch: int = 2000  # the demo's batch
+    flower_limit: int = 9000
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(batch=120, limit=6000, concurrency=4, overhead_closes=40, enqueue=(200, 1000), latency_runs=10,
                    storm_batch=150, storm_limit=6000, per_token_batch=40, per_token_limit=6000, lags=(0.3,),
                    per_token_at_default=10,
-                   lane_singles=2, lane_batch=30, trust_batch=60, trust_limit=6000)
+                   lane_singles=2, lane_batch=30, trust_batch=60, trust_limit=6000, flower_batch=60,
+                   flower_limit=6000)
 
 
 @dataclass
@@ -461,7 +465,7 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
            enqueue: dict[str, dict[str, float]], latency: dict[str, float], storm: list[Run], out: Path,
            elapsed: float, capacity: dict[str, float], intake: dict[str, float], per_token: list[TokenRow],
            lane: dict[str, float], trust: list[analytics_trust.TrustRow], feed: dict[str, float],
-           orgs: orgs_fairness.OrgsFigures) -> str:
+           orgs: orgs_fairness.OrgsFigures, flower: list[flower_cost.FlowerRow] | None = None) -> str:
     img = out / "img"
     img.mkdir(parents=True, exist_ok=True)
     plot_bars(rate, img / "rate-limit-use.png")
@@ -549,6 +553,8 @@ def report(sizes: Sizes, rate: list[Run], sweep: Run, overhead: dict[str, dict[s
               "|---|---|---|",
               f"| {lane['idle_median']:.2f} s | {lane['busy_median']:.2f} s | {lane['busy_max']:.2f} s |", "",
               *feed_report(feed), "", *orgs_fairness.report_lines(orgs)]
+    if flower is not None:
+        lines += flower_cost.section(flower, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
     text = "\n".join(lines)
     (out / "benchmarks.md").write_text(text)
     return text
@@ -558,19 +564,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that every scenario works")
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="where benchmarks.md and img/ go")
-    parser.add_argument("--only", choices=["trust", "orgs"], help="run one section alone and update only it in "
-                        "benchmarks.md (trust: 6b, the cost of verifying analytics confirmations; orgs: 9, several "
-                        "orgs on one fleet)")
+    parser.add_argument("--only", choices=["trust", "orgs", "flower"], help="run one section alone and update only "
+                        "it in benchmarks.md (trust: 6b, the cost of verifying analytics confirmations; orgs: 9, "
+                        "several orgs on one fleet; flower: 10, what Flower's truthful task states cost the broker)")
     args = parser.parse_args(argv)
     sizes = Sizes.smoke() if args.smoke else Sizes()
     if args.only == "trust":
         return only_trust(sizes, args.out, smoke=args.smoke)
     if args.only == "orgs":
         return only_orgs(args.out, smoke=args.smoke)
+    if args.only == "flower":
+        return only_flower(sizes, args.out, smoke=args.smoke)
     workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
     started = time.monotonic()
     bench = Bench(sizes, workdir)
-    step = Steps(11, of=13)
+    step = Steps(12, of=14)
     try:
         with step("rate-limit use: our fleet, the tutorial, Celery's rate_limit"):
             rate = scenario_rate_limit(bench)
@@ -597,16 +605,18 @@ def main(argv: list[str] | None = None) -> int:
                                           sizes.concurrency, sizes.per_token_at_default)
         with step("trust but verify: sampled analytics confirmations"):
             trust = analytics_trust.measure(bench, sizes.trust_batch, sizes.trust_limit, sizes.concurrency)
+        with step("Flower that tells the truth: its broker cost"):
+            flower = flower_cost.measure(bench, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
     finally:
         bench.close()
-    with Steps(1, start=11, of=13)("interactive lane: a single close during a bulk batch at 300/min"):
+    with Steps(1, start=12, of=14)("interactive lane: a single close during a bulk batch at 300/min"):
         lane = measure_lane(singles=sizes.lane_singles, batch=sizes.lane_batch)
-    with Steps(1, start=12, of=13)("a waiting batch: fed against one message per ID up front"):
+    with Steps(1, start=13, of=14)("a waiting batch: fed against one message per ID up front"):
         feed = measure_feed(10_000 if args.smoke else 100_000)
-    with Steps(1, start=13, of=13)("several orgs on one fleet: three at 300/min each"):
+    with Steps(1, start=14, of=14)("several orgs on one fleet: three at 300/min each"):
         orgs = orgs_fairness.measure(orgs_fairness.OrgsSizes.smoke() if args.smoke else orgs_fairness.OrgsSizes())
     text = report(sizes, rate, sweep, overhead, enqueue, latency, storm, args.out, time.monotonic() - started,
-                  capacity, intake, per_token, lane, trust, feed, orgs)
+                  capacity, intake, per_token, lane, trust, feed, orgs, flower)
     print(text)
     shutil.rmtree(workdir, ignore_errors=True)
     ours = [run for run in [*rate, sweep, *storm] if run.name.startswith("genesys-closer")]
@@ -628,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     problems += [p for p in intake_problems(intake) if not args.smoke or "-id upload got" in p]
     problems += feed_problems(feed)
     problems += orgs_fairness.problems(orgs, smoke=args.smoke)
+    problems += flower_cost.problems(flower, smoke=args.smoke)
     if problems:
         print("BENCHMARK CHECK FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1
@@ -649,6 +660,28 @@ def only_orgs(out: Path, *, smoke: bool = False) -> int:
         print("BENCHMARK CHECK FAILED: " + "; ".join(found), file=sys.stderr)
         return 1
     print(f"benchmark check passed ({'smoke' if smoke else 'full'} run of section 9)")
+    return 0
+
+
+def only_flower(sizes: Sizes, out: Path, *, smoke: bool = False) -> int:
+    """Section 10 alone: both rows side by side in one run, spliced into the existing benchmarks.md (a smoke run
+    prints it and writes nothing)."""
+    workdir = Path(tempfile.mkdtemp(prefix="genesys-closer-bench-"))
+    bench = Bench(sizes, workdir)
+    try:
+        with Steps(1)("Flower that tells the truth: its broker cost"):
+            rows = flower_cost.measure(bench, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
+    finally:
+        bench.close()
+    lines = flower_cost.section(rows, sizes.flower_batch, sizes.flower_limit, sizes.concurrency)
+    print("\n".join(lines))
+    if not smoke:  # a smoke run prints its figures and writes nothing
+        splice_section(out / "benchmarks.md", flower_cost.SECTION, lines)
+    shutil.rmtree(workdir, ignore_errors=True)
+    found = flower_cost.problems(rows, smoke=smoke)
+    if found:
+        print("BENCHMARK CHECK FAILED: " + "; ".join(found), file=sys.stderr)
+        return 1
     return 0
 
 

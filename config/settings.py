@@ -230,6 +230,8 @@ class WorkerSettings(ProducerSettings):
     # after a disagreement the fleet confirms every item live for this long, and until a sample is clean again.
     analytics_verify_share: float = Field(0.02, ge=0, le=1)
     analytics_distrust_seconds: float = Field(600.0, ge=0, le=86_400)
+    # Flower: the pump sends one task event per close it confirms, so the task that waited shows the outcome
+    batched_outcome_events: bool = True
 
     # Retries and the circuit breaker
     retry_max_attempts: int = Field(4, ge=1, le=20)

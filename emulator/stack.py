@@ -220,6 +220,11 @@ class BeatProcess:
         _stop(self.process, group=True)
 
 
+# Flower's task list: each close's state, its result (the outcome record, or the batched read it waits for) and its
+# kwargs (batch id, options); docker-compose.yml and deploy/kubernetes/flower.yaml pass the same list.
+FLOWER_TASK_COLUMNS = "name,state,result,args,kwargs,received,worker"
+
+
 @dataclass
 class FlowerProcess:
     """Flower on loopback with basic auth."""
@@ -239,7 +244,7 @@ class FlowerProcess:
         env = {**self.env, "FLOWER_BASIC_AUTH": f"{self.user}:{self.password}"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "flower", "--address=127.0.0.1",
-             f"--port={self.port}", "--persistent=False"],
+             f"--port={self.port}", "--persistent=False", f"--tasks_columns={FLOWER_TASK_COLUMNS}"],
             env=env, cwd=self.logdir, start_new_session=True, stdout=_log(self.logdir / "flower.log"),
             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -45,6 +45,7 @@ from genesys_closer.worker.checks.item_lifecycle import CheckTiming
 from genesys_closer.worker.closing.closer import Closer, ConfirmSettings, RetrySettings
 from genesys_closer.worker.genesys.client import GenesysClient, OAuthClient, Transport, TransportHooks
 from genesys_closer.worker.genesys.tokens import InProcessTokenProvider, RedisTokenProvider, TokenProvider
+from genesys_closer.worker.ops.task_events import OutcomeEvents
 from genesys_closer.worker.recovery.redrive import Recovery
 from genesys_closer.worker.running.breaker import CircuitBreaker
 from genesys_closer.worker.running.close_run import CloseRunner
@@ -168,7 +169,9 @@ def build_worker_parts(settings: WorkerSettings, redis_client: redis.Redis, app:
                                                 OptionLimits.from_settings(settings),
                                                 budget_seconds=min(PUMP_BUDGET_SECONDS,
                                                                    settings.task_soft_time_limit_seconds / 2),
-                                                verifier=verifier)
+                                                verifier=verifier,
+                                                report_ended=OutcomeEvents(app) if settings.batched_outcome_events
+                                                else None)
     return WorkerParts(
         org=org,
         settings=settings,

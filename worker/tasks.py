@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.signals import task_revoked
 
 from genesys_closer.config.orgs import DEFAULT_ORG
@@ -33,7 +33,8 @@ from genesys_closer.shared.outcomes import Outcome
 from genesys_closer.worker.app import app
 from genesys_closer.worker.factory import UnknownOrg, every_org_parts, record_rejected, worker_parts
 from genesys_closer.worker.ops.readiness import ready, run_checks
-from genesys_closer.worker.running.close_run import RetryLater, TaskContext
+from genesys_closer.worker.ops.task_events import report_waiting, shown
+from genesys_closer.worker.running.close_run import RetryLater, TaskContext, Waiting
 
 log = logging.getLogger("genesys_closer.worker")
 GUARDED: dict[str, Any] = {
@@ -45,7 +46,8 @@ GUARDED: dict[str, Any] = {
 def close_conversation(self: Any, conversation_id: str, batch_id: str | None = None, org: str | None = None,
                        **options: Any) -> dict[str, Any]:
     """Close one Genesys Cloud web messaging conversation of ``org`` (absent: ``default``); returns its outcome
-    record."""
+    record (its outcome first, as Flower shows it). A batch item that goes to wait for a batched read ends in the
+    state WAITING instead (``worker.ops.task_events``): its outcome comes later."""
     try:
         parts = worker_parts(org)
     except UnknownOrg as exc:
@@ -57,13 +59,16 @@ def close_conversation(self: Any, conversation_id: str, batch_id: str | None = N
                           queue=str(delivery.get("routing_key") or QUEUE_INTERACTIVE))
     with org_context(parts.org):
         try:
-            return parts.close_runner.run(conversation_id, context, options)
+            return shown(parts.close_runner.run(conversation_id, context, options))
         except RetryLater as later:
             raise _again(self, later) from None
+        except Waiting as waiting:
+            report_waiting(self, waiting.record)
+            raise Ignore() from None  # acknowledged, and no task-succeeded: its close has not ended
         except SoftTimeLimitExceeded:
             _drop_redis_connections()
             try:  # bounded like any transient failure: it ends with an outcome
-                return parts.close_runner.after_time_limit(conversation_id, context)
+                return shown(parts.close_runner.after_time_limit(conversation_id, context))
             except RetryLater as later:
                 raise _again(self, later) from None
 

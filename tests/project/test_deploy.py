@@ -122,3 +122,13 @@ def test_kubernetes_probes() -> None:
     [container] = found["intake"]["spec"]["template"]["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_flower_lists_each_tasks_state_result_and_kwargs_everywhere() -> None:
+    """Compose, Kubernetes and the local stack (demo, tests) start Flower with the same task list: a close's state,
+    its result (the outcome record, or the batched read it waits for) and its kwargs (batch id, options, org)."""
+    from genesys_closer.emulator.stack import FLOWER_TASK_COLUMNS
+
+    assert {"state", "result", "kwargs"} <= set(FLOWER_TASK_COLUMNS.split(","))
+    for shipped in (ROOT / "docker-compose.yml", KUBERNETES / "flower.yaml"):
+        assert f'"--tasks_columns={FLOWER_TASK_COLUMNS}"' in shipped.read_text(), shipped

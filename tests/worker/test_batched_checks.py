@@ -351,3 +351,25 @@ def test_a_pump_arriving_never_forgets_a_later_pump_on_its_way(redis_url: str) -
     assert mark is not None and float(mark) == clock.now + 30.0  # the next item sends none
     item.kick(clock.now + 31.0)
     assert sent == [30.0]
+
+
+def test_the_close_task_that_waited_is_told_its_items_outcome_once_it_is_recorded(redis_client: redis.Redis) -> None:
+    """What Flower shows: the pump reports every outcome it records to the close task that put the item in the
+    confirm set (that task then shows SUCCESS with the record), after recording it; an item still waiting, or one
+    whose waiting task is not known (joined by an older worker), is not reported."""
+    h = harness(redis_client, gather_seconds=0.0)
+    ended, still_open, no_task = ids(3)
+    for cid, task_id in ((ended, "task-ended"), (still_open, "task-open")):
+        h.queue.join([ItemRef(BATCH, cid)], Stage.CONFIRM, h.clock(), add_calls=1.0, patched=True, task_id=task_id)
+    enter_confirm(h, no_task, patched=True, calls=1.0)
+    reports: list[tuple[list[tuple[str, dict[str, Any]]], int]] = []
+    h.pump.report_ended = lambda told: reports.append((list(told), len(h.finished)))
+    h.clock.now += 5
+    h.rows = [row(ended, ended=True), row(still_open), row(no_task, ended=True)]
+    assert h.pump.drain_ready() == 1
+    [(told, recorded_before)] = reports
+    assert recorded_before == 2  # both outcomes were recorded before any task was told
+    [(task_id, record)] = told
+    assert task_id == "task-ended"
+    assert record["conversation_id"] == ended and record["outcome"] == "closed" and record["batch_id"] == BATCH
+    assert h.queue.progress(BATCH, still_open).task_id == "task-open"  # it waits on, its task still known

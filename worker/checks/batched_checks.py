@@ -140,14 +140,15 @@ class CheckQueue:
         return self.items.read(ItemRef(batch_id, conversation_id))
 
     def join(self, refs: list[ItemRef], stage: Stage, due_at: float, *, add_calls: float = 0.0,
-             patched: bool | None = None, answer_open: bool = False) -> None:
+             patched: bool | None = None, answer_open: bool = False, task_id: str | None = None) -> None:
         """Move items to the waiting ``stage`` and into its set, due at ``due_at`` (an item already there keeps its
         place). ``patched`` not None: our PATCH's answer, and the confirmation clock starts now (``answer_open``:
-        the answer did not show the conversation ended)."""
+        the answer did not show the conversation ended). ``task_id``: the close task that waits (its end in Flower
+        is the outcome the pump records)."""
         pipe = self.redis.pipeline(transaction=True)
         self.items.move(refs, stage, add_calls=add_calls, patched=patched,
                         patched_at=None if patched is None else self.clock(),
-                        answer_open=None if patched is None else answer_open, pipe=pipe)
+                        answer_open=None if patched is None else answer_open, task_id=task_id, pipe=pipe)
         pipe.zadd(self.keys.checks(stage.value), {ref.token: due_at for ref in refs}, nx=True)
         pipe.execute()
         if not self.redis.exists(self.keys.checks("lock")):
@@ -205,8 +206,10 @@ class CheckPump:
     def __init__(self, queue: CheckQueue, client: GenesysClient, retrying: Retrying, batches: BatchWriter,
                  finish: Callable[[CloseResult], object], default_options: CloseOptions, limits: OptionLimits,
                  *, budget_seconds: float = PUMP_BUDGET_SECONDS, sleep: Callable[[float], None] = time.sleep,
-                 verifier: ConfirmVerifier | None = None) -> None:
+                 verifier: ConfirmVerifier | None = None,
+                 report_ended: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None) -> None:
         self.budget_seconds = budget_seconds
+        self.report_ended = report_ended
         self.verifier = verifier
         self.queue = queue
         self.redis = queue.redis
@@ -372,6 +375,7 @@ class CheckPump:
         sampled = verified.calls if verified is not None else {}
         handed: dict[tuple[Stage, bool, LiveRead | None], list[Due]] = {}
         waiting: dict[str, tuple[ItemRef, float]] = {}  # token -> (item, next read)
+        ended: list[tuple[str, dict[str, Any]]] = []  # (the close task that waited, its item's outcome record)
         now = self.clock()
         for entry, decision, observation in decided:
             match decision:
@@ -382,6 +386,8 @@ class CheckPump:
                         result.participant_states = summarize_participants(reads[entry.token])
                         result.wrapups_pending = len(pending_wrapups(reads[entry.token]))
                     self._finished(stage, entry, result)
+                    if entry.item.progress.task_id is not None:
+                        ended.append((entry.item.progress.task_id, result.as_dict()))
                 case Hand(stage=to, confirm_only=confirm_only, live_read=live_read):
                     handed.setdefault((to, confirm_only, live_read), []).append(entry)
                 case Wait(due_in_seconds=due_in):
@@ -390,6 +396,8 @@ class CheckPump:
                     pass
                 case _:
                     raise TypeError(f"the pump cannot carry out {decision!r} for an item in {stage.value}")
+        if ended and self.report_ended is not None:
+            self.report_ended(ended)  # after the records: a task shows SUCCESS only once its outcome is recorded
         unfinished = {entry.ref: sampled[entry.token] for entry, decision, _ in decided
                       if entry.token in sampled and not isinstance(decision, Finish)}
         if unfinished:

@@ -142,6 +142,7 @@ class Progress:
     first_attempt_at: float | None = None  # the direct path's first retryable failure (its retry window)
     live_read: LiveRead | None = None  # why the direct path reads the conversation instead of trusting analytics
     answer_open: bool = False  # our PATCH's answer did not show the conversation ended: its confirmation is sampled
+    task_id: str | None = None  # the close task that put it in its waiting stage (Flower shows that task's end)
 
 
 @dataclass(frozen=True)

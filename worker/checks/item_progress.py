@@ -20,10 +20,11 @@ from genesys_closer.shared.redis_connection import text
 from genesys_closer.worker.checks.item_lifecycle import ItemRef, LiveRead, Progress, Stage
 
 PROGRESS_TTL_SECONDS = 86_400
+MAX_TASK_ID = 64  # Celery's ids are UUIDs (36); a sender's own id is cut to this
 # field names, in one place
 STAGE, PATCHED, PATCHED_AT, API_CALLS, CONFIRM_ONLY = "stage", "patched", "patched_at", "api_calls", "confirm_only"
 READ_FAILURES, FIRST_ATTEMPT_AT = "read_failures", "first_attempt_at"
-LIVE_READ, ANSWER_OPEN = "live_read", "answer_open"
+LIVE_READ, ANSWER_OPEN, TASK_ID = "live_read", "answer_open", "task"
 
 
 def parse_progress(raw: dict[Any, Any]) -> Progress:
@@ -33,7 +34,8 @@ def parse_progress(raw: dict[Any, Any]) -> Progress:
                     api_calls=float(fields.get(API_CALLS) or 0), confirm_only=fields.get(CONFIRM_ONLY) == "1",
                     read_failures=int(fields.get(READ_FAILURES) or 0),
                     first_attempt_at=float(fields[FIRST_ATTEMPT_AT]) if FIRST_ATTEMPT_AT in fields else None,
-                    live_read=LiveRead.stored(fields.get(LIVE_READ)), answer_open=fields.get(ANSWER_OPEN) == "1")
+                    live_read=LiveRead.stored(fields.get(LIVE_READ)), answer_open=fields.get(ANSWER_OPEN) == "1",
+                    task_id=fields.get(TASK_ID) or None)
 
 
 class ItemProgress:
@@ -63,11 +65,14 @@ class ItemProgress:
     # -- writing -----------------------------------------------------------------------------------------------
     def move(self, refs: Iterable[ItemRef], stage: Stage, *, add_calls: float = 0.0, patched: bool | None = None,
              patched_at: float | None = None, confirm_only: bool = False, live_read: LiveRead | None = None,
-             answer_open: bool | None = None, pipe: Pipeline | None = None) -> None:
+             answer_open: bool | None = None, task_id: str | None = None, pipe: Pipeline | None = None) -> None:
         """Move items to ``stage``, adding ``add_calls`` to each one's calls. ``patched``/``patched_at`` record the
         PATCH's answer and start the confirmation clock (``answer_open``: the answer did not show the end);
-        ``confirm_only`` marks a direct path that only confirms, ``live_read`` why it reads the conversation."""
+        ``confirm_only`` marks a direct path that only confirms, ``live_read`` why it reads the conversation;
+        ``task_id`` the close task that moved it to a waiting stage (the pump reports the item's end to it)."""
         mapping: dict[str, str] = {STAGE: stage.value}
+        if task_id is not None:
+            mapping[TASK_ID] = task_id[:MAX_TASK_ID]
         if live_read is not None:
             mapping[LIVE_READ] = live_read.value
         if answer_open is not None:

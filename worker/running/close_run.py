@@ -77,6 +77,15 @@ class RetryLater(Exception):
         self.failed = failed
 
 
+class Waiting(Exception):
+    """Not a failure, and not a finished close: the item waits in a batched check's set, and its outcome is recorded
+    later (by the pump, or by a close task it sends). ``record`` is what its task reports meanwhile."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(record)
+        self.record = record
+
+
 @dataclass
 class TaskContext:
     task_id: str
@@ -109,7 +118,7 @@ class CloseRunner:
         self.progress = ItemProgress(client, keys=self.keys)
 
     def run(self, raw_id: object, context: TaskContext, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Run one close; returns the outcome record or raises RetryLater."""
+        """Run one close; returns the outcome record, or raises RetryLater or Waiting (a batched check's turn)."""
         started = self.clock()
         try:
             conversation_id = parse_conversation_id(raw_id)
@@ -196,8 +205,9 @@ class CloseRunner:
         batched = self.checks is not None and context.batch_id is not None and options.wrapup_code is None
         decision = next_step(item, TaskStarted(batched, sweep_item=view is not None and view.origin == ORIGIN_SWEEP))
         if isinstance(decision, Join) and self.checks is not None:
-            self.checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds)
-            return self._waiting(ref, decision.stage)
+            self.checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds,
+                             task_id=context.task_id)
+            raise self._waiting(ref, decision.stage)
         if isinstance(decision, Hand) and decision.stage is Stage.PATCH and self.checks is not None:
             return self._patch_for_batched_confirm(item.at(Stage.PATCH), context, self.checks)
 
@@ -266,8 +276,8 @@ class CloseRunner:
                 if isinstance(decision, Join):
                     checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds,
                                 add_calls=answer.api_calls, patched=decision.patched,
-                                answer_open=decision.answer_open)
-                    return self._waiting(ref, decision.stage)
+                                answer_open=decision.answer_open, task_id=context.task_id)
+                    raise self._waiting(ref, decision.stage)
                 raise TypeError(f"a taken PATCH cannot lead to {decision!r}")
             result = answer
             result.api_calls += progress.api_calls
@@ -314,12 +324,12 @@ class CloseRunner:
         self._update_breaker(result)
         return self._finish(result, context)
 
-    def _waiting(self, ref: ItemRef, stage: Stage) -> dict[str, Any]:
-        """What a task returns when its item waits for a batched check (its outcome is recorded later)."""
+    def _waiting(self, ref: ItemRef, stage: Stage) -> Waiting:
+        """What a task raises when its item waits for a batched check (its outcome is recorded later)."""
         log.debug("waiting for a batched %s", stage.value,
                   extra={"conversation_id": ref.conversation_id, "batch_id": ref.batch_id})
-        return {"conversation_id": ref.conversation_id, "batch_id": ref.batch_id,
-                "waiting_for": f"batched {stage.value}", "org": self.org}
+        return Waiting({"waiting_for": f"batched {stage.value}", "conversation_id": ref.conversation_id,
+                        "batch_id": ref.batch_id, "org": self.org})
 
     def record_checked(self, result: CloseResult) -> dict[str, Any]:
         """Record an outcome a batched check decided (the pump's ``finish``)."""
