@@ -236,15 +236,23 @@ class OperatorReads:
         summary = client.results.sweeps.summary(sweep_id)
         if summary is None:
             meta = client.app.backend.get_task_meta(sweep_id)
-            result = meta.get("result")
-            if meta.get("status") == "SUCCESS" and isinstance(result, dict):
-                return {"state": "error", "error": str(result.get("error") or result.get("skipped")
-                                                        or "no candidates recorded")[:1000]}
-            if meta.get("status") in {"FAILURE", "REVOKED"}:
-                return {"state": "error", "error": "the sweep failed on the worker"}
-            return {"state": "running"}
+            if meta.get("status") == "SUCCESS":  # it may have saved its candidates and ended since the first read
+                summary = client.results.sweeps.summary(sweep_id)
+            if summary is None:
+                return self._sweep_not_done(meta)
         candidates = list(itertools.islice(client.results.sweeps.candidates(sweep_id), MAX_CANDIDATES_SHOWN))
         return {"state": "done", "summary": summary, "candidates": candidates, "org": org}
+
+    @staticmethod
+    def _sweep_not_done(meta: dict[str, Any]) -> dict[str, Any]:
+        """A sweep with no candidates saved: still running, or ended without any (its task's result says why)."""
+        result = meta.get("result")
+        if meta.get("status") == "SUCCESS" and isinstance(result, dict):
+            return {"state": "error", "error": str(result.get("error") or result.get("skipped")
+                                                    or "no candidates recorded")[:1000]}
+        if meta.get("status") in {"FAILURE", "REVOKED"}:
+            return {"state": "error", "error": "the sweep failed on the worker"}
+        return {"state": "running"}
 
 
 def add_operator_routes(app: FastAPI, reads: OperatorReads, sessions: SessionStore) -> None:
