@@ -151,6 +151,8 @@ class IntakeSettings(ProducerSettings):
         basic = self.intake_basic_auth.get_secret_value() if self.intake_basic_auth else ""
         if basic and ":" not in basic:
             raise ValueError("INTAKE_BASIC_AUTH must be user:password")
+        if basic and len(basic.partition(":")[2]) < 16:  # the console's login form takes it: no guessable password
+            raise ValueError("INTAKE_BASIC_AUTH: the password must be at least 16 characters")
         short = [t for t in self.bearer_tokens() if len(t) < 16]
         if short:
             raise ValueError("INTAKE_TOKENS: each token must be at least 16 characters")

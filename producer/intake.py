@@ -162,6 +162,10 @@ class Guard:
         self.grants = [(token.encode(), orgs) for token, orgs in settings.token_grants().items()]
         basic = settings.basic_credentials()
         self.basic = None if basic is None else f"{basic[0]}:{basic[1]}".encode()
+        # What each configured credential's digest is granted now (a console session names only the digest).
+        self.granted = {_digest(token.decode()): orgs for token, orgs in reversed(self.grants)}
+        if basic is not None:
+            self.granted[_digest(f"{basic[0]}:{basic[1]}")] = frozenset({DEFAULT_ORG})
         self.redis = client
         self.limit = settings.intake_rate_limit_per_minute
         self._limiters: dict[str, RedisRateLimiter] = {}
@@ -188,6 +192,10 @@ class Guard:
                 return Caller(_digest(decoded.decode(errors="replace")), frozenset({DEFAULT_ORG}))
         raise IntakeError(401, "unauthorized", "authentication required",
                           headers={"WWW-Authenticate": 'Bearer realm="genesys-closer"'})
+
+    def grants_of(self, credential: str) -> frozenset[str] | None:
+        """The orgs a credential (its digest) is granted by the configuration now; None once it is no longer one."""
+        return self.granted.get(credential)
 
     async def admit(self, credential: str) -> None:
         """Take a slot of the credential's limit (in Redis: shared by every intake process); a short burst waits

@@ -8,7 +8,8 @@
     POST /v1/batches/dry-run              a text/plain or text/csv id list checked line by line; nothing stored
     POST /v1/sweeps                       {"filters": {...}, "dryRun": true}: queue a sweep (a worker queries)
     GET  /v1/sweeps/{id}                  its state, summary and candidates with reasons
-    POST /v1/sweeps/{id}/close            {"confirm": N}: close the dry run's N chosen candidates as a batch
+    POST /v1/sweeps/{id}/close            {"confirm": N}: close the dry run's N chosen candidates as a batch (once:
+                                          asked again, it answers 200 with the batch already started)
     GET  /v1/readiness                    ``genesys-closer check``'s rows, run by a worker
     GET  /v1/fleet                        workers seen, limiter pause, breaker, analytics trust, rate per minute
                                           over the last hour, rejected messages
@@ -34,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from genesys_closer.config.orgs import DEFAULT_ORG
 from genesys_closer.config.redis_keys import keys_for
 from genesys_closer.config.settings import IntakeSettings
-from genesys_closer.producer.api import BatchNotFound, CloseClient, InvalidArgument
+from genesys_closer.producer.api import BatchIdInUse, BatchNotFound, CloseClient, InvalidArgument
 from genesys_closer.producer.console.auth import Caller, console_caller
 from genesys_closer.producer.console.id_lines import check_lines
 from genesys_closer.producer.console.live import Rates, SharedReads, event_stream
@@ -235,15 +236,23 @@ class OperatorReads:
         summary = client.results.sweeps.summary(sweep_id)
         if summary is None:
             meta = client.app.backend.get_task_meta(sweep_id)
-            result = meta.get("result")
-            if meta.get("status") == "SUCCESS" and isinstance(result, dict):
-                return {"state": "error", "error": str(result.get("error") or result.get("skipped")
-                                                        or "no candidates recorded")[:1000]}
-            if meta.get("status") in {"FAILURE", "REVOKED"}:
-                return {"state": "error", "error": "the sweep failed on the worker"}
-            return {"state": "running"}
+            if meta.get("status") == "SUCCESS":  # it may have saved its candidates and ended since the first read
+                summary = client.results.sweeps.summary(sweep_id)
+            if summary is None:
+                return self._sweep_not_done(meta)
         candidates = list(itertools.islice(client.results.sweeps.candidates(sweep_id), MAX_CANDIDATES_SHOWN))
         return {"state": "done", "summary": summary, "candidates": candidates, "org": org}
+
+    @staticmethod
+    def _sweep_not_done(meta: dict[str, Any]) -> dict[str, Any]:
+        """A sweep with no candidates saved: still running, or ended without any (its task's result says why)."""
+        result = meta.get("result")
+        if meta.get("status") == "SUCCESS" and isinstance(result, dict):
+            return {"state": "error", "error": str(result.get("error") or result.get("skipped")
+                                                    or "no candidates recorded")[:1000]}
+        if meta.get("status") in {"FAILURE", "REVOKED"}:
+            return {"state": "error", "error": "the sweep failed on the worker"}
+        return {"state": "running"}
 
 
 def add_operator_routes(app: FastAPI, reads: OperatorReads, sessions: SessionStore) -> None:
@@ -368,8 +377,15 @@ def _sweep_and_fleet_routes(app: FastAPI, reads: OperatorReads) -> None:
         if body.confirm != len(picked):
             raise IntakeError(422, "confirmation_mismatch", f"type the number of chosen candidates ({len(picked)}) "
                               "to confirm")
-        batch = client.close_many(picked, label="sweep (console)", source=f"sweep:{canonical}")
-        return JSONResponse({"batchId": batch.id, "statusUrl": f"/v1/batches/{batch.id}", "total": len(picked),
+        # The batch's id is the sweep's: a second "close these N" (a double click, a retried request) finds the
+        # batch the first one started instead of starting the same closes again.
+        batch_id = uuid.UUID(canonical).hex
+        try:
+            client.close_many(picked, label="sweep (console)", source=f"sweep:{canonical}", batch_id=batch_id)
+        except BatchIdInUse:
+            return JSONResponse({"batchId": batch_id, "statusUrl": f"/v1/batches/{batch_id}", "total": len(picked),
+                                 "org": chosen, "alreadyStarted": True}, status_code=200)
+        return JSONResponse({"batchId": batch_id, "statusUrl": f"/v1/batches/{batch_id}", "total": len(picked),
                              "org": chosen}, status_code=202)
 
     @app.get("/v1/readiness")

@@ -11,6 +11,7 @@ its own, so header-authenticated requests need no token.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import math
 from collections import OrderedDict
@@ -22,7 +23,13 @@ import redis
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from genesys_closer.producer.console.sessions import CSRF_HEADER, SESSION_COOKIE, SessionStore, same_token
+from genesys_closer.producer.console.sessions import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Session,
+    SessionStore,
+    same_token,
+)
 from genesys_closer.producer.intake_http import IntakeError
 from genesys_closer.shared.rate_limit import RedisRateLimiter
 
@@ -42,6 +49,8 @@ class Guard(Protocol):
     def identify(self, request: Request) -> Any: ...
 
     def identify_header(self, header: str) -> Any: ...
+
+    def grants_of(self, credential: str) -> frozenset[str] | None: ...
 
     def admit(self, credential: str) -> Awaitable[None]: ...
 
@@ -90,12 +99,24 @@ class ConsoleAuth:
         self.logins = logins
         self.make_caller = make_caller
 
+    async def session(self, request: Request) -> Session | None:
+        """The request's live session, with the orgs its credential is granted *now*; None when there is none, or
+        when its credential is no longer configured (a rotated token): that session is deleted, as at logout."""
+        session = await run_in_threadpool(self.sessions.find, request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return None
+        orgs = self.guard.grants_of(session.credential)
+        if orgs is None:
+            await run_in_threadpool(self.sessions.revoke, session)
+            return None
+        return session if orgs == session.orgs else dataclasses.replace(session, orgs=orgs)
+
     async def caller(self, request: Request) -> Caller:
         """Who is asking (IntakeError 401/403 otherwise), after its rate-limit slot."""
         if "authorization" in request.headers:
             who: Caller = self.guard.identify(request)
         else:
-            session = await run_in_threadpool(self.sessions.find, request.cookies.get(SESSION_COOKIE))
+            session = await self.session(request)
             if session is None:
                 raise IntakeError(401, "unauthorized", "authentication required",
                                   headers={"WWW-Authenticate": 'Bearer realm="genesys-closer"'})

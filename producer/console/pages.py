@@ -4,7 +4,8 @@ the intake's own API (``/v1/...``, ``producer.console.api``). There is no second
 reads, through the same shared reads, and every action is an API call with the session's CSRF token.
 
 ``SecurityHeaders`` gives every ``/ui`` answer a strict Content-Security-Policy (scripts and styles from this origin
-only, no inline script, no framing), ``nosniff``, no referrer and no caching.
+only, no inline script, no framing), ``nosniff``, no referrer beyond this origin and no caching; the ``/v1`` answers
+the pages read get ``nosniff`` and no caching too.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genesys_closer.config.orgs import DEFAULT_ORG
 from genesys_closer.producer.console.api import OperatorReads
-from genesys_closer.producer.console.auth import ConsoleAuth
+from genesys_closer.producer.console.auth import ConsoleAuth, same_origin
 from genesys_closer.producer.console.sessions import (
     CSRF_FIELD,
     LOGIN_COOKIE,
@@ -43,7 +44,8 @@ HERE = Path(__file__).parent
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PAGE_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+                "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 LOGIN_FORM_SECONDS = 900
 OUTCOMES = [o.value for o in Outcome]
 # Outcome colours of the stacked bars: success, trouble, and the rest.
@@ -51,20 +53,24 @@ GOOD = {o.value for o in Outcome if o.succeeded}
 
 
 class SecurityHeaders:
-    """The page headers above on every answer under ``/ui`` (pages, static files, redirects, errors)."""
+    """The page headers above on every answer under ``/ui`` (pages, static files, redirects, errors), and
+    ``API_HEADERS`` on every ``/v1`` answer: the data the pages show (batches, results, exports) is fetched there
+    with the session cookie, and a browser's cache must not keep it either."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/ui"):
+        path = str(scope.get("path", "")) if scope["type"] == "http" else ""
+        added = PAGE_HEADERS if path.startswith("/ui") else API_HEADERS if path.startswith("/v1/") else None
+        if added is None:
             await self.app(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in PAGE_HEADERS.items():
+                for name, value in added.items():
                     headers[name] = value
             await send(message)
 
@@ -122,7 +128,7 @@ def add_console(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth) -> None:
 
     async def session_of(request: Request) -> Session | None:
         """The request's live session (its rate-limit slot taken), or None: the page then sends to the login."""
-        session = await run_in_threadpool(sessions.find, request.cookies.get(SESSION_COOKIE))
+        session = await auth.session(request)
         if session is not None:
             await auth.guard.admit(session.credential)
         return session
@@ -155,8 +161,10 @@ def _login_routes(app: FastAPI, auth: ConsoleAuth, render: Render, lifetime: int
     @app.post("/ui/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
-        if not same_token(form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE) or "\0"):
-            return await login_page(request)  # a stale or forged form: a fresh one
+        if not same_token(form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE) or "\0") or not same_origin(request):
+            # A stale or forged form: a fresh one. The Origin check stops a page on a sibling port or subdomain, which
+            # can plant the double-submit cookie, from logging the operator in to a credential of its choosing.
+            return await login_page(request)
         await auth.logins.admit(request)
         user, password, token = form.get("username", ""), form.get("password", ""), form.get("token", "").strip()
         header = (f"Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}" if user
@@ -181,7 +189,7 @@ def _login_routes(app: FastAPI, auth: ConsoleAuth, render: Render, lifetime: int
         session = await run_in_threadpool(sessions.find, request.cookies.get(SESSION_COOKIE))
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
         if session is not None:
-            if not same_token(form.get(CSRF_FIELD), session.csrf):
+            if not same_token(form.get(CSRF_FIELD), session.csrf) or not same_origin(request):
                 raise IntakeError(403, "csrf", "this request lacks the console's CSRF token; reload the page")
             await run_in_threadpool(sessions.revoke, session)
         response = to_login()
@@ -192,8 +200,22 @@ def _login_routes(app: FastAPI, auth: ConsoleAuth, render: Render, lifetime: int
 def _pages(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth, render: Render,
            session_of: Callable[[Request], Awaitable[Session | None]]) -> None:
     def org_of(session: Session, requested: str | None, not_found: str) -> str:
-        """The org a page shows (IntakeError as the API answers for an org not granted)."""
+        """The org a page shows (IntakeError as the API answers for an org not granted). A page asked for without
+        one (the nav's links) shows ``default`` when granted, else the first of the credential's orgs: the API
+        wants an org named, a page has a chooser."""
+        if not requested and DEFAULT_ORG not in session.orgs and session.orgs:
+            requested = min(session.orgs)
         return auth.make_caller(session.credential, session.orgs).org(requested, not_found)
+
+    def org_of_page(session: Session, requested: str | None) -> str | None:
+        """``org_of`` for a page: None for an org this login is not granted (the page then says so, as HTML)."""
+        try:
+            return org_of(session, requested, "no such org")
+        except IntakeError:
+            return None
+
+    def no_org(request: Request, session: Session, page: str) -> HTMLResponse:
+        return render("missing.html", request, session, status=404, page=page, what="org")
 
     def scope(session: Session, org: str) -> dict[str, Any]:
         """What every org-aware page needs: the org shown and, with several, the others to choose from."""
@@ -223,35 +245,44 @@ def _pages(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth, render: Render
                       cursor=first["cursor"], **scope(session, chosen))
 
     @app.get("/ui/new", include_in_schema=False)
-    async def new_page(request: Request) -> Response:
+    async def new_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
+        chosen = org_of_page(session, org)
+        if chosen is None:
+            return no_org(request, session, "new")
         return render("new.html", request, session, page="new", max_ids=reads.settings.intake_max_batch_ids,
-                      **scope(session, org_of(session, None, "no such org")))
+                      **scope(session, chosen))
 
     @app.get("/ui/sweep", include_in_schema=False)
-    async def sweep_page(request: Request) -> Response:
+    async def sweep_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        return render("sweep.html", request, session, page="sweep",
-                      **scope(session, org_of(session, None, "no such org")))
+        chosen = org_of_page(session, org)
+        if chosen is None:
+            return no_org(request, session, "sweep")
+        return render("sweep.html", request, session, page="sweep", **scope(session, chosen))
 
     @app.get("/ui/readiness", include_in_schema=False)
     async def readiness_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        return render("readiness.html", request, session, page="readiness",
-                      **scope(session, org_of(session, org, "no such org")))
+        chosen = org_of_page(session, org)
+        if chosen is None:
+            return no_org(request, session, "readiness")
+        return render("readiness.html", request, session, page="readiness", **scope(session, chosen))
 
     @app.get("/ui/fleet", include_in_schema=False)
     async def fleet_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login()
-        chosen = org_of(session, org, "no such org")
+        chosen = org_of_page(session, org)
+        if chosen is None:
+            return no_org(request, session, "fleet")
         fleet = await run_in_threadpool(reads.fleet, chosen)
         workers = await run_in_threadpool(reads.workers)
         return render("fleet.html", request, session, page="fleet", fleet=fleet, workers=workers,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,7 +17,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
 from genesys_closer.config.redis_keys import KEYS
+from genesys_closer.shared.redis_connection import connect
+from tests.conftest import Fleet
 from tests.console.conftest import Operator
+from tests.fleet.intake_server import TOKEN_A, TOKEN_B, Intake, running_intake
 from tests.waiting import wait_until
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -151,3 +156,49 @@ def test_the_cookie_is_secure_off_loopback(operator: Operator, host: str) -> Non
     login = requests.Session()
     form = login.get(operator.url + "/ui/login", headers={"Host": host}, timeout=10)
     assert "secure" in form.headers["set-cookie"].lower()
+
+
+def console_login(url: str, token: str) -> requests.Session:
+    """A console session, logged in through the login form as a browser would."""
+    login = requests.Session()
+    form = login.get(url + "/ui/login", timeout=10)
+    csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    answer = login.post(url + "/ui/login", data={"csrf": csrf, "token": token}, allow_redirects=False, timeout=10)
+    assert answer.status_code == 303, answer.text
+    return login
+
+
+def test_a_session_ends_with_its_credential(console_intake: Intake, on_fleet: Fleet, tmp_path: Path) -> None:
+    """A token taken out of INTAKE_TOKENS (rotated after a leak) takes its console sessions with it: the intake
+    restarted without it refuses the cookie (and deletes the session), a session of a kept token still works."""
+    dropped, kept = console_login(console_intake.url, TOKEN_A), console_login(console_intake.url, TOKEN_B)
+    with running_intake(on_fleet.redis_url, tmp_path / "rotated.log", INTAKE_TOKENS=TOKEN_B) as rotated:
+        assert dropped.get(rotated.url + "/v1/batches", timeout=10).status_code == 401
+        page = dropped.get(rotated.url + "/ui/batches", allow_redirects=False, timeout=10)
+        assert page.status_code == 303 and page.headers["location"] == "/ui/login"
+        assert kept.get(rotated.url + "/v1/batches", timeout=10).status_code == 200
+    assert dropped.get(console_intake.url + "/v1/batches", timeout=10).status_code == 401  # deleted, not only refused
+
+
+def test_every_answer_has_its_headers(console_intake: Intake, on_fleet: Fleet) -> None:
+    """Pages, static files and error pages under /ui get the strict policy; the /v1 data the pages read (a batch
+    list, an export, an error) is never kept in a browser's cache either."""
+    session = console_login(console_intake.url, TOKEN_A)
+    for path in ("/ui/login", "/ui/batches", "/ui/static/app.js", "/ui/no-such-page", "/ui/static/../intake.py"):
+        headers = session.get(console_intake.url + path, timeout=10).headers
+        assert headers["Content-Security-Policy"].startswith("default-src 'none'"), path
+        assert headers["Cache-Control"] == "no-store" and headers["X-Frame-Options"] == "DENY", path
+    batch = console_intake.call("POST", "/v1/batches", json={"conversationIds": [str(uuid.uuid4())]}).json()
+    for path in ("/v1/batches", f"/v1/batches/{batch['batchId']}/results?format=csv", "/v1/batches/none"):
+        headers = session.get(console_intake.url + path, timeout=10).headers
+        assert headers["Cache-Control"] == "no-store" and headers["X-Content-Type-Options"] == "nosniff", path
+    assert requests.get(console_intake.url + "/v1/batches", timeout=10).headers["Cache-Control"] == "no-store"
+
+
+def test_a_login_posted_from_another_origin_logs_no_one_in(console_intake: Intake, on_fleet: Fleet) -> None:
+    """A page on a sibling port can plant the login form's double-submit cookie; its Origin still gives it away."""
+    forged = requests.post(console_intake.url + "/ui/login", data={"csrf": "planted", "token": TOKEN_A},
+                           cookies={"gc_console_login": "planted"}, headers={"Origin": "http://127.0.0.1:1"},
+                           allow_redirects=False, timeout=10)
+    assert forged.status_code == 200 and "gc_console=" not in forged.headers.get("set-cookie", "")
+    assert not list(connect(on_fleet.redis_url).scan_iter(KEYS.console_session("*")))

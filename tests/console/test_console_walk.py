@@ -60,6 +60,8 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
     confirm.send_keys("22")
     el(operator, "#close-these").click()
     swept = batch_id_of(operator)
+    again = operator.api("POST", f"/v1/sweeps/{sweep_id}/close", json={"confirm": 22})  # a double click's second
+    assert again.status_code == 200 and again.json()["batchId"] == swept  # the batch already started, not another
     operator.text_in("#state", "finished")  # live, by Server-Sent Events
     operator.text_in("#done", "22/22")
     assert {c: operator.admin.conversation(c)["open"] for c in old} == dict.fromkeys(old, False)
@@ -85,6 +87,7 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
     operator.text_in("#state", "finished")
     operator.text_in("#done", "2/2")
     assert operator.api("GET", f"/v1/batches/{retried}").json()["source"] == f"retry:{swept}"
+    assert len(operator.api("GET", "/v1/batches").json()["batches"]) == 2  # the sweep's batch once, its retry once
 
 
 def test_upload_a_csv_and_dry_run_it(operator: Operator, tmp_path: Path) -> None:

@@ -115,6 +115,7 @@ def test_producer_commands_need_only_redis(redis_url: str) -> None:
     ({}, "INTAKE_TOKENS"),
     ({"INTAKE_TOKENS": "short"}, "at least 16 characters"),
     ({"INTAKE_BASIC_AUTH": "no-colon"}, "user:password"),
+    ({"INTAKE_BASIC_AUTH": "admin:password123"}, "password must be at least 16 characters"),
 ])
 def test_serve_refuses_to_start_without_auth(redis_url: str, env: dict[str, str], says: str) -> None:
     run = subprocess.run([*CLI, "--redis-url", redis_url, "serve", "--port", str(free_port())],

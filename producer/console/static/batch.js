@@ -96,11 +96,15 @@ export function start() {
     event.preventDefault();
     const outcomes = new FormData(event.target).getAll('outcome');
     if (!outcomes.length) { notice('Choose at least one outcome to retry.', true); return; }
+    const button = document.getElementById('retry-button');
+    if (button.disabled) return; // one retry batch per click, not one per double click
+    button.disabled = true;
     try {
       const started = await api('POST', withOrg(`${base}/retry`), { json: { outcomes } });
       window.location.assign(withOrg(`/ui/batches/${encodeURIComponent(started.batchId)}`));
     } catch (error) {
       notice(error.message, true);
+      button.disabled = false;
     }
   });
 }

@@ -83,11 +83,15 @@ export function start() {
   document.getElementById('confirm-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     const typed = Number(document.getElementById('confirm-count').value.trim());
+    const button = document.getElementById('close-these');
+    if (button.disabled) return; // a second Enter while the first close is on its way
+    button.disabled = true;
     try {
       const started = await api('POST', `/v1/sweeps/${encodeURIComponent(sweep.id)}/close${sweep0}`, { json: { confirm: typed } });
       window.location.assign(`/ui/batches/${encodeURIComponent(started.batchId)}${sweep0}`);
     } catch (error) {
       notice(error.message, true);
+      button.disabled = false;
     }
   });
 }
