@@ -183,9 +183,12 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
         topology.mend_replica(replica_port)
         # The old master comes back on its own data (a supervisor restarts it): the sentinels make it a replica.
         topology.server(old_master).start()
-        sent_at_promotion = len(app.accepted)
+        sent_at_promotion, canary_at_promotion = len(app.accepted), len(canary.acked)
         wait_until(lambda: len(app.accepted) >= sent_at_promotion + 10, timeout=120,
                    message=f"the app's closes are accepted again after the failover ({app.refused[-3:]})")
+        # The canary counts lost writes from the values the new master gives it: it must have written there too.
+        wait_until(lambda: len(canary.acked) >= canary_at_promotion + 50, timeout=60,
+                   message="the canary writes to the new master")
         app.stop.set()
         canary.stop.set()
         for thread in threads:

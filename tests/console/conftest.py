@@ -7,6 +7,7 @@ also ends every console session) and logs in again, as an operator would.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ import pytest
 import redis
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import NoAlertPresentException, TimeoutException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.alert import Alert
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
@@ -87,6 +89,10 @@ class Operator:
             shown = self.driver.find_element(By.TAG_NAME, "body").text[:3000]
             raise TimeoutException(f"not reached on {self.driver.current_url}; the page shows:\n{shown}") from None
 
+    def alert(self, timeout: float = WAIT_SECONDS) -> Alert:
+        """The page's dialog (a confirm() opened by a click handler), once it is open."""
+        return self.wait(ec.alert_is_present(), timeout)  # type: ignore[return-value]
+
     def text_in(self, css: str, text: str, timeout: float = WAIT_SECONDS) -> None:
         self.wait(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text), timeout)
 
@@ -119,4 +125,6 @@ def log_in(driver: WebDriver, url: str, token: str = TOKEN_A) -> None:
 def operator(on_fleet: Fleet, console_intake: Intake, driver: WebDriver) -> Iterator[Operator]:
     log_in(driver, console_intake.url)
     yield Operator(driver, console_intake, on_fleet.admin, on_fleet)
+    with contextlib.suppress(NoAlertPresentException):  # a dialog a failed test left open blocks the next test
+        driver.switch_to.alert.dismiss()
     driver.get("about:blank")  # a page's live streams end with it

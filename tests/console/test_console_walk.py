@@ -121,7 +121,7 @@ def test_paste_dry_run_start_and_cancel(operator: Operator) -> None:
     batch_id = batch_id_of(operator)
     operator.text_in("#label", "pasted list")
     el(operator, "#cancel").click()
-    operator.driver.switch_to.alert.accept()
+    operator.alert().accept()  # the click handler's confirm(), once it is open
     operator.text_in("#state", "cancelled")
     operator.text_in("#finished", "UTC")  # the items already running finish; the rest end cancelled
     counts = operator.api("GET", f"/v1/batches/{batch_id}").json()["counts"]
