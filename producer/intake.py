@@ -54,7 +54,14 @@ from genesys_closer.producer.console.sessions import SessionStore
 from genesys_closer.producer.export import csv_lines, jsonl_lines
 from genesys_closer.producer.idempotency import Claim, IdempotencyKeys, fingerprint, is_valid_key
 from genesys_closer.producer.inputs import ID_COLUMNS, InputError, read_ids
-from genesys_closer.producer.intake_http import BodyGuard, IntakeError, RequestIdAndMetrics, error_response
+from genesys_closer.producer.intake_http import (
+    UPLOAD_FORMATS,
+    BodyGuard,
+    IntakeError,
+    RequestIdAndMetrics,
+    error_response,
+    upload_column,
+)
 from genesys_closer.shared.batches import BatchWriter, StagedBatch
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
 from genesys_closer.shared.logging_setup import configure_logging
@@ -213,19 +220,20 @@ class Guard:
                               headers={"Retry-After": str(retry)})
 
 
-def _ids_from_text(body: bytes, content_type: str) -> list[object]:
-    """IDs from a text/plain body (one per line) or text/csv (a conversationId / conversation_id / id column)."""
+def _ids_from_text(body: bytes, fmt: str, column: str | None) -> list[object]:
+    """IDs from a text body: plain lines, CSV (the ``column`` column, or a conversationId / conversation_id / id one)
+    or JSON Lines (the ``column`` key, conversation_id unless named)."""
     text = body.decode("utf-8-sig", errors="strict")
-    fmt = "csv" if "csv" in content_type else "lines"
     try:
-        return list(read_ids(io.StringIO(text), fmt=fmt, name="request body",
-                             column_hint=f"name the ID column {' / '.join(ID_COLUMNS)}"))
+        return list(read_ids(io.StringIO(text), fmt=fmt, column=column, name="request body",
+                             column_hint=f"name the ID column {' / '.join(ID_COLUMNS)}, or give ?column="))
     except InputError as exc:
         raise IntakeError(422, "invalid_body", str(exc)[:500]) from None
 
 
-def parse_upload(raw: bytes, content_type: str, max_ids: int) -> tuple[list[object], str | None, str | None]:
-    """The ids, label and org of a batch upload: JSON, text/plain (one per line) or text/csv (these two carry no
+def parse_upload(raw: bytes, content_type: str, max_ids: int,
+                 column: str | None = None) -> tuple[list[object], str | None, str | None]:
+    """The ids, label and org of a batch upload: JSON, or a text body (plain lines, CSV, JSON Lines: these carry no
     label or org); IntakeError otherwise."""
     label: str | None = None
     org: str | None = None
@@ -236,13 +244,14 @@ def parse_upload(raw: bytes, content_type: str, max_ids: int) -> tuple[list[obje
             raise IntakeError(422, "invalid_request", "the request does not match the schema",
                               schema_problems(getattr(exc, "errors", list)())) from None
         ids, label, org = parsed.conversationIds, parsed.label, parsed.org
-    elif content_type in {"text/plain", "text/csv"}:
+    elif content_type in UPLOAD_FORMATS:
         try:
-            ids = _ids_from_text(raw, content_type)
+            ids = _ids_from_text(raw, UPLOAD_FORMATS[content_type], column)
         except UnicodeDecodeError:
             raise IntakeError(422, "invalid_body", "the body is not UTF-8 text") from None
     else:
-        raise IntakeError(415, "unsupported_media_type", "send application/json, text/plain or text/csv")
+        raise IntakeError(415, "unsupported_media_type",
+                          "send application/json, text/plain, text/csv or application/x-ndjson")
     if len(ids) > max_ids:
         raise IntakeError(413, "too_many_ids", f"at most {max_ids} ids per batch")
     if not ids:
@@ -543,10 +552,15 @@ def _batch_routes(app: FastAPI, orgs: OrgClients, settings: IntakeSettings, enqu
               openapi_extra={"requestBody": {"content": {
                   "application/json": {"schema": BatchRequest.model_json_schema()},
                   "text/plain": {"schema": {"type": "string", "description": "one conversation id per line"}},
-                  "text/csv": {"schema": {"type": "string", "description": "a conversationId column"}}}},
+                  "text/csv": {"schema": {"type": "string", "description": "a conversationId column"}},
+                  "application/x-ndjson": {"schema": {"type": "string",
+                                                      "description": "JSON Lines, a conversation_id key"}}}},
                   "parameters": [{"name": "label", "in": "query", "required": False,
                                   "schema": {"type": "string", "maxLength": 200},
-                                  "description": "the batch's label, for a text/plain or text/csv body"},
+                                  "description": "the batch's label, for a text body"},
+                                 {"name": "column", "in": "query", "required": False,
+                                  "schema": {"type": "string", "maxLength": 100},
+                                  "description": "the CSV column or JSON Lines key holding the ids"},
                                  {"name": "Idempotency-Key", "in": "header", "required": False,
                                   "schema": {"type": "string", "maxLength": 200},
                                   "description": "a retry with the same key (and body) returns the same batch"}]})
@@ -560,8 +574,10 @@ def _batch_routes(app: FastAPI, orgs: OrgClients, settings: IntakeSettings, enqu
         query_label = request.query_params.get("label")  # the label of a text/plain or text/csv upload
         if query_label is not None and len(query_label) > 200:
             raise IntakeError(422, "invalid_request", "label: at most 200 characters")
+        column = upload_column(request.query_params.get("column"))  # of a CSV or JSON Lines body
         raw = await request.body()
-        ids, label, body_org = await run_in_threadpool(parse_upload, raw, content_type, settings.intake_max_batch_ids)
+        ids, label, body_org = await run_in_threadpool(parse_upload, raw, content_type, settings.intake_max_batch_ids,
+                                                       column)
         label = label or query_label
         if org is not None and body_org is not None and org != body_org:
             raise IntakeError(422, "invalid_request", "the query's org and the body's org differ")
@@ -569,8 +585,9 @@ def _batch_routes(app: FastAPI, orgs: OrgClients, settings: IntakeSettings, enqu
         credential = f"{who.credential}:{chosen}"  # an Idempotency-Key is the credential's, per org
         body_fingerprint, token = "", ""
         if key is not None:
-            body_fingerprint = await run_in_threadpool(fingerprint, content_type if query_label is None
-                                                       else f"{content_type};label={query_label}", raw)
+            described = content_type + ("" if query_label is None else f";label={query_label}") + (
+                "" if column is None else f";column={column}")  # the same key with another column is another body
+            body_fingerprint = await run_in_threadpool(fingerprint, described, raw)
             claim, token = await run_in_threadpool(keys.claim, credential, key, body_fingerprint)
             if not claim.won:
                 return _replay(claim)

@@ -205,3 +205,16 @@ def uvicorn_options(settings: IntakeSettings) -> dict[str, Any]:
         "limit_concurrency": settings.intake_max_connections,
         "h11_max_incomplete_event_size": 16 * 1024,  # a request head over 16 KiB is refused (uvicorn's default)
     }
+
+
+# The text bodies a batch upload takes, and how each is read (``producer.inputs``).
+UPLOAD_FORMATS = {"text/plain": "lines", "text/csv": "csv", "application/x-ndjson": "jsonl",
+                  "application/jsonl": "jsonl"}
+MAX_COLUMN = 100
+
+
+def upload_column(value: str | None) -> str | None:
+    """The ``column`` query parameter: the CSV column or JSON Lines key holding the ids (as the CLI's --column)."""
+    if value is not None and not 0 < len(value) <= MAX_COLUMN:
+        raise IntakeError(422, "invalid_request", f"column: 1 to {MAX_COLUMN} characters")
+    return value

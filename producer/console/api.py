@@ -41,7 +41,7 @@ from genesys_closer.producer.console.id_lines import check_lines
 from genesys_closer.producer.console.live import Rates, SharedReads, event_stream
 from genesys_closer.producer.console.sessions import SessionStore
 from genesys_closer.producer.inputs import InputError
-from genesys_closer.producer.intake_http import IntakeError
+from genesys_closer.producer.intake_http import UPLOAD_FORMATS, IntakeError, upload_column
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
 from genesys_closer.shared.names import QUEUE_INTERACTIVE, READINESS_TASK_NAME
 from genesys_closer.shared.outcomes import CloseResult, Outcome
@@ -326,20 +326,22 @@ def add_operator_routes(app: FastAPI, reads: OperatorReads, sessions: SessionSto
 def _batch_check_route(app: FastAPI, reads: OperatorReads) -> None:
     @app.post("/v1/batches/dry-run",
               openapi_extra={"requestBody": {"content": {"text/plain": {"schema": {"type": "string"}},
-                                                         "text/csv": {"schema": {"type": "string"}}}}})
+                                                         "text/csv": {"schema": {"type": "string"}},
+                                                         "application/x-ndjson": {"schema": {"type": "string"}}}}})
     async def dry_run(request: Request, who: Who) -> dict[str, Any]:
         """Check an id list as ``POST /v1/batches`` would take it, line by line; nothing is stored."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in {"text/plain", "text/csv"}:
-            raise IntakeError(415, "unsupported_media_type", "send text/plain or text/csv")
+        if content_type not in UPLOAD_FORMATS:
+            raise IntakeError(415, "unsupported_media_type", "send text/plain, text/csv or application/x-ndjson")
+        column = upload_column(request.query_params.get("column"))
         raw = await request.body()
         try:
             body = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise IntakeError(422, "invalid_body", "the body is not UTF-8 text") from None
         try:
-            check = await run_in_threadpool(check_lines, body, "csv" if content_type == "text/csv" else "lines",
-                                            reads.settings.intake_max_batch_ids)
+            check = await run_in_threadpool(check_lines, body, UPLOAD_FORMATS[content_type],
+                                            reads.settings.intake_max_batch_ids, column)
         except InputError as exc:
             raise IntakeError(422, "invalid_body", str(exc)[:500]) from None
         if not check.valid and not check.invalid:

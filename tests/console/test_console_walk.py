@@ -90,12 +90,14 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
     assert len(operator.api("GET", "/v1/batches").json()["batches"]) == 2  # the sweep's batch once, its retry once
 
 
-def test_upload_a_csv_and_dry_run_it(operator: Operator, tmp_path: Path) -> None:
+def test_upload_a_csv_name_its_column_and_dry_run_it(operator: Operator, tmp_path: Path) -> None:
     ids = operator.admin.create(3)
     upload = tmp_path / "stuck-sessions.csv"
-    upload.write_text(f"name,conversationId\na,{ids[0]}\nb,oops\nc,{ids[1]}\nd,{ids[2]}\n")
+    upload.write_text(f"name,Conversation ID\na,{ids[0]}\nb,oops\nc,{ids[1]}\nd,{ids[2]}\n")  # as an export names it
     operator.open("/ui/new")
     el(operator, "#file").send_keys(str(upload))
+    operator.text_in("#browser-check", "first at line 1")  # no usual ID column: the operator names it
+    el(operator, "#column").send_keys("Conversation ID")
     operator.text_in("#browser-check", "first at line 3")
     el(operator, "#dry-run").click()
     operator.text_in("#dry-summary", "3 valid unique id(s)")

@@ -67,7 +67,7 @@ def test_batch_of_1000_with_progress_and_results(intake: Intake, admin: Emulator
 
 
 def test_text_and_csv_uploads_keep_valid_items(intake: Intake, admin: EmulatorAdmin) -> None:
-    good = admin.create(3)
+    good = admin.create(5)
     plain = intake.call("POST", "/v1/batches", data="\n".join([good[0], "../etc/passwd", good[1]]),
                         headers={"Content-Type": "text/plain"})
     assert plain.status_code == 202 and plain.json()["total"] == 3 and plain.json()["invalid"] == 1
@@ -75,7 +75,19 @@ def test_text_and_csv_uploads_keep_valid_items(intake: Intake, admin: EmulatorAd
     table = intake.call("POST", "/v1/batches", data=f"conversationId,name\n{good[2]},x\n",
                         headers={"Content-Type": "text/csv"})
     assert table.status_code == 202 and table.json()["total"] == 1
-    for started in (plain, table):  # leave no work behind on the shared fleet
+    named = intake.call("POST", "/v1/batches?column=Conversation%20ID&label=named",  # a column as an export names it
+                        data=f"Conversation ID,queue\n{good[3]},q\n", headers={"Content-Type": "text/csv"})
+    assert named.status_code == 202 and named.json()["total"] == 1
+    lines = intake.call("POST", "/v1/batches?column=id", data=f'{{"id": "{good[4]}"}}\n{{"id": 5}}\n',
+                        headers={"Content-Type": "application/x-ndjson"})
+    assert lines.status_code == 202 and lines.json()["total"] == 2 and lines.json()["invalid"] == 1
+    checked = intake.call("POST", "/v1/batches/dry-run?column=key", data=f'{{"key": "{good[0]}"}}\n"nope"\n',
+                          headers={"Content-Type": "application/x-ndjson"})
+    assert checked.status_code == 200 and checked.json()["valid"] == 1 and checked.json()["problems"][0]["line"] == 2
+    wrong = intake.call("POST", "/v1/batches?column=missing", data=f"conversationId\n{good[0]}\n",
+                        headers={"Content-Type": "text/csv"})
+    assert wrong.status_code == 422 and "missing" in wrong.json()["error"]["message"]
+    for started in (plain, table, named, lines):  # leave no work behind on the shared fleet
         wait_until(lambda s=started: intake.call("GET", s.json()["statusUrl"]).json()["finished_at"], timeout=60)
     assert {admin.conversation(c)["open"] for c in good} == {False}
 

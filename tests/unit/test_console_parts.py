@@ -76,3 +76,15 @@ def test_csv_lines_keep_the_file_line_numbers() -> None:
         check_lines("name,other\na,b\n", "csv", 100)
     with pytest.raises(InputError, match="at most 1"):
         check_lines(f"{VALID}\n{OTHER}\n", "lines", 1)
+
+
+def test_a_named_column_and_json_lines_keep_their_line_numbers() -> None:
+    good = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
+    named = check_lines(f"queue,Conversation ID\nq,{good}\nq,oops\n", "csv", 100, "Conversation ID")
+    assert named.valid == 1 and named.problems[0]["line"] == 3
+    with pytest.raises(InputError, match="Conversation ID"):
+        check_lines(f"conversationId\n{good}\n", "csv", 100, "Conversation ID")  # named, so only that column
+    text = "\n".join([f'{{"conversation_id": "{good}"}}', "", '{"conversation_id": 5}', '"x"', "[" * 100_000, "{"])
+    lines = check_lines(text, "jsonl", 100)
+    assert lines.valid == 1 and [p["line"] for p in lines.problems] == [3, 4, 5, 6]
+    assert check_lines(f'{{"key": "{good}"}}', "jsonl", 100, "key").valid == 1
