@@ -247,19 +247,26 @@ class FlowerProcess:
              f"--port={self.port}", "--persistent=False", f"--tasks_columns={FLOWER_TASK_COLUMNS}"],
             env=env, cwd=self.logdir, start_new_session=True, stdout=_log(self.logdir / "flower.log"),
             stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError("flower exited; see flower.log") from None
-                time.sleep(0.2)
-        raise TimeoutError("flower did not start")
+        _wait_listening(self.process, self.port, timeout, "flower", "flower.log")
+        return self
 
     def stop(self) -> None:
         _stop(self.process, group=True)
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int, timeout: float, what: str, log: str) -> None:
+    """Until ``process`` accepts connections on loopback ``port``; RuntimeError if it exits, TimeoutError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited; see {log}") from None
+            time.sleep(0.2)
+    raise TimeoutError(f"{what} did not start")
 
 
 @dataclass
@@ -282,16 +289,8 @@ class IntakeProcess:
             [cli, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             env={**self.env, "INTAKE_TOKENS": self.token}, cwd=self.logdir, start_new_session=True,
             stdout=_log(self.logdir / "intake.log"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError("the intake exited; see intake.log") from None
-                time.sleep(0.2)
-        raise TimeoutError("the intake did not start")
+        _wait_listening(self.process, self.port, timeout, "the intake", "intake.log")
+        return self
 
     def stop(self) -> None:
         _stop(self.process, group=True)

@@ -255,35 +255,29 @@ def _pages(app: FastAPI, reads: OperatorReads, auth: ConsoleAuth, render: Render
         return render("new.html", request, session, page="new", max_ids=reads.settings.intake_max_batch_ids,
                       **scope(session, chosen))
 
-    @app.get("/ui/sweep", include_in_schema=False)
-    async def sweep_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
+    async def org_page(request: Request, org: str | None, page: str,
+                       extra: Callable[[str], dict[str, Any]] | None = None) -> Response:
+        """A page that acts for one of the session's orgs (``org``, or its first): login, "no such org", or the page."""
         session = await session_of(request)
         if session is None:
             return to_login()
         chosen = org_of_page(session, org)
         if chosen is None:
-            return no_org(request, session, "sweep")
-        return render("sweep.html", request, session, page="sweep", **scope(session, chosen))
+            return no_org(request, session, page)
+        values = await run_in_threadpool(extra, chosen) if extra is not None else {}
+        return render(f"{page}.html", request, session, page=page, **values, **scope(session, chosen))
+
+    def fleet_values(org: str) -> dict[str, Any]:
+        return {"fleet": reads.fleet(org), "workers": reads.workers()}
+
+    @app.get("/ui/sweep", include_in_schema=False)
+    async def sweep_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
+        return await org_page(request, org, "sweep")
 
     @app.get("/ui/readiness", include_in_schema=False)
     async def readiness_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
-        session = await session_of(request)
-        if session is None:
-            return to_login()
-        chosen = org_of_page(session, org)
-        if chosen is None:
-            return no_org(request, session, "readiness")
-        return render("readiness.html", request, session, page="readiness", **scope(session, chosen))
+        return await org_page(request, org, "readiness")
 
     @app.get("/ui/fleet", include_in_schema=False)
     async def fleet_page(request: Request, org: str | None = Query(None, max_length=40)) -> Response:
-        session = await session_of(request)
-        if session is None:
-            return to_login()
-        chosen = org_of_page(session, org)
-        if chosen is None:
-            return no_org(request, session, "fleet")
-        fleet = await run_in_threadpool(reads.fleet, chosen)
-        workers = await run_in_threadpool(reads.workers)
-        return render("fleet.html", request, session, page="fleet", fleet=fleet, workers=workers,
-                      **scope(session, chosen))
+        return await org_page(request, org, "fleet", fleet_values)
