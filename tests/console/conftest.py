@@ -80,7 +80,11 @@ class Operator:
         return self.intake.url
 
     def open(self, path: str) -> None:
+        """Load a page and wait until its module has set up its handlers (``body[data-ready]``, app.js)."""
         self.driver.get(self.url + path)
+        if self.driver.current_url.startswith(self.url + "/ui/") and "/ui/login" not in self.driver.current_url:
+            self.wait(lambda driver: not driver.find_element(By.TAG_NAME, "body").get_attribute("data-page")
+                      or driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
 
     def wait(self, condition: object, timeout: float = WAIT_SECONDS) -> object:
         try:

@@ -113,5 +113,10 @@ export function orgQuery(prefix = '?') {
 
 const page = document.body.dataset.page;
 if (page) {
-  import(`./${page}.js`).then((module) => module.start()).catch((error) => notice(String(error), true));
+  // The page's module is imported after the page has loaded: data-ready says its handlers are in place (the browser
+  // tests wait for it before they type, click or choose a file).
+  import(`./${page}.js`)
+    .then((module) => module.start())
+    .then(() => { document.body.dataset.ready = 'true'; })
+    .catch((error) => notice(String(error), true));
 }
