@@ -25,6 +25,8 @@ def test_bytes_per_batched_close(admin: EmulatorAdmin, client: CloseClient, redi
     print(f"\nREDIS-MEMORY | {per_item:.0f} bytes per batched close ({BATCH} closes, {used:,} bytes)")
     assert per_item <= 1024
     assert sum(1 for _ in raw.scan_iter("celery-task-meta-*", count=1000)) == results_before  # no Celery results
-    record = client.outcome(batch.results().__next__().conversation_id)
+    # ANALYTICS_VERIFY_SHARE (2%) of the items are also confirmed by a read (analytics+conversation): take another
+    sampled = next(r for r in batch.results() if r.confirmed_by == "analytics")
+    record = client.outcome(sampled.conversation_id)
     assert record is not None and record.batch_id == batch.id  # the reference resolves
     assert record.confirmed_by == "analytics" and 1 < record.api_calls < 1.2
