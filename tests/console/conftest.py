@@ -83,8 +83,12 @@ class Operator:
         """Load a page and wait until its module has set up its handlers (``body[data-ready]``, app.js)."""
         self.driver.get(self.url + path)
         if self.driver.current_url.startswith(self.url + "/ui/") and "/ui/login" not in self.driver.current_url:
-            self.wait(lambda driver: not driver.find_element(By.TAG_NAME, "body").get_attribute("data-page")
-                      or driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+            self.ready()
+
+    def ready(self) -> None:
+        """Until the page shown (opened, or reached by the page itself) has its module's handlers in place."""
+        self.wait(lambda driver: not driver.find_element(By.TAG_NAME, "body").get_attribute("data-page")
+                  or driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
 
     def wait(self, condition: object, timeout: float = WAIT_SECONDS) -> object:
         try:

@@ -30,6 +30,7 @@ def rows(operator: Operator, css: str) -> list[list[str]]:
 
 def batch_id_of(operator: Operator) -> str:
     operator.wait(ec.url_matches(r"/ui/batches/[0-9a-f]{32}$"))
+    operator.ready()  # the page's buttons have their handlers (a click before would do nothing)
     return operator.driver.current_url.rsplit("/", 1)[1]
 
 
