@@ -36,7 +36,7 @@ PATCH_ROUTE = "/api/v2/conversations/messages/{conversationId}"
 SCALED = {"task_soft_time_limit_seconds": 8, "task_time_limit_seconds": 10, "task_max_countdown_seconds": 3,
           "broker_visibility_timeout_seconds": 15, "batch_stall_seconds": 20, "recovery_check_seconds": 2}
 BATCH_SIZE = 300
-SINGLES = 200  # a pool the app draws from; it stops sending a while after the failover
+SINGLES = 1000  # a pool the app draws from (ten a second; 200 ran out on a loaded machine before the failover)
 WORKERS, CONCURRENCY = 2, 4
 
 
