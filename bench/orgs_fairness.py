@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.interactive_lane import single_closes
 from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.stack import CeleryWorker, EmulatorProcess, RedisServer, closer_env, start_workers
 from genesys_closer.producer.api import CloseClient
@@ -118,15 +119,6 @@ def write_orgs_file(path: Path, base_url: str) -> dict[str, str]:
                   f"rate_limit_per_minute = {LIMIT}", ""]
     path.write_text("\n".join(lines))
     return env
-
-
-def single_closes(client: CloseClient, ids: list[str]) -> list[float]:
-    latencies = []
-    for cid in ids:
-        started = time.perf_counter()
-        client.close(cid, wait=True, timeout=120)
-        latencies.append(time.perf_counter() - started)
-    return latencies
 
 
 def cpu_seconds(process: psutil.Process) -> float:
