@@ -78,19 +78,22 @@ def test_every_kind_ends_the_same_on_both_paths(admin: EmulatorAdmin, client: Cl
     assert all(r.confirmed_by in {"conversation", None} and r.api_calls >= 2 for r in fell_back)
 
 
-def test_600_closes_at_about_one_call_each(admin: EmulatorAdmin, client: CloseClient) -> None:
-    """The issue's yardstick: 600 conversations, analytics lagging 2 s, two workers: every one closed and confirmed,
-    at most 1.2 API calls per close (token requests aside), at most 0.5% 429s."""
+def test_a_few_hundred_closes_at_about_one_call_each(admin: EmulatorAdmin, client: CloseClient) -> None:
+    """The issue's yardstick (bench/ measures the figure, docs/benchmarks.md): a few hundred conversations (beyond
+    one in-flight window, 300), analytics lagging 2 s, two workers: every one closed and confirmed, at most 1.2 API
+    calls per close (token requests aside), at most 0.5% 429s. Fewer would not do: a batch's last reads are shared
+    by fewer items, and at 320 the calls per close came within 0.02 of the bound."""
     admin.faults(analytics_lag_ms=2000)
-    ids = admin.create(600)
+    count = 450
+    ids = admin.create(count)
     status = client.close_many(ids).wait(timeout=180)
-    assert status.counts == {"closed": 600}
+    assert status.counts == {"closed": count}
     records = list(client.batch(status.batch_id).results())
     assert all(r.confirmed_by in {"analytics", "analytics+conversation", "conversation"} for r in records)
     requests = [r for r in admin.requests() if r["route"] != "/oauth/token"]
     limited = sum(1 for r in requests if r["status"] == 429)
-    print(f"\nBATCHED | 600 closes, lag 2 s: {len(requests) / 600:.3f} calls per close, {limited} x 429")
-    assert len(requests) / 600 <= 1.2
+    print(f"\nBATCHED | {count} closes, lag 2 s: {len(requests) / count:.3f} calls per close, {limited} x 429")
+    assert len(requests) / count <= 1.2
     assert limited <= 0.005 * len(requests)
     assert abs(sum(r.api_calls for r in records) - len(requests)) <= 1  # every request is counted, reads as shares
     assert admin.stats()["conversations_open"] == 0
