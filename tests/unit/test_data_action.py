@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-gc = pytest.importorskip("PureCloudPlatformClientV2")
+from tests.sdk import SDK_GROUP, gc
+
+pytestmark = SDK_GROUP
 
 FOLDER = Path(__file__).resolve().parents[2] / "integrations" / "genesys"
 EXPORT = FOLDER / "close-conversation.custom.json"
