@@ -69,10 +69,13 @@ def test_every_kind_ends_the_same_on_both_paths(admin: EmulatorAdmin, client: Cl
     assert admin.stats()["duplicate_conversation_patches"] == 0
     if variant != "faithful":
         return
-    # The batched path decided from analytics wherever analytics knew the conversation, at a fraction of the calls.
+    # The batched path decided from analytics wherever analytics knew the conversation, without a read of its own
+    # (what a batched read costs each item depends on how many shared it, i.e. on timing: docs/benchmarks.md).
     by_analytics = [batched[pairs[kind][1]] for kind in ("webmessaging", "queued", "bot", "customer_left", "parked")]
     assert all(r.confirmed_by in {"analytics", "analytics+conversation"} for r in by_analytics)
-    assert all(r.api_calls < 1.5 for r in by_analytics if r.confirmed_by == "analytics")
+    read_alone = {row["conversation_id"] for row in admin.requests()
+                  if row["route"] == "GET /api/v2/conversations/messages/{conversationId}"}
+    assert not [r for r in by_analytics if r.confirmed_by == "analytics" and r.conversation_id in read_alone]
     read_live = [batched[pairs[kind][1]] for kind in ("wrapup", "disconnected", "sms", "whatsapp", "open")]
     assert all(r.confirmed_by in {"conversation", None} for r in read_live)  # analytics never decides these alone
     assert all(direct[kind].api_calls >= 2 for kind in ("webmessaging", "queued", "bot", "customer_left", "parked"))
