@@ -2,8 +2,8 @@
 
 Importing it costs about 1.3 CPU-seconds (thousands of generated model modules). A module-level import made every
 test process pay that at collection; through these proxies only the process that runs an SDK test does, and the
-SDK tests share one process (``xdist_group("sdk")``, with ``--dist loadgroup`` in scripts/test). Without the SDK
-installed, the tests that use it are skipped, as ``pytest.importorskip`` at module level did.
+SDK tests share one process (tests/scheduling.py). Without the SDK installed, the tests that use it are skipped,
+as ``pytest.importorskip`` at module level did.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 
 SDK = "PureCloudPlatformClientV2"
-# Every test module that uses the SDK carries this mark (with the `sdk` marker where it drives the emulator).
-SDK_GROUP = pytest.mark.xdist_group("sdk")
 
 
 @functools.cache

@@ -15,10 +15,10 @@ import urllib3
 
 from genesys_closer.emulator import EmulatorConfig, EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
-from tests.sdk import SDK_GROUP, gc, rest
+from tests.sdk import gc, rest
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.sdk, SDK_GROUP]
+pytestmark = pytest.mark.sdk
 
 
 @pytest.fixture

@@ -17,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.sdk import SDK_GROUP, gc
-
-pytestmark = SDK_GROUP
+from tests.sdk import gc
 
 FOLDER = Path(__file__).resolve().parents[2] / "integrations" / "genesys"
 EXPORT = FOLDER / "close-conversation.custom.json"
