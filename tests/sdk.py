@@ -29,6 +29,8 @@ class LazyModule:
         self._name = name
 
     def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("_"):  # pytest's collection looks for __test__, _pytestfixturefunction, ...
+            raise AttributeError(attribute)
         return getattr(_load(self._name), attribute)
 
 
