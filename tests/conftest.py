@@ -248,6 +248,10 @@ LONGEST_FIRST = ("test_redis_flap.py", "test_sentinel_failover.py", "test_chaos.
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from tests.scheduling import check_shared_process
+
+    check_shared_process(items)
+
     def rank(item: pytest.Item) -> tuple[int, int]:
         name = item.path.name
         if name in LONGEST_FIRST:
@@ -255,3 +259,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return (0, len(LONGEST_FIRST)) if item.get_closest_marker("slow") is not None else (1, 0)
 
     items.sort(key=rank)  # stable: every other test keeps its order
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: runs without xdist (-p no:xdist) know no such hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """With ``--dist loadgroup`` (scripts/test): tests/scheduling.py's scheduler; any other mode is xdist's own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.scheduling import OneAtATimeGroups
+
+    return OneAtATimeGroups(config, log)

@@ -24,6 +24,7 @@ from genesys_closer.config.redis_target import RedisTarget
 SOCKET_CONNECT_TIMEOUT_SECONDS = 10
 SOCKET_TIMEOUT_SECONDS = 30
 CALLER_SOCKET_TIMEOUT_SECONDS = 5
+PROBE_TIMEOUT_SECONDS = 2
 HEALTH_CHECK_INTERVAL_SECONDS = 10
 REPLICA_WAIT_MS = 1000
 
@@ -33,11 +34,15 @@ class NotReplicatedError(CloserError, redis.ConnectionError):
     now could lose them. The work may still run; sending it again is harmless (a close is idempotent)."""
 
 
-def _client_options(*, caller: bool = False) -> dict[str, Any]:
+def _client_options(*, caller: bool = False, probe: bool = False) -> dict[str, Any]:
     """Workers retry refused and timed-out commands (a Redis restart, a slow fsync). A caller that someone waits for
     (the producer API, the CLI, the intake) retries refused connections only and gives up on a silent server after
     ``CALLER_SOCKET_TIMEOUT_SECONDS``: a hung Redis (a host that stopped answering) is then reported within seconds,
-    not after six 30-second timeouts."""
+    not after six 30-second timeouts. A probe (``check``'s information rows) tries once, within
+    ``PROBE_TIMEOUT_SECONDS``: it reports what it finds, and a Redis that is not there is an answer too."""
+    if probe:
+        return {"decode_responses": True, "socket_connect_timeout": PROBE_TIMEOUT_SECONDS,
+                "socket_timeout": PROBE_TIMEOUT_SECONDS, "retry": Retry(ExponentialBackoff(), retries=0)}
     retried: tuple[type[Exception], ...] = (
         (redis.ConnectionError,) if caller else (redis.ConnectionError, redis.TimeoutError))
     return {
@@ -60,17 +65,17 @@ def sentinel_options(target: RedisTarget) -> dict[str, Any]:
     return options
 
 
-def connect(target: RedisTarget | str, *, caller: bool = False) -> redis.Redis:
+def connect(target: RedisTarget | str, *, caller: bool = False, probe: bool = False) -> redis.Redis:
     """A client that reconnects on its own (keepalive, health checks, retried connection errors). Through
     Sentinel, every new connection asks the sentinels for the current master, and a connection that finds its
     server demoted (READONLY) drops and asks again, so the client follows a failover by itself."""
     if isinstance(target, str):
         target = RedisTarget(target)
     if not target.uses_sentinel:
-        return redis.Redis.from_url(target.url, **_client_options(caller=caller))
+        return redis.Redis.from_url(target.url, **_client_options(caller=caller, probe=probe))
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target))  # type: ignore[no-untyped-call]
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        target.master, db=target.database, **target.master_credentials(), **_client_options(caller=caller))
+        target.master, db=target.database, **target.master_credentials(), **_client_options(caller=caller, probe=probe))
     return client
 
 

@@ -79,6 +79,10 @@ def test_pages_of_a_100000_item_batch_are_bounded(paging_intake: Intake, big_bat
 
     log_in(driver, paging_intake.url)
     driver.get(f"{paging_intake.url}/ui/batches/{batch_id}")
+    # The page's module attaches the buttons' handlers after the load event (body[data-ready]): a click on "next"
+    # before it did nothing, and "page 2" never came (seen under -n 6).
+    WebDriverWait(driver, 30).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
     shown = driver.find_elements(By.CSS_SELECTOR, "#items tbody tr")
     assert 0 < len(shown) <= 100  # one server page, not 100,000 rows
     driver.find_element(By.ID, "next").click()

@@ -57,7 +57,7 @@ def test_a_waiting_batch_holds_few_messages_and_little_memory_and_cancels_at_onc
 def test_a_fed_batch_loses_nothing_through_a_sigkill_and_a_redis_restart(
         start: StartWorkers, admin: EmulatorAdmin, producer_settings: ProducerSettings, redis_server: RedisServer,
         redis_url: str, emulator: EmulatorServer, logdir: Path) -> None:
-    """A small bound (40) so that most of the 600 items are fed by refills: a worker is SIGKILLed while the batch is
+    """A small bound (40) so that most of the 300 items are fed by refills: a worker is SIGKILLed while the batch is
     fed (between an outcome and its refill, or between feeding and publishing, wherever it lands), then Redis
     restarts (SIGTERM, AOF). Beat runs, as in production, with the chaos tests' scaled recovery windows. Every
     item ends once, the feed's cursor and in-flight set come back with Redis and nothing stays in flight."""
@@ -67,22 +67,22 @@ def test_a_fed_batch_loses_nothing_through_a_sigkill_and_a_redis_restart(
     client = CloseClient(producer_settings.model_copy(update={"batch_in_flight": 40}))
     raw = redis.Redis.from_url(redis_url)
     try:
-        ids = admin.create(600)
+        ids = admin.create(300)
         batch = client.close_many(ids, label="fed-chaos")
-        wait_until(lambda: batch.status().done >= 150, timeout=120)
+        wait_until(lambda: batch.status().done >= 75, timeout=120)
         first.kill()
         first.start().wait_ready()
-        wait_until(lambda: batch.status().done >= 350, timeout=180)
+        wait_until(lambda: batch.status().done >= 175, timeout=180)  # fed on: 85 or more still in the feed
         redis_server.restart()
         status = batch.wait(timeout=240)
     finally:
         beat.stop()
-    assert status.done == status.total == 600
+    assert status.done == status.total == 300
     assert set(status.counts) <= {"closed", "already_closed"}
     assert admin.stats()["conversations_open"] == 0
     assert lost_items(batch, admin, ids) == 0
     assert raw.exists(KEYS.batch_feed(batch.id), KEYS.batch_in_flight(batch.id)) == 0
     redriven = int(client.results.batches.fields(batch.id, "redriven")[0] or 0)
-    report("SIGKILL a worker and restart Redis while a batch is fed (bound 40)", "600 conversations, 2 workers x 4",
+    report("SIGKILL a worker and restart Redis while a batch is fed (bound 40)", "300 conversations, 2 workers x 4",
            "1 x SIGKILL, then redis-server SIGTERM + start", 0, admin.stats()["duplicate_conversation_patches"],
            f"every item ended once; {redriven} in-flight item(s) re-sent")

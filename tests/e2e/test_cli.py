@@ -60,7 +60,7 @@ def test_status_cancel_and_retry(start: StartWorkers, admin: EmulatorAdmin, redi
     start(1, concurrency=2, genesys_rate_limit_per_minute=600, task_max_retries=0, retry_max_attempts=1,
           close_allowed_policies="fail,participants")  # as the runbook says for retry --policy participants
     client = CloseClient(load_producer_settings(redis_url=redis_url))
-    ids = admin.create(40)
+    ids = admin.create(150)  # 15 s at 600/min: the cancel (a CLI process, slow to start when loaded) comes mid-batch
     source = tmp_path / "ids.txt"
     source.write_text("\n".join(ids))
     started = cli(redis_url, "bulk", str(source), "--detach")

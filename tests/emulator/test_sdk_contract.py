@@ -15,10 +15,8 @@ import urllib3
 
 from genesys_closer.emulator import EmulatorConfig, EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
+from tests.sdk import gc, rest
 from tests.waiting import wait_until
-
-gc = pytest.importorskip("PureCloudPlatformClientV2")
-from PureCloudPlatformClientV2.rest import ApiException  # noqa: E402
 
 pytestmark = pytest.mark.sdk
 
@@ -92,7 +90,7 @@ def test_participant_patch_and_teardown(sdk: object, admin: EmulatorAdmin) -> No
 
 def test_404_arrives_as_api_exception(sdk: object) -> None:
     api = gc.ConversationsApi(sdk)
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         api.get_conversations_message("00000000-0000-4000-8000-000000000000")
     assert caught.value.status == 404
     assert '"code": "not.found"' in caught.value.body
@@ -103,7 +101,7 @@ def test_429_without_retry_after_arrives_as_api_exception(sdk: object, admin: Em
     [conversation_id] = admin.create(1)
     admin.faults(burst_429=1, burst_429_retry_after=None)
     api = gc.ConversationsApi(sdk)
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         api.get_conversations_message(conversation_id)
     assert caught.value.status == 429
     assert '"code": "too.many.requests"' in caught.value.body
@@ -127,7 +125,7 @@ def test_403_missing_permission(emulator: EmulatorServer, admin: EmulatorAdmin) 
     sdk = gc.ApiClient(host=emulator.base_url).get_client_credentials_token("no-disconnect", "pw")
     body = gc.Conversation()
     body.state = "disconnected"
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         gc.ConversationsApi(sdk).patch_conversations_message(conversation_id, body)
     assert caught.value.status == 403
     assert "missing.any.permissions" in caught.value.body
@@ -233,11 +231,11 @@ def test_parked_and_wrapup_segments_deserialize(sdk: object, admin: EmulatorAdmi
 def test_division_refusal_arrives_as_403_or_404(sdk: object, admin: EmulatorAdmin) -> None:
     [restricted] = admin.create(1, "restricted")
     api = gc.ConversationsApi(sdk)
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         api.get_conversations_message(restricted)
     assert caught.value.status == 403 and "missing.division.permission" in caught.value.body
     admin.faults(restricted_status=404)
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         api.get_conversations_message(restricted)
     assert caught.value.status == 404
     hits = gc.AnalyticsApi(sdk).post_analytics_conversations_details_query(details_query()).conversations or []
@@ -255,7 +253,7 @@ def test_reclose_answers(sdk: object, admin: EmulatorAdmin, status: int) -> None
         answer = api.patch_conversations_message(closed, body)
         assert isinstance(answer, gc.Conversation) and answer.end_time is not None
         return
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         api.patch_conversations_message(closed, body)
     assert caught.value.status == status
 
@@ -268,7 +266,7 @@ def test_wrapup_codes_are_validated(sdk: object, admin: EmulatorAdmin) -> None:
     request = gc.MediaParticipantRequest()
     request.wrapup = gc.Wrapup()
     request.wrapup.code = "bogus"
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         gc.ConversationsApi(sdk).patch_conversations_message_participant(cid, agent.id, body=request)
     assert caught.value.status == 400 and "invalid.value" in caught.value.body
     request.wrapup.code = "resolved"
@@ -278,7 +276,7 @@ def test_wrapup_codes_are_validated(sdk: object, admin: EmulatorAdmin) -> None:
 def test_paging_cap(sdk: object, admin: EmulatorAdmin) -> None:
     admin.faults(paging_cap=10)
     admin.create(3)
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         gc.AnalyticsApi(sdk).post_analytics_conversations_details_query(details_query(page_size=5, page_number=3))
     assert caught.value.status == 400 and "Pagination may not exceed 10 results" in caught.value.body
 
@@ -288,7 +286,7 @@ def test_expired_token_and_token_endpoint_limit(emulator: EmulatorServer, admin:
     sdk = gc.ApiClient(host=emulator.base_url).get_client_credentials_token("demo-client", "demo-secret")
     for token in emulator.state.tokens.values():
         token.expires_at = time.time() - 1
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         gc.ConversationsApi(sdk).get_conversations_message(cid)
     assert caught.value.status == 401 and "credentials.expired" in caught.value.body
     admin.faults(token_rate_limit_per_minute=1)
@@ -317,7 +315,7 @@ def test_analytics_multi_get_with_a_lag(sdk: object, admin: EmulatorAdmin) -> No
     wait_until(lambda: api.get_analytics_conversations_details(id=[late]).conversations[0].conversation_end,
                timeout=5)
     admin.faults(analytics_max_ids=2)
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         api.get_analytics_conversations_details(id=[first, second, late])
     assert caught.value.status == 400 and "at most 2" in caught.value.body
 
@@ -423,7 +421,7 @@ def test_another_orgs_conversation_is_a_404_through_the_sdk(org_clients: tuple[o
     body.state = "disconnected"
     for call in (lambda: api.get_conversations_message(theirs), lambda: api.get_conversation(theirs),
                  lambda: api.patch_conversations_message(theirs, body)):
-        with pytest.raises(ApiException) as caught:
+        with pytest.raises(rest.ApiException) as caught:
             call()
         assert caught.value.status == 404 and '"code": "not.found"' in caught.value.body  # as for an unknown id
     assert admin.conversation(theirs, org="eu-prod")["open"]
@@ -448,7 +446,7 @@ def test_limits_per_org_through_the_sdk(org_clients: tuple[object, object], admi
     pool = eu.get_http_client().rest_client.pool_manager
     pool.connection_pool_kw["retries"] = urllib3.util.Retry(total=0, respect_retry_after_header=False)
     pool.clear()
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(rest.ApiException) as caught:
         eu_api.get_conversations_message(eu_id)
     assert caught.value.status == 429 and '"code": "too.many.requests.retry.after"' in caught.value.body
     assert int(caught.value.headers["Retry-After"]) >= 1

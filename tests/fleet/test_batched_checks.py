@@ -33,12 +33,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def assert_live_agrees(admin: EmulatorAdmin, record: CloseResult) -> None:
-    """An outcome that skips work or declares success agrees with the live conversation."""
-    if record.outcome.value in {"closed", "already_closed"}:
-        assert admin.conversation(record.conversation_id)["open_internally"] is False, record
-    elif record.outcome.value == "not_web_messaging":
-        assert admin.conversation(record.conversation_id)["message_type"] != "webmessaging", record
+def assert_live_agrees(admin: EmulatorAdmin, *records: CloseResult) -> None:
+    """An outcome that skips work or declares success agrees with the live conversation (the emulator's rows of
+    every conversation, read once)."""
+    live = {row["id"]: row for row in admin.conversations()}
+    for record in records:
+        if record.outcome.value in {"closed", "already_closed"}:
+            assert live[record.conversation_id]["open_internally"] is False, record
+        elif record.outcome.value == "not_web_messaging":
+            assert live[record.conversation_id]["message_type"] != "webmessaging", record
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -62,15 +65,17 @@ def test_every_kind_ends_the_same_on_both_paths(admin: EmulatorAdmin, client: Cl
         one, other = direct[kind], batched[ids[1]]
         assert one.wrapups_pending == other.wrapups_pending, kind
         assert {p["purpose"] for p in one.participant_states} == {p["purpose"] for p in other.participant_states}
-    for ids in pairs.values():  # what was recorded is what the live conversation says
-        assert_live_agrees(admin, batched[ids[1]])
+    assert_live_agrees(admin, *(batched[ids[1]] for ids in pairs.values()))  # recorded is what the live one says
     assert admin.stats()["duplicate_conversation_patches"] == 0
     if variant != "faithful":
         return
-    # The batched path decided from analytics wherever analytics knew the conversation, at a fraction of the calls.
+    # The batched path decided from analytics wherever analytics knew the conversation, without a read of its own
+    # (what a batched read costs each item depends on how many shared it, i.e. on timing: docs/benchmarks.md).
     by_analytics = [batched[pairs[kind][1]] for kind in ("webmessaging", "queued", "bot", "customer_left", "parked")]
     assert all(r.confirmed_by in {"analytics", "analytics+conversation"} for r in by_analytics)
-    assert all(r.api_calls < 1.5 for r in by_analytics if r.confirmed_by == "analytics")
+    read_alone = {row["conversation_id"] for row in admin.requests()
+                  if row["route"] == "GET /api/v2/conversations/messages/{conversationId}"}
+    assert not [r for r in by_analytics if r.confirmed_by == "analytics" and r.conversation_id in read_alone]
     read_live = [batched[pairs[kind][1]] for kind in ("wrapup", "disconnected", "sms", "whatsapp", "open")]
     assert all(r.confirmed_by in {"conversation", None} for r in read_live)  # analytics never decides these alone
     assert all(direct[kind].api_calls >= 2 for kind in ("webmessaging", "queued", "bot", "customer_left", "parked"))
@@ -78,19 +83,22 @@ def test_every_kind_ends_the_same_on_both_paths(admin: EmulatorAdmin, client: Cl
     assert all(r.confirmed_by in {"conversation", None} and r.api_calls >= 2 for r in fell_back)
 
 
-def test_600_closes_at_about_one_call_each(admin: EmulatorAdmin, client: CloseClient) -> None:
-    """The issue's yardstick: 600 conversations, analytics lagging 2 s, two workers: every one closed and confirmed,
-    at most 1.2 API calls per close (token requests aside), at most 0.5% 429s."""
+def test_a_few_hundred_closes_at_about_one_call_each(admin: EmulatorAdmin, client: CloseClient) -> None:
+    """The issue's yardstick (bench/ measures the figure, docs/benchmarks.md): a few hundred conversations (beyond
+    one in-flight window, 300), analytics lagging 2 s, two workers: every one closed and confirmed, at most 1.2 API
+    calls per close (token requests aside), at most 0.5% 429s. Fewer would not do: a batch's last reads are shared
+    by fewer items, and at 320 the calls per close came within 0.02 of the bound."""
     admin.faults(analytics_lag_ms=2000)
-    ids = admin.create(600)
+    count = 450
+    ids = admin.create(count)
     status = client.close_many(ids).wait(timeout=180)
-    assert status.counts == {"closed": 600}
+    assert status.counts == {"closed": count}
     records = list(client.batch(status.batch_id).results())
     assert all(r.confirmed_by in {"analytics", "analytics+conversation", "conversation"} for r in records)
     requests = [r for r in admin.requests() if r["route"] != "/oauth/token"]
     limited = sum(1 for r in requests if r["status"] == 429)
-    print(f"\nBATCHED | 600 closes, lag 2 s: {len(requests) / 600:.3f} calls per close, {limited} x 429")
-    assert len(requests) / 600 <= 1.2
+    print(f"\nBATCHED | {count} closes, lag 2 s: {len(requests) / count:.3f} calls per close, {limited} x 429")
+    assert len(requests) / count <= 1.2
     assert limited <= 0.005 * len(requests)
     assert abs(sum(r.api_calls for r in records) - len(requests)) <= 1  # every request is counted, reads as shares
     assert admin.stats()["conversations_open"] == 0

@@ -15,9 +15,14 @@ import requests
 
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.emulator.admin import EmulatorAdmin
+from genesys_closer.producer.intake import RESULT_LINES_PER_CHUNK
 from tests.conftest import Fleet
 from tests.fleet.intake_server import BASIC, TOKEN_A, TOKEN_B, Intake, running_intake
 from tests.waiting import wait_until
+
+# The batch's size: beyond one in-flight window (BATCH_IN_FLIGHT 300: refills run) and one streamed chunk of results
+# (more than one read of the items: the chunks of the response join up right).
+COUNT = RESULT_LINES_PER_CHUNK + 20
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +48,13 @@ def test_single_close_with_and_without_wait(intake: Intake, admin: EmulatorAdmin
     assert intake.call("GET", f"/v1/conversations/{admin.create(1)[0]}").status_code == 404  # nothing recorded yet
 
 
-def test_batch_of_1000_with_progress_and_results(intake: Intake, admin: EmulatorAdmin) -> None:
-    ids = admin.create(1000)
+def test_batch_with_progress_and_results(intake: Intake, admin: EmulatorAdmin) -> None:
+    """A batch through HTTP: its progress only grows, every item has its result line and CSV row, each closed."""
+    ids = admin.create(COUNT)
     accepted = intake.call("POST", "/v1/batches", json={"conversationIds": ids, "label": "from http"})
     assert accepted.status_code == 202, accepted.text
     batch = accepted.json()
-    assert batch["total"] == 1000 and batch["invalid"] == 0
+    assert batch["total"] == COUNT and batch["invalid"] == 0
     seen: list[int] = []
 
     def finished() -> bool:
@@ -57,12 +63,12 @@ def test_batch_of_1000_with_progress_and_results(intake: Intake, admin: Emulator
         return status["finished_at"] is not None
 
     wait_until(finished, timeout=180, interval=0.5)
-    assert seen == sorted(seen) and seen[-1] == 1000
+    assert seen == sorted(seen) and seen[-1] == COUNT
     lines = intake.call("GET", batch["resultsUrl"]).text.splitlines()
-    assert len(lines) == 1000 and {json.loads(line)["outcome"] for line in lines} == {"closed"}
+    assert len(lines) == COUNT and {json.loads(line)["outcome"] for line in lines} == {"closed"}
     table = intake.call("GET", batch["resultsUrl"], headers={"Accept": "text/csv"})
     assert table.headers["content-type"].startswith("text/csv")
-    assert len(list(csv.DictReader(io.StringIO(table.text)))) == 1000
+    assert len(list(csv.DictReader(io.StringIO(table.text)))) == COUNT
     assert intake.call("POST", f"/v1/batches/{batch['batchId']}/cancel").json()["state"] == "finished"
 
 

@@ -27,7 +27,12 @@ ORGS = ("default", *FLEET_ORGS)
 TOKEN_ROUTE = "POST /oauth/token"
 
 
-def clients(settings: ProducerSettings) -> dict[str, CloseClient]:
+WINDOW = 40  # a batch's in-flight bound here (BATCH_IN_FLIGHT, 300 by default): a batch beyond it is fed by refills
+
+
+def clients(settings: ProducerSettings, in_flight: int | None = None) -> dict[str, CloseClient]:
+    if in_flight is not None:
+        settings = settings.model_copy(update={"batch_in_flight": in_flight})
     return {org: CloseClient(settings, org=org) for org in ORGS}
 
 
@@ -38,8 +43,8 @@ def client_ids_seen(admin: EmulatorAdmin) -> set[str]:
 
 def test_three_orgs_close_their_own_conversations_at_once(on_fleet: Fleet, producer_settings: ProducerSettings,
                                                           redis_client: redis.Redis) -> None:
-    by_org = clients(producer_settings)
-    sizes = {"default": 40, "org-a": 320, "org-b": 40}  # org-a's is fed beyond its first in-flight window (300)
+    by_org = clients(producer_settings, in_flight=WINDOW)
+    sizes = {"default": 30, "org-a": 3 * WINDOW, "org-b": 30}  # org-a's is fed beyond its first in-flight window
     ids = {org: on_fleet.org_admin(org).create(sizes[org]) for org in ORGS}
     singles = {org: on_fleet.org_admin(org).create(1)[0] for org in ORGS}
     batches = {org: by_org[org].close_many(ids[org], label=f"bulk of {org}") for org in ORGS}
@@ -75,7 +80,7 @@ def test_three_orgs_close_their_own_conversations_at_once(on_fleet: Fleet, produ
 def test_an_org_the_workers_do_not_serve_is_refused_before_any_genesys_call(
         on_fleet: Fleet, producer_settings: ProducerSettings, redis_url: str, redis_client: redis.Redis) -> None:
     [cid] = on_fleet.admin.create(1)
-    nowhere = CloseClient(producer_settings, org="no-such-org")
+    nowhere = CloseClient(producer_settings.model_copy(update={"batch_in_flight": WINDOW}), org="no-such-org")
     record = nowhere.close(cid, wait=True, timeout=60)
     assert isinstance(record, CloseResult) and record.outcome is Outcome.INVALID_REQUEST
     assert "unknown org 'no-such-org'" in (record.error or "")
@@ -83,9 +88,9 @@ def test_an_org_the_workers_do_not_serve_is_refused_before_any_genesys_call(
     assert not list(redis_client.scan_iter("genesys-closer:{no-such-org}:*"))  # a message creates no org's state
     assert any(entry["conversation_id"] == cid and entry["org"] == "no-such-org"
                for entry in CloseClient(producer_settings).rejected())  # kept with the default org's rejected
-    batch = nowhere.close_many([cid, *on_fleet.admin.create(319)])  # more than one in-flight window (300)
+    batch = nowhere.close_many([cid, *on_fleet.admin.create(2 * WINDOW - 1)])  # more than one in-flight window
     status = batch.wait(timeout=120)
-    assert status.counts == {"invalid_request": 320} and status.org == "no-such-org"
+    assert status.counts == {"invalid_request": 2 * WINDOW} and status.org == "no-such-org"
     # a name that is no org name at all is refused by the producer, and by the worker when sent raw
     with pytest.raises(InvalidArgument, match="org name"):
         CloseClient(producer_settings, org="../Eu_Prod")

@@ -20,13 +20,13 @@ from tests.fleet.conftest import cli
 @pytest.mark.parametrize(("status", "outcome"), [(403, "forbidden"), (404, "not_found")])
 def test_division_refusals_stay_with_their_items(admin: EmulatorAdmin, client: CloseClient,
                                                  redis_client: redis.Redis, status: int, outcome: str) -> None:
-    """40 conversations in a division the client is not granted, in runs of 10 among 200 others."""
+    """40 conversations in a division the client is not granted, in runs of 10 among 80 others."""
     admin.faults(restricted_status=status)
     ids: list[str] = []
     for _ in range(4):
-        ids += admin.create(10, "restricted") + admin.create(50)
+        ids += admin.create(10, "restricted") + admin.create(20)
     status_ = client.close_many(ids, label="divisions").wait(timeout=120)
-    assert status_.counts == {"closed": 200, outcome: 40}
+    assert status_.counts == {"closed": 80, outcome: 40}
     assert redis_client.get(KEYS.breaker(client_digest("demo-client"), "open")) is None  # the breaker stayed closed
     if status == 403:
         errors = {r.error_code for r in client.batch(status_.batch_id).results() if r.outcome is Outcome.FORBIDDEN}

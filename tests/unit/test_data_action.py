@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-gc = pytest.importorskip("PureCloudPlatformClientV2")
+from tests.sdk import gc
 
 FOLDER = Path(__file__).resolve().parents[2] / "integrations" / "genesys"
 EXPORT = FOLDER / "close-conversation.custom.json"

@@ -8,6 +8,9 @@ task consumer on the connection's default channel, holding an unacknowledged del
 
 Celery's prefork pool: a pool process whose exit was seen but that is not reaped yet, registered with the event
 loop again as the pool does when the consumer reconnects.
+
+Celery's request cancelled on a connection loss, its ``task-cancelled`` event going to the lost broker (the whole
+path, real worker and Redis restart, is ``tests/chaos/test_cancelled_on_restart.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from unittest import mock
 import pytest
 import redis
 from celery.concurrency import asynpool
+from celery.worker.request import Request
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.asynchronous import Hub
 from kombu.message import Message
@@ -209,3 +213,30 @@ def test_without_the_fix_a_soft_time_limit_mid_result_corrupts_the_pipe() -> Non
 
 def test_with_the_fix_the_result_goes_out_whole() -> None:
     assert result_pipe("fixed") == "intact"
+
+
+class CancelledOnConnectionLoss:
+    """What ``Request._announce_cancelled`` touches of a request cancelled because the broker connection is lost:
+    its id, its flag, and an event sender whose connection is gone (what Celery's ``send_event`` raises then)."""
+
+    def __init__(self) -> None:
+        self.id = "6b1f0c1e-0000-4000-8000-000000000001"
+        self._already_cancelled = False
+
+    def send_event(self, *_args: object, **_kwargs: object) -> None:
+        raise redis.ConnectionError("Connection closed by server.")
+
+
+def test_without_the_fix_a_cancelled_request_is_not_marked_cancelled() -> None:
+    request = CancelledOnConnectionLoss()
+    with pytest.raises(redis.ConnectionError):
+        unpatched(Request._announce_cancelled)(request)  # type: ignore[operator]
+    assert request._already_cancelled is False  # on_failure will take the termination for a revoke and ack
+
+
+def test_with_the_fix_a_cancelled_request_keeps_its_message(caplog: pytest.LogCaptureFixture) -> None:
+    reconnect_fixes.apply()
+    request = CancelledOnConnectionLoss()
+    Request._announce_cancelled(request)  # type: ignore[arg-type]
+    assert request._already_cancelled is True  # on_failure leaves the message unacknowledged: it is delivered again
+    assert "delivered again" in caplog.text

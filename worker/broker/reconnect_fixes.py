@@ -1,7 +1,7 @@
-"""Three defects of kombu 5.7, Celery 5.7 and billiard 4.3 that make a worker exit after a Redis outage, fixed where
-they are.
+"""Four defects of kombu 5.7, Celery 5.7 and billiard 4.3 that make a worker exit, or lose a message, after a Redis
+outage, fixed where they are.
 
-``apply()`` installs all three (idempotent); ``worker.app.build_app`` calls it, so workers, beat, Flower and the
+``apply()`` installs all four (idempotent); ``worker.app.build_app`` calls it, so workers, beat, Flower and the
 liveness probe run with them. ``tests/worker/test_reconnect_fixes.py`` reproduces each error with the libraries'
 own code and checks its fix; ``tests/chaos/test_redis_flap.py`` flaps Redis under real workers. No released version
 has the fixes (kombu 5.7.0, Celery 5.7.0 and billiard 4.3.2 are the newest, and Celery 5.7 requires kombu 5.7).
@@ -47,11 +47,27 @@ length over both and unpickles garbage (seen as ``UnicodeDecodeError`` from ``As
 the task is over: the fix ignores SIGUSR1 while a pool process sends a READY message, so the message always goes
 out whole. (The hard time limit still kills a stuck process; billiard discards the pipes of a process killed
 mid-message.)
+
+**4. Celery: a late-ack task cancelled on a connection loss has its message acknowledged, so nobody runs it again.**
+On a connection loss Celery terminates the running late-ack tasks and means to leave their messages unacknowledged
+for redelivery: ``Request.cancel`` kills the pool process, then ``_announce_cancelled`` sends a ``task-cancelled``
+event, records a retry and only then sets ``_already_cancelled``, which tells ``on_failure`` to leave the message
+alone. But the connection is lost, which is why the task is cancelled: the event cannot be sent, the exception
+ends ``_announce_cancelled`` before the flag is set (Celery logs "Failed to cancel active request"), and when the
+killed process is reported, ``on_failure`` takes the termination for a revoke and acknowledges the message. The
+close neither ran nor stays in the broker. Its standalone pending entry (or its batch item) is re-sent by the
+recovery check only if the check looks after that acknowledgement; one that looked before saw the message still
+held (kombu's ``unacked`` hash) and left it to the broker, so the close waited for the stall window
+(``BATCH_STALL_SECONDS``, 300 s by default). Seen in ``tests/chaos/test_chaos.py::test_redis_restart_mid_batch``
+on a loaded machine. The fix marks the request cancelled first and treats an announcement the lost connection
+refuses as what it is (logged): the message stays unacknowledged, and the recovery check's restore after a Redis
+restart, or the visibility timeout, delivers it again.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import signal
 import threading
 from typing import Any
@@ -60,7 +76,13 @@ import redis.exceptions
 from billiard import pool as billiard_pool  # type: ignore[import-untyped]
 from billiard import queues as billiard_queues
 from celery.concurrency import asynpool
+from celery.worker import request as celery_request
+from kombu.exceptions import OperationalError
 from kombu.transport import redis as kombu_redis
+
+log = logging.getLogger("genesys_closer.worker")
+# What a lost broker or result-backend connection raises from an event or a backend write.
+ANNOUNCEMENT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError, OSError)
 
 _PATCHED = "_genesys_closer_reconnect_fix"
 
@@ -120,14 +142,32 @@ def _result_sent_whole(put: Any) -> Any:
     return _marked(send)
 
 
+def _cancelled_before_announced(announce: Any) -> Any:
+    @functools.wraps(announce)
+    def announced(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._already_cancelled = True  # first: whatever fails below, on_failure leaves the message for redelivery
+        try:
+            return announce(self, *args, **kwargs)
+        except ANNOUNCEMENT_ERRORS as exc:
+            log.warning("task %s cancelled after the broker connection was lost; its cancellation could not be "
+                        "announced (%s): its message stays unacknowledged and is delivered again", self.id,
+                        type(exc).__name__)
+            return None
+
+    return _marked(announced)
+
+
 def apply() -> None:
-    """Install the three fixes (idempotent). Called before the pool forks, so its processes inherit them."""
+    """Install the four fixes (idempotent). Called before the pool forks, so its processes inherit them."""
     if not applied(kombu_redis.Channel._connparams):
         kombu_redis.Channel._connparams = _raise_when_detached(kombu_redis.Channel._connparams)  # type: ignore[method-assign]
     if not applied(asynpool.iterate_file_descriptors_safely):
         asynpool.iterate_file_descriptors_safely = _value_error_is_stale(asynpool.iterate_file_descriptors_safely)
     if not applied(billiard_queues._SimpleQueue.put):
         billiard_queues._SimpleQueue.put = _result_sent_whole(billiard_queues._SimpleQueue.put)
+    if not applied(celery_request.Request._announce_cancelled):
+        celery_request.Request._announce_cancelled = _cancelled_before_announced(
+            celery_request.Request._announce_cancelled)
 
 
 def applied(function: Any) -> bool:

@@ -199,7 +199,7 @@ def trust_check(settings: WorkerSettings, org: str = DEFAULT_ORG) -> Check:
     if not settings.batched_checks:
         return Check(name, None, "batched checks are off (BATCHED_CHECKS=false): every close is confirmed live")
     try:
-        state = FleetTrust(connect(settings.redis_url), settings.analytics_distrust_seconds,
+        state = FleetTrust(connect(settings.redis_url, probe=True), settings.analytics_distrust_seconds,
                            keys=keys_for(org)).state()
     except redis.RedisError as exc:
         return Check(name, None, f"unknown: the fleet's Redis did not answer ({str(exc)[:120]})",
