@@ -18,13 +18,13 @@ CHECK = [str(Path(sys.executable).with_name("genesys-closer")), "--json", "check
 
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
-    return EmulatorConfig(consistency_delay_ms=50, rate_limit_per_minute=180)  # an org that allows 180/min
+    return EmulatorConfig(consistency_delay_ms=50, rate_limit_per_minute=1800)  # an org allowing 1,800/min
 
 
 def run_check(emulator: EmulatorServer, **env: str) -> tuple[int, dict[str, dict[str, object]]]:
     base = {"PATH": os.environ["PATH"], "GENESYS_CLIENT_ID": "demo-client", "GENESYS_CLIENT_SECRET": "demo-secret",
             "GENESYS_API_URL": emulator.base_url, "GENESYS_LOGIN_URL": emulator.base_url,
-            "GENESYS_RATE_LIMIT_PER_MINUTE": "180"}
+            "GENESYS_RATE_LIMIT_PER_MINUTE": "1800"}
     run = subprocess.run(CHECK, env={**base, **env}, capture_output=True, text=True, timeout=120, check=False)
     rows = {row["check"]: row for row in map(json.loads, run.stdout.splitlines())}
     return run.returncode, rows
@@ -40,12 +40,12 @@ def test_check_passes_and_makes_no_change(emulator: EmulatorServer, admin: Emula
         "disconnect a participant (policy participants)",
         "apply a wrap-up code (CLOSE_WRAPUP_CODE)", "rate limit"}
     assert "teardown" not in " ".join(rows)  # not allowed by the policy: not probed
-    assert "allows 180 requests/min" in str(rows["rate limit"]["detail"])
+    assert "allows 1800 requests/min" in str(rows["rate limit"]["detail"])
     assert "org" not in rows["token"]  # a single-org deployment's output is what it was before orgs existed
     assert admin.conversation(cid)["open"] is True and admin.stats()["conversation_patches"] == 0
     text = subprocess.run([*CHECK[:1], "check"], env={"PATH": os.environ["PATH"], "GENESYS_CLIENT_ID": "demo-client",
                           "GENESYS_CLIENT_SECRET": "demo-secret", "GENESYS_API_URL": emulator.base_url,
-                          "GENESYS_LOGIN_URL": emulator.base_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "180"},
+                          "GENESYS_LOGIN_URL": emulator.base_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "1800"},
                           capture_output=True, text=True, timeout=120, check=False)
     assert text.stdout.splitlines()[-1] == "ready: a close can work" and "org default" not in text.stdout
 
@@ -61,7 +61,7 @@ def test_check_names_a_missing_permission(emulator: EmulatorServer, admin: Emula
 @pytest.mark.parametrize(("env", "row", "says"), [
     ({"GENESYS_CLIENT_SECRET": "wrong"}, "token", "GENESYS_CLIENT_SECRET"),
     ({"GENESYS_CLIENT_SECRET": ""}, "credentials", "GENESYS_CLIENT_SECRET"),
-    ({"GENESYS_RATE_LIMIT_PER_MINUTE": "300"}, "rate limit", "GENESYS_RATE_LIMIT_PER_MINUTE=180"),
+    ({"GENESYS_RATE_LIMIT_PER_MINUTE": "3000"}, "rate limit", "GENESYS_RATE_LIMIT_PER_MINUTE=1800"),
 ])
 def test_check_fails_naming_the_cause(emulator: EmulatorServer, env: dict[str, str], row: str, says: str) -> None:
     code, rows = run_check(emulator, **env)
@@ -90,12 +90,12 @@ def test_check_one_org_or_all(emulator: EmulatorServer, admin: EmulatorAdmin, tm
     admin.add_client("weak-client", "weak-secret", deny=["conversation:communication:disconnect"])
     orgs = tmp_path / "orgs.toml"
     orgs.write_text(f'[orgs.weak]\napi_url = "{emulator.base_url}"\nclient_id = "weak-client"\n'
-                    'client_secret_env = "WEAK_SECRET"\nrate_limit_per_minute = 180\n'
+                    'client_secret_env = "WEAK_SECRET"\nrate_limit_per_minute = 1800\n'
                     # an org whose secret this host does not hold: only --all (or --org elsewhere) needs it
                     f'[orgs.elsewhere]\napi_url = "{emulator.base_url}"\nclient_id = "e"\n'
                     'client_secret_env = "ELSEWHERE_SECRET"\n')
     env = {"PATH": os.environ["PATH"], "GENESYS_CLIENT_ID": "demo-client", "GENESYS_CLIENT_SECRET": "demo-secret",
-           "GENESYS_API_URL": emulator.base_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "180", "ORGS_FILE": str(orgs),
+           "GENESYS_API_URL": emulator.base_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "1800", "ORGS_FILE": str(orgs),
            "WEAK_SECRET": "weak-secret"}
 
     def check(*args: str) -> tuple[int, list[dict[str, object]], str]:
