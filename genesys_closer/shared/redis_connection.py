@@ -15,7 +15,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
+from redis.utils import SENTINEL
 
 from genesys_closer.config.errors import CloserError
 from genesys_closer.config.redis_keys import KEYS
@@ -32,6 +33,22 @@ REPLICA_WAIT_MS = 1000
 class NotReplicatedError(CloserError, redis.ConnectionError):
     """The master took the writes but fewer replicas than REDIS_WAIT_REPLICAS acknowledged them in time: a failover
     now could lose them. The work may still run; sending it again is harmless (a close is idempotent)."""
+
+
+class ReplyOutOfStep(CloserError, redis.ConnectionError):
+    """A reply that cannot be the answer to the command sent (a list for a GET): the connection answered another
+    command. Raised after every connection of the client was dropped, so the next command is in step again; a
+    connection error, so the work is retried like any other Redis failure."""
+
+
+def text_or_none(client: redis.Redis, reply: object, command: str) -> str | None:
+    """The reply of a command answered by a string or nil (GET, HGET), as text. Anything else means the connection is
+    out of step with its commands: every connection of ``client`` is dropped and ReplyOutOfStep raised."""
+    if reply is None or isinstance(reply, str | bytes):
+        return None if reply is None else text(reply)
+    client.connection_pool.disconnect()
+    raise ReplyOutOfStep(f"{command} was answered with a {type(reply).__name__}, the reply of another command; "
+                         "the client's Redis connections were dropped")
 
 
 def _client_options(*, caller: bool = False, probe: bool = False) -> dict[str, Any]:
@@ -65,17 +82,35 @@ def sentinel_options(target: RedisTarget) -> dict[str, Any]:
     return options
 
 
+class SentinelConnection(SentinelManagedConnection):
+    """redis-py's connection to the master Sentinel names, which drops its socket when a read fails, as every other
+    redis-py connection does. redis-py 8.1's ``SentinelManagedConnection.read_response`` defaults
+    ``disconnect_on_error`` to False (redis/redis-py#4292, open): a read cut by an exception that is not a Redis error
+    (Celery's soft time limit, raised by a signal handler inside the socket read), or by a timeout a caller does not
+    retry, put the connection back in the pool with the reply still on its way, and the next command on it read that
+    reply as its own (the breaker's GET answered by a ZRANGE of the batched checks). The pool's own check only sees a
+    reply that has already arrived. Pub/sub passes the flag explicitly and keeps its connection, as before."""
+
+    def read_response(self, disable_decoding: Any = False, *, timeout: float | object = SENTINEL,
+                      disconnect_on_error: bool | None = True, push_request: bool | None = False) -> Any:
+        return super().read_response(disable_decoding=disable_decoding, timeout=timeout,
+                                     disconnect_on_error=disconnect_on_error, push_request=push_request)
+
+
 def connect(target: RedisTarget | str, *, caller: bool = False, probe: bool = False) -> redis.Redis:
     """A client that reconnects on its own (keepalive, health checks, retried connection errors). Through
     Sentinel, every new connection asks the sentinels for the current master, and a connection that finds its
-    server demoted (READONLY) drops and asks again, so the client follows a failover by itself."""
+    server demoted (READONLY) drops and asks again, so the client follows a failover by itself. A read cut short by
+    any exception drops its connection, through Sentinel too (``SentinelConnection``): no reply is left for the
+    next command."""
     if isinstance(target, str):
         target = RedisTarget(target)
     if not target.uses_sentinel:
         return redis.Redis.from_url(target.url, **_client_options(caller=caller, probe=probe))
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target))  # type: ignore[no-untyped-call]
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        target.master, db=target.database, **target.master_credentials(), **_client_options(caller=caller, probe=probe))
+        target.master, db=target.database, connection_class=SentinelConnection, **target.master_credentials(),
+        **_client_options(caller=caller, probe=probe))
     return client
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from genesys_closer.config.redis_keys import KEYS, RedisKeys
-from genesys_closer.shared.redis_connection import text
+from genesys_closer.shared.redis_connection import text_or_none
 
 
 class CircuitBreaker:
@@ -25,8 +25,8 @@ class CircuitBreaker:
         self.open_key = keys.breaker(bucket, "open")
 
     def open_reason(self) -> str | None:
-        reason = self.redis.get(self.open_key)
-        return None if reason is None else text(reason)
+        # A wrong-shaped reply (an out-of-step connection) raises: it never opens the breaker nor stops a batch.
+        return text_or_none(self.redis, self.redis.get(self.open_key), "GET of the breaker")
 
     def record_failure(self, reason: str) -> bool:
         """Count one failure; True when this opened the breaker."""
