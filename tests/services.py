@@ -152,6 +152,17 @@ class SentinelTopology:
         best = max(votes.items(), key=lambda vote: vote[1], default=None)
         return best[0] if best and best[1] >= 2 else None
 
+    def every_sentinel_names(self, port: int) -> bool:
+        """Every sentinel reports the master at ``port`` (not only a majority, as ``master_port`` asks)."""
+        for sentinel in self.sentinels:
+            try:
+                _, reported = self.sentinel_client(sentinel.port).sentinel_get_master_addr_by_name(self.master_name)
+            except (redis.RedisError, TypeError):
+                return False
+            if int(reported) != port:
+                return False
+        return True
+
     def server(self, port: int) -> RedisProcess:
         return next(server for server in self.servers if server.port == port)
 
