@@ -89,13 +89,15 @@ class RedisProcess:
 @dataclass
 class SentinelTopology:
     """One master, one replica and three sentinels (quorum 2) on loopback, passwords on all of them, with sentinel
-    timeouts short enough for a test: the master is judged down after ``down_after_ms`` without an answer."""
+    timeouts short enough for a test: the master is judged down after ``down_after_ms`` without an answer. (Sentinel
+    promotes no replica that lost its master more than ten times that before the master went down: at 1 s, a
+    replica cut off for 10 s on a loaded machine was never promoted; 2 s gives a cut-off replica 20 s.)"""
 
     workdir: Path
     master_name: str = "genesys-closer"
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     sentinel_password: str = field(default_factory=lambda: secrets.token_hex(12))
-    down_after_ms: int = 1000
+    down_after_ms: int = 2000
     failover_timeout_ms: int = 5000
     servers: list[RedisProcess] = field(default_factory=list)
     sentinels: list[RedisProcess] = field(default_factory=list)
@@ -151,6 +153,17 @@ class SentinelTopology:
             votes[int(port)] = votes.get(int(port), 0) + 1
         best = max(votes.items(), key=lambda vote: vote[1], default=None)
         return best[0] if best and best[1] >= 2 else None
+
+    def every_sentinel_names(self, port: int) -> bool:
+        """Every sentinel reports the master at ``port`` (not only a majority, as ``master_port`` asks)."""
+        for sentinel in self.sentinels:
+            try:
+                _, reported = self.sentinel_client(sentinel.port).sentinel_get_master_addr_by_name(self.master_name)
+            except (redis.RedisError, TypeError):
+                return False
+            if int(reported) != port:
+                return False
+        return True
 
     def server(self, port: int) -> RedisProcess:
         return next(server for server in self.servers if server.port == port)

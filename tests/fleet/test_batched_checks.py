@@ -79,8 +79,10 @@ def test_every_kind_ends_the_same_on_both_paths(admin: EmulatorAdmin, client: Cl
     read_live = [batched[pairs[kind][1]] for kind in ("wrapup", "disconnected", "sms", "whatsapp", "open")]
     assert all(r.confirmed_by in {"conversation", None} for r in read_live)  # analytics never decides these alone
     assert all(direct[kind].api_calls >= 2 for kind in ("webmessaging", "queued", "bot", "customer_left", "parked"))
-    fell_back = [batched[pairs[kind][1]] for kind in ("started_now", "stuck")]
-    assert all(r.confirmed_by in {"conversation", None} and r.api_calls >= 2 for r in fell_back)
+    # "stuck" never shows ended in analytics: a read decides. ("started_now" is unknown to analytics only for its
+    # first second of lag; on a loaded machine its pre-check may come later, and analytics may then decide it.)
+    stuck = batched[pairs["stuck"][1]]
+    assert stuck.confirmed_by in {"conversation", None} and stuck.api_calls >= 2
 
 
 def test_a_few_hundred_closes_at_about_one_call_each(admin: EmulatorAdmin, client: CloseClient) -> None:

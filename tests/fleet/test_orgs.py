@@ -64,8 +64,15 @@ def test_three_orgs_close_their_own_conversations_at_once(on_fleet: Fleet, produ
                 assert by_org[org].results.batches.status(batches[other].id) is None
     # The emulators are seeded alike, so the orgs hold the same conversation ids: each id's record is per org.
     # One more conversation in org-a only: its outcome is org-a's alone, and org-b's Genesys does not know it.
-    [only_a] = on_fleet.org_admin("org-a").create(1)
-    assert by_org["org-a"].close(only_a, wait=True, timeout=60).outcome is Outcome.CLOSED  # type: ignore[union-attr]
+    # (The default org's emulator may have created more conversations in earlier tests, so one of its ids can be
+    # this one's: take one that none of this test's other conversations has.)
+    taken = {cid for org in ORGS for cid in [*ids[org], singles[org]] if org != "org-a"}
+    extra = [on_fleet.org_admin("org-a").create(1)[0]]
+    while extra[-1] in taken:
+        extra.append(on_fleet.org_admin("org-a").create(1)[0])
+    only_a = extra[-1]
+    for cid in extra:
+        assert by_org["org-a"].close(cid, wait=True, timeout=60).outcome is Outcome.CLOSED  # type: ignore[union-attr]
     assert by_org["default"].outcome(only_a) is None and by_org["org-b"].outcome(only_a) is None
     assert by_org["org-b"].close(only_a, wait=True, timeout=60).outcome is Outcome.NOT_FOUND  # type: ignore[union-attr]
     a_record = by_org["org-a"].outcome(only_a)
