@@ -71,11 +71,12 @@ def target(request: pytest.FixtureRequest, redis_url: str) -> RedisTarget:
 
 def interrupt_blocked_read(client: redis.Redis, watcher: redis.Redis) -> None:
     """``client`` waits for a BLPOP reply (one second away) and gets a soft time limit in the middle of its socket
-    read, sent once the server shows the command blocked: the same signal and handler as billiard's."""
+    read, sent once the server shows the command blocked (the fleet's workers block in BRPOP on the same server): the
+    same signal and handler as billiard's."""
     previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
 
     def send_when_blocked() -> None:
-        wait_until(lambda: int(watcher.info("clients")["blocked_clients"]) >= 1, timeout=10)
+        wait_until(lambda: any(entry.get("cmd") == "blpop" for entry in watcher.client_list()), timeout=10)
         os.kill(os.getpid(), signal.SIGUSR1)
 
     sender = threading.Thread(target=send_when_blocked, daemon=True)
