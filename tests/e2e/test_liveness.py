@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import redis
 from celery.utils.nodenames import worker_direct
 
 from genesys_closer.config import ProducerSettings
@@ -41,7 +42,13 @@ def test_probe_tells_a_busy_worker_from_one_that_stopped_consuming(
     assert busy.returncode == 0 and "consuming" in busy.stdout, busy.stdout + busy.stderr  # behind ~300 queued items
     control = producer_app(producer_settings).control
     for queue in (*QUEUES, worker_direct(worker.hostname).name):  # up and answering, but consuming nothing
-        control.cancel_consumer(queue, destination=[worker.hostname], reply=True, timeout=5)
+        for attempt in range(3):  # a broadcast is not retried by Celery; one fresh-clone run met a closed connection
+            try:
+                control.cancel_consumer(queue, destination=[worker.hostname], reply=True, timeout=5)
+                break
+            except redis.ConnectionError:
+                if attempt == 2:
+                    raise
     assert control.ping(destination=[worker.hostname], timeout=5)  # a ping-based check would call it healthy
     stopped = health(env, "--hostname", worker.hostname, "--timeout", "5")
     assert stopped.returncode == 1 and "NOT consuming" in stopped.stdout, stopped.stdout + stopped.stderr
