@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,28 +145,26 @@ class SentinelTopology:
             return False
         return int(state.get("num-slaves", 0)) >= 1 and int(state.get("num-other-sentinels", 0)) >= 2
 
-    def master_port(self) -> int | None:
-        """The master's port as a majority of the sentinels report it (None while they disagree or cannot say)."""
-        votes: dict[int, int] = {}
+    def _reported_master_ports(self) -> list[int | None]:
+        """The master's port as each sentinel reports it (None where a sentinel cannot say)."""
+        ports: list[int | None] = []
         for sentinel in self.sentinels:
             try:
                 _, port = self.sentinel_client(sentinel.port).sentinel_get_master_addr_by_name(self.master_name)
+                ports.append(int(port))
             except (redis.RedisError, TypeError):
-                continue
-            votes[int(port)] = votes.get(int(port), 0) + 1
-        best = max(votes.items(), key=lambda vote: vote[1], default=None)
-        return best[0] if best and best[1] >= 2 else None
+                ports.append(None)
+        return ports
+
+    def master_port(self) -> int | None:
+        """The master's port as a majority of the sentinels report it (None while they disagree or cannot say)."""
+        votes = Counter(port for port in self._reported_master_ports() if port is not None)
+        best = votes.most_common(1)
+        return best[0][0] if best and best[0][1] >= 2 else None
 
     def every_sentinel_names(self, port: int) -> bool:
         """Every sentinel reports the master at ``port`` (not only a majority, as ``master_port`` asks)."""
-        for sentinel in self.sentinels:
-            try:
-                _, reported = self.sentinel_client(sentinel.port).sentinel_get_master_addr_by_name(self.master_name)
-            except (redis.RedisError, TypeError):
-                return False
-            if int(reported) != port:
-                return False
-        return True
+        return all(reported == port for reported in self._reported_master_ports())
 
     def server(self, port: int) -> RedisProcess:
         return next(server for server in self.servers if server.port == port)

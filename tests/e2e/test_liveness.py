@@ -14,6 +14,8 @@ from pathlib import Path
 
 import redis
 from celery.utils.nodenames import worker_direct
+from tenacity import retry as retrying
+from tenacity import retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from genesys_closer.config import ProducerSettings
 from genesys_closer.emulator import EmulatorServer
@@ -41,14 +43,11 @@ def test_probe_tells_a_busy_worker_from_one_that_stopped_consuming(
     busy = health(env, "--hostname", worker.hostname, "--timeout", "10")
     assert busy.returncode == 0 and "consuming" in busy.stdout, busy.stdout + busy.stderr  # behind ~300 queued items
     control = producer_app(producer_settings).control
+    # Celery does not retry a broadcast; one fresh-clone run met a connection closed by the server here.
+    cancel = retrying(retry=retry_if_exception_type(redis.ConnectionError), stop=stop_after_attempt(3),
+                      wait=wait_fixed(0.2), reraise=True)(control.cancel_consumer)
     for queue in (*QUEUES, worker_direct(worker.hostname).name):  # up and answering, but consuming nothing
-        for attempt in range(3):  # a broadcast is not retried by Celery; one fresh-clone run met a closed connection
-            try:
-                control.cancel_consumer(queue, destination=[worker.hostname], reply=True, timeout=5)
-                break
-            except redis.ConnectionError:
-                if attempt == 2:
-                    raise
+        cancel(queue, destination=[worker.hostname], reply=True, timeout=5)
     assert control.ping(destination=[worker.hostname], timeout=5)  # a ping-based check would call it healthy
     stopped = health(env, "--hostname", worker.hostname, "--timeout", "5")
     assert stopped.returncode == 1 and "NOT consuming" in stopped.stdout, stopped.stdout + stopped.stderr
