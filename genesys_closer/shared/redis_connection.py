@@ -44,8 +44,10 @@ class ReplyOutOfStep(CloserError, redis.ConnectionError):
 def text_or_none(client: redis.Redis, reply: object, command: str) -> str | None:
     """The reply of a command answered by a string or nil (GET, HGET), as text. Anything else means the connection is
     out of step with its commands: every connection of ``client`` is dropped and ReplyOutOfStep raised."""
-    if reply is None or isinstance(reply, str | bytes):
-        return None if reply is None else text(reply)
+    if reply is None:
+        return None
+    if isinstance(reply, str | bytes):
+        return text(reply)
     client.connection_pool.disconnect()
     raise ReplyOutOfStep(f"{command} was answered with a {type(reply).__name__}, the reply of another command; "
                          "the client's Redis connections were dropped")
