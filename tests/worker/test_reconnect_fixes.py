@@ -11,11 +11,16 @@ loop again as the pool does when the consumer reconnects.
 
 Celery's request cancelled on a connection loss, its ``task-cancelled`` event going to the lost broker (the whole
 path, real worker and Redis restart, is ``tests/chaos/test_cancelled_on_restart.py``).
+
+Celery's result reader holding half of a large result when its pool process exits, then the pool flushing that
+process's pipe (``AsynPool.process_flush_queues``, as ``_join_exited_workers`` does).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +29,9 @@ from unittest import mock
 
 import pytest
 import redis
+from billiard.pool import READY  # type: ignore[import-untyped]
+from billiard.queues import _SimpleQueue  # type: ignore[import-untyped]
+from billiard.reduction import ForkingPickler  # type: ignore[import-untyped]
 from celery.concurrency import asynpool
 from celery.worker.request import Request
 from kombu import Connection, Consumer, Exchange, Producer, Queue
@@ -240,3 +248,97 @@ def test_with_the_fix_a_cancelled_request_keeps_its_message(caplog: pytest.LogCa
     Request._announce_cancelled(request)  # type: ignore[arg-type]
     assert request._already_cancelled is True  # on_failure leaves the message unacknowledged: it is delivered again
     assert "delivered again" in caplog.text
+
+
+
+# A result larger than the pipe's buffer (64 KiB): a failure with a long traceback. Its bytes repeat a frame header
+# (length 5) followed by bytes that are no pickle, so a reader that starts in its middle meets what the worker exit
+# showed ("invalid load key, '\x01'").
+OUT_OF_STEP = b"\x00\x00\x00\x05" + b"\x01" * 12
+BIG_RESULT = (READY, (7, 0, (False, OUT_OF_STEP * 6_000), None))
+SMALL_RESULT = (READY, (8, 0, (True, "closed"), None))
+
+
+def framed(obj: object) -> bytes:
+    body = bytes(ForkingPickler.dumps(obj))
+    return struct.pack("!i", len(body)) + body
+
+
+class ParentSide:
+    """What ``ResultHandler._recv_message`` and ``AsynPool.process_flush_queues`` use of the prefork pool's parent:
+    a real event loop (kombu's Hub), the pool process's real billiard result pipe (read without blocking, as the
+    pool does) and the result callback. It stands for the pool, its result handler and the exited process."""
+
+    def __init__(self) -> None:
+        self.hub = Hub()
+        self._hub = self.hub
+        self._result_handler = self
+        self._state = 0  # billiard's RUN
+        self.pid = 4242
+        self.outq = _SimpleQueue()
+        os.set_blocking(self.outq._reader.fileno(), False)
+        self.received: list[object] = []
+
+    def on_state_change(self, message: object) -> None:
+        self.received.append(message)
+
+    def handle_event(self, *_args: object) -> None:  # what the reader registers again after a whole message
+        raise AssertionError("the event loop does not run in this test")
+
+    def exit_with_half_a_result_read(self, rest_written: bool) -> None:
+        """The pool process writes the first part of BIG_RESULT; the parent's reader takes it and waits for the rest
+        (its generator registered as the pipe's reader, as ``on_result_readable`` does). The process then writes
+        the rest and SMALL_RESULT (or, killed mid-message, nothing more) and exits."""
+        data, fd = framed(BIG_RESULT), self.outq._reader.fileno()
+        split = data.index(OUT_OF_STEP, 40_000)  # the rest starts with what looks like a frame header
+        os.write(self.outq._writer.fileno(), data[:split])
+        partial = asynpool.ResultHandler._recv_message(self, self.hub.add_reader, fd, self.on_state_change)
+        next(partial)  # reads all there is, then waits for more
+        assert not self.outq._reader.poll(0)
+        self.hub.add_reader(fd, partial)
+        if rest_written:
+            os.write(self.outq._writer.fileno(), data[split:] + framed(SMALL_RESULT))
+        self.outq._writer.close()
+
+    def close(self) -> None:
+        self.hub.close()
+        self.outq._reader.close()
+
+
+@pytest.fixture
+def parent_side() -> Iterator[ParentSide]:
+    side = ParentSide()
+    try:
+        yield side
+    finally:
+        side.close()
+
+
+def test_without_the_fix_flushing_an_exited_process_reads_its_pipe_out_of_step(parent_side: ParentSide) -> None:
+    parent_side.exit_with_half_a_result_read(rest_written=True)
+    with pytest.raises(pickle.UnpicklingError, match="invalid load key"):  # "Unrecoverable error": the worker exits
+        unpatched(asynpool.AsynPool.process_flush_queues)(parent_side, parent_side)  # type: ignore[operator]
+
+
+def test_with_the_fix_the_half_read_result_is_finished_first(parent_side: ParentSide) -> None:
+    reconnect_fixes.apply()
+    parent_side.exit_with_half_a_result_read(rest_written=True)
+    asynpool.AsynPool.process_flush_queues(parent_side, parent_side)  # type: ignore[arg-type]
+    assert parent_side.received == [BIG_RESULT, SMALL_RESULT]  # both, whole, in order: no result is lost
+
+
+def test_with_the_fix_a_rest_that_never_comes_ends_the_flush(parent_side: ParentSide,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    reconnect_fixes.apply()
+    parent_side.exit_with_half_a_result_read(rest_written=False)  # killed in the middle of writing it
+    asynpool.AsynPool.process_flush_queues(parent_side, parent_side)  # type: ignore[arg-type]
+    assert parent_side.received == []
+    assert "could not be read whole" in caplog.text
+
+
+def test_with_the_fix_a_flush_without_a_half_read_result_is_unchanged(parent_side: ParentSide) -> None:
+    reconnect_fixes.apply()
+    os.write(parent_side.outq._writer.fileno(), framed(SMALL_RESULT) + framed(SMALL_RESULT))
+    parent_side.outq._writer.close()
+    asynpool.AsynPool.process_flush_queues(parent_side, parent_side)  # type: ignore[arg-type]
+    assert parent_side.received == [SMALL_RESULT, SMALL_RESULT]

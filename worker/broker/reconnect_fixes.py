@@ -1,7 +1,7 @@
-"""Four defects of kombu 5.7, Celery 5.7 and billiard 4.3 that make a worker exit, or lose a message, after a Redis
+"""Five defects of kombu 5.7, Celery 5.7 and billiard 4.3 that make a worker exit, or lose a message, after a Redis
 outage, fixed where they are.
 
-``apply()`` installs all four (idempotent); ``worker.app.build_app`` calls it, so workers, beat, Flower and the
+``apply()`` installs all five (idempotent); ``worker.app.build_app`` calls it, so workers, beat, Flower and the
 liveness probe run with them. ``tests/worker/test_reconnect_fixes.py`` reproduces each error with the libraries'
 own code and checks its fix; ``tests/chaos/test_redis_flap.py`` flaps Redis under real workers. No released version
 has the fixes (kombu 5.7.0, Celery 5.7.0 and billiard 4.3.2 are the newest, and Celery 5.7 requires kombu 5.7).
@@ -62,14 +62,30 @@ held (kombu's ``unacked`` hash) and left it to the broker, so the close waited f
 on a loaded machine. The fix marks the request cancelled first and treats an announcement the lost connection
 refuses as what it is (logged): the message stays unacknowledged, and the recovery check's restore after a Redis
 restart, or the visibility timeout, delivers it again.
+
+**5. Celery: a pool process that exits while the parent holds half of its result stops the worker.** The parent
+reads a result pipe without blocking, so a result larger than the pipe's buffer (64 KiB: a failure's chained
+traceback after a Redis outage easily is) arrives in parts; between them the event loop keeps the half-read
+message in a generator registered as that pipe's reader. If the process exits before the rest is read (after an
+outage Celery's cancel on connection loss and a soft time limit reach pool processes whose tasks already ended, and
+end them while they wait for the parent to take their last result), ``AsynPool.process_flush_queues`` reads the
+pipe from where the generator stopped, takes the middle of that message for a new one and raises
+``UnpicklingError`` ("invalid load key"): "Unrecoverable error", the worker exits. Seen once in about twenty runs of
+``tests/chaos/test_redis_flap.py`` on a loaded machine. The fix lets the half-read message finish first (its
+generator reads the rest, which the process wrote whole, see fix 3) and delivers it; then the flush goes on at a
+message boundary. A rest that cannot be read (the process was killed mid-message) ends the flush of that process,
+as an unreadable pipe does in Celery's own code; its job is then reported lost like any job of a killed process.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import select
 import signal
 import threading
+import time
+from types import GeneratorType
 from typing import Any
 
 import redis.exceptions
@@ -157,8 +173,57 @@ def _cancelled_before_announced(announce: Any) -> Any:
     return _marked(announced)
 
 
+# How long a flush waits for the rest of a half-read result of an exited process (written whole, so normally at once).
+PARTIAL_RESULT_WAIT_SECONDS = 2.0
+
+
+def _partial_result_reader(pool: Any, proc: Any) -> Any:
+    """The generator holding a half-read result of ``proc``, if the event loop has one."""
+    hub = getattr(getattr(pool, "_result_handler", None), "_hub", None)
+    reader = getattr(getattr(proc, "outq", None), "_reader", None)
+    if hub is None or reader is None or reader.closed:
+        return None
+    try:
+        entry = hub.readers.get(reader.fileno())
+    except OSError:
+        return None
+    callback = entry[0] if isinstance(entry, tuple) and entry else None
+    return callback if isinstance(callback, GeneratorType) else None
+
+
+def _finish_partial_result(reader: Any, partial: Any) -> bool:
+    """Let the half-read message finish (its generator delivers it); False if its rest cannot be read."""
+    deadline = time.monotonic() + PARTIAL_RESULT_WAIT_SECONDS
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        readable, _, _ = select.select([reader], [], [], remaining)
+        if not readable:
+            return False
+        try:
+            next(partial)
+        except StopIteration:
+            return True
+        except (OSError, EOFError):
+            return False
+
+
+def _partial_result_first(flush_queues: Any) -> Any:
+    @functools.wraps(flush_queues)
+    def flush_at_boundary(self: Any, proc: Any) -> Any:
+        partial = _partial_result_reader(self, proc)
+        if partial is not None and not _finish_partial_result(proc.outq._reader, partial):
+            log.warning("pool process %s exited in the middle of sending a result that could not be read whole; "
+                        "its pipe is not read further (its task is reported as lost)", getattr(proc, "pid", "?"))
+            return None
+        return flush_queues(self, proc)
+
+    return _marked(flush_at_boundary)
+
+
 def apply() -> None:
-    """Install the four fixes (idempotent). Called before the pool forks, so its processes inherit them."""
+    """Install the five fixes (idempotent). Called before the pool forks, so its processes inherit them."""
     if not applied(kombu_redis.Channel._connparams):
         kombu_redis.Channel._connparams = _raise_when_detached(kombu_redis.Channel._connparams)  # type: ignore[method-assign]
     if not applied(asynpool.iterate_file_descriptors_safely):
@@ -168,6 +233,9 @@ def apply() -> None:
     if not applied(celery_request.Request._announce_cancelled):
         celery_request.Request._announce_cancelled = _cancelled_before_announced(
             celery_request.Request._announce_cancelled)
+    if not applied(asynpool.AsynPool.process_flush_queues):
+        asynpool.AsynPool.process_flush_queues = _partial_result_first(
+            asynpool.AsynPool.process_flush_queues)
 
 
 def applied(function: Any) -> bool:
