@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from genesys_closer.config import load_producer_settings
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.emulator import EmulatorConfig, EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
@@ -56,22 +57,24 @@ def lost_items(batch: Batch, admin: EmulatorAdmin, ids: list[str]) -> int:
     return (len(ids) - status.done) + claimed_closed_but_open
 
 
-def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient, redis_url: str,
+def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, redis_url: str,
                                    emulator: EmulatorServer, logdir: Path) -> None:
     """Beat runs, as in production: a message a SIGKILL catches between kombu's BRPOP and its unacked record is
     lost by the broker, and only the stalled-batch redrive brings it back. The first kill comes while part of the
-    batch still waits in its feed (BATCH_IN_FLIGHT 300 < 600); the second while the other worker runs its share of
-    the last in-flight items."""
-    items, first_at, second_at = 600, 150, 400
+    batch still waits in its feed (BATCH_IN_FLIGHT scaled down to 150 < 300 items, as the batch size is: the
+    product's default is 300); the second while the other worker runs its share of the last in-flight items."""
+    items, in_flight, first_at, second_at = 300, 150, 75, 200
     limit = 12_000
     admin.faults(rate_limit_per_minute=limit)
-    first, second = start(2, concurrency=6, genesys_rate_limit_per_minute=limit, **SCALED)
-    beat = BeatProcess(worker_env(redis_url, emulator.base_url, **SCALED), logdir).start()
+    client = CloseClient(load_producer_settings(redis_url=redis_url, batch_in_flight=in_flight))
+    first, second = start(2, concurrency=6, genesys_rate_limit_per_minute=limit, batch_in_flight=in_flight, **SCALED)
+    beat = BeatProcess(worker_env(redis_url, emulator.base_url, batch_in_flight=in_flight, **SCALED), logdir).start()
     try:
         ids = admin.create(items)
         batch = client.close_many(ids, label="chaos-sigkill")
         wait_until(lambda: batch.status().done >= first_at, timeout=120)
         done_at_first = batch.status().done
+        unfed_at_first = len(ids) - int(client.results.batches.fields(batch.id, "fed")[0] or 0)
         first.kill()
         first.start().wait_ready()
         wait_until(lambda: batch.status().done >= second_at, timeout=120)
@@ -83,6 +86,7 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
     finally:
         beat.stop()
     redriven = int(client.results.batches.fields(batch.id, "redriven")[0] or 0)
+    assert unfed_at_first > 0, "every item was fed before the first kill: it caught none waiting in the feed"
     assert done_at_second < items, "the batch ended before the second kill: it caught nothing mid-batch"
     assert status.done == status.total == items
     assert set(status.counts) <= {"closed", "already_closed"}
@@ -90,7 +94,8 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
     assert lost_items(batch, admin, ids) == 0
     duplicates = admin.stats()["duplicate_conversation_patches"]
     report(f"SIGKILL a worker at {done_at_first}/{items}, restart it, SIGKILL the other at {done_at_second}/{items}",
-           f"{items} conversations, 2 workers x 6", "2 x SIGKILL (whole process group)", 0, duplicates,
+           f"{items} conversations (BATCH_IN_FLIGHT {in_flight}), 2 workers x 6", "2 x SIGKILL (whole process group)",
+           0, duplicates,
            f"{recovered:.0f} s from the 2nd kill to the last outcome (visibility timeout 15 s, stall window 20 s; "
            f"{redriven} item(s) re-driven)")
 
