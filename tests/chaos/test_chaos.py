@@ -10,18 +10,22 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from genesys_closer.config import load_producer_settings
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.emulator import EmulatorConfig, EmulatorServer
+from genesys_closer.emulator import EmulatorConfig, EmulatorServer, start_in_thread
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import Batch, CloseClient
 from tests.e2e.conftest import StartWorkers
-from tests.services import BeatProcess, RedisServer, worker_env
+from tests.services import BeatProcess, CeleryWorker, RedisServer, start_workers, worker_env
 from tests.waiting import max_in_window, wait_until
 
 pytestmark = pytest.mark.slow
@@ -100,19 +104,66 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, re
            f"{redriven} item(s) re-driven)")
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "SHUTDOWN NOSAVE"])
-def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
-                                 redis_server: RedisServer, redis_url: str, emulator: EmulatorServer,
-                                 logdir: Path, stop: str) -> None:
+@dataclass
+class Stack:
+    """One Redis restart scenario's own pieces: a Redis, an emulator, a producer and a way to start workers."""
+
+    redis_server: RedisServer
+    emulator: EmulatorServer
+    client: CloseClient
+    start: StartWorkers
+    logdir: Path
+
+    @property
+    def admin(self) -> EmulatorAdmin:
+        return EmulatorAdmin(self.emulator.base_url)
+
+
+@contextlib.contextmanager
+def second_stack(emulator_config: EmulatorConfig, workdir: Path) -> Iterator[Stack]:
+    """A Redis, an emulator and workers of their own, beside the test's fixtures (stopped at the end)."""
+    redis_server = RedisServer(workdir / "redis").start()
+    emulator = start_in_thread(config=emulator_config)
+    started: list[CeleryWorker] = []
+
+    def launch(count: int = 1, concurrency: int = 4, **env: Any) -> list[CeleryWorker]:
+        workers = start_workers(count, worker_env(redis_server.url, emulator.base_url, **env), workdir / "logs",
+                                concurrency, prefix="n")
+        started.extend(workers)
+        return workers
+
+    try:
+        yield Stack(redis_server, emulator, CloseClient(load_producer_settings(redis_url=redis_server.url)), launch,
+                    workdir / "logs")
+    finally:
+        for worker in started:
+            worker.kill()
+        emulator.stop()
+        redis_server.stop()
+
+
+def test_redis_restart_mid_batch(start: StartWorkers, client: CloseClient, redis_server: RedisServer,
+                                 emulator: EmulatorServer, emulator_config: EmulatorConfig, logdir: Path,
+                                 tmp_path: Path) -> None:
     """At the product's default settings every item ends: beat sees Redis' new run id within
     RECOVERY_CHECK_SECONDS, puts back what workers had taken and re-sends what the broker lost, without waiting for
     the stall window (the wait's 240 s deadline is below its 300 s; how long recovery takes is reported, not
-    asserted: docs/reliability.md). Redis is stopped as a supervisor stops it (SIGTERM) or as an operator might
-    (``SHUTDOWN NOSAVE``, which issue 22 used; with AOF on, both flush the AOF). At the restart 150 batch items have
-    no outcome yet, and the standalone closes were sent just before it."""
+    asserted: docs/reliability.md). Redis is stopped as a supervisor stops it (SIGTERM) and as an operator might
+    (``SHUTDOWN NOSAVE``, which issue 22 used; with AOF on, both flush the AOF): the two run side by side, each on
+    its own Redis, emulator, workers and beat, so each proves what it proved alone (on a machine twice as busy). At
+    the restart 150 batch items have no outcome yet, and the standalone closes were sent just before it."""
+    with second_stack(emulator_config, tmp_path / "nosave") as other, ThreadPoolExecutor(2) as pool:
+        stacks = {"SIGTERM": Stack(redis_server, emulator, client, start, logdir), "SHUTDOWN NOSAVE": other}
+        running = [pool.submit(redis_restart_mid_batch, stack, stop) for stop, stack in stacks.items()]
+        for scenario in running:
+            scenario.result()
+
+
+def redis_restart_mid_batch(stack: Stack, stop: str) -> None:
     items, restart_at, standalone = 200, 50, 20
-    workers = start(2, concurrency=4, genesys_rate_limit_per_minute=6000, **PRODUCT_DEFAULTS)
-    beat = BeatProcess(worker_env(redis_url, emulator.base_url, **PRODUCT_DEFAULTS), logdir).start()
+    admin, client, redis_server, redis_url = stack.admin, stack.client, stack.redis_server, stack.redis_server.url
+    workers = stack.start(2, concurrency=4, genesys_rate_limit_per_minute=6000, **PRODUCT_DEFAULTS)
+    beat = BeatProcess(worker_env(redis_url, stack.emulator.base_url, **PRODUCT_DEFAULTS), stack.logdir).start()
     try:
         ids = admin.create(items)
         singles = admin.create(standalone)
@@ -142,11 +193,11 @@ def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, clie
     assert admin.stats()["conversations_open"] == 0
     for worker in workers:  # still consuming after the reconnect (the silent-stop failure would fail this)
         probe = subprocess.run([sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
-                                "--timeout", "15"], env=worker_env(redis_url, emulator.base_url),
+                                "--timeout", "15"], env=worker_env(redis_url, stack.emulator.base_url),
                                capture_output=True, text=True, timeout=60, check=False)
         assert probe.returncode == 0, probe.stdout + probe.stderr
     report("Redis restarted (AOF) mid-batch", f"{items} batch items + {standalone} standalone closes, "
-           "2 workers x 4",
+           "2 workers x 4 (beside the other way's own)",
            f"redis-server {stop} + start",
            lost_items(batch, admin, ids), admin.stats()["duplicate_conversation_patches"],
            f"{recovered:.0f} s from the restart to the last outcome at default settings ({redriven} item(s) "

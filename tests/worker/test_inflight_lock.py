@@ -89,4 +89,5 @@ def test_a_task_id_cannot_forge_the_holder() -> None:
     assert here is not None
     forged = f"x|{here.namespace}:{os.getpid() + 1}:1"
     assert holder_of(token_for(forged, here)) == here
+    assert holder_of(token_for(forged, None)) is None  # a process that cannot be checked names no holder
     assert holder_of(forged + "|") is None and holder_of("plain-task-id") is None

@@ -99,7 +99,8 @@ def is_gone(holder: Holder) -> bool:
 
 
 def token_for(task_id: str, holder: Holder | None) -> str:
-    return f"{task_id}{SEPARATOR}{holder.token_part()}" if holder is not None else task_id
+    """The lock's token: the task id, then the holder (empty when unknown, so that a task id never reads as one)."""
+    return f"{task_id}{SEPARATOR}{holder.token_part() if holder is not None else ''}"
 
 
 def holder_of(token: str) -> Holder | None:
