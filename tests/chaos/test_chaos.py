@@ -191,11 +191,13 @@ def redis_restart_mid_batch(stack: Stack, stop: str) -> None:
     assert status.done == status.total == items
     assert set(status.counts) <= {"closed", "already_closed"}
     assert admin.stats()["conversations_open"] == 0
-    for worker in workers:  # still consuming after the reconnect (the silent-stop failure would fail this)
-        probe = subprocess.run([sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
+    probes = [subprocess.Popen([sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
                                 "--timeout", "15"], env=worker_env(redis_url, stack.emulator.base_url),
-                               capture_output=True, text=True, timeout=60, check=False)
-        assert probe.returncode == 0, probe.stdout + probe.stderr
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for worker in workers]  # both at once
+    for probe in probes:  # still consuming after the reconnect (the silent-stop failure would fail this)
+        output, _ = probe.communicate(timeout=60)
+        assert probe.returncode == 0, output
     report("Redis restarted (AOF) mid-batch", f"{items} batch items + {standalone} standalone closes, "
            "2 workers x 4 (beside the other way's own)",
            f"redis-server {stop} + start",
