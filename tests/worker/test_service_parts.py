@@ -28,7 +28,7 @@ from genesys_closer.worker.recovery.broker_scan import HeldClose
 from genesys_closer.worker.recovery.redrive import Recovery
 from genesys_closer.worker.running.breaker import CircuitBreaker
 from genesys_closer.worker.running.close_run import CloseRunner, RetryLater, TaskContext
-from genesys_closer.worker.running.inflight_lock import token_for
+from genesys_closer.worker.running.inflight_lock import namespace_here, token_for
 from genesys_closer.worker.running.patch_guard import claim_seconds
 from genesys_closer.worker.sweeps.sweep_run import SweepRunner
 from tests.worker.test_inflight_lock import exited_process
@@ -175,6 +175,7 @@ def test_inflight_lock_never_lets_a_second_copy_run(redis_client: redis.Redis,
     assert redis_client.get(KEYS.inflight(CID)) is None  # released by its owner
 
 
+@pytest.mark.skipif(namespace_here() is None, reason="needs Linux /proc")
 def test_a_copy_takes_over_the_lock_of_a_run_whose_process_is_gone(redis_client: redis.Redis,
                                                                    results: ResultStores, clock: Clock) -> None:
     """A run SIGKILLed (or terminated on a broker connection loss) keeps its lock until it expires; its redelivered
