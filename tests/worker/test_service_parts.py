@@ -28,7 +28,7 @@ from genesys_closer.worker.recovery.broker_scan import HeldClose
 from genesys_closer.worker.recovery.redrive import Recovery
 from genesys_closer.worker.running.breaker import CircuitBreaker
 from genesys_closer.worker.running.close_run import CloseRunner, RetryLater, TaskContext
-from genesys_closer.worker.running.inflight_lock import namespace_here, token_for
+from genesys_closer.worker.running.inflight_lock import holder_here, namespace_here, token_for
 from genesys_closer.worker.running.patch_guard import claim_seconds
 from genesys_closer.worker.sweeps.sweep_run import SweepRunner
 from tests.worker.test_inflight_lock import exited_process
@@ -164,7 +164,7 @@ def test_inflight_lock_never_lets_a_second_copy_run(redis_client: redis.Redis,
     closer = ScriptedCloser([("patch", Outcome.CLOSED)])
     run = runner(redis_client, results, closer, clock, task_time_limit_seconds=20, task_soft_time_limit_seconds=10)
     first = OwnedLock(redis_client, KEYS.inflight(CID), run.settings.inflight_lock_seconds)
-    assert first.acquire("first-task")
+    assert first.acquire(token_for("first-task", holder_here()))  # held by a live process (this one)
     assert 20 < redis_client.pttl(KEYS.inflight(CID)) / 1000 <= 21  # outlives the task's hard time limit
     for task_id in ("second-task", "first-task"):  # another close, and the same task redelivered: both wait
         with pytest.raises(RetryLater, match="another task"):
