@@ -165,3 +165,11 @@ def test_wrong_secret_is_forbidden_not_retried(emulator: EmulatorServer, admin: 
     assert result.outcome is Outcome.FORBIDDEN and "GENESYS_CLIENT_SECRET" in (result.error or "")
     assert admin.stats()["token_requests"] == 1
 
+
+
+def test_a_fixed_stuck_conversation_takes_the_close(service: Service, admin: EmulatorAdmin) -> None:
+    """The emulator's ``fix``: the cause of a stuck conversation is gone, a close (a retry) now closes it."""
+    [cid] = admin.create(1, "stuck")
+    admin.fix(cid)
+    result = service.closer.close(cid, service.default_options)
+    assert result.outcome is Outcome.CLOSED and not admin.conversation(cid)["open_internally"]
