@@ -185,15 +185,19 @@ class Closer:
         return result
 
     def confirm_patched(self, raw_id: object, options: CloseOptions | None = None, *,
-                        patched: bool = True) -> CloseResult:
+                        patched: bool = True, since_patch_seconds: float | None = None) -> CloseResult:
         """After a PATCH Genesys took whose effect a batched read did not show in time: confirm by reading the
-        conversation, escalating per policy, as the direct path does after its own PATCH."""
+        conversation, escalating per policy, as the direct path does after its own PATCH. ``since_patch_seconds``:
+        how long ago that PATCH was sent; its confirmation window (``CONFIRM_TIMEOUT_SECONDS``) is counted from it,
+        so a PATCH older than the window (an item analytics did not show ended within its own, longer window) is
+        confirmed by one read at once, not by another window of polling."""
         conversation_id = parse_conversation_id(raw_id)
         chosen = options or CloseOptions()
+        window = None if since_patch_seconds is None else self.confirm.timeout_seconds - since_patch_seconds
 
         def body(tally: CallTally, result: CloseResult) -> None:
             result.action = "patch"
-            self._settle(conversation_id, chosen, tally, result, patched, None)
+            self._settle(conversation_id, chosen, tally, result, patched, None, window_seconds=window)
 
         return self._guarded(conversation_id, body)
 
@@ -244,10 +248,12 @@ class Closer:
         self._settle(conversation_id, options, tally, result, patched, refusal)
 
     def _settle(self, conversation_id: str, options: CloseOptions, tally: CallTally, result: CloseResult,
-                patched: bool, refusal: PermanentError | None) -> None:
-        """After the PATCH: confirm with reads, escalate per policy, apply wrap-ups, decide the outcome."""
+                patched: bool, refusal: PermanentError | None, *, window_seconds: float | None = None) -> None:
+        """After the PATCH: confirm with reads, escalate per policy, apply wrap-ups, decide the outcome.
+        ``window_seconds``: what is left of the PATCH's confirmation window (None: all of it); an escalation's own
+        PATCH gets a whole window."""
         patched_at = self.clock()
-        conversation = self._confirm(conversation_id, tally)
+        conversation = self._confirm(conversation_id, tally, window_seconds)
         if refusal is not None and not is_closed(conversation):
             raise refusal  # the PATCH was refused and the conversation is open: a real error
         if not is_closed(conversation) and options.policy is not ClosePolicy.FAIL:
@@ -300,9 +306,13 @@ class Closer:
             return False, None
         return True, None
 
-    def _confirm(self, conversation_id: str, tally: CallTally) -> dict[str, Any]:
-        """Poll until every participant has left or the confirm timeout passes; return the last read."""
-        deadline = self.clock() + self.confirm.timeout_seconds
+    def _confirm(self, conversation_id: str, tally: CallTally, window_seconds: float | None = None) -> dict[str, Any]:
+        """Poll until every participant has left or the confirm timeout (``window_seconds``, when given) passes;
+        return the last read. A window already over: one read, at once."""
+        window = self.confirm.timeout_seconds if window_seconds is None else window_seconds
+        if window <= 0:
+            return self._read(conversation_id, tally)
+        deadline = self.clock() + window
         interval = self.confirm.initial_delay_seconds
         while True:
             self.sleep(interval * (1.0 + 0.25 * self.rng()))
