@@ -66,6 +66,9 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
     operator.text_in("#state", "finished")  # live, by Server-Sent Events
     operator.text_in("#done", "22/22")
     assert {c: operator.admin.conversation(c)["open"] for c in old} == dict.fromkeys(old, False)
+    live_reads = [r["conversation_id"] for r in operator.admin.requests()
+                  if r["method"] == "GET" and r["route"].endswith("/messages/{conversationId}")]
+    assert sorted(c for c in live_reads if c in stuck) == sorted(stuck)  # one read each, after the analytics window
 
     operator.driver.find_element(By.CSS_SELECTOR, "#filter-outcome option[value='unconfirmed']").click()
     el(operator, "#apply-filter").click()
