@@ -8,6 +8,7 @@ the org ``default``: a deployment without ``ORGS_FILE`` is that one org, unchang
     client_id = "0b3c..."
     client_secret_env = "EU_PROD_CLIENT_SECRET"   # the NAME of an environment variable: never the secret itself
     rate_limit_per_minute = 300
+    read_timeout_seconds = 30             # optional: this org's own timeouts (else GENESYS_READ_TIMEOUT_SECONDS, ...)
     close_policy = "fail"
     close_allowed_policies = ["fail", "participants"]
     wrapup_code = "7fb334b0-..."
@@ -56,6 +57,12 @@ ORG_FIELDS: dict[str, str] = {
     "close_allowed_policies": "close_allowed_policies",
     "wrapup_code": "close_wrapup_code",
     "wrapup_notes": "close_wrapup_notes",
+}
+# Fields an org may set for itself that otherwise take the process's value (not ORG_SCOPED): a slow or far region's
+# own timeouts.
+TUNING_FIELDS: dict[str, str] = {
+    "connect_timeout_seconds": "genesys_connect_timeout_seconds",
+    "read_timeout_seconds": "genesys_read_timeout_seconds",
 }
 SWEEP_FIELDS: dict[str, str] = {
     "schedule_seconds": "sweep_schedule_seconds",
@@ -137,9 +144,9 @@ def _check_fields(where: str, name: str, entry: Mapping[str, Any]) -> None:
         elif field in ("client_secret", "secret"):
             raise ConfigError(f"invalid configuration: {where}: org {name!r}: {field}: secrets never go in the file; "
                               f"set {SECRET_FIELD} to the name of an environment variable holding it")
-        elif field not in ORG_FIELDS and field != SECRET_FIELD:
+        elif field not in ORG_FIELDS and field not in TUNING_FIELDS and field != SECRET_FIELD:
             raise ConfigError(f"invalid configuration: {where}: org {name!r}: {field}: unknown field "
-                              f"(known: {', '.join([*ORG_FIELDS, SECRET_FIELD, 'sweep'])})")
+                              f"(known: {', '.join([*ORG_FIELDS, *TUNING_FIELDS, SECRET_FIELD, 'sweep'])})")
     for required in ("client_id", SECRET_FIELD):
         if required not in entry:
             raise ConfigError(f"invalid configuration: {where}: org {name!r}: {required}: required")
@@ -154,7 +161,7 @@ def org_overrides(where: str, name: str, entry: Mapping[str, Any], environ: Mapp
     Without ``need_secret`` (Flower, which only needs the sweep schedules) a missing secret is left unset."""
     environ = os.environ if environ is None else environ
     overrides: dict[str, Any] = {}
-    for field, setting in ORG_FIELDS.items():
+    for field, setting in (ORG_FIELDS | TUNING_FIELDS).items():
         if field in entry:
             overrides[setting] = _joined(entry[field])
     for field, setting in SWEEP_FIELDS.items():
@@ -187,7 +194,7 @@ def _joined(value: Any) -> Any:
 
 def field_of(setting: str) -> str:
     """The orgs file's name for a ``WorkerSettings`` field (for error messages)."""
-    for field, name in ORG_FIELDS.items():
+    for field, name in (ORG_FIELDS | TUNING_FIELDS).items():
         if name == setting:
             return field
     for field, name in SWEEP_FIELDS.items():

@@ -282,7 +282,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if not allowed or storm or faults.burst_429 > 0:
             retry_after: int | None = reset
             if storm:
-                retry_after = max(1, math.ceil(faults.storm_429_until - now))
+                retry_after = faults.storm_429_retry_after or max(1, math.ceil(faults.storm_429_until - now))
             elif allowed:
                 faults.burst_429 -= 1
                 retry_after = faults.burst_429_retry_after

@@ -46,8 +46,8 @@ STUCK_ENDED_MODES = ("off", "always", "after_patch")
 DEFAULT_ORG = "default"
 ORG_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 # Faults one org suffers on its own (POST /__emulator__/faults with "org"); the rest belong to the whole emulator.
-ORG_FAULTS = frozenset({"burst_429", "burst_429_retry_after", "storm_429_seconds", "error_rate",
-                        "rate_limit_per_minute"})
+ORG_FAULTS = frozenset({"burst_429", "burst_429_retry_after", "storm_429_seconds", "storm_429_retry_after",
+                        "error_rate", "rate_limit_per_minute"})
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Faults:
     burst_429_retry_after: int | None = 5
     unavailable_until: float = 0.0
     storm_429_until: float = 0.0
+    storm_429_retry_after: int | None = None  # a storm's Retry-After (None: the seconds the storm has left)
 
     def update(self, changes: dict[str, Any], now: float) -> None:
         for key, value in changes.items():
@@ -309,6 +310,7 @@ class EmulatorState:
             return {"org": org.name, "burst_429": own["burst_429"],
                     "burst_429_retry_after": own["burst_429_retry_after"], "error_rate": own["error_rate"],
                     "storm_429_seconds": max(0.0, own["storm_429_until"] - self.clock()),
+                    "storm_429_retry_after": own["storm_429_retry_after"],
                     "rate_limit_per_minute": self.rate_limit_of(org)}
         view = asdict(self.faults)
         view["unavailable_seconds"] = max(0.0, view.pop("unavailable_until") - self.clock())

@@ -150,6 +150,9 @@ FLEET_ENV = {
 # Two more orgs from an orgs file besides "default", each with an emulator of its own (its own clients, tokens,
 # limits and conversations, as separate Genesys orgs are), so tests can prove one org's trouble stays its own.
 FLEET_ORGS = ("org-a", "org-b")
+# Their read timeout (the orgs file's read_timeout_seconds; the default org keeps GENESYS_READ_TIMEOUT_SECONDS, 15 s):
+# their emulators answer in milliseconds, and a test of a host that never answers waits this long per request.
+FLEET_ORG_READ_TIMEOUT_SECONDS = 5.0
 
 
 def org_client(org: str) -> tuple[str, str]:
@@ -218,7 +221,7 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
                                                 client_secret=org_client(org)[1], faults=Faults()))
             for org in FLEET_ORGS}  # faults of its own: one org's storm is not another's
     orgs_file = tmp_path_factory.mktemp("fleet-orgs") / "orgs.toml"
-    secrets = write_orgs_file(orgs_file, orgs)
+    secrets = write_orgs_file(orgs_file, orgs, read_timeout_seconds=FLEET_ORG_READ_TIMEOUT_SECONDS)
     workers = start_workers(2, worker_env(url, emulator.base_url, ORGS_FILE=orgs_file, **FLEET_ENV, **secrets),
                             tmp_path_factory.mktemp("fleet-logs"), 4, prefix="fleet")
     try:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,9 @@ def test_check_says_what_an_any_one_of_probe_cannot_prove(emulator: EmulatorServ
 
 
 def test_check_one_org_or_all(emulator: EmulatorServer, admin: EmulatorAdmin, tmp_path: Path) -> None:
-    """With an orgs file: one table per org checked, exit 0 only when every org checked can close."""
+    """With an orgs file: one table per org checked, exit 0 only when every org checked can close. The runs are
+    independent (each its own process, environment and token), so they run side by side: each one is mostly a
+    Python start-up, which on a loaded machine takes seconds."""
     admin.add_client("weak-client", "weak-secret", deny=["conversation:communication:disconnect"])
     orgs = tmp_path / "orgs.toml"
     orgs.write_text(f'[orgs.weak]\napi_url = "{emulator.base_url}"\nclient_id = "weak-client"\n'
@@ -97,27 +100,30 @@ def test_check_one_org_or_all(emulator: EmulatorServer, admin: EmulatorAdmin, tm
     env = {"PATH": os.environ["PATH"], "GENESYS_CLIENT_ID": "demo-client", "GENESYS_CLIENT_SECRET": "demo-secret",
            "GENESYS_API_URL": emulator.base_url, "GENESYS_RATE_LIMIT_PER_MINUTE": "1800", "ORGS_FILE": str(orgs),
            "WEAK_SECRET": "weak-secret"}
+    both = {**env, "ELSEWHERE_SECRET": "elsewhere-secret"}  # the emulator does not know this client
 
-    def check(*args: str) -> tuple[int, list[dict[str, object]], str]:
-        run = subprocess.run([*CHECK, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-        return run.returncode, [json.loads(line) for line in run.stdout.splitlines()], run.stderr
+    def check(args: tuple[str, ...], environment: dict[str, str] = env,
+              command: tuple[str, ...] = tuple(CHECK)) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *args], env=environment, capture_output=True, text=True, timeout=120,
+                              check=False)
 
-    code, _, stderr = check("--all")
-    assert code == 2 and "org 'elsewhere': client_secret_env: the environment variable ELSEWHERE_SECRET" in stderr
-    env["ELSEWHERE_SECRET"] = "elsewhere-secret"  # the emulator does not know this client
-    code, rows, _ = check("--all")
-    assert code == 1 and {row["org"] for row in rows} == {"default", "weak", "elsewhere"}
+    def rows_of(run: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+        return [json.loads(line) for line in run.stdout.splitlines()]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        no_secret, everything, default, weak, nope, text = pool.map(lambda call: check(*call), [
+            (("--all",),), (("--all",), both), (("--org", "default"),), (("--org", "weak"),), (("--org", "nope"),),
+            (("--org", "default", "--org", "weak"), env, (CHECK[0], "check"))])
+
+    assert no_secret.returncode == 2
+    assert "org 'elsewhere': client_secret_env: the environment variable ELSEWHERE_SECRET" in no_secret.stderr
+    rows = rows_of(everything)
+    assert everything.returncode == 1 and {row["org"] for row in rows} == {"default", "weak", "elsewhere"}
     token = next(row for row in rows if row["org"] == "elsewhere" and row["check"] == "token")
     assert token["ok"] is False and "[orgs.elsewhere] in ORGS_FILE" in str(token["fix"])  # not GENESYS_CLIENT_ID
-    del env["ELSEWHERE_SECRET"]
     failed = {(row["org"], row["check"]) for row in rows if row["ok"] is False}
     assert failed == {("weak", "disconnect a message conversation"), ("elsewhere", "token")}
-    code, rows, _ = check("--org", "default")
-    assert code == 0 and {row["org"] for row in rows} == {"default"}
-    code, rows, _ = check("--org", "weak")
-    assert code == 1 and {row["org"] for row in rows} == {"weak"}
-    code, _, stderr = check("--org", "nope")
-    assert code == 2 and "unknown org 'nope'" in stderr
-    text = subprocess.run([*CHECK[:1], "check", "--org", "default", "--org", "weak"], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    assert default.returncode == 0 and {row["org"] for row in rows_of(default)} == {"default"}
+    assert weak.returncode == 1 and {row["org"] for row in rows_of(weak)} == {"weak"}
+    assert nope.returncode == 2 and "unknown org 'nope'" in nope.stderr
     assert "org default" in text.stdout and "org weak" in text.stdout and text.returncode == 1

@@ -123,7 +123,10 @@ def test_faults_of_one_org_leave_the_others_alone(emulator: EmulatorServer, admi
     assert admin.faults(org="eu-prod", burst_429=1)["burst_429"] == 1
     urls = {name: f"{base}{MESSAGES.format(conversationId=c)}" for name, c in
             (("eu", eu_cid), ("us", us_cid), ("default", default_cid))}
-    assert requests.get(urls["us"], headers=us, timeout=5).status_code == 429
+    stormed = requests.get(urls["us"], headers=us, timeout=5)
+    assert stormed.status_code == 429 and int(stormed.headers["Retry-After"]) > 50  # the seconds the storm has left
+    admin.faults(org="us-prod", storm_429_retry_after=2)  # a storm that says "in 2 s" until it ends
+    assert requests.get(urls["us"], headers=us, timeout=5).headers["Retry-After"] == "2"
     assert requests.get(urls["eu"], headers=eu, timeout=5).status_code == 429  # its one burst
     assert requests.get(urls["eu"], headers=eu, timeout=5).status_code == 200
     assert requests.get(urls["default"], headers=default, timeout=5).status_code == 200
@@ -136,6 +139,7 @@ def test_faults_of_one_org_leave_the_others_alone(emulator: EmulatorServer, admi
         admin.faults(org="nowhere", burst_429=1)
     admin.reset(faults=True)
     assert admin.faults(org="us-prod")["storm_429_seconds"] == 0
+    assert admin.faults(org="us-prod")["storm_429_retry_after"] is None
     assert requests.get(urls["eu"], headers=eu, timeout=5).status_code == 200
 
 

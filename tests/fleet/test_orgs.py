@@ -20,13 +20,14 @@ from genesys_closer.producer.api import CloseClient
 from genesys_closer.shared.arguments import InvalidArgument
 from genesys_closer.shared.names import TASK_NAME
 from genesys_closer.shared.outcomes import CloseResult, Outcome
-from tests.conftest import FLEET_ORGS, Fleet, org_client
+from tests.conftest import FLEET_ORG_READ_TIMEOUT_SECONDS, FLEET_ORGS, Fleet, org_client
 from tests.waiting import wait_until
 
 ORGS = ("default", *FLEET_ORGS)
 TOKEN_ROUTE = "POST /oauth/token"
 
 
+STORM_SECONDS = 600  # longer than the waits on the others can take (2 x (120 + 60) s): the test lifts it once done
 WINDOW = 40  # a batch's in-flight bound here (BATCH_IN_FLIGHT, 300 by default): a batch beyond it is fed by refills
 
 
@@ -111,8 +112,8 @@ def test_an_org_the_workers_do_not_serve_is_refused_before_any_genesys_call(
 
 
 def _trouble(trouble: str, admin: EmulatorAdmin, org: str) -> None:
-    if trouble == "429 storm":
-        admin.faults(storm_429_seconds=15)  # every request of the org answered 429 for 15 s
+    if trouble == "429 storm":  # every request of the org answered 429 ("retry in 1 s") until the test lifts it
+        admin.faults(storm_429_seconds=STORM_SECONDS, storm_429_retry_after=1)
     elif trouble == "revoked token":
         admin.revoke_tokens()
     else:  # every role of the org's OAuth client lost the disconnect permission
@@ -152,24 +153,30 @@ def test_one_orgs_trouble_changes_nothing_for_the_others(on_fleet: Fleet, produc
         assert ended.state == "stopped" and set(ended.counts) <= {"forbidden", "not_attempted"}
         assert redis_client.exists(keys_a.breaker(client_digest(org_client(troubled)[0]), "open"))
         return
+    if trouble == "429 storm":  # the others were checked while it raged; now it ends
+        assert on_fleet.org_admin(troubled).faults()["storm_429_seconds"] > 0
+        on_fleet.org_admin(troubled).faults(storm_429_seconds=0)
     ended = batches[troubled].wait(timeout=180)  # after its trouble, the troubled org's batch lost nothing
     assert ended.counts == {"closed": 30}
     logs = "".join(worker.log_path.read_text(errors="replace") for worker in on_fleet.workers)
     assert not [org for org in FLEET_ORGS if org_client(org)[1] in logs]  # no org's secret in any log line
 
 
-@pytest.mark.slow  # an org's requests time out (15 s each) before the gate closes: about a minute
+@pytest.mark.slow  # an org's requests time out (its own read timeout, 5 s each) before the gate closes
 def test_an_org_whose_genesys_does_not_answer_holds_no_pool_process_the_others_need(
         on_fleet: Fleet, producer_settings: ProducerSettings, redis_client: redis.Redis) -> None:
     """A host that accepts connections and never answers costs each request a whole read timeout. Before the
     reachability gate, 24 single closes of that org (3 per pool slot) held every slot of the fleet, retry after
-    retry, and no close of any other org ran until the host answered again (seen: none in 200 s)."""
+    retry, and no close of any other org ran until the host answered again (seen: none in 200 s). The fleet's orgs
+    file gives the orgs a read timeout of their own (FLEET_ORG_READ_TIMEOUT_SECONDS, 5 s, instead of the process's
+    15 s), so each unanswered request costs 5 s here."""
     troubled, other = FLEET_ORGS
     by_org = clients(producer_settings)
     for org in (troubled, other):  # tokens and limiters warm: the trouble is the API host's alone
         assert by_org[org].close(on_fleet.org_admin(org).create(1)[0], wait=True, timeout=60).outcome \
             is Outcome.CLOSED  # type: ignore[union-attr]
-    on_fleet.org_admin(troubled).faults(latency_ms=16_000)  # beyond the read timeout (15 s): no request is answered
+    # beyond the org's read timeout: no request is answered
+    on_fleet.org_admin(troubled).faults(latency_ms=int(FLEET_ORG_READ_TIMEOUT_SECONDS * 1000) + 1000)
     stuck_ids = on_fleet.org_admin(troubled).create(24)
     stuck = [by_org[troubled].close(cid) for cid in stuck_ids]
     try:

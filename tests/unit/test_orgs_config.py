@@ -27,6 +27,7 @@ region = "eu-west-1"
 client_id = "eu-client"
 client_secret_env = "EU_SECRET"
 rate_limit_per_minute = 120
+read_timeout_seconds = 40
 close_policy = "participants"
 close_allowed_policies = ["fail", "participants"]
 wrapup_code = "wrap-eu"
@@ -48,7 +49,8 @@ def orgs_of(tmp_path: Path, text: str, **env: str) -> dict[str, WorkerSettings]:
     path.write_text(text)
     base = load_worker_settings(orgs_file=str(path), genesys_client_id="default-client",
                                 genesys_client_secret="default-secret", close_wrapup_code="wrap-default",
-                                close_policy="teardown", sweep_schedule_seconds=60, confirm_timeout_seconds=7)
+                                close_policy="teardown", sweep_schedule_seconds=60, confirm_timeout_seconds=7,
+                                genesys_read_timeout_seconds=20)
     return dict(load_org_settings(base, {"EU_SECRET": "eu-secret", "US_SECRET": "us-secret", **env}))
 
 
@@ -67,6 +69,9 @@ def test_each_org_has_its_own_settings_and_only_the_process_settings_in_common(t
     assert us.close_wrapup_code is None and us.close_policy is ClosePolicy.FAIL
     assert us.sweep_schedule_seconds == 0 and us.genesys_rate_limit_per_minute == 300
     assert eu.confirm_timeout_seconds == us.confirm_timeout_seconds == 7
+    # an org's own timeouts (a far or slow region); without them, the process's (not the defaults)
+    assert eu.genesys_read_timeout_seconds == 40
+    assert us.genesys_read_timeout_seconds == default.genesys_read_timeout_seconds == 20
     assert default.close_wrapup_code == "wrap-default"
 
 
@@ -96,6 +101,8 @@ def test_without_an_orgs_file_the_deployment_is_the_default_org() -> None:
      "org 'a': sweep.every: unknown field"),
     ("[orgs.a]\nclient_id='x'\nclient_secret_env='EU_SECRET'\n[orgs.a.sweep]\nlookback_days=200", {},
      "org 'a': sweep.lookback_days:"),
+    ("[orgs.a]\nclient_id='x'\nclient_secret_env='EU_SECRET'\nread_timeout_seconds=0", {},
+     "org 'a': read_timeout_seconds: Input should be greater than 0"),
     ("[orgs.a\n", {}, "not TOML"),
     ("[other]\n", {}, "unknown table 'other'"),
 ])

@@ -185,19 +185,20 @@ class Closer:
         return result
 
     def confirm_patched(self, raw_id: object, options: CloseOptions | None = None, *,
-                        patched: bool = True, since_patch_seconds: float | None = None) -> CloseResult:
+                        patched: bool = True, since_patch_seconds: float = 0.0) -> CloseResult:
         """After a PATCH Genesys took whose effect a batched read did not show in time: confirm by reading the
-        conversation, escalating per policy, as the direct path does after its own PATCH. ``since_patch_seconds``:
-        how long ago that PATCH was sent; its confirmation window (``CONFIRM_TIMEOUT_SECONDS``) is counted from it,
-        so a PATCH older than the window (an item analytics did not show ended within its own, longer window) is
-        confirmed by one read at once, not by another window of polling."""
+        conversation, escalating per policy, as the direct path does after its own PATCH.
+
+        ``since_patch_seconds``: how long ago that PATCH went out. The confirm timeout runs from the PATCH, not from
+        now: a conversation the batched reads already waited for is read at once (no initial delay), and once the
+        PATCH is ``CONFIRM_TIMEOUT_SECONDS`` old one read decides (still open: escalated per policy, whose own
+        confirmation gets the whole timeout)."""
         conversation_id = parse_conversation_id(raw_id)
         chosen = options or CloseOptions()
-        window = None if since_patch_seconds is None else self.confirm.timeout_seconds - since_patch_seconds
 
         def body(tally: CallTally, result: CloseResult) -> None:
             result.action = "patch"
-            self._settle(conversation_id, chosen, tally, result, patched, None, window_seconds=window)
+            self._settle(conversation_id, chosen, tally, result, patched, None, waited=since_patch_seconds)
 
         return self._guarded(conversation_id, body)
 
@@ -248,12 +249,12 @@ class Closer:
         self._settle(conversation_id, options, tally, result, patched, refusal)
 
     def _settle(self, conversation_id: str, options: CloseOptions, tally: CallTally, result: CloseResult,
-                patched: bool, refusal: PermanentError | None, *, window_seconds: float | None = None) -> None:
-        """After the PATCH: confirm with reads, escalate per policy, apply wrap-ups, decide the outcome.
-        ``window_seconds``: what is left of the PATCH's confirmation window (None: all of it); an escalation's own
-        PATCH gets a whole window."""
-        patched_at = self.clock()
-        conversation = self._confirm(conversation_id, tally, window_seconds)
+                patched: bool, refusal: PermanentError | None, waited: float = 0.0) -> None:
+        """After the PATCH (sent ``waited`` seconds ago): confirm with reads, escalate per policy, apply wrap-ups,
+        decide the outcome."""
+        waited = max(0.0, waited)
+        patched_at = self.clock() - waited
+        conversation = self._confirm(conversation_id, tally, waited)
         if refusal is not None and not is_closed(conversation):
             raise refusal  # the PATCH was refused and the conversation is open: a real error
         if not is_closed(conversation) and options.policy is not ClosePolicy.FAIL:
@@ -306,16 +307,15 @@ class Closer:
             return False, None
         return True, None
 
-    def _confirm(self, conversation_id: str, tally: CallTally, window_seconds: float | None = None) -> dict[str, Any]:
-        """Poll until every participant has left or the confirm timeout (``window_seconds``, when given) passes;
-        return the last read. A window already over: one read, at once."""
-        window = self.confirm.timeout_seconds if window_seconds is None else window_seconds
-        if window <= 0:
-            return self._read(conversation_id, tally)
-        deadline = self.clock() + window
+    def _confirm(self, conversation_id: str, tally: CallTally, waited: float = 0.0) -> dict[str, Any]:
+        """Poll until every participant has left or the confirm timeout passes; return the last read. ``waited``: the
+        seconds since the action being confirmed went out, which count toward both the first delay and the timeout
+        (at least one read is always made)."""
+        deadline = self.clock() + self.confirm.timeout_seconds - waited
         interval = self.confirm.initial_delay_seconds
         while True:
-            self.sleep(interval * (1.0 + 0.25 * self.rng()))
+            self.sleep(max(0.0, interval * (1.0 + 0.25 * self.rng()) - waited))
+            waited = 0.0
             conversation = self._read(conversation_id, tally)
             if is_closed(conversation) or self.clock() >= deadline:
                 return conversation

@@ -224,9 +224,9 @@ class CloseRunner:
             with lane(BULK if context.queue == QUEUE_BULK else INTERACTIVE):
                 self._slot_or_hand_back(ref, context, claimed=not confirm_only and not progress.patched)
                 if confirm_only:
-                    since_patch = None if progress.patched_at is None else self.clock() - progress.patched_at
+                    since = 0.0 if progress.patched_at is None else self.clock() - progress.patched_at
                     result = self.closer.confirm_patched(conversation_id, options, patched=progress.patched,
-                                                         since_patch_seconds=since_patch)
+                                                         since_patch_seconds=since)
                 else:
                     result = self.closer.close(conversation_id, options, on_patched=remember_patch)
         except RetryableError as exc:
