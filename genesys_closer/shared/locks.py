@@ -5,16 +5,38 @@ lock, the single sweep and the stalled-batch redrive. A lock always has a time-t
 holding one delays the others by at most that long; a caller that can prove the holder gone takes the lock over
 (``take_over``, a compare-and-set on the holder's token) instead of waiting (the in-flight lock does:
 ``worker/running/inflight_lock.py``).
+
+A lock taken with ``acquire_in_run`` names in its token the Redis ``run_id`` it was taken under (``<run id>/<own
+part>``). Redis keeps a lock across a restart (AOF) with its absolute expiry, but a holder cut off by the restart
+can no longer release it; so a caller that finds the lock held under another run id than Redis' current one takes it
+over at once. The holder may still be alive and reconnect: such a lock is for passes that check, between their
+steps, that they still own it (``extend``) and stop when they lost it (the recovery check:
+``worker/recovery/redrive.py``).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import redis
 from redis.exceptions import LockError
 
 from genesys_closer.shared.redis_connection import register_lua
+
+RUN_SEPARATOR = "/"
+
+
+def redis_run_id(client: redis.Redis) -> str:
+    """The run id of the Redis server ``client`` talks to (a new one at every start, and on another server after a
+    failover); empty where the server does not report one."""
+    return str(client.info("server").get("run_id", ""))
+
+
+def run_of(token: str) -> str:
+    """The Redis run id a token written by ``acquire_in_run`` names; empty for any other token."""
+    run_id, separator, _ = token.partition(RUN_SEPARATOR)
+    return run_id if separator else ""
 
 
 class OwnedLock:
@@ -29,6 +51,19 @@ class OwnedLock:
     def acquire(self, owner: str) -> bool:
         """Take the lock for ``owner`` unless anyone holds it (the owner itself included: never re-entered)."""
         return bool(self._lock.acquire(blocking=False, token=owner))
+
+    def acquire_in_run(self, run_id: str) -> bool:
+        """Take the lock under Redis run ``run_id`` (its current one, read by the caller): at once if nobody holds
+        it, or by taking it over from a holder that took it under another run of Redis (a restart or failover since
+        cut it off). A holder under this run, or with a token that names no run, is respected."""
+        token = f"{run_id}{RUN_SEPARATOR}{uuid.uuid4().hex}"
+        if self.acquire(token):
+            return True
+        holder = self.owner()
+        if holder is None:
+            return self.acquire(token)  # released or expired meanwhile: one more try
+        held_under = run_of(holder)
+        return bool(run_id and held_under) and held_under != run_id and self.take_over(holder, token)
 
     def take_over(self, gone: str, owner: str) -> bool:
         """Take the lock for ``owner`` if it is still held by ``gone`` (a holder the caller knows is gone), with a

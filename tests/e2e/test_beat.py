@@ -1,4 +1,5 @@
-"""Scheduled sweeps with a real `celery beat` process: recorded as batches, one at a time."""
+"""Scheduled sweeps with a real `celery beat` process: recorded as batches, one at a time; the recovery check after a
+Redis restart that kept the lock of a check it cut off."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
+from genesys_closer.config import load_producer_settings
+from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.emulator import EmulatorServer
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
+from genesys_closer.shared.locks import OwnedLock, redis_run_id
 from genesys_closer.shared.names import SWEEP_TASK_NAME
+from genesys_closer.worker.recovery.redrive import remember_redis_run_id
 from tests.e2e.conftest import StartWorkers
-from tests.services import worker_env
+from tests.services import BeatProcess, RedisServer, start_workers, worker_env
+from tests.waiting import wait_until
 
 
 def test_scheduled_sweep_closes_idle_conversations(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
@@ -52,3 +59,33 @@ def test_only_one_sweep_at_a_time(start: StartWorkers, client: CloseClient, redi
     redis.Redis.from_url(redis_url).set("genesys-closer:sweep-lock", "someone-else", ex=60)
     summary = client.app.send_task(SWEEP_TASK_NAME, kwargs={"filters": {}}).get(timeout=60)
     assert summary["skipped"] == "another sweep is running"
+
+
+@pytest.mark.slow
+def test_the_restart_check_takes_over_the_lock_of_a_check_the_restart_cut_off(
+        admin: EmulatorAdmin, emulator: EmulatorServer, logdir: Path, tmp_path: Path) -> None:
+    """A recovery check held the lock when Redis restarted (AOF): it comes back held, with a TTL far longer than this
+    test, so only its take-over lets the restart check re-send a standalone close whose message Redis lost."""
+    server = RedisServer(tmp_path / "redis").start()  # its own Redis: this test restarts it
+    try:
+        store = redis.Redis.from_url(server.url)
+        client = CloseClient(load_producer_settings(redis_url=server.url))
+        (cid,) = admin.create(1)
+        client.results.pending.track("lost-in-the-restart", cid, {}, "interactive")  # tracked; its message lost
+        remember_redis_run_id(store)
+        assert OwnedLock(store, KEYS.redrive_lock, 3600).acquire_in_run(redis_run_id(store))
+        server.restart()  # SIGTERM (AOF flushed), same port and data directory
+        assert store.get(KEYS.redrive_lock) is not None
+        env = worker_env(server.url, emulator.base_url, recovery_check_seconds=1)
+        beat = BeatProcess(env, logdir).start()
+        workers = start_workers(1, env, logdir, concurrency=2)
+        try:
+            wait_until(lambda: client.outcome(cid) is not None, timeout=60, message="the lost close re-sent")
+        finally:
+            beat.stop()
+            for worker in workers:
+                worker.kill()
+        assert client.outcome(cid).outcome.value == "closed"  # type: ignore[union-attr]
+        assert admin.conversation(cid)["open"] is False
+    finally:
+        server.stop()

@@ -23,6 +23,31 @@ at a time in the fleet:
 
 "What the broker still holds" (queued or unacknowledged, see ``broker_scan``) is never re-sent, so the re-driven
 copies are only the lost ones; a copy that races a late original is harmless (in-flight lock, counted once).
+
+**The recovery lock** (``redrive_lock``, ``LOCK_SECONDS``) keeps passes from running side by side. Its token names
+the Redis ``run_id`` it was taken under (``OwnedLock.acquire_in_run``). A check running as Redis stopped cannot
+release it, and Redis comes back from its AOF with the lock still there (it used to block every check for up to
+60 s after it was taken: the restart re-drive, the most urgent one, came 18 s after Redis was back in the flap
+test). Now a check that finds the lock held under another run id than Redis' current one takes it over at once (a
+compare-and-set on the token it read, so of two checks one wins); a lock taken under the current run id is
+respected, as before. The restart is noted as handled (``redis_run_id`` set to the new run id) only at the end of a
+pass that ran to its end, so a pass cut off after it saw the restart leaves it for the next one.
+
+The cut-off holder may still be alive: its worker reconnects and its pass goes on. Before each step (after the
+feed; before the restart check's restore; before each interrupted enqueue, batch and standalone close) a pass
+extends the lock, which also keeps a long pass from outliving its time-to-live, and stops when the lock is no longer
+its own. So an old pass does at most the step it was in while the new one runs; each step is harmless twice:
+
+- the feed (``advance_all``) has its own lock, and restores and re-sends come after it;
+- kombu's ``restore_by_tag`` moves a delivery back in a transaction watching ``unacked``: a tag two passes restore
+  is put back once (the second finds it gone);
+- an interrupted enqueue is taken over with its lease's compare-and-set: one pass wins;
+- a batch's lost items or a standalone close re-sent by both (the new pass's broker scan may have looked before the
+  old pass's copies were published: at most the one batch or close the old pass was re-sending) make a second copy:
+  the in-flight lock keeps it from running while the first runs, a batch item's outcome is counted once
+  (``record_outcome.lua``), and the PATCH claim and progress marker keep a second PATCH from being sent blind; the
+  cost is the copy's read of the conversation. Each re-sent standalone close is tracked under its own task id until
+  its outcome is recorded.
 """
 
 from __future__ import annotations
@@ -30,7 +55,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -39,7 +63,7 @@ import redis
 from genesys_closer.config.redis_keys import KEYS, RedisKeys
 from genesys_closer.shared.batches import BatchWriter
 from genesys_closer.shared.enqueue_lease import EnqueueLease
-from genesys_closer.shared.locks import OwnedLock
+from genesys_closer.shared.locks import OwnedLock, redis_run_id
 from genesys_closer.shared.names import QUEUE_BULK, QUEUE_INTERACTIVE
 from genesys_closer.shared.redis_connection import text
 from genesys_closer.shared.stores import ResultStores
@@ -56,10 +80,26 @@ INSPECT_TIMEOUT_SECONDS = 1.0
 RECOVERY_FEED_SECONDS = 10.0  # a recovery check advances fed batches this long at most (the feed task goes on)
 
 
+class _LockLost(Exception):
+    """This pass no longer owns the recovery lock: a newer check took it over (control flow, caught in ``run``)."""
+
+
+class _Steps:
+    """Called before each step of a pass: extends the lock (so a long pass never outlives its time-to-live), or
+    raises ``_LockLost`` when the pass no longer owns it."""
+
+    def __init__(self, lock: OwnedLock) -> None:
+        self.lock = lock
+
+    def __call__(self) -> None:
+        if not self.lock.extend():
+            raise _LockLost(self.lock.name)
+
+
 def remember_redis_run_id(client: redis.Redis, keys: RedisKeys = KEYS) -> None:
     """Note the current Redis run id unless one is noted (workers do this at start, so that a restart before the
     first recovery check is still seen as one); each org keeps its own, so each org's recovery sees a restart."""
-    client.set(keys.redis_run_id, str(client.info("server").get("run_id", "")), nx=True)
+    client.set(keys.redis_run_id, redis_run_id(client), nx=True)
 
 
 def check_redis_memory(client: redis.Redis, warn_at: float = MEMORY_WARNING) -> float:
@@ -86,12 +126,13 @@ class RecoveryReport:
     resumed: dict[str, int] = field(default_factory=dict)  # batches whose interrupted enqueue was finished
     discarded: list[str] = field(default_factory=list)  # batches whose builder died before storing every item
     fed: int = 0  # items fed, or (an ended batch's) recorded without being fed
+    lost_lock: bool = False  # a newer check took the lock over mid-pass: this one stopped
 
     def as_dict(self) -> dict[str, object]:
         return {"redis_restarted": self.redis_restarted, "restored": self.restored, "memory_used": self.memory_used,
                 "batches": dict(self.batches), "fed": self.fed,
                 "standalone": self.standalone, "checks_kicked": self.checks_kicked, "resumed": dict(self.resumed),
-                "discarded": list(self.discarded)}
+                "discarded": list(self.discarded), "lost_lock": self.lost_lock}
 
 
 class Recovery:
@@ -107,44 +148,60 @@ class Recovery:
         self._held_source = held
 
     def run(self) -> RecoveryReport:
-        """One recovery pass (a run that finds another in progress does nothing)."""
+        """One recovery pass (a run that finds another in progress does nothing; one that loses its lock stops)."""
+        run_id = redis_run_id(self.redis)
         lock = OwnedLock(self.redis, self.keys.redrive_lock, LOCK_SECONDS)
         report = RecoveryReport()
-        if not lock.acquire(uuid.uuid4().hex):
+        if not lock.acquire_in_run(run_id):
             return report
         with lock:
-            report.memory_used = check_redis_memory(self.redis)
-            if self.checks is not None:
-                report.checks_kicked = self.checks.kick_if_overdue()
-            report.fed = sum(self.batches.feeder.advance_all(RECOVERY_FEED_SECONDS).values())
-            report.redis_restarted = self._redis_restarted()
-            if report.redis_restarted:
-                self.redis.set(self.keys.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))
-            if report.redis_restarted or self.redis.exists(self.keys.restart_aftermath):
-                report.restored = self._restore_orphans(time.time() - FRESH_DELIVERY_SECONDS)
-            batch_ids = (self.results.batches.unfinished() if report.redis_restarted
-                         else self.results.batches.stalled(self.stall_seconds))
-            stale_before = None if report.redis_restarted else self.results.clock() - self.stall_seconds
-            standalone = [(task_id, entry) for task_id, entry in self.results.pending.entries()
-                          if stale_before is None or float(entry.get("at", 0)) <= stale_before]
-            abandoned = self._abandoned_enqueues()
-            if not batch_ids and not standalone and not abandoned:
-                return report
-            held = self._held()
-            held_tasks = {h.task_id for h in held}
-            held_items = {(h.batch_id, h.conversation_id) for h in held if h.org == self.keys.org}
-            for lease in abandoned:
-                self._take_over(lease, held_items, report)
-            for batch_id in batch_ids:
-                report.batches[batch_id] = self._redrive_batch(batch_id, held_items, report.redis_restarted)
-            for task_id, entry in standalone:
-                if task_id not in held_tasks:
-                    report.standalone += self._resend(task_id, entry)
+            try:
+                self._pass(_Steps(lock), run_id, report)
+            except _LockLost:
+                log.warning("recovery: this check lost its lock to a newer one (Redis restarted under it); it stops "
+                            "here, the newer check does the rest")
+                report.lost_lock = True
         if report.standalone or any(report.batches.values()) or report.resumed:
             log.warning("recovery: re-sent %d batch item(s) and %d standalone close(s)%s",
                         sum(report.batches.values()), report.standalone,
                         " after a Redis restart" if report.redis_restarted else " (stalled)")
         return report
+
+    def _pass(self, step: _Steps, run_id: str, report: RecoveryReport) -> None:
+        """The pass's steps, each begun only while this pass still owns the lock (``step``)."""
+        report.memory_used = check_redis_memory(self.redis)
+        if self.checks is not None:
+            report.checks_kicked = self.checks.kick_if_overdue()
+        report.fed = sum(self.batches.feeder.advance_all(RECOVERY_FEED_SECONDS).values())
+        step()
+        report.redis_restarted = self._redis_restarted(run_id)
+        if report.redis_restarted:
+            self.redis.set(self.keys.restart_aftermath, "1", ex=round(AFTERMATH_SECONDS))
+        if report.redis_restarted or self.redis.exists(self.keys.restart_aftermath):
+            report.restored = self._restore_orphans(time.time() - FRESH_DELIVERY_SECONDS)
+        step()
+        batch_ids = (self.results.batches.unfinished() if report.redis_restarted
+                     else self.results.batches.stalled(self.stall_seconds))
+        stale_before = None if report.redis_restarted else self.results.clock() - self.stall_seconds
+        standalone = [(task_id, entry) for task_id, entry in self.results.pending.entries()
+                      if stale_before is None or float(entry.get("at", 0)) <= stale_before]
+        abandoned = self._abandoned_enqueues()
+        if batch_ids or standalone or abandoned:
+            held = self._held()
+            held_tasks = {h.task_id for h in held}
+            held_items = {(h.batch_id, h.conversation_id) for h in held if h.org == self.keys.org}
+            for lease in abandoned:
+                step()
+                self._take_over(lease, held_items, report)
+            for batch_id in batch_ids:
+                step()
+                report.batches[batch_id] = self._redrive_batch(batch_id, held_items, report.redis_restarted)
+            for task_id, entry in standalone:
+                if task_id not in held_tasks:
+                    step()
+                    report.standalone += self._resend(task_id, entry)
+        step()
+        self.redis.set(self.keys.redis_run_id, run_id)  # this run's restart is handled: the next check sees none
 
     def _abandoned_enqueues(self) -> list[EnqueueLease]:
         """Batches still being enqueued whose builder's lease has expired (each is taken over in turn: its lease is
@@ -182,11 +239,14 @@ class Recovery:
         finally:
             lease.release()
 
-    def _redis_restarted(self) -> bool:
-        """Whether Redis restarted since the last check (its run id changed)."""
-        run_id = str(self.redis.info("server").get("run_id", ""))
-        previous = self.redis.getset(self.keys.redis_run_id, run_id)
-        return previous is not None and text(previous) != run_id
+    def _redis_restarted(self, run_id: str) -> bool:
+        """Whether Redis restarted (its run id is not ``run_id`` any more) since the last check that went to its end;
+        the first check ever notes the run id (workers note it at start, ``remember_redis_run_id``)."""
+        previous = self.redis.get(self.keys.redis_run_id)
+        if previous is None:
+            self.redis.set(self.keys.redis_run_id, run_id, nx=True)
+            return False
+        return text(previous) != run_id
 
     def _restore_orphans(self, delivered_before: float) -> int:
         """Put back (kombu's restore) the unacknowledged deliveries older than ``delivered_before`` whose task no
