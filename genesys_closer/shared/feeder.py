@@ -23,6 +23,12 @@ Who feeds, and how fast:
 A cancelled or stopped batch feeds nothing more at once (``feed_take.lua`` feeds only a running batch); its items
 not fed yet are recorded ``cancelled`` or ``not_attempted`` by the feed task, in chunks, counted exactly once like
 any outcome (``record_outcome.lua``: a record is written once per item), then the cursor moves past them.
+
+One ``advance_all`` pass runs at a time (a lock; a pass that finds it taken asks the running one to go on). A pass
+cut off by a Redis restart cannot release it and Redis keeps it (AOF): the next pass takes it over at once, the
+lock naming the Redis run it was taken under (``OwnedLock.acquire_in_run``). The cut-off pass, if it reconnects,
+stops before its next batch (it extends the lock before each); the batch it was advancing is safe twice: a refill
+runs concurrently with every worker's anyway, and an ended batch's records count once.
 """
 
 from __future__ import annotations
@@ -31,14 +37,13 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 
 from genesys_closer.config.redis_keys import RedisKeys
-from genesys_closer.shared.locks import OwnedLock
+from genesys_closer.shared.locks import OwnedLock, redis_run_id
 from genesys_closer.shared.names import QUEUE_BULK
 from genesys_closer.shared.outcomes import CloseResult, Outcome
 from genesys_closer.shared.redis_connection import register_lua, text
@@ -151,7 +156,7 @@ class BatchFeeder:
         items fed or recorded per batch. A pass that runs out of ``budget_seconds``, or that another run asked for
         while it held the lock, sends the feed task to go on once it has released the lock."""
         lock = OwnedLock(self.redis, self.keys.feeder("lock"), LOCK_SECONDS)
-        if not lock.acquire(uuid.uuid4().hex):
+        if not lock.acquire_in_run(redis_run_id(self.redis)):
             self.redis.set(self.keys.feeder("again"), "1", ex=LOCK_SECONDS)  # the running pass may be past its batch
             return {}
         done: dict[str, int] = {}

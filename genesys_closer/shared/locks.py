@@ -1,7 +1,7 @@
 """Redis locks with owner tokens (redis-py's ``Lock``): only the owner can extend or release a lock.
 
 Every lock in genesys-closer goes through ``OwnedLock``: the fleet token refresh, the per-conversation in-flight
-lock, the single sweep and the stalled-batch redrive. A lock always has a time-to-live, so a process that dies
+lock, the single sweep, the feed pass and the recovery check. A lock always has a time-to-live, so a process that dies
 holding one delays the others by at most that long; a caller that can prove the holder gone takes the lock over
 (``take_over``, a compare-and-set on the holder's token) instead of waiting (the in-flight lock does:
 ``worker/running/inflight_lock.py``).

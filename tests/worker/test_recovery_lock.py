@@ -1,6 +1,6 @@
-"""The recovery lock across Redis restarts (``worker/recovery/redrive.py``, "The recovery lock"): a real
-redis-server (AOF, SIGTERM, same port and data), restarted with the lock held, as when a recovery check was running
-as Redis stopped; in-process doubles for Celery and the broker scan."""
+"""The recovery lock across Redis restarts (``worker/recovery/redrive.py``, "The recovery lock"), and the feed
+pass's (``shared/feeder.py``): a real redis-server (AOF, SIGTERM, same port and data), restarted with the lock held,
+as when a pass was running as Redis stopped; in-process doubles for Celery and the broker scan."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import redis
 
 from genesys_closer.config.redis_keys import KEYS
 from genesys_closer.shared.batches import BatchWriter
+from genesys_closer.shared.feeder import LOCK_SECONDS as FEED_LOCK_SECONDS
 from genesys_closer.shared.locks import OwnedLock, redis_run_id, run_of
 from genesys_closer.shared.redis_connection import connect
 from genesys_closer.shared.stores import ResultStores
@@ -145,6 +146,18 @@ def test_a_check_that_fails_after_seeing_a_restart_leaves_it_to_the_next(
     assert app.sent == []
     report = recovery(client, results, writer).run()
     assert report.redis_restarted and report.batches == {batch_id: 1}
+
+
+def test_a_feed_pass_takes_over_a_feed_lock_from_before_a_restart(server: RedisServer, client: redis.Redis,
+                                                                   writer: BatchWriter) -> None:
+    batch_id = writer.start([CID, OTHER], options={})
+    cut_off = OwnedLock(client, KEYS.feeder("lock"), FEED_LOCK_SECONDS)
+    assert cut_off.acquire_in_run(redis_run_id(client))
+    assert writer.feeder.advance_all() == {}  # a feed pass is running (its batches are advanced by it)
+    restart(server, client, lock_held=False)
+    assert client.get(KEYS.feeder("lock")) is not None
+    assert batch_id in writer.feeder.advance_all()
+    assert not cut_off.extend()  # the cut-off pass stops before its next batch
 
 
 def test_lock_tokens_name_their_run(client: redis.Redis) -> None:
