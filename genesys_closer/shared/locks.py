@@ -16,6 +16,7 @@ steps, that they still own it (``extend``) and stop when they lost it (the recov
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ from redis.exceptions import LockError
 from genesys_closer.shared.redis_connection import register_lua
 
 RUN_SEPARATOR = "/"
+log = logging.getLogger(__name__)
 
 
 def redis_run_id(client: redis.Redis) -> str:
@@ -63,7 +65,10 @@ class OwnedLock:
         if holder is None:
             return self.acquire(token)  # released or expired meanwhile: one more try
         held_under = run_of(holder)
-        return bool(run_id and held_under) and held_under != run_id and self.take_over(holder, token)
+        if not (run_id and held_under) or held_under == run_id or not self.take_over(holder, token):
+            return False
+        log.info("lock %s was held under an earlier Redis run (restarted or failed over since): taken over", self.name)
+        return True
 
     def take_over(self, gone: str, owner: str) -> bool:
         """Take the lock for ``owner`` if it is still held by ``gone`` (a holder the caller knows is gone), with a

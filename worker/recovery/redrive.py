@@ -26,19 +26,21 @@ copies are only the lost ones; a copy that races a late original is harmless (in
 
 **The recovery lock** (``redrive_lock``, ``LOCK_SECONDS``) keeps passes from running side by side. Its token names
 the Redis ``run_id`` it was taken under (``OwnedLock.acquire_in_run``). A check running as Redis stopped cannot
-release it, and Redis comes back from its AOF with the lock still there (it used to block every check for up to
-60 s after it was taken: the restart re-drive, the most urgent one, came 18 s after Redis was back in the flap
-test). Now a check that finds the lock held under another run id than Redis' current one takes it over at once (a
-compare-and-set on the token it read, so of two checks one wins); a lock taken under the current run id is
-respected, as before. The restart is noted as handled (``redis_run_id`` set to the new run id) only at the end of a
-pass that ran to its end, so a pass cut off after it saw the restart leaves it for the next one.
+release it, and Redis comes back from its AOF (or a promoted replica) with the lock still there: every check used to
+skip until it expired, ``LOCK_SECONDS`` after it was taken, and with them the restart re-drive, the most urgent one
+(seen in ``tests/chaos/test_redis_flap.py``). Now a check that finds the lock held under another run id than Redis'
+current one takes it over at once (a compare-and-set on the token it read, so of two checks one wins); a lock taken
+under the current run id, or with a token naming no run, is respected as before. The restart is noted as handled
+(``redis_run_id`` set to the new run id) only by a pass that went through to its end, so a pass that fails or is cut
+off after it saw the restart leaves the re-drive to the next one.
 
 The cut-off holder may still be alive: its worker reconnects and its pass goes on. Before each step (after the
 feed; before the restart check's restore; before each interrupted enqueue, batch and standalone close) a pass
 extends the lock, which also keeps a long pass from outliving its time-to-live, and stops when the lock is no longer
 its own. So an old pass does at most the step it was in while the new one runs; each step is harmless twice:
 
-- the feed (``advance_all``) has its own lock, and restores and re-sends come after it;
+- the feed (``advance_all``) has its own lock, taken over the same way (``shared.feeder`` says why a batch two feed
+  passes advance is safe);
 - kombu's ``restore_by_tag`` moves a delivery back in a transaction watching ``unacked``: a tag two passes restore
   is put back once (the second finds it gone);
 - an interrupted enqueue is taken over with its lease's compare-and-set: one pass wins;
