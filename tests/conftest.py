@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+import shutil
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -272,3 +275,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     from tests.scheduling import OneAtATimeGroups
 
     return OneAtATimeGroups(config, log)
+
+
+FAILED_TEST_LOGS = Path(__file__).resolve().parent.parent / ".test-logs"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A failed test's logs (the ``*.log`` files under its ``tmp_path``: workers, beat, intake, emulator) are kept in
+    ``.test-logs/<test>/``: pytest removes old temporary directories, and other runs on the machine rotate them away
+    before anyone can read them."""
+    report = yield
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and isinstance(tmp_path, Path) and tmp_path.is_dir():
+        kept = FAILED_TEST_LOGS / re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[:150]
+        for log in tmp_path.rglob("*.log"):
+            target = kept / log.relative_to(tmp_path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, target)
+        if kept.is_dir():
+            report.sections.append(("logs kept", str(kept)))
+    return report
