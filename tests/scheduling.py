@@ -30,8 +30,8 @@ SHARED_PROCESS: dict[str, str] = {  # module -> the group its tests run in
     **{module: module for module in (  # a module-scoped fixture each
         "tests/console/test_console_orgs.py", "tests/console/test_console_paging.py",
         "tests/console/test_console_security.py", "tests/console/test_console_walk.py", "tests/e2e/test_install.py",
-        "tests/fleet/test_intake.py", "tests/fleet/test_org_grants.py", "tests/project/test_layers.py",
-        "tests/project/test_lock.py")},
+        "tests/fleet/test_flower.py", "tests/fleet/test_intake.py", "tests/fleet/test_org_grants.py",
+        "tests/project/test_layers.py", "tests/project/test_lock.py")},
 }
 
 
