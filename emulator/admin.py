@@ -39,6 +39,10 @@ class EmulatorAdmin:
         row: dict[str, Any] = self._call("GET", f"conversations/{conversation_id}" + (f"?{query}" if query else ""))
         return row
 
+    def fix(self, conversation_id: str, *, org: str | None = None) -> None:
+        """The cause is fixed: the conversation takes a close from now on (a ``stuck`` one no longer ignores it)."""
+        self._call("POST", f"conversations/{conversation_id}/fix", {**_org(org)})
+
     def stats(self) -> dict[str, Any]:
         """Totals over every org, and each org's counts under ``orgs``."""
         stats: dict[str, Any] = self._call("GET", "stats")

@@ -505,6 +505,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             if wanted_open is not None:
                 described = [d for d in described if d["open"] == (wanted_open == "true")]
             return 200, {"conversations": described, "kinds": list(KINDS)}, {}
+        if method == "POST" and action.startswith("conversations/") and action.endswith("/fix"):
+            conversation = state.org(named).conversations.get(action.split("/")[1])
+            if conversation is None:
+                return 404, {"error": "no such conversation"}, {}
+            conversation.ignores_conversation_patch = False  # the cause is fixed: a close now takes (a stuck one)
+            return 200, {"id": conversation.id, "fixed": True}, {}
         if method == "GET" and action.startswith("conversations/"):
             org = state.org(named)
             conversation = org.conversations.get(action.split("/", 1)[1])

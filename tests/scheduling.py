@@ -8,7 +8,8 @@ Two rules, both about the two cores being the suite's bottleneck:
   and sort the units by size.)
 * **The tests of a module in SHARED_PROCESS run in one process**: the modules whose tests share a module-scoped
   fixture (a browser, an intake server, a clone and wheel build, an import graph: made once, not once per process
-  that happens to run one of the module's tests), and the SDK tests (the SDK is imported once; tests/sdk.py).
+  that happens to run one of the module's tests), the SDK tests (the SDK is imported once; tests/sdk.py) and the
+  console's browser tests (one Chromium and one console intake, session-scoped, for all of them).
 
 The groups are named here, by module, rather than by ``xdist_group`` marks: xdist 3.8 marks a group by renaming the
 test's node id, which pytest 9 no longer allows (the marks have no effect there). tests/conftest.py refuses a
@@ -24,14 +25,16 @@ from xdist.scheduler import LoadScopeScheduling
 from xdist.workermanage import WorkerController
 
 SDK = "sdk"
+CONSOLE = "console"
 SHARED_PROCESS: dict[str, str] = {  # module -> the group its tests run in
     "tests/unit/test_data_action.py": SDK,
     "tests/emulator/test_sdk_contract.py": SDK,
+    # the browser and the console intake (tests/console/conftest.py, session-scoped): one of each per suite
+    **{f"tests/console/test_console_{name}.py": CONSOLE for name in ("walk", "security", "orgs", "paging")},
     **{module: module for module in (  # a module-scoped fixture each
-        "tests/console/test_console_orgs.py", "tests/console/test_console_paging.py",
-        "tests/console/test_console_security.py", "tests/console/test_console_walk.py", "tests/e2e/test_install.py",
-        "tests/fleet/test_flower.py", "tests/fleet/test_intake.py", "tests/fleet/test_org_grants.py",
-        "tests/project/test_layers.py", "tests/project/test_lock.py")},
+        "tests/e2e/test_install.py", "tests/fleet/test_flower.py",
+        "tests/fleet/test_intake.py", "tests/fleet/test_org_grants.py", "tests/project/test_layers.py",
+        "tests/project/test_lock.py")},
 }
 
 

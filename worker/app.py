@@ -57,6 +57,7 @@ def _prepare_metrics_dir(settings: WorkerSettings) -> None:
 
 
 CONSUMER = "genesys_closer.worker.broker.prompt_reconnect:PromptReconnectConsumer"
+SCHEDULER = "genesys_closer.worker.broker.prompt_reconnect:PromptReconnectScheduler"
 
 
 def _configuration() -> dict[str, Any]:
@@ -66,7 +67,7 @@ def _configuration() -> dict[str, Any]:
         orgs = load_org_settings(settings, need_secrets=False)
     except ConfigError as exc:
         _refuse_to_start(exc)
-    return {**worker_config(settings, orgs), "worker_consumer": CONSUMER}
+    return {**worker_config(settings, orgs), "worker_consumer": CONSUMER, "beat_scheduler": SCHEDULER}
 
 
 @functools.cache

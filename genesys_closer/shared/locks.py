@@ -2,7 +2,9 @@
 
 Every lock in genesys-closer goes through ``OwnedLock``: the fleet token refresh, the per-conversation in-flight
 lock, the single sweep and the stalled-batch redrive. A lock always has a time-to-live, so a process that dies
-holding one delays the others by at most that long.
+holding one delays the others by at most that long; a caller that can prove the holder gone takes the lock over
+(``take_over``, a compare-and-set on the holder's token) instead of waiting (the in-flight lock does:
+``worker/running/inflight_lock.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Callable
 
 import redis
 from redis.exceptions import LockError
+
+from genesys_closer.shared.redis_connection import register_lua
 
 
 class OwnedLock:
@@ -25,6 +29,17 @@ class OwnedLock:
     def acquire(self, owner: str) -> bool:
         """Take the lock for ``owner`` unless anyone holds it (the owner itself included: never re-entered)."""
         return bool(self._lock.acquire(blocking=False, token=owner))
+
+    def take_over(self, gone: str, owner: str) -> bool:
+        """Take the lock for ``owner`` if it is still held by ``gone`` (a holder the caller knows is gone), with a
+        full time-to-live; False when it changed meanwhile (expired, released, or taken by someone else)."""
+        encoded = owner.encode()  # as redis-py's Lock keeps its token (utf-8 bytes)
+        script = register_lua(self.redis, "lock_take_over.lua")
+        taken = script(keys=[self.name], args=[gone, encoded, int(self.ttl_seconds * 1000)])
+        if not taken:
+            return False
+        self._lock.local.token = encoded
+        return True
 
     def owner(self) -> str | None:
         value = self.redis.get(self.name)

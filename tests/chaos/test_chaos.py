@@ -10,17 +10,22 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from genesys_closer.config import load_producer_settings
 from genesys_closer.config.redis_keys import KEYS
-from genesys_closer.emulator import EmulatorConfig, EmulatorServer
+from genesys_closer.emulator import EmulatorConfig, EmulatorServer, start_in_thread
 from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import Batch, CloseClient
 from tests.e2e.conftest import StartWorkers
-from tests.services import BeatProcess, RedisServer, worker_env
+from tests.services import BeatProcess, CeleryWorker, RedisServer, start_workers, worker_env
 from tests.waiting import max_in_window, wait_until
 
 pytestmark = pytest.mark.slow
@@ -56,22 +61,24 @@ def lost_items(batch: Batch, admin: EmulatorAdmin, ids: list[str]) -> int:
     return (len(ids) - status.done) + claimed_closed_but_open
 
 
-def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient, redis_url: str,
+def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, redis_url: str,
                                    emulator: EmulatorServer, logdir: Path) -> None:
     """Beat runs, as in production: a message a SIGKILL catches between kombu's BRPOP and its unacked record is
     lost by the broker, and only the stalled-batch redrive brings it back. The first kill comes while part of the
-    batch still waits in its feed (BATCH_IN_FLIGHT 300 < 600); the second while the other worker runs its share of
-    the last in-flight items."""
-    items, first_at, second_at = 600, 150, 400
+    batch still waits in its feed (BATCH_IN_FLIGHT scaled down to 150 < 300 items, as the batch size is: the
+    product's default is 300); the second while the other worker runs its share of the last in-flight items."""
+    items, in_flight, first_at, second_at = 300, 150, 75, 200
     limit = 12_000
     admin.faults(rate_limit_per_minute=limit)
-    first, second = start(2, concurrency=6, genesys_rate_limit_per_minute=limit, **SCALED)
-    beat = BeatProcess(worker_env(redis_url, emulator.base_url, **SCALED), logdir).start()
+    client = CloseClient(load_producer_settings(redis_url=redis_url, batch_in_flight=in_flight))
+    first, second = start(2, concurrency=6, genesys_rate_limit_per_minute=limit, batch_in_flight=in_flight, **SCALED)
+    beat = BeatProcess(worker_env(redis_url, emulator.base_url, batch_in_flight=in_flight, **SCALED), logdir).start()
     try:
         ids = admin.create(items)
         batch = client.close_many(ids, label="chaos-sigkill")
         wait_until(lambda: batch.status().done >= first_at, timeout=120)
         done_at_first = batch.status().done
+        unfed_at_first = len(ids) - int(client.results.batches.fields(batch.id, "fed")[0] or 0)
         first.kill()
         first.start().wait_ready()
         wait_until(lambda: batch.status().done >= second_at, timeout=120)
@@ -83,6 +90,7 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
     finally:
         beat.stop()
     redriven = int(client.results.batches.fields(batch.id, "redriven")[0] or 0)
+    assert unfed_at_first > 0, "every item was fed before the first kill: it caught none waiting in the feed"
     assert done_at_second < items, "the batch ended before the second kill: it caught nothing mid-batch"
     assert status.done == status.total == items
     assert set(status.counts) <= {"closed", "already_closed"}
@@ -90,24 +98,72 @@ def test_sigkill_workers_mid_batch(start: StartWorkers, admin: EmulatorAdmin, cl
     assert lost_items(batch, admin, ids) == 0
     duplicates = admin.stats()["duplicate_conversation_patches"]
     report(f"SIGKILL a worker at {done_at_first}/{items}, restart it, SIGKILL the other at {done_at_second}/{items}",
-           f"{items} conversations, 2 workers x 6", "2 x SIGKILL (whole process group)", 0, duplicates,
+           f"{items} conversations (BATCH_IN_FLIGHT {in_flight}), 2 workers x 6", "2 x SIGKILL (whole process group)",
+           0, duplicates,
            f"{recovered:.0f} s from the 2nd kill to the last outcome (visibility timeout 15 s, stall window 20 s; "
            f"{redriven} item(s) re-driven)")
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "SHUTDOWN NOSAVE"])
-def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
-                                 redis_server: RedisServer, redis_url: str, emulator: EmulatorServer,
-                                 logdir: Path, stop: str) -> None:
+@dataclass
+class Stack:
+    """One Redis restart scenario's own pieces: a Redis, an emulator, a producer and a way to start workers."""
+
+    redis_server: RedisServer
+    emulator: EmulatorServer
+    client: CloseClient
+    start: StartWorkers
+    logdir: Path
+
+    @property
+    def admin(self) -> EmulatorAdmin:
+        return EmulatorAdmin(self.emulator.base_url)
+
+
+@contextlib.contextmanager
+def second_stack(emulator_config: EmulatorConfig, workdir: Path) -> Iterator[Stack]:
+    """A Redis, an emulator and workers of their own, beside the test's fixtures (stopped at the end)."""
+    redis_server = RedisServer(workdir / "redis").start()
+    emulator = start_in_thread(config=emulator_config)
+    started: list[CeleryWorker] = []
+
+    def launch(count: int = 1, concurrency: int = 4, **env: Any) -> list[CeleryWorker]:
+        workers = start_workers(count, worker_env(redis_server.url, emulator.base_url, **env), workdir / "logs",
+                                concurrency, prefix="n")
+        started.extend(workers)
+        return workers
+
+    try:
+        yield Stack(redis_server, emulator, CloseClient(load_producer_settings(redis_url=redis_server.url)), launch,
+                    workdir / "logs")
+    finally:
+        for worker in started:
+            worker.kill()
+        emulator.stop()
+        redis_server.stop()
+
+
+def test_redis_restart_mid_batch(start: StartWorkers, client: CloseClient, redis_server: RedisServer,
+                                 emulator: EmulatorServer, emulator_config: EmulatorConfig, logdir: Path,
+                                 tmp_path: Path) -> None:
     """At the product's default settings every item ends: beat sees Redis' new run id within
     RECOVERY_CHECK_SECONDS, puts back what workers had taken and re-sends what the broker lost, without waiting for
     the stall window (the wait's 240 s deadline is below its 300 s; how long recovery takes is reported, not
-    asserted: docs/reliability.md). Redis is stopped as a supervisor stops it (SIGTERM) or as an operator might
-    (``SHUTDOWN NOSAVE``, which issue 22 used; with AOF on, both flush the AOF). At the restart 150 batch items have
-    no outcome yet, and the standalone closes were sent just before it."""
+    asserted: docs/reliability.md). Redis is stopped as a supervisor stops it (SIGTERM) and as an operator might
+    (``SHUTDOWN NOSAVE``, which issue 22 used; with AOF on, both flush the AOF): the two run side by side, each on
+    its own Redis, emulator, workers and beat, so each proves what it proved alone (on a machine twice as busy). At
+    the restart 150 batch items have no outcome yet, and the standalone closes were sent just before it."""
+    with second_stack(emulator_config, tmp_path / "nosave") as other, ThreadPoolExecutor(2) as pool:
+        stacks = {"SIGTERM": Stack(redis_server, emulator, client, start, logdir), "SHUTDOWN NOSAVE": other}
+        running = [pool.submit(redis_restart_mid_batch, stack, stop) for stop, stack in stacks.items()]
+        for scenario in running:
+            scenario.result()
+
+
+def redis_restart_mid_batch(stack: Stack, stop: str) -> None:
     items, restart_at, standalone = 200, 50, 20
-    workers = start(2, concurrency=4, genesys_rate_limit_per_minute=6000, **PRODUCT_DEFAULTS)
-    beat = BeatProcess(worker_env(redis_url, emulator.base_url, **PRODUCT_DEFAULTS), logdir).start()
+    admin, client, redis_server, redis_url = stack.admin, stack.client, stack.redis_server, stack.redis_server.url
+    workers = stack.start(2, concurrency=4, genesys_rate_limit_per_minute=6000, **PRODUCT_DEFAULTS)
+    beat = BeatProcess(worker_env(redis_url, stack.emulator.base_url, **PRODUCT_DEFAULTS), stack.logdir).start()
     try:
         ids = admin.create(items)
         singles = admin.create(standalone)
@@ -135,13 +191,15 @@ def test_redis_restart_mid_batch(start: StartWorkers, admin: EmulatorAdmin, clie
     assert status.done == status.total == items
     assert set(status.counts) <= {"closed", "already_closed"}
     assert admin.stats()["conversations_open"] == 0
-    for worker in workers:  # still consuming after the reconnect (the silent-stop failure would fail this)
-        probe = subprocess.run([sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
-                                "--timeout", "15"], env=worker_env(redis_url, emulator.base_url),
-                               capture_output=True, text=True, timeout=60, check=False)
-        assert probe.returncode == 0, probe.stdout + probe.stderr
+    probes = [subprocess.Popen([sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
+                                "--timeout", "15"], env=worker_env(redis_url, stack.emulator.base_url),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for worker in workers]  # both at once
+    for probe in probes:  # still consuming after the reconnect (the silent-stop failure would fail this)
+        output, _ = probe.communicate(timeout=60)
+        assert probe.returncode == 0, output
     report("Redis restarted (AOF) mid-batch", f"{items} batch items + {standalone} standalone closes, "
-           "2 workers x 4",
+           "2 workers x 4 (beside the other way's own)",
            f"redis-server {stop} + start",
            lost_items(batch, admin, ids), admin.stats()["duplicate_conversation_patches"],
            f"{recovered:.0f} s from the restart to the last outcome at default settings ({redriven} item(s) "

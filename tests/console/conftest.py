@@ -48,14 +48,16 @@ def browser(downloads: Path, width: int = 1280, height: int = 900) -> WebDriver:
     return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
 
 
-@pytest.fixture(scope="module")
+# One console intake and one browser per test process (session scope): tests/scheduling.py runs the console's browser
+# modules in one process, so the suite starts Chromium and the console intake once.
+@pytest.fixture(scope="session")
 def console_intake(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Intake]:
     log = tmp_path_factory.mktemp("console-intake") / "intake.log"
     with running_intake(fleet.redis_url, log, CONSOLE_LIVE_SECONDS=0.5, BATCH_IN_FLIGHT=8) as server:
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     downloads = tmp_path_factory.mktemp("downloads")
     chrome = browser(downloads)

@@ -91,19 +91,22 @@ def test_the_console_takes_the_api_rate_limit(tmp_path: Path) -> None:
 def test_a_lost_redis_ends_the_streams_and_the_intake_keeps_answering(
         private_intake: tuple[Intake, RedisServer]) -> None:
     """Redis gone: an open stream says so and ends (the browser retries by itself), every call is 503 in the
-    intake's error shape, and the intake itself stays up (its liveness answers)."""
+    intake's error shape, and the intake itself stays up (its liveness answers). The call is made while the stream
+    ends (each waits out the intake's retries of a refused Redis connection, about 3 s): side by side."""
     intake, server = private_intake
     batch_id = uuid.uuid4().hex
     ResultStores.open(connect(server.url), 3600).batches.create(batch_id, label="watched")
     events: list[str] = []
-    with requests.get(f"{intake.url}/v1/batches/{batch_id}/events", headers={"Authorization": f"Bearer {TOKEN_A}"},
-                      stream=True, timeout=60) as answer:
-        for line in answer.iter_lines(decode_unicode=True):
-            if line.startswith("event:"):
-                events.append(line)
-            if line.startswith("data:") and events == ["event: message"]:
-                server.stop()  # after the first status: Redis goes away under an open stream
+    with ThreadPoolExecutor(1) as pool:
+        with requests.get(f"{intake.url}/v1/batches/{batch_id}/events",
+                          headers={"Authorization": f"Bearer {TOKEN_A}"}, stream=True, timeout=60) as answer:
+            for line in answer.iter_lines(decode_unicode=True):
+                if line.startswith("event:"):
+                    events.append(line)
+                if line.startswith("data:") and events == ["event: message"]:
+                    server.stop()  # after the first status: Redis goes away under an open stream
+                    calling = pool.submit(intake.call, "GET", f"/v1/batches/{batch_id}")
+        refused = calling.result()
     assert events == ["event: message", "event: unavailable"]
-    refused = intake.call("GET", f"/v1/batches/{batch_id}")
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
     assert requests.get(f"{intake.url}/healthz", timeout=10).status_code == 200

@@ -1,7 +1,7 @@
 """An operator's clean-up in the browser, as the README's "A real cleanup, step by step" does it with the CLI: preview
-a sweep, close exactly what it found, watch it to the end, filter the failures, download the CSV, retry them; paste a
-list, dry-run it, start it and cancel it; check readiness and the fleet. Real Chromium, intake, Redis, workers and
-emulator; every wait is on a condition of the page."""
+a sweep, close exactly what it found, watch it to the end, filter the failures, download the CSV, retry them once
+their cause is fixed; paste a list, dry-run it, start it and cancel it; check readiness and the fleet. Real Chromium,
+intake, Redis, workers and emulator; every wait is on a condition of the page."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
     operator.text_in("#state", "finished")  # live, by Server-Sent Events
     operator.text_in("#done", "22/22")
     assert {c: operator.admin.conversation(c)["open"] for c in old} == dict.fromkeys(old, False)
+    live_reads = [r["conversation_id"] for r in operator.admin.requests()
+                  if r["method"] == "GET" and r["route"].endswith("/messages/{conversationId}")]
+    assert sorted(c for c in live_reads if c in stuck) == sorted(stuck)  # one read each, after the analytics window
 
     operator.driver.find_element(By.CSS_SELECTOR, "#filter-outcome option[value='unconfirmed']").click()
     el(operator, "#apply-filter").click()
@@ -80,6 +83,8 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
         records = list(csv.DictReader(file))
     assert len(records) == 22 and sum(r["outcome"] == "unconfirmed" for r in records) == 2
 
+    for conversation in stuck:  # the README's step 6: retry what failed once the cause is fixed
+        operator.admin.fix(conversation)
     el(operator, "#retry input[value='failed']").click()  # checked by default; retry the unconfirmed ones instead
     el(operator, "#retry input[value='unconfirmed']").click()
     el(operator, "#retry-button").click()
@@ -87,7 +92,9 @@ def test_sweep_preview_close_watch_filter_download_retry(operator: Operator) -> 
     retried = batch_id_of(operator)
     operator.text_in("#state", "finished")
     operator.text_in("#done", "2/2")
-    assert operator.api("GET", f"/v1/batches/{retried}").json()["source"] == f"retry:{swept}"
+    retry = operator.api("GET", f"/v1/batches/{retried}").json()
+    assert retry["source"] == f"retry:{swept}" and retry["counts"] == {"closed": 2}
+    assert not any(operator.admin.conversation(c)["open"] for c in stuck)
     assert len(operator.api("GET", "/v1/batches").json()["batches"]) == 2  # the sweep's batch once, its retry once
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -86,21 +87,28 @@ def test_status_cancel_and_retry(start: StartWorkers, admin: EmulatorAdmin, redi
 
 
 def test_errors_are_one_line_with_documented_exit_codes(redis_url: str, redis_server: RedisServer) -> None:
-    """The real console script, with nothing but Redis (no worker): every failure is one line and its exit code."""
+    """The real console script, with nothing but Redis (no worker): every failure is one line and its exit code.
+    The failing runs are independent processes, run side by side (each waits: a close's timeout, a Redis retried)."""
     cid = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
-    queued = cli(redis_url, "close", cid, "--timeout", "2")
-    assert queued.returncode == 3 and "queued" in queued.stderr and "genesys-closer outcome" in queued.stderr
     down = f"redis://127.0.0.1:{free_port()}/0"
     wrong_password = redis_url.replace(redis_server.password, "wrong")
     wrong_db = redis_url.rsplit("/", 1)[0] + "/99"
-    for url, says in ((down, "cannot reach Redis"), (wrong_password, "cannot reach Redis"),
-                      (wrong_db, "Redis refused a command")):
-        run = subprocess.run([*CLI, "--redis-url", url, "batches"], capture_output=True, text=True, timeout=120,
-                             check=False)  # a CLI that retried forever would hit the timeout
-        assert run.returncode == 3 and says in run.stderr, run.stderr
-        assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
-    usage = cli(redis_url, "bulk", "/no/such/file")
-    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+    cases = ((down, "cannot reach Redis"), (wrong_password, "cannot reach Redis"),
+             (wrong_db, "Redis refused a command"))
+    with ThreadPoolExecutor(len(cases) + 2) as pool:
+        closing = pool.submit(cli, redis_url, "close", cid, "--timeout", "2")
+        no_file = pool.submit(cli, redis_url, "bulk", "/no/such/file")
+        runs = [(pool.submit(subprocess.run, [*CLI, "--redis-url", url, "batches"], capture_output=True, text=True,
+                             timeout=120, check=False), says)  # a CLI that retried forever would hit the timeout
+                for url, says in cases]
+        queued = closing.result()
+        assert queued.returncode == 3 and "queued" in queued.stderr and "genesys-closer outcome" in queued.stderr
+        for running, says in runs:
+            run = running.result()
+            assert run.returncode == 3 and says in run.stderr, run.stderr
+            assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+        usage = no_file.result()
+        assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
 
 
 def test_producer_commands_need_only_redis(redis_url: str) -> None:

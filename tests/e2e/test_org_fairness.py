@@ -1,5 +1,5 @@
 """Fair sharing of one fleet between orgs, through the real pieces: one emulator holding two orgs, an orgs file, a real
-worker with two pool processes. Org ``slow`` allows 120 requests/min, so its bulk items mostly find no slot near
+worker with two pool processes. Org ``slow`` allows 120 requests/min, so its six bulk items mostly find no slot near
 and hand their tasks back until their turn (Celery retries that keep their retry count) instead of sleeping on the
 limiter with a pool process; org ``fast`` closes a bulk and a single close meanwhile.
 
@@ -25,6 +25,7 @@ from tests.e2e.conftest import StartWorkers
 from tests.waiting import max_in_window
 
 SLOW_LIMIT = 120
+SLOW_ITEMS = 6  # two pool processes at once, slots half a second apart (> the 0.3 s held): items hand back
 ORGS = {"slow": ("slow-client", "slow-secret", SLOW_LIMIT), "fast": ("fast-client", "fast-secret", 60_000)}
 
 
@@ -53,7 +54,7 @@ def test_a_saturated_org_hands_back_and_the_other_closes_beside_it(
     secrets = orgs_file(tmp_path / "orgs.toml", emulator.base_url)
     [worker] = start(1, concurrency=2, orgs_file=tmp_path / "orgs.toml", **secrets)
     slow, fast = CloseClient(producer_settings, org="slow"), CloseClient(producer_settings, org="fast")
-    slow_ids, fast_ids = admin.create(10, org="slow"), admin.create(20, org="fast")
+    slow_ids, fast_ids = admin.create(SLOW_ITEMS, org="slow"), admin.create(20, org="fast")
     [single] = admin.create(1, org="fast")
     slow_batch = slow.close_many(slow_ids, label="slow bulk")
     fast_batch = fast.close_many(fast_ids, label="fast bulk")
@@ -61,7 +62,7 @@ def test_a_saturated_org_hands_back_and_the_other_closes_beside_it(
     assert record is not None and record.outcome is Outcome.CLOSED  # type: ignore[union-attr]
     assert fast_batch.wait(timeout=60).counts == {"closed": 20}
     status = slow_batch.wait(timeout=120)
-    assert status.counts == {"closed": 10}
+    assert status.counts == {"closed": SLOW_ITEMS}
     assert all(r.error is None for r in slow_batch.results())  # a hand-back is no failure
 
     log = [r for r in admin.requests() if r["route"] != "/oauth/token"]
@@ -73,7 +74,7 @@ def test_a_saturated_org_hands_back_and_the_other_closes_beside_it(
     assert max_in_window(slow_times, 60.0) <= SLOW_LIMIT
     assert max_in_window(slow_times, 5.0) <= SLOW_LIMIT / 12 + 2  # smooth: one early request per pool process
     orgs = admin.orgs()
-    assert orgs["slow"]["conversation_patches"] == 10 and orgs["fast"]["conversation_patches"] == 21
+    assert orgs["slow"]["conversation_patches"] == SLOW_ITEMS and orgs["fast"]["conversation_patches"] == 21
     assert orgs["slow"]["duplicate_conversation_patches"] == orgs["fast"]["duplicate_conversation_patches"] == 0
     # The slow org's items were handed back (Celery logs each as a retry, with its reason), and waiting for a turn
     # is no failure: no record counts it as an attempt, so it never uses up TASK_MAX_RETRIES.

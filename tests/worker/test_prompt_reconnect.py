@@ -1,4 +1,4 @@
-"""worker/broker/prompt_reconnect.py: the worker's consumer retries a lost Redis at most
+"""worker/broker/prompt_reconnect.py: the worker's consumer and beat retry a lost Redis at most
 BROKER_RECONNECT_MAX_SECONDS apart (kombu's default schedule grows to 30 s), with kombu's own retry loop against a
 loopback port nobody listens on."""
 
@@ -10,11 +10,13 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from celery.beat import PersistentScheduler
 from kombu import Connection
 from kombu.exceptions import OperationalError
+from kombu.utils.imports import symbol_by_name
 
 from genesys_closer.worker.broker import prompt_reconnect
-from genesys_closer.worker.broker.prompt_reconnect import PromptReconnectConsumer
+from genesys_closer.worker.broker.prompt_reconnect import PromptReconnectConsumer, PromptReconnectScheduler
 
 
 def closed_port() -> int:
@@ -51,6 +53,30 @@ def test_waits_grow_by_a_second_to_the_cap(cap: float, waits: list[float]) -> No
     conn.release()
 
 
+def scheduler(max_retries: int) -> PromptReconnectScheduler:
+    """Beat's scheduler with only what its reconnect step reads: the app's retry count and its connection."""
+    instance = PromptReconnectScheduler.__new__(PromptReconnectScheduler)
+    instance.app = SimpleNamespace(conf=SimpleNamespace(broker_connection_max_retries=max_retries))
+    instance.__dict__["connection"] = Connection(f"redis://127.0.0.1:{closed_port()}/0", connect_timeout=1)
+    return instance
+
+
+@pytest.mark.parametrize(("cap", "waits"), [(5.0, [1, 2, 3, 4, 5, 5, 5]), (2.0, [1, 2, 2, 2, 2, 2, 2])])
+def test_beat_waits_grow_by_a_second_to_the_cap(cap: float, waits: list[float]) -> None:
+    slept: list[float] = []
+    settings = SimpleNamespace(broker_reconnect_max_seconds=cap)
+    beat = scheduler(max_retries=len(waits))
+    with mock.patch.object(prompt_reconnect, "get_worker_settings", return_value=settings), \
+            mock.patch("kombu.utils.functional.sleep", side_effect=slept.append), \
+            mock.patch.object(prompt_reconnect.log, "error") as logged, pytest.raises(OperationalError):
+        beat._ensure_connected()
+    assert sum(slept) == pytest.approx(sum(waits))
+    said = [call.args[0] % call.args[1:] for call in logged.call_args_list]  # Celery's own line, as beat logs it
+    assert len(said) == len(waits) and all(line.startswith("beat: Connection error") for line in said)
+    assert [float(line.split("Trying again in ")[1].split()[0]) for line in said] == waits
+    beat.connection.release()
+
+
 def test_kombus_default_would_wait_up_to_30_seconds() -> None:
     """What the consumer did before: the same loop with kombu's defaults (2, 4, 6, ... up to 30 s)."""
     slept: list[float] = []
@@ -68,3 +94,5 @@ def test_the_worker_app_uses_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENESYS_CLIENT_SECRET", "y")
     config: dict[str, Any] = worker_app._configuration()
     assert config["worker_consumer"].endswith(":PromptReconnectConsumer")
+    scheduler_class = symbol_by_name(config["beat_scheduler"])
+    assert scheduler_class is PromptReconnectScheduler and issubclass(scheduler_class, PersistentScheduler)

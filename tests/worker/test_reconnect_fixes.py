@@ -342,3 +342,22 @@ def test_with_the_fix_a_flush_without_a_half_read_result_is_unchanged(parent_sid
     parent_side.outq._writer.close()
     asynpool.AsynPool.process_flush_queues(parent_side, parent_side)  # type: ignore[arg-type]
     assert parent_side.received == [SMALL_RESULT, SMALL_RESULT]
+
+
+def test_with_the_fix_a_reader_waiting_at_a_message_boundary_is_no_half_result(
+        parent_side: ParentSide, caplog: pytest.LogCaptureFixture) -> None:
+    """Celery registers its reader also when a read would block before the first byte of a message: the pipe is then
+    at a boundary, and the flush reads on at once (seen in the flap test: a 2 s wait per exited process, before)."""
+    reconnect_fixes.apply()
+    fd = parent_side.outq._reader.fileno()
+    waiting = asynpool.ResultHandler._recv_message(parent_side, parent_side.hub.add_reader, fd,
+                                                   parent_side.on_state_change)
+    next(waiting)  # nothing to read yet: it waits for a header
+    parent_side.hub.add_reader(fd, waiting)
+    asynpool.AsynPool.process_flush_queues(parent_side, parent_side)  # type: ignore[arg-type]  # writer still open
+    assert parent_side.received == []
+    assert "could not be read whole" not in caplog.text
+    os.write(parent_side.outq._writer.fileno(), framed(SMALL_RESULT) * 2)
+    parent_side.outq._writer.close()
+    asynpool.AsynPool.process_flush_queues(parent_side, parent_side)  # type: ignore[arg-type]
+    assert parent_side.received == [SMALL_RESULT, SMALL_RESULT]

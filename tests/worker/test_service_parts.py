@@ -28,8 +28,10 @@ from genesys_closer.worker.recovery.broker_scan import HeldClose
 from genesys_closer.worker.recovery.redrive import Recovery
 from genesys_closer.worker.running.breaker import CircuitBreaker
 from genesys_closer.worker.running.close_run import CloseRunner, RetryLater, TaskContext
+from genesys_closer.worker.running.inflight_lock import holder_here, namespace_here, token_for
 from genesys_closer.worker.running.patch_guard import claim_seconds
 from genesys_closer.worker.sweeps.sweep_run import SweepRunner
+from tests.worker.test_inflight_lock import exited_process
 
 CID = "3b47a74f-a827-4166-ae62-f6ba6d7268ae"
 OTHER = "00000000-0000-4000-8000-000000000001"
@@ -162,7 +164,7 @@ def test_inflight_lock_never_lets_a_second_copy_run(redis_client: redis.Redis,
     closer = ScriptedCloser([("patch", Outcome.CLOSED)])
     run = runner(redis_client, results, closer, clock, task_time_limit_seconds=20, task_soft_time_limit_seconds=10)
     first = OwnedLock(redis_client, KEYS.inflight(CID), run.settings.inflight_lock_seconds)
-    assert first.acquire("first-task")
+    assert first.acquire(token_for("first-task", holder_here()))  # held by a live process (this one)
     assert 20 < redis_client.pttl(KEYS.inflight(CID)) / 1000 <= 21  # outlives the task's hard time limit
     for task_id in ("second-task", "first-task"):  # another close, and the same task redelivered: both wait
         with pytest.raises(RetryLater, match="another task"):
@@ -171,6 +173,20 @@ def test_inflight_lock_never_lets_a_second_copy_run(redis_client: redis.Redis,
     first.release()
     assert run.run(CID, TaskContext("first-task", 2, None), {})["outcome"] == "closed"
     assert redis_client.get(KEYS.inflight(CID)) is None  # released by its owner
+
+
+@pytest.mark.skipif(namespace_here() is None, reason="needs Linux /proc")
+def test_a_copy_takes_over_the_lock_of_a_run_whose_process_is_gone(redis_client: redis.Redis,
+                                                                   results: ResultStores, clock: Clock) -> None:
+    """A run SIGKILLed (or terminated on a broker connection loss) keeps its lock until it expires; its redelivered
+    copy proves the holder gone (``test_inflight_lock.py``) and closes at once instead of waiting for it."""
+    closer = ScriptedCloser([("patch", Outcome.CLOSED)])
+    run = runner(redis_client, results, closer, clock)
+    gone = exited_process()
+    assert OwnedLock(redis_client, KEYS.inflight(CID), run.settings.inflight_lock_seconds).acquire(
+        token_for("first-task", gone))
+    assert run.run(CID, TaskContext("first-task", 0, None), {})["outcome"] == "closed"
+    assert redis_client.get(KEYS.inflight(CID)) is None
 
 
 def test_retry_window_on_the_injected_clock(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:

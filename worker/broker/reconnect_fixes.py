@@ -73,8 +73,10 @@ pipe from where the generator stopped, takes the middle of that message for a ne
 ``UnpicklingError`` ("invalid load key"): "Unrecoverable error", the worker exits. Seen once in about twenty runs of
 ``tests/chaos/test_redis_flap.py`` on a loaded machine. The fix lets the half-read message finish first (its
 generator reads the rest, which the process wrote whole, see fix 3) and delivers it; then the flush goes on at a
-message boundary. A rest that cannot be read (the process was killed mid-message) ends the flush of that process,
-as an unreadable pipe does in Celery's own code; its job is then reported lost like any job of a killed process.
+message boundary. A rest that is not in the pipe (the process was killed mid-message; an exited process wrote all
+it will, so nothing is waited for) ends the flush of that process, as an unreadable pipe does in Celery's own code;
+its job is then reported lost like any job of a killed process. A reader registered before the first byte of a
+message (Celery registers one whenever a read would block) holds no half, and the flush reads on as before.
 """
 
 from __future__ import annotations
@@ -84,7 +86,6 @@ import logging
 import select
 import signal
 import threading
-import time
 from types import GeneratorType
 from typing import Any
 
@@ -173,12 +174,11 @@ def _cancelled_before_announced(announce: Any) -> Any:
     return _marked(announced)
 
 
-# How long a flush waits for the rest of a half-read result of an exited process (written whole, so normally at once).
-PARTIAL_RESULT_WAIT_SECONDS = 2.0
-
-
 def _partial_result_reader(pool: Any, proc: Any) -> Any:
-    """The generator holding a half-read result of ``proc``, if the event loop has one."""
+    """The generator holding a half-read result of ``proc``, if the event loop has one.
+
+    Celery registers its reader generator whenever a read would block, also before the first byte of a message (then
+    it is at a message boundary, and the flush may read on); only one that has read part of a frame holds a half."""
     hub = getattr(getattr(pool, "_result_handler", None), "_hub", None)
     reader = getattr(getattr(proc, "outq", None), "_reader", None)
     if hub is None or reader is None or reader.closed:
@@ -188,17 +188,18 @@ def _partial_result_reader(pool: Any, proc: Any) -> Any:
     except OSError:
         return None
     callback = entry[0] if isinstance(entry, tuple) and entry else None
-    return callback if isinstance(callback, GeneratorType) else None
+    if not isinstance(callback, GeneratorType) or callback.gi_frame is None:
+        return None
+    header_bytes_read = callback.gi_frame.f_locals.get("Hr", 0)  # ResultHandler._recv_message's own counter
+    return callback if isinstance(header_bytes_read, int) and header_bytes_read > 0 else None
 
 
 def _finish_partial_result(reader: Any, partial: Any) -> bool:
-    """Let the half-read message finish (its generator delivers it); False if its rest cannot be read."""
-    deadline = time.monotonic() + PARTIAL_RESULT_WAIT_SECONDS
+    """Let the half-read message finish (its generator delivers it); False if its rest is not there.
+
+    The flush is for a process that has exited, so whatever it wrote is in the pipe already: nothing is waited for."""
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        readable, _, _ = select.select([reader], [], [], remaining)
+        readable, _, _ = select.select([reader], [], [], 0)
         if not readable:
             return False
         try:

@@ -21,7 +21,6 @@ from genesys_closer.shared.batches import ORIGIN_SWEEP
 from genesys_closer.shared.feeder import BatchFeeder
 from genesys_closer.shared.ids import InvalidConversationId, parse_conversation_id
 from genesys_closer.shared.lanes import BULK, INTERACTIVE, lane
-from genesys_closer.shared.locks import OwnedLock
 from genesys_closer.shared.names import QUEUE_BULK, QUEUE_INTERACTIVE
 from genesys_closer.shared.options import CloseOptions, OptionLimits
 from genesys_closer.shared.outcomes import (
@@ -55,6 +54,7 @@ from genesys_closer.worker.genesys.errors import RetryableError
 from genesys_closer.worker.genesys.http_policy import backoff_seconds
 from genesys_closer.worker.ops import metrics
 from genesys_closer.worker.running.breaker import CircuitBreaker
+from genesys_closer.worker.running.inflight_lock import InflightLock
 from genesys_closer.worker.running.patch_guard import PatchGuard, claim_seconds
 
 log = logging.getLogger("genesys_closer.worker")
@@ -138,8 +138,9 @@ class CloseRunner:
                                             error=reason), context)
 
         # The lock outlives the task's hard time limit and is never re-entered: no second copy of a close (even one
-        # with the same task id, redelivered) runs while the first still can.
-        lock = OwnedLock(self.redis, self.keys.inflight(conversation_id), self.settings.inflight_lock_seconds)
+        # with the same task id, redelivered) runs while the first still can. A copy takes it over from a run whose
+        # process is provably gone (``inflight_lock``) instead of waiting for it to expire.
+        lock = InflightLock(self.redis, self.keys.inflight(conversation_id), self.settings.inflight_lock_seconds)
         if not lock.acquire(context.task_id):
             raise RetryLater(2.0 + backoff_seconds(0, None, base_seconds=2.0), "another task is closing it")
         try:
