@@ -86,6 +86,9 @@ def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return {k: (v.value if isinstance(v, ClosePolicy) else v) for k, v in options.items()}
 
 
+FIRST_POLL_SECONDS = 0.05  # the first wait between two reads of a batch's status (``Batch.wait``)
+
+
 class Batch:
     """A handle on one batch; its state lives in Redis."""
 
@@ -107,11 +110,15 @@ class Batch:
 
     def wait(self, timeout: float | None = None, *, poll_seconds: float = 0.5,
              progress: Callable[[BatchStatus], None] | None = None) -> BatchStatus:
-        """Block until every item has an outcome (or ``timeout``); call ``progress`` with each status read."""
+        """Block until every item has an outcome (or ``timeout``); call ``progress`` with each status read. Reads
+        start ``FIRST_POLL_SECONDS`` apart and grow by half each time up to ``poll_seconds``: a small batch is seen
+        finished within a few hundredths of a second of its last outcome, a long one costs one read per
+        ``poll_seconds``."""
         timeout = arguments.optional_seconds("timeout", timeout)
         poll_seconds = arguments.seconds("poll_seconds", poll_seconds, positive=True)
         arguments.callback("progress", progress)
         deadline = None if timeout is None else time.monotonic() + timeout
+        interval = min(FIRST_POLL_SECONDS, poll_seconds)
         while True:
             status = self.status()
             if progress is not None:
@@ -120,7 +127,8 @@ class Batch:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"batch {self.id} not finished after {timeout} s: {status.done}/{status.total}")
-            time.sleep(poll_seconds)
+            time.sleep(interval)
+            interval = min(interval * 1.5, poll_seconds)
 
     def cancel(self) -> BatchStatus:
         """Items not yet run end as ``cancelled``; items already running finish normally. A finished, cancelled or

@@ -32,7 +32,7 @@ SHARED_PROCESS: dict[str, str] = {  # module -> the group its tests run in
     # the browser and the console intake (tests/console/conftest.py, session-scoped): one of each per suite
     **{f"tests/console/test_console_{name}.py": CONSOLE for name in ("walk", "security", "orgs", "paging")},
     **{module: module for module in (  # a module-scoped fixture each
-        "tests/e2e/test_install.py",
+        "tests/e2e/test_install.py", "tests/fleet/test_flower.py",
         "tests/fleet/test_intake.py", "tests/fleet/test_org_grants.py", "tests/project/test_layers.py",
         "tests/project/test_lock.py")},
 }

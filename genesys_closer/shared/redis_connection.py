@@ -28,6 +28,11 @@ CALLER_SOCKET_TIMEOUT_SECONDS = 5
 PROBE_TIMEOUT_SECONDS = 2
 HEALTH_CHECK_INTERVAL_SECONDS = 10
 REPLICA_WAIT_MS = 1000
+# A refused (or, for a worker, timed-out) command is retried RETRIES times after waits of RETRY_BASE_SECONDS doubled
+# each time, at most RETRY_CAP_SECONDS: 0.1 + 0.2 + 0.4 + 0.8 + 1.6 = 3.1 s before a caller hears Redis is not there.
+RETRIES = 5
+RETRY_BASE_SECONDS = 0.05
+RETRY_CAP_SECONDS = 2.0
 
 
 class NotReplicatedError(CloserError, redis.ConnectionError):
@@ -70,7 +75,8 @@ def _client_options(*, caller: bool = False, probe: bool = False) -> dict[str, A
         "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_SECONDS,
         "socket_timeout": CALLER_SOCKET_TIMEOUT_SECONDS if caller else SOCKET_TIMEOUT_SECONDS,
         "health_check_interval": HEALTH_CHECK_INTERVAL_SECONDS,
-        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5, supported_errors=retried),
+        "retry": Retry(ExponentialBackoff(cap=RETRY_CAP_SECONDS, base=RETRY_BASE_SECONDS), retries=RETRIES,
+                       supported_errors=retried),
         "retry_on_error": list(retried),
     }
 

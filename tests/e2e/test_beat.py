@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from genesys_closer.emulator.admin import EmulatorAdmin
 from genesys_closer.producer.api import CloseClient
 from genesys_closer.shared.locks import OwnedLock, redis_run_id
 from genesys_closer.shared.names import SWEEP_TASK_NAME
+from genesys_closer.shared.stores.batch_store import BatchStatus
 from genesys_closer.worker.recovery.redrive import remember_redis_run_id
 from tests.e2e.conftest import StartWorkers
 from tests.services import BeatProcess, RedisServer, start_workers, worker_env
@@ -26,22 +26,28 @@ from tests.waiting import wait_until
 
 def test_scheduled_sweep_closes_idle_conversations(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient,
                                                    redis_url: str, emulator: EmulatorServer, logdir: Path) -> None:
+    """Beat starts while the worker does (the first sweep is sent 2 s after beat starts and waits in the queue for
+    the worker if need be)."""
     schedule = {"sweep_schedule_seconds": 2, "sweep_min_age_minutes": 30, "sweep_idle_minutes": 20}
-    start(1, concurrency=4, **schedule)
     idle = admin.create(5, age_minutes=120, idle_minutes=60)
     busy = admin.create(2, age_minutes=120, idle_minutes=1)
     env = worker_env(redis_url, emulator.base_url, **schedule)
+    logdir.mkdir(parents=True, exist_ok=True)
     beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "beat", "-l", "INFO",
                              "--schedule", str(logdir / "beat-schedule")], env=env, cwd=logdir,
                             stdout=(logdir / "beat.log").open("ab"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            finished = [b for b in client.batches() if b.label == "scheduled sweep" and b.finished]
-            if finished:
-                break
-            time.sleep(0.5)
-        assert finished, (logdir / "beat.log").read_text()[-2000:]
+        start(1, concurrency=4, **schedule)
+        finished: list[BatchStatus] = []
+
+        def a_sweep_finished() -> bool:
+            finished[:] = [b for b in client.batches() if b.label == "scheduled sweep" and b.finished]
+            return bool(finished)
+
+        try:
+            wait_until(a_sweep_finished, timeout=60, interval=0.1)
+        except TimeoutError as exc:
+            raise AssertionError((logdir / "beat.log").read_text()[-2000:]) from exc
         assert finished[0].counts == {"closed": 5}
     finally:
         beat.terminate()

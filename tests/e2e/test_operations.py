@@ -23,8 +23,8 @@ from tests.services import CeleryWorker, free_port, worker_env
 def test_worker_metrics(start: StartWorkers, admin: EmulatorAdmin, client: CloseClient) -> None:
     port = free_port()
     start(1, concurrency=2, metrics_port=port)
-    for cid in admin.create(3):
-        client.close(cid, wait=True, timeout=60)
+    for task_id in [client.close(cid) for cid in admin.create(3)]:  # sent at once, each waited for
+        client.result(str(task_id), timeout=60)
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     assert 'genesys_closer_closes_total{org="default",outcome="closed"} 3.0' in text
     assert 'genesys_closer_api_requests_total{org="default",route="PATCH /api/v2/conversations/messages/' \
@@ -35,18 +35,19 @@ def test_worker_metrics(start: StartWorkers, admin: EmulatorAdmin, client: Close
 
 def test_liveness_probe_fails_when_the_worker_stops_consuming(start: StartWorkers, redis_url: str,
                                                                emulator: EmulatorServer) -> None:
+    """The frozen worker's probe waits 1 s for an answer, not the healthy one's 5 s: a stopped process answers
+    after neither, and the healthy probe returns as soon as its worker answers."""
     [worker] = start(1, concurrency=1)
     env = worker_env(redis_url, emulator.base_url)
-    command = [sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
-               "--timeout", "5"]
-    healthy = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+    command = [sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname, "--timeout"]
+    healthy = subprocess.run([*command, "5"], env=env, capture_output=True, text=True, timeout=30, check=False)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert worker.process is not None
     import os
 
     os.killpg(worker.process.pid, signal.SIGSTOP)  # alive but not consuming
     try:
-        frozen = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+        frozen = subprocess.run([*command, "1"], env=env, capture_output=True, text=True, timeout=30, check=False)
         assert frozen.returncode == 1 and "NOT consuming" in frozen.stdout
     finally:
         os.killpg(worker.process.pid, signal.SIGCONT)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from genesys_closer.config import ProducerSettings
@@ -32,6 +33,14 @@ def flower_watching(redis_url: str, emulator: EmulatorServer, logdir: Path) -> I
         yield flower
     finally:
         flower.stop()
+
+
+@pytest.fixture(scope="module")
+def flower(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowerProcess]:
+    """One Flower for the module's tests (starting one and waiting until it lists both workers takes ~1.5 s): it
+    keeps every task it has seen, and each test reads only its own closes' tasks (by conversation, by batch)."""
+    with flower_watching(fleet.redis_url, fleet.emulator, tmp_path_factory.mktemp("flower")) as process:
+        yield process
 
 
 def flower_tasks(flower: FlowerProcess) -> dict[str, dict[str, Any]]:
@@ -62,108 +71,106 @@ def shown_result(task: dict[str, Any]) -> dict[str, Any]:
     return result if isinstance(result, dict) else {}
 
 
-def test_flower_shows_tasks_behind_basic_auth(admin: EmulatorAdmin, client: CloseClient,
-                                              redis_url: str, emulator: EmulatorServer, logdir: Path) -> None:
-    with flower_watching(redis_url, emulator, logdir) as flower:
-        ids = admin.create(3)
-        for cid in ids:
-            client.close(cid, wait=True, timeout=60)
-        assert requests.get(f"{flower.url}/api/tasks", timeout=10).status_code == 401
-        assert requests.get(f"{flower.url}/api/tasks", auth=(flower.user, "wrong"), timeout=10).status_code == 401
+def test_flower_shows_tasks_behind_basic_auth(admin: EmulatorAdmin, client: CloseClient, emulator: EmulatorServer,
+                                              flower: FlowerProcess) -> None:
+    ids = admin.create(3)
+    for task_id in [client.close(cid) for cid in ids]:  # sent at once, each waited for
+        client.result(str(task_id), timeout=60)
+    assert requests.get(f"{flower.url}/api/tasks", timeout=10).status_code == 401
+    assert requests.get(f"{flower.url}/api/tasks", auth=(flower.user, "wrong"), timeout=10).status_code == 401
 
-        def all_shown() -> bool:
-            shown = close_tasks_by_conversation(flower_tasks(flower))
-            return all(shown.get(cid) and shown[cid][-1].get("state") == "SUCCESS" for cid in ids)
+    def all_shown() -> bool:
+        shown = close_tasks_by_conversation(flower_tasks(flower))
+        return all(shown.get(cid) and shown[cid][-1].get("state") == "SUCCESS" for cid in ids)
 
-        wait_until(all_shown, timeout=30, interval=0.3, message="every close shown SUCCESS")
-        tasks = flower_tasks(flower)
-        shown = close_tasks_by_conversation(tasks)
-        for cid in ids:
-            assert shown_result(shown[cid][-1])["outcome"] == "closed"
-        page = json.dumps(tasks)
-        assert "demo-secret" not in page and "Bearer" not in page
-        for token in list(emulator.state.tokens):
-            assert token not in page
+    wait_until(all_shown, timeout=30, interval=0.3, message="every close shown SUCCESS")
+    tasks = flower_tasks(flower)
+    shown = close_tasks_by_conversation(tasks)
+    for cid in ids:
+        assert shown_result(shown[cid][-1])["outcome"] == "closed"
+    page = json.dumps(tasks)
+    assert "demo-secret" not in page and "Bearer" not in page
+    for token in list(emulator.state.tokens):
+        assert token not in page
 
 
 def test_flower_shows_a_waiting_batch_item_waiting_and_its_last_task_its_outcome(
-        admin: EmulatorAdmin, client: CloseClient, redis_url: str, emulator: EmulatorServer, logdir: Path,
-        on_fleet: Fleet, producer_settings: ProducerSettings) -> None:
+        admin: EmulatorAdmin, client: CloseClient, emulator: EmulatorServer, flower: FlowerProcess, on_fleet: Fleet,
+        producer_settings: ProducerSettings) -> None:
     """A batch with analytics lagging: its items wait for the batched pre-check and confirmation reads. While they
     wait, none of their close tasks is SUCCESS in Flower (SUCCESS only once the outcome is recorded); at the end
     every conversation's last close task is SUCCESS with the recorded outcome, at no extra Genesys call. A batch of
     another org shows its org on every task."""
     admin.faults(analytics_lag_ms=1500)  # the confirmation read shows the end 1.5 s after the PATCH: items wait
     ids = admin.create(30)
-    with flower_watching(redis_url, emulator, logdir) as flower:
-        batch = client.close_many(ids)
-        states_seen: dict[str, set[str]] = {cid: set() for cid in ids}
-        waiting_for: set[str] = set()
-        snapshots = 0
+    batch = client.close_many(ids)
+    states_seen: dict[str, set[str]] = {cid: set() for cid in ids}
+    waiting_for: set[str] = set()
+    snapshots = 0
 
-        def check_snapshot() -> bool:
-            """Flower first, then the records: a task Flower shows SUCCESS must have its outcome recorded by now."""
-            nonlocal snapshots
-            shown = close_tasks_by_conversation(flower_tasks(flower), batch.id)
-            done = batch.status().done
-            recorded = {r.conversation_id: r.outcome.value for r in batch.results()}
-            snapshots += 1
-            for cid in ids:
-                for task in shown.get(cid, []):
-                    states_seen[cid].add(task["state"])
-                    if task["state"] == WAITING_STATE:
-                        waiting_for.add(shown_result(task)["waiting_for"])
-                    if task["state"] == "SUCCESS":
-                        assert cid in recorded, f"{cid} shown SUCCESS before its outcome was recorded: {task}"
-                        assert shown_result(task)["outcome"] == recorded[cid]
-            return done == len(ids)
-
-        wait_until(check_snapshot, timeout=120, interval=0.2, message="batch done")
-        status = batch.wait(timeout=10)
-        assert status.counts == {"closed": 30}
-        records = {r.conversation_id: r for r in batch.results()}
-        calls_at_end = [r for r in admin.requests() if r["route"] != "/oauth/token"]
-
-        def last_tasks_show_outcomes() -> bool:
-            shown = close_tasks_by_conversation(flower_tasks(flower), batch.id)
-            return all(shown.get(cid) and shown[cid][-1]["state"] == "SUCCESS" for cid in ids)
-
-        wait_until(last_tasks_show_outcomes, timeout=30, interval=0.3, message="every last task SUCCESS")
-        tasks = flower_tasks(flower)
-        shown = close_tasks_by_conversation(tasks, batch.id)
+    def check_snapshot() -> bool:
+        """Flower first, then the records: a task Flower shows SUCCESS must have its outcome recorded by now."""
+        nonlocal snapshots
+        shown = close_tasks_by_conversation(flower_tasks(flower), batch.id)
+        done = batch.status().done
+        recorded = {r.conversation_id: r.outcome.value for r in batch.results()}
+        snapshots += 1
         for cid in ids:
-            last = shown[cid][-1]
-            result = shown_result(last)
-            assert result["outcome"] == records[cid].outcome.value
-            assert result["batch_id"] == batch.id and result["conversation_id"] == cid
-            assert ast.literal_eval(last["kwargs"])["batch_id"] == batch.id  # kwargs (the org too) are shown
-            assert all(task["state"] == WAITING_STATE for task in shown[cid][:-1])  # none of its earlier tasks closed
-        # The items went through both batched reads, and the pump's reports made the waiting tasks' ends visible.
-        assert waiting_for == {"batched precheck", "batched confirm"}
-        assert snapshots >= 2 and any(WAITING_STATE in seen for seen in states_seen.values())
-        by_pump = [cid for cid in ids if records[cid].confirmed_by == "analytics"]
-        assert by_pump and all(shown_result(shown[cid][-1])["confirmed_by"] == "analytics" for cid in by_pump)
-        # Genesys calls: exactly those the records count (reads as shares), one PATCH each; showing the outcomes in
-        # Flower made none (the emulator's count did not move while Flower caught up).
-        assert [r for r in admin.requests() if r["route"] != "/oauth/token"] == calls_at_end
-        assert abs(sum(r.api_calls for r in records.values()) - len(calls_at_end)) <= 1
-        assert sum(1 for r in calls_at_end if r["method"] == "PATCH") == 30
-        page = json.dumps(tasks)
-        assert "demo-secret" not in page and "Bearer" not in page
-        assert not any(token in page for token in list(emulator.state.tokens))
+            for task in shown.get(cid, []):
+                states_seen[cid].add(task["state"])
+                if task["state"] == WAITING_STATE:
+                    waiting_for.add(shown_result(task)["waiting_for"])
+                if task["state"] == "SUCCESS":
+                    assert cid in recorded, f"{cid} shown SUCCESS before its outcome was recorded: {task}"
+                    assert shown_result(task)["outcome"] == recorded[cid]
+        return done == len(ids)
 
-        # Another org's batch: its org is in every task's kwargs and in what its tasks report.
-        org_ids = on_fleet.org_admin("org-a").create(5)
-        org_batch = CloseClient(producer_settings, org="org-a").close_many(org_ids)
-        assert org_batch.wait(timeout=60).counts == {"closed": 5}
+    wait_until(check_snapshot, timeout=120, interval=0.2, message="batch done")
+    status = batch.wait(timeout=10)
+    assert status.counts == {"closed": 30}
+    records = {r.conversation_id: r for r in batch.results()}
+    calls_at_end = [r for r in admin.requests() if r["route"] != "/oauth/token"]
 
-        def org_tasks_shown() -> bool:
-            shown = close_tasks_by_conversation(flower_tasks(flower), org_batch.id)
-            return all(shown.get(cid) and shown[cid][-1]["state"] == "SUCCESS" for cid in org_ids)
+    def last_tasks_show_outcomes() -> bool:
+        shown = close_tasks_by_conversation(flower_tasks(flower), batch.id)
+        return all(shown.get(cid) and shown[cid][-1]["state"] == "SUCCESS" for cid in ids)
 
-        wait_until(org_tasks_shown, timeout=30, interval=0.3, message="the org's last tasks SUCCESS")
+    wait_until(last_tasks_show_outcomes, timeout=30, interval=0.3, message="every last task SUCCESS")
+    tasks = flower_tasks(flower)
+    shown = close_tasks_by_conversation(tasks, batch.id)
+    for cid in ids:
+        last = shown[cid][-1]
+        result = shown_result(last)
+        assert result["outcome"] == records[cid].outcome.value
+        assert result["batch_id"] == batch.id and result["conversation_id"] == cid
+        assert ast.literal_eval(last["kwargs"])["batch_id"] == batch.id  # kwargs (the org too) are shown
+        assert all(task["state"] == WAITING_STATE for task in shown[cid][:-1])  # none of its earlier tasks closed
+    # The items went through both batched reads, and the pump's reports made the waiting tasks' ends visible.
+    assert waiting_for == {"batched precheck", "batched confirm"}
+    assert snapshots >= 2 and any(WAITING_STATE in seen for seen in states_seen.values())
+    by_pump = [cid for cid in ids if records[cid].confirmed_by == "analytics"]
+    assert by_pump and all(shown_result(shown[cid][-1])["confirmed_by"] == "analytics" for cid in by_pump)
+    # Genesys calls: exactly those the records count (reads as shares), one PATCH each; showing the outcomes in
+    # Flower made none (the emulator's count did not move while Flower caught up).
+    assert [r for r in admin.requests() if r["route"] != "/oauth/token"] == calls_at_end
+    assert abs(sum(r.api_calls for r in records.values()) - len(calls_at_end)) <= 1
+    assert sum(1 for r in calls_at_end if r["method"] == "PATCH") == 30
+    page = json.dumps(tasks)
+    assert "demo-secret" not in page and "Bearer" not in page
+    assert not any(token in page for token in list(emulator.state.tokens))
+
+    # Another org's batch: its org is in every task's kwargs and in what its tasks report.
+    org_ids = on_fleet.org_admin("org-a").create(5)
+    org_batch = CloseClient(producer_settings, org="org-a").close_many(org_ids)
+    assert org_batch.wait(timeout=60).counts == {"closed": 5}
+
+    def org_tasks_shown() -> bool:
         shown = close_tasks_by_conversation(flower_tasks(flower), org_batch.id)
-        for cid in org_ids:
-            assert all(ast.literal_eval(task["kwargs"]).get("org") == "org-a" for task in shown[cid])
-            assert all(shown_result(task)["org"] == "org-a" for task in shown[cid])  # waiting and ended alike
-            assert shown_result(shown[cid][-1])["outcome"] == "closed"
+        return all(shown.get(cid) and shown[cid][-1]["state"] == "SUCCESS" for cid in org_ids)
+
+    wait_until(org_tasks_shown, timeout=30, interval=0.3, message="the org's last tasks SUCCESS")
+    shown = close_tasks_by_conversation(flower_tasks(flower), org_batch.id)
+    for cid in org_ids:
+        assert all(ast.literal_eval(task["kwargs"]).get("org") == "org-a" for task in shown[cid])
+        assert all(shown_result(task)["org"] == "org-a" for task in shown[cid])  # waiting and ended alike
+        assert shown_result(shown[cid][-1])["outcome"] == "closed"

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,16 +32,19 @@ def rejected_task_ids(client: CloseClient) -> set[str]:
 
 
 def probe(fleet: Fleet) -> list[int]:
-    codes = []
-    for worker in fleet.workers:
-        run = subprocess.run([sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", worker.hostname,
+    """The liveness probe's exit status for each worker (the probes run side by side, one process each)."""
+    def one(hostname: str) -> int:
+        run = subprocess.run([sys.executable, "-m", "genesys_closer.worker.ops.health", "--hostname", hostname,
                               "--timeout", "15"], env={**os.environ, "REDIS_URL": fleet.redis_url},
                              capture_output=True, text=True, timeout=60, check=False)
-        codes.append(run.returncode)
-    return codes
+        return run.returncode
+
+    with ThreadPoolExecutor(len(fleet.workers)) as pool:
+        return list(pool.map(one, [worker.hostname for worker in fleet.workers]))
 
 
 def test_poison_messages_never_stop_the_fleet(on_fleet: Fleet, admin: EmulatorAdmin, client: CloseClient) -> None:
+    """After the poison, 20 closes sent at once (more than the fleet's 8 slots) all close."""
     app = foreign(on_fleet.redis_url)
     poison = [
         app.send_task(TASK_NAME, args=[json.loads("[" * 500 + "]" * 500)], queue=QUEUE_INTERACTIVE),  # 1: recursion
@@ -50,7 +54,8 @@ def test_poison_messages_never_stop_the_fleet(on_fleet: Fleet, admin: EmulatorAd
     ]
     wait_until(lambda: {str(p.id) for p in poison} <= rejected_task_ids(client), timeout=60)
     ids = admin.create(20)
-    results = [client.close(cid, wait=True, timeout=60) for cid in ids]
+    task_ids = [client.close(cid) for cid in ids]
+    results = [client.result(str(task_id), timeout=60) for task_id in task_ids]
     assert [r.outcome for r in results] == [Outcome.CLOSED] * 20  # type: ignore[union-attr]
     assert probe(on_fleet) == [0, 0]  # both workers still consume
     rows = {row["task_id"]: row for row in client.rejected(10)}

@@ -4,6 +4,7 @@ use is refused, atomically, and the batch that has it is left as it was. Real Re
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import uuid
@@ -134,6 +135,34 @@ def test_batch_handle_options_are_checked(client: CloseClient) -> None:
         Batch(client, "not a batch id")
     with pytest.raises(BatchNotFound):
         client.batch(uuid.uuid4().hex)
+
+
+def test_batch_wait_reads_often_at_first_then_every_poll_seconds(client: CloseClient,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small batch is seen finished soon after its last outcome; a long one is read once per ``poll_seconds``."""
+    from genesys_closer.producer import api
+
+    batch = client.close_many([CID])  # no worker here: it never finishes
+    waits: list[float] = []
+
+    class Enough(Exception):
+        pass
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 12:
+            raise Enough
+
+    monkeypatch.setattr(api.time, "sleep", sleep)
+    with pytest.raises(Enough):
+        batch.wait(poll_seconds=0.5)
+    assert waits[0] == api.FIRST_POLL_SECONDS
+    assert all(later > earlier for earlier, later in itertools.pairwise(waits[:7]))  # growing
+    assert max(waits) == waits[-1] == 0.5  # then one read per poll_seconds, never longer
+    waits.clear()
+    with pytest.raises(Enough):
+        batch.wait(poll_seconds=0.01)  # a poll shorter than the first wait is kept
+    assert set(waits) == {0.01}
 
 
 def test_close_conversation_task_checks_its_options(redis_url: str, raw: redis.Redis,

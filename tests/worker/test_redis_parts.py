@@ -102,20 +102,24 @@ def test_batch_finished_before_marked_enqueued(redis_client: redis.Redis) -> Non
 
 
 def test_breaker_opens_after_threshold_and_resets(redis_client: redis.Redis) -> None:
-    breaker = CircuitBreaker(redis_client, "c", threshold=3, open_seconds=1)
+    """Open for 0.5 s here (the breaker keeps its open period to the millisecond); production opens it for minutes."""
+    breaker = CircuitBreaker(redis_client, "c", threshold=3, open_seconds=0.5)
     assert not breaker.record_failure("missing conversation:communication:disconnect")
     breaker.record_success()
     assert not breaker.record_failure("x") and not breaker.record_failure("x")
     assert breaker.record_failure("missing conversation:communication:disconnect")
     assert "conversation:communication:disconnect" in (breaker.open_reason() or "")
-    time.sleep(1.1)
-    assert breaker.open_reason() is None
+    wait_until(lambda: breaker.open_reason() is None, timeout=10, interval=0.02, message="the breaker closes again")
+
+
+BULK_CALLERS = 12
 
 
 def test_bulk_reserves_a_short_horizon_so_interactive_goes_first(redis_url: str) -> None:
-    """20 bulk callers at 10 requests/s would, reserving freely, push the next free slot 2 s ahead; in the bulk lane
-    they reserve at most BULK_HORIZON_SECONDS ahead, so a single close waits at most that long for its slot, and
-    the bulk callers still all get their slots at the full rate."""
+    """12 bulk callers at 10 requests/s would, reserving freely, push the next free slot 1.2 s ahead (a single close
+    arriving after the third would wait 0.9 s, three times the horizon); in the bulk lane they reserve at most
+    BULK_HORIZON_SECONDS ahead, so a single close waits at most that long for its slot, and the bulk callers still
+    all get their slots at the full rate."""
     from genesys_closer.shared.lanes import BULK, BULK_HORIZON_SECONDS, lane
     from genesys_closer.worker.genesys.client import Transport
 
@@ -130,7 +134,7 @@ def test_bulk_reserves_a_short_horizon_so_interactive_goes_first(redis_url: str)
         with lock:
             granted.append(time.monotonic())
 
-    threads = [threading.Thread(target=bulk_call) for _ in range(20)]
+    threads = [threading.Thread(target=bulk_call) for _ in range(BULK_CALLERS)]
     for thread in threads:
         thread.start()
     wait_until(lambda: len(granted) >= 3, timeout=5, interval=0.01)
@@ -138,7 +142,7 @@ def test_bulk_reserves_a_short_horizon_so_interactive_goes_first(redis_url: str)
     for thread in threads:
         thread.join(timeout=10)
     assert interactive.granted and interactive.wait_seconds <= BULK_HORIZON_SECONDS + 0.2
-    assert len(granted) == 20  # every bulk caller got its slot (how fast: bench/interactive_lane.py)
+    assert len(granted) == BULK_CALLERS  # every bulk caller got its slot (how fast: bench/interactive_lane.py)
 
 
 def test_bulk_work_holds_its_first_slot_or_gets_a_turn(redis_url: str) -> None:

@@ -36,7 +36,8 @@ class CircuitBreaker:
         failures = int(pipe.execute()[0])
         if failures >= self.threshold:
             message = f"circuit breaker open after {failures} consecutive authorization failures: {reason}"
-            return bool(self.redis.set(self.open_key, message[:1000], ex=max(1, round(self.open_seconds)), nx=True))
+            open_ms = max(1, round(self.open_seconds * 1000))
+            return bool(self.redis.set(self.open_key, message[:1000], px=open_ms, nx=True))
         return False
 
     def record_success(self) -> None:

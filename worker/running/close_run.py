@@ -275,7 +275,7 @@ class CloseRunner:
             result = self._exhausted_or_retry(ref, exc, context)
         else:
             if isinstance(answer, PatchSent):
-                decision = next_step(item, PatchTaken(answer.patched, answer.answer_shows_end))
+                decision = next_step(item, PatchTaken(answer.patched, answer.answer_shows_end), checks.timing)
                 if isinstance(decision, Join):
                     checks.join([ref], decision.stage, self.clock() + decision.due_in_seconds,
                                 add_calls=answer.api_calls, patched=decision.patched,
