@@ -47,7 +47,9 @@ def test_bulk_plain_csv_jsonl_and_export(admin: EmulatorAdmin, redis_url: str,
     assert sorted(r["conversation_id"] for r in rows) == sorted(ids[:10])
     assert all(r["outcome"] == "closed" and r["confirmed_by"] in {"analytics", "analytics+conversation"} for r in rows)
     by_analytics = [r for r in rows if r["confirmed_by"] == "analytics"]  # the rest: the sample, read live too
-    assert by_analytics and all(1 < float(r["api_calls"]) <= 1.5 for r in by_analytics)  # PATCH + read shares
+    # the PATCH plus its shares of a pre-check and a confirmation read: whole reads at worst (a read that carried
+    # this item alone, as on a loaded machine); how small the shares get is bench/'s calls-per-close figure
+    assert by_analytics and all(1 < float(r["api_calls"]) <= 3 for r in by_analytics)
     jsonl = cli(redis_url, "results", batch_id, "--format", "jsonl")
     assert len(jsonl.stdout.splitlines()) == 10
     listed = cli(redis_url, "batches")
