@@ -207,8 +207,13 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
             thread.join(timeout=60)
         singles = list(app.accepted)
         status = batch.wait(timeout=240)
-        wait_until(lambda: all(client.outcome(cid) is not None for cid in singles), timeout=240,
-                   message="every accepted single close has an outcome")
+        try:
+            wait_until(lambda: all(client.outcome(cid) is not None for cid in singles), timeout=240,
+                       message="every accepted single close has an outcome")
+        except TimeoutError as exc:  # name them, and what the recovery check tracks of them, for the kept logs
+            missing = [cid for cid in singles if client.outcome(cid) is None]
+            pending = {task: entry for task, entry in client.results.pending.entries()}
+            raise AssertionError(f"{exc}: {missing}; pending {pending}") from exc
         wait_until(lambda: not dict(client.results.pending.entries()), timeout=120,
                    message="no tracked standalone close left pending")
         recovered = time.monotonic() - killed_at
