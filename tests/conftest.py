@@ -123,6 +123,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, as the session's (AOF, password): for tests that stop, restart or flood
+    it, which the shared one must never be."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """Database 0 of the session's Redis, emptied for this test (the shared fleet lives in database 1)."""
     redis_server.wait_ready()

@@ -59,16 +59,6 @@ def emulator_config() -> EmulatorConfig:
     return EmulatorConfig(consistency_delay_ms=50, seed=22, rate_limit_per_minute=100_000)
 
 
-@pytest.fixture
-def flapping_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """This test's own Redis: it is stopped for minutes, which the session's shared Redis must never be."""
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 class ReadmeWorker(CeleryWorker):
     """A worker started with the README's command line and nothing else (gossip and mingle on, no supervisor)."""
 
@@ -120,12 +110,12 @@ class App:
 
 
 @pytest.fixture
-def app_redis_url(flapping_redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def app_redis_url(private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Apps configure only REDIS_URL; ``close_conversation`` reads it on first use."""
-    monkeypatch.setenv("REDIS_URL", flapping_redis.url)
+    monkeypatch.setenv("REDIS_URL", private_redis.url)
     get_producer_settings.cache_clear()
     api.default_client.cache_clear()
-    yield flapping_redis.url
+    yield private_redis.url
     get_producer_settings.cache_clear()
     api.default_client.cache_clear()
 
@@ -140,7 +130,7 @@ def probes_pass(workers: list[CeleryWorker], env: dict[str, str]) -> bool:
 
 @pytest.mark.parametrize("sequence", OUTAGE_SEQUENCES)
 def test_workers_survive_redis_flapping_and_every_accepted_close_ends_closed(
-        flapping_redis: RedisServer, app_redis_url: str, emulator: EmulatorServer, admin: EmulatorAdmin,
+        private_redis: RedisServer, app_redis_url: str, emulator: EmulatorServer, admin: EmulatorAdmin,
         tmp_path: Path, sequence: str) -> None:
     outages = OUTAGE_SEQUENCES[sequence]
     logdir = tmp_path / "logs"
@@ -163,9 +153,9 @@ def test_workers_survive_redis_flapping_and_every_accepted_close_ends_closed(
             wait_until(functools.partial(app.accepted_more_than, len(app.accepted) + 3), timeout=60,
                        message="app closes accepted")  # some in flight when Redis stops
             at_outage.append(batch.status().done)
-            flapping_redis.stop()  # SIGTERM: Redis writes its AOF and exits
+            private_redis.stop()  # SIGTERM: Redis writes its AOF and exits
             time.sleep(outage)  # the outage itself is this test's input
-            flapping_redis.start()  # same port, same data
+            private_redis.start()  # same port, same data
             back = time.monotonic()
             wait_until(lambda: probes_pass(workers, env), timeout=120, interval=0.5,
                        message=f"both workers consuming after a {outage:.0f} s outage")

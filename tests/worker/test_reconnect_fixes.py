@@ -24,7 +24,6 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -44,16 +43,6 @@ from tests.services import RedisServer
 
 TASKS = Queue("tasks", Exchange("tasks", type="direct"), routing_key="tasks")
 PIDBOX = Queue("pidbox", Exchange("pidbox", type="fanout"), auto_delete=True)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """Its own Redis: this test stops it."""
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def unpatched(function: object) -> object:
@@ -248,7 +237,6 @@ def test_with_the_fix_a_cancelled_request_keeps_its_message(caplog: pytest.LogCa
     Request._announce_cancelled(request)  # type: ignore[arg-type]
     assert request._already_cancelled is True  # on_failure leaves the message unacknowledged: it is delivered again
     assert "delivered again" in caplog.text
-
 
 
 # A result larger than the pipe's buffer (64 KiB): a failure with a long traceback. Its bytes repeat a frame header

@@ -4,9 +4,6 @@ as when a pass was running as Redis stopped; in-process doubles for Celery and t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import redis
 
@@ -25,13 +22,9 @@ SINGLE = "00000000-0000-4000-8000-000000000009"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """Its own Redis: these tests restart it."""
-    own = RedisServer(tmp_path / "redis").start()
-    try:
-        yield own
-    finally:
-        own.stop()
+def server(private_redis: RedisServer) -> RedisServer:
+    """Its own Redis (tests/conftest.py): these tests restart it."""
+    return private_redis
 
 
 @pytest.fixture
