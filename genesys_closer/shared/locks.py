@@ -54,20 +54,33 @@ class OwnedLock:
         """Take the lock for ``owner`` unless anyone holds it (the owner itself included: never re-entered)."""
         return bool(self._lock.acquire(blocking=False, token=owner))
 
+    def acquire_or_take_over(self, owner: str, holder_is_gone: Callable[[str], bool]) -> bool:
+        """Take the lock for ``owner`` unless anyone holds it, or take it over (compare-and-set on the token read)
+        from a holder whose token ``holder_is_gone`` says is cut off for good."""
+        if self.acquire(owner):
+            return True
+        holder = self.owner()
+        if holder is None:
+            return self.acquire(owner)  # released or expired meanwhile: one more try
+        return holder_is_gone(holder) and self.take_over(holder, owner)
+
     def acquire_in_run(self, run_id: str) -> bool:
         """Take the lock under Redis run ``run_id`` (its current one, read by the caller): at once if nobody holds
         it, or by taking it over from a holder that took it under another run of Redis (a restart or failover since
         cut it off). A holder under this run, or with a token that names no run, is respected."""
-        token = f"{run_id}{RUN_SEPARATOR}{uuid.uuid4().hex}"
-        if self.acquire(token):
-            return True
-        holder = self.owner()
-        if holder is None:
-            return self.acquire(token)  # released or expired meanwhile: one more try
-        held_under = run_of(holder)
-        if not (run_id and held_under) or held_under == run_id or not self.take_over(holder, token):
+
+        taken_over: list[str] = []
+
+        def earlier_run(holder: str) -> bool:
+            held_under = run_of(holder)
+            taken_over.append(holder)
+            return bool(run_id and held_under) and held_under != run_id
+
+        if not self.acquire_or_take_over(f"{run_id}{RUN_SEPARATOR}{uuid.uuid4().hex}", earlier_run):
             return False
-        log.info("lock %s was held under an earlier Redis run (restarted or failed over since): taken over", self.name)
+        if taken_over:
+            log.info("lock %s was held under an earlier Redis run (restarted or failed over since): taken over",
+                     self.name)
         return True
 
     def take_over(self, gone: str, owner: str) -> bool:

@@ -76,7 +76,12 @@ def namespace_here(proc: Path = PROC) -> str | None:
 
 def holder_here() -> Holder | None:
     """This process as a lock holder, or None where its existence could not be checked by others."""
-    namespace, pid = namespace_here(), os.getpid()
+    return _holder(os.getpid())
+
+
+@functools.cache
+def _holder(pid: int) -> Holder | None:  # by pid: read once per process, a forked pool process has its own
+    namespace = namespace_here()
     started = start_time(pid)
     if namespace is None or started is None:
         return None
@@ -118,14 +123,11 @@ class InflightLock:
     def acquire(self, task_id: str) -> bool:
         """Take the lock for this task run unless anyone holds it, or take it over from a holder that is provably
         gone (see the module's docstring). Never re-entered: the same task id held by a live process waits."""
-        token = token_for(task_id, holder_here())
-        if self.lock.acquire(token):
-            return True
-        held = self.lock.owner()
-        if held is None:  # released or expired since
-            return self.lock.acquire(token)
-        holder = holder_of(held)
-        return holder is not None and is_gone(holder) and self.lock.take_over(held, token)
+        def gone(held: str) -> bool:
+            holder = holder_of(held)
+            return holder is not None and is_gone(holder)
+
+        return self.lock.acquire_or_take_over(token_for(task_id, holder_here()), gone)
 
     def release(self) -> bool:
         return self.lock.release()
