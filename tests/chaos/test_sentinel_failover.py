@@ -65,6 +65,7 @@ class App:
     admin: EmulatorAdmin
     opened: list[str] = field(default_factory=list)         # every conversation the app opened
     accepted: dict[str, str] = field(default_factory=dict)  # conversation -> task id
+    accepted_at: dict[str, float] = field(default_factory=dict)  # conversation -> when its send returned (monotonic)
     refused: list[str] = field(default_factory=list)        # errors of sends that raised
     abandoned: set[str] = field(default_factory=set)        # opened, sent, refused, and not sent again
     longest_send: float = 0.0
@@ -78,6 +79,7 @@ class App:
                 started = time.monotonic()
                 try:
                     self.accepted[cid] = self.client.send_close(cid)
+                    self.accepted_at[cid] = time.monotonic()
                     self.abandoned.discard(cid)
                     break
                 except Exception as exc:  # whatever the send raised, the close was not accepted
@@ -91,18 +93,21 @@ class App:
 
 @dataclass
 class Canary:
-    """Increments one counter through the product's client factory and keeps every value the master acknowledged.
-    After a failover the counter continues from what the replica had: the acknowledged increments it never saw
-    are the writes asynchronous replication lost."""
+    """Increments one counter through the product's client factory and keeps every value the master acknowledged,
+    with the time its increment was sent. After a failover the counter continues from what the replica had: the
+    acknowledged increments it never saw are the writes asynchronous replication lost."""
 
     client: redis.Redis
     acked: list[int] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # monotonic time each acknowledged increment was sent
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         while not self.stop.wait(0.005):
+            started = time.monotonic()
             try:
                 self.acked.append(int(self.client.incr("genesys-closer-test:canary")))
+                self.sent_at.append(started)
             except redis.RedisError:
                 continue
 
@@ -110,6 +115,16 @@ class Canary:
         """Acknowledged increments missing after the failover (0 when the replica had every one)."""
         return sum(previous - (value - 1) for previous, value in zip(self.acked, self.acked[1:], strict=False)
                    if value <= previous)
+
+    def kept_until(self, killed_at: float, promoted_at: float) -> float:
+        """A time before which every write the old master acknowledged is on the new master: the send time of the
+        newest increment acknowledged before the kill that the new master still had. The master executes commands
+        one at a time and the replica applies them in that order, so a write acknowledged before that increment was
+        sent was executed before it and survived with it; a write acknowledged later may be one replication lost."""
+        after = next(value for value, sent in zip(self.acked, self.sent_at, strict=True) if sent >= promoted_at)
+        kept = [sent for value, sent in zip(self.acked, self.sent_at, strict=True)
+                if sent < killed_at and value < after]  # the new master counted on from after - 1
+        return max(kept, default=float("-inf"))
 
 
 @dataclass
@@ -185,7 +200,8 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
         killed_at, kill_wall = time.monotonic(), time.time()
         wait_until(lambda: topology.master_port() not in (None, old_master), timeout=60,
                    message="the sentinels promote the replica")
-        promoted = time.monotonic() - killed_at
+        promoted_at = time.monotonic()
+        promoted = promoted_at - killed_at
         assert topology.master_port() == replica_port and topology.is_master(replica_port)
         topology.mend_replica(replica_port)
         # The old master comes back on its own data (a supervisor restarts it): the sentinels make it a replica.
@@ -205,15 +221,24 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
         canary.stop.set()
         for thread in threads:
             thread.join(timeout=60)
-        singles = list(app.accepted)
         status = batch.wait(timeout=240)
+        # Without REDIS_WAIT_REPLICAS (in-sync) a close accepted in the moment the replica had not yet copied is
+        # gone with that moment, as docs/reliability.md ("Failover") says: nothing in Redis remembers it. Only a close
+        # accepted after the canary's last surviving write was sent can be one; any other must get its outcome.
+        kept_until = canary.kept_until(killed_at, promoted_at)
+        maybe_lost = set() if lagging else {cid for cid, at in app.accepted_at.items() if at > kept_until}
+        singles = [cid for cid in app.accepted if cid not in maybe_lost]
         try:
             wait_until(lambda: all(client.outcome(cid) is not None for cid in singles), timeout=240,
                        message="every accepted single close has an outcome")
         except TimeoutError as exc:  # name them, and what the recovery check tracks of them, for the kept logs
             missing = [cid for cid in singles if client.outcome(cid) is None]
             pending = {task: entry for task, entry in client.results.pending.entries()}
-            raise AssertionError(f"{exc}: {missing}; pending {pending}") from exc
+            raise AssertionError(f"{exc}: {missing} (accepted {[app.accepted_at[cid] - killed_at for cid in missing]}"
+                                 f" s after the kill; writes kept until {kept_until - killed_at:.3f} s); pending "
+                                 f"{pending}") from exc
+        lost_singles = {cid for cid in maybe_lost if client.outcome(cid) is None}
+        singles += sorted(maybe_lost - lost_singles)
         wait_until(lambda: not dict(client.results.pending.entries()), timeout=120,
                    message="no tracked standalone close left pending")
         recovered = time.monotonic() - killed_at
@@ -240,9 +265,10 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
     single_outcomes = Counter(client.outcome(cid).outcome.value for cid in singles)  # type: ignore[union-attr]
     assert set(single_outcomes) <= {"closed", "already_closed"}
     still_open = {row["id"] for row in admin.conversations(open="true")}
-    never_accepted = set(app.opened) - set(singles)
-    # every batch item and accepted close closed; every conversation the app never sent still open
-    assert never_accepted - app.abandoned <= still_open <= never_accepted
+    never_accepted = set(app.opened) - set(app.accepted)
+    # every batch item and accepted close closed (but one replication lost); every conversation never sent still open
+    assert never_accepted - app.abandoned <= still_open <= never_accepted | lost_singles
+    assert lost_singles <= still_open  # a lost close is one nothing ran, not one whose outcome alone was lost
     lost_writes = canary.lost()
     if lagging:
         assert lost_writes > 0, "the cut-off replica had every write: the scenario lost nothing to recover"
@@ -270,7 +296,9 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
           f"after {rejoined:.1f} s | last outcome {recovered:.1f} s after it | batch at {done_at_kill}/{BATCH_SIZE}, "
           f"{singles_at_kill} singles accepted at the kill, {len(singles)} in all | {len(app.refused)} send(s) "
           f"refused, longest send {app.longest_send:.1f} s | {lost_writes} of {len(canary.acked)} acknowledged canary "
-          f"writes lost | {redriven} batch item(s) re-driven | duplicate PATCHes {duplicates}: {in_window} of the "
+          f"writes lost (kept up to {1000 * (killed_at - kept_until):.0f} ms before the kill), {len(lost_singles)} "
+          f"accepted single close(s) with them | {redriven} batch item(s) re-driven | duplicate PATCHes {duplicates}: "
+          f"{in_window} of the "
           f"{exposed} conversations first PATCHed in the exposed window, {duplicates - in_window} after the kill "
           f"(the repeat answered {dict(statuses)}) | batch "
           f"{dict(status.counts)} | singles {dict(single_outcomes)}")
