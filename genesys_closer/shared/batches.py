@@ -257,11 +257,11 @@ class BatchWriter:
             flush()
         return check
 
-    def publish_close(self, conversation_id: str, options: dict[str, Any], queue: str) -> str:
-        """Publish one standalone close (no batch); returns its task id."""
+    def publish_close(self, conversation_id: str, options: dict[str, Any], queue: str,
+                      task_id: str | None = None) -> str:
+        """Publish one standalone close (no batch) under ``task_id`` (absent: a new one); returns its task id."""
         return str(self.app.send_task(TASK_NAME, args=[conversation_id], kwargs={**options, **self.org_kwargs},
-                                      queue=queue,
-                                      ignore_result=True).id)
+                                      queue=queue, task_id=task_id, ignore_result=True).id)
 
     def publish(self, batch_id: str, conversation_ids: Iterable[str], options: dict[str, Any], queue: str, *,
                 lease: EnqueueLease | None = None) -> int:

@@ -76,15 +76,19 @@ class FakeApp:
     """The two Celery calls BatchWriter makes, recorded."""
 
     sent: list[tuple[str, list[Any], dict[str, Any], str]] = field(default_factory=list)
+    on_send: Callable[[str], None] | None = None  # called with the task id as the message goes (a worker taking it)
 
     @contextlib.contextmanager
     def producer_or_acquire(self) -> Iterator[None]:
         yield None
 
     def send_task(self, name: str, args: list[Any], kwargs: dict[str, Any], queue: str, producer: Any = None,
-                  ignore_result: bool = False) -> Any:
+                  ignore_result: bool = False, task_id: str | None = None) -> Any:
         self.sent.append((name, args, kwargs, queue))
-        return type("Sent", (), {"id": f"task-{len(self.sent)}"})()
+        sent_id = task_id or f"task-{len(self.sent)}"
+        if self.on_send is not None:
+            self.on_send(sent_id)
+        return type("Sent", (), {"id": sent_id})()
 
 
 @pytest.fixture
@@ -342,6 +346,20 @@ def test_redis_restart_resends_what_was_lost_at_once(redis_client: redis.Redis, 
     assert "single-1" not in pending and "single-2" in pending  # the re-sent close is tracked under its new id
     assert [e["options"] for e in pending.values() if e["conversation_id"].endswith("9")] == [{"policy": "fail"}]
     assert not recover.run().redis_restarted  # the new run id is remembered
+
+
+def test_a_resent_close_that_ends_at_once_leaves_nothing_pending(redis_client: redis.Redis, results: ResultStores,
+                                                                  clock: Clock) -> None:
+    """Seen after a Redis restart: the re-sent copy ran and recorded its outcome (forgetting its entry) before the
+    recovery pass went on to track it, and the entry written then stayed pending with nothing left to end it."""
+    app = FakeApp()
+    app.on_send = results.pending.forget  # the copy ends as it is sent: what a worker's close does with its entry
+    writer = BatchWriter(app, results, clock)  # type: ignore[arg-type]
+    results.pending.track("single-1", CID, {}, "interactive")
+    recover = recovery(redis_client, results, writer)
+    redis_client.set(KEYS.redis_run_id, "the-run-before-the-restart")
+    assert recover.run().standalone == 1 and len(app.sent) == 1
+    assert dict(results.pending.entries()) == {}
 
 
 def test_recovery_runs_once_at_a_time(redis_client: redis.Redis, results: ResultStores, clock: Clock) -> None:

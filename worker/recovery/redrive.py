@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -301,9 +302,16 @@ class Recovery:
             self.results.pending.forget(task_id)
             return 0
         queue = entry.get("queue") if isinstance(entry.get("queue"), str) else QUEUE_INTERACTIVE
-        new_id = self.batches.publish_close(conversation_id, options, str(queue))
-        self.results.pending.forget(task_id)
+        # Tracked before it is sent, as the producer does: the copy can end (and forget its entry) before this pass
+        # goes on, and an entry written after that would stay pending with nothing left to end it.
+        new_id = str(uuid.uuid4())
         self.results.pending.track(new_id, conversation_id, options, str(queue))
+        try:
+            self.batches.publish_close(conversation_id, options, str(queue), task_id=new_id)
+        except BaseException:
+            self.results.pending.forget(new_id)
+            raise
+        self.results.pending.forget(task_id)
         log.warning("standalone close re-sent (task %s -> %s)", task_id, new_id,
                     extra={"conversation_id": conversation_id})
         return 1
