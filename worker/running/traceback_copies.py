@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from types import CodeType
 from typing import Any
 
-from billiard import einfo
+from billiard import einfo  # type: ignore[import-untyped]
 
 POSITIONS_CACHED = 1024  # code objects: each entry holds its positions (a tuple), not the code's frames
 _INSTALLED = "_genesys_closer_positions_cached"
