@@ -11,7 +11,7 @@ import pytest
 from billiard.einfo import ExceptionInfo
 from celery import Celery
 from celery.app.trace import build_tracer
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 
 from genesys_closer.worker.running import traceback_copies
 
@@ -84,3 +84,13 @@ def test_a_failure_keeps_its_whole_traceback() -> None:
     copy = _traced(ValueError("a real failure"))
     assert copy.tb is not None and "raise exception" in copy.traceback
     assert "ValueError: a real failure" in copy.traceback
+
+
+def test_a_retry_keeps_its_traceback_as_text_without_its_frames() -> None:
+    try:
+        raise Retry("waiting for its turn at the rate limit", when=1)
+    except Retry as exc:
+        copy = traceback_copies.IgnoreInfo()
+        assert copy.exception.exc is exc
+    assert copy.tb is None and "raise Retry" in copy.traceback and "waiting for its turn" in copy.traceback
+    assert isinstance(pickle.loads(pickle.dumps(copy)).exception, Retry)

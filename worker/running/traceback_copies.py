@@ -15,7 +15,8 @@ sends one copy through the pool's pipe to the worker's main process, which reads
 the message). Pickled with every frame's positions, that copy is tens of kilobytes: pickling it, reading it from
 the pipe and unpickling it took about an eighth of a worker's CPU in a profile of 1,000 batch closes. The tracer's
 copy of an ``Ignore`` is therefore made without the frames (``IgnoreInfo``: the exception and its one-line
-description); any other exception is copied whole, as before.
+description), and so is a ``Retry``'s (a close waiting for its turn at the rate limit retries: the main process
+reads its exception and its traceback as text, which it keeps); any other exception is copied whole, as before.
 
 ``apply()`` installs both (idempotent); ``worker.app.build_app`` calls it. ``tests/worker/test_traceback_copies.py``
 checks that the copies are equal to billiard's own, that a second copy of the same frames reads the cache, and that
@@ -33,7 +34,7 @@ from typing import Any
 
 from billiard import einfo  # type: ignore[import-untyped]
 from celery.app import trace as celery_trace
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 
 POSITIONS_CACHED = 1024  # code objects: each entry holds its positions (a tuple), not the code's frames
 _INSTALLED = "_genesys_closer_positions_cached"
@@ -60,17 +61,22 @@ class _CachedPositions:
 
 
 class IgnoreInfo(einfo.ExceptionInfo):  # type: ignore[misc]
-    """billiard's ``ExceptionInfo``, without the frames when the exception is Celery's ``Ignore``."""
+    """billiard's ``ExceptionInfo``, without the frames when the exception is Celery's ``Ignore`` or ``Retry``: an
+    ``Ignore`` with its one-line description for a traceback, a ``Retry`` with its whole traceback as text (the
+    ``task-retried`` event and the result backend show it)."""
 
     def __init__(self, exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None,
                  internal: bool = False) -> None:
         current = exc_info or sys.exc_info()
-        if not isinstance(current[1], Ignore):
+        if not isinstance(current[1], Ignore | Retry):
             super().__init__(exc_info, internal)
             return
-        self.type, exception = current[0], current[1]
+        exception, tb = current[1], current[2]
+        self.type = current[0]
         self.tb = None
-        self.traceback = "".join(traceback.format_exception_only(self.type, exception))
+        self.traceback = "".join(traceback.format_exception_only(self.type, exception) if isinstance(exception, Ignore)
+                                 else traceback.format_exception(self.type, exception, tb))
+        del tb
         self.internal = internal
         self.exception = einfo.ExceptionWithTraceback(exception, self.traceback)
 
