@@ -22,7 +22,7 @@ from genesys_closer.config.errors import ConfigError
 from genesys_closer.config.settings import WorkerSettings, get_org_settings, get_worker_settings, load_org_settings
 from genesys_closer.shared.celery_config import APP_NAME, worker_config
 from genesys_closer.shared.logging_setup import configure_logging
-from genesys_closer.worker.broker import reconnect_fixes
+from genesys_closer.worker.broker import channel_client, reconnect_fixes
 from genesys_closer.worker.running import traceback_copies
 
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
@@ -75,10 +75,12 @@ def _configuration() -> dict[str, Any]:
 def build_app() -> Celery:
     """The worker app; its configuration is read from the settings when Celery first needs it. Workers, beat, Flower
     and the liveness probe run on it, with three reconnection defects of kombu, Celery and billiard fixed
-    (``worker.broker.reconnect_fixes``), and a waiting close's traceback copies made cheaper
-    (``worker.running.traceback_copies``)."""
+    (``worker.broker.reconnect_fixes``), and two costs per close cut: a waiting close's traceback copies
+    (``worker.running.traceback_copies``) and kombu's new redis-py client per command
+    (``worker.broker.channel_client``)."""
     reconnect_fixes.apply()
     traceback_copies.apply()
+    channel_client.apply()
     app = Celery(APP_NAME, include=[TASKS_MODULE])
     app.add_defaults(_configuration)
     return app
