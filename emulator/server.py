@@ -314,6 +314,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             ), headers, token.client_id
         status, body, extra = self._route(method, template, params, raw, now, query, org)
         headers.update(extra)
+        if method == "PATCH" and template == "/api/v2/conversations/messages/{conversationId}":
+            faults.patch_answered(now)
         return status, body, headers, token.client_id
 
     def _route(self, method: str, template: str, params: dict[str, str], raw: bytes, now: float,

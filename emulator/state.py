@@ -47,7 +47,7 @@ DEFAULT_ORG = "default"
 ORG_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 # Faults one org suffers on its own (POST /__emulator__/faults with "org"); the rest belong to the whole emulator.
 ORG_FAULTS = frozenset({"burst_429", "burst_429_retry_after", "storm_429_seconds", "storm_429_retry_after",
-                        "error_rate", "rate_limit_per_minute"})
+                        "storm_429_after_patches", "error_rate", "rate_limit_per_minute"})
 
 
 @dataclass
@@ -64,13 +64,18 @@ class Faults:
     unavailable_until: float = 0.0
     storm_429_until: float = 0.0
     storm_429_retry_after: int | None = None  # a storm's Retry-After (None: the seconds the storm has left)
+    storm_429_after_patches: int = 0  # > 0: the storm set with it begins when this many more PATCHes were answered
+    storm_429_deferred_seconds: float = 0.0  # the length of that storm, until it begins
 
     def update(self, changes: dict[str, Any], now: float) -> None:
         for key, value in changes.items():
             if key == "unavailable_seconds":
                 self.unavailable_until = now + float(value)
             elif key == "storm_429_seconds":
-                self.storm_429_until = now + float(value)
+                if int(changes.get("storm_429_after_patches") or 0) > 0:
+                    self.storm_429_deferred_seconds = float(value)
+                else:
+                    self.storm_429_until = now + float(value)
             elif key in CONFIG_FAULTS:
                 continue
             elif key in self.__dataclass_fields__:
@@ -81,6 +86,13 @@ class Faults:
                     setattr(self, key, type(current)(value) if current is not None else int(value))
             else:
                 raise ValueError(f"unknown fault setting {key!r}")
+
+    def patch_answered(self, now: float) -> None:
+        """A conversation PATCH was answered: a storm waiting for it may begin."""
+        if self.storm_429_after_patches > 0:
+            self.storm_429_after_patches -= 1
+            if self.storm_429_after_patches == 0:
+                self.storm_429_until = now + self.storm_429_deferred_seconds
 
 
 @dataclass(frozen=True)

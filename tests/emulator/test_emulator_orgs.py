@@ -279,3 +279,17 @@ def test_single_org_emulator_unchanged(tmp_path: Path) -> None:
         assert admin.stats()["conversations_open"] == 1 and admin.conversation(cid)["org"] == "default"
     finally:
         emulator.stop()
+
+
+def test_a_storm_can_wait_for_a_number_of_patches(emulator: EmulatorServer, admin: EmulatorAdmin) -> None:
+    base = emulator.base_url
+    first, second, third = admin.create(3)
+    auth = bearer(token(base, "demo-client", "demo-secret"))
+    admin.faults(storm_429_seconds=60, storm_429_after_patches=2)
+    url = f"{base}{MESSAGES}"
+    body = {"state": "disconnected"}
+    assert requests.get(url.format(conversationId=first), headers=auth, timeout=5).status_code == 200  # not a PATCH
+    assert requests.patch(url.format(conversationId=first), json=body, headers=auth, timeout=5).status_code == 200
+    assert requests.patch(url.format(conversationId=second), json=body, headers=auth, timeout=5).status_code == 200
+    stormed = requests.patch(url.format(conversationId=third), json=body, headers=auth, timeout=5)
+    assert stormed.status_code == 429 and int(stormed.headers["Retry-After"]) > 50  # begun at the second PATCH
