@@ -90,7 +90,7 @@ def test_a_retry_keeps_its_traceback_as_text_without_its_frames() -> None:
     try:
         raise Retry("waiting for its turn at the rate limit", when=1)
     except Retry as exc:
-        copy = traceback_copies.IgnoreInfo()
+        copy = traceback_copies.FramelessCopy()
         assert copy.exception.exc is exc
     assert copy.tb is None and "raise Retry" in copy.traceback and "waiting for its turn" in copy.traceback
     assert isinstance(pickle.loads(pickle.dumps(copy)).exception, Retry)

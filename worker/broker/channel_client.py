@@ -20,10 +20,12 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from genesys_closer.worker.broker.reconnect_fixes import applied, marked
+
 _CACHED = "_genesys_closer_client"
-_PATCHED = "_genesys_closer_reuses_client"
 
 
+@marked
 @contextmanager
 def conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
     if client:
@@ -36,9 +38,6 @@ def conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
     yield cached
 
 
-setattr(conn_or_acquire, _PATCHED, True)
-
-
 def apply() -> None:
-    if not getattr(kombu_redis.Channel.conn_or_acquire, _PATCHED, False):
+    if not applied(kombu_redis.Channel.conn_or_acquire):
         kombu_redis.Channel.conn_or_acquire = conn_or_acquire  # type: ignore[method-assign]

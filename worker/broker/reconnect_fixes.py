@@ -101,10 +101,10 @@ log = logging.getLogger("genesys_closer.worker")
 # What a lost broker or result-backend connection raises from an event or a backend write.
 ANNOUNCEMENT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError, OSError)
 
-_PATCHED = "_genesys_closer_reconnect_fix"
+_PATCHED = "_genesys_closer_reconnect_fix"  # on every library function replaced here and in its sibling modules
 
 
-def _marked(function: Any) -> Any:
+def marked(function: Any) -> Any:
     setattr(function, _PATCHED, True)
     return function
 
@@ -118,7 +118,7 @@ def _raise_when_detached(connparams: Any) -> Any:
                 "the broker connection of this channel is closed (kombu detached its transport)")
         return connparams(self, *args, **kwargs)
 
-    return _marked(checked)
+    return marked(checked)
 
 
 class StaleFileDescriptor(OSError):
@@ -136,7 +136,7 @@ def _value_error_is_stale(iterate: Any) -> Any:
 
         return iterate(fds_iter, source_data, add, *args, **kwargs)
 
-    return _marked(tolerant)
+    return marked(tolerant)
 
 
 def _result_sent_whole(put: Any) -> Any:
@@ -156,7 +156,7 @@ def _result_sent_whole(put: Any) -> Any:
         finally:
             signal.signal(soft_timeout, previous)
 
-    return _marked(send)
+    return marked(send)
 
 
 def _cancelled_before_announced(announce: Any) -> Any:
@@ -171,7 +171,7 @@ def _cancelled_before_announced(announce: Any) -> Any:
                         type(exc).__name__)
             return None
 
-    return _marked(announced)
+    return marked(announced)
 
 
 def _partial_result_reader(pool: Any, proc: Any) -> Any:
@@ -220,7 +220,7 @@ def _partial_result_first(flush_queues: Any) -> Any:
             return None
         return flush_queues(self, proc)
 
-    return _marked(flush_at_boundary)
+    return marked(flush_at_boundary)
 
 
 def apply() -> None:
