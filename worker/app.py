@@ -23,7 +23,7 @@ from genesys_closer.config.settings import WorkerSettings, get_org_settings, get
 from genesys_closer.shared.celery_config import APP_NAME, worker_config
 from genesys_closer.shared.logging_setup import configure_logging
 from genesys_closer.worker.broker import channel_client, reconnect_fixes
-from genesys_closer.worker.running import traceback_copies
+from genesys_closer.worker.running import pool_forks, traceback_copies
 
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
 TASKS_MODULE = "genesys_closer.worker.tasks"
@@ -115,6 +115,14 @@ def _direct_queue_first(sender: str, instance: Any, **_: Any) -> None:
         ordered = {direct: consume_from[direct]} | {name: q for name, q in consume_from.items() if name != direct}
         consume_from.clear()
         consume_from.update(ordered)
+
+
+@celeryd_after_setup.connect  # type: ignore[untyped-decorator]
+def _freeze_before_pool_forks(**_: Any) -> None:
+    """Set up and about to start its pool: what is loaded now is frozen, so Celery's collection before each pool fork
+    skips it (``worker.running.pool_forks``)."""
+    frozen = pool_forks.freeze_what_is_loaded()
+    logging.getLogger("genesys_closer.worker").debug("froze %d objects before forking the pool", frozen)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -14,16 +14,27 @@ what Flower shows, never what the product relies on (outcomes live in Redis): an
 broker is unreachable) is logged and nothing else changes. Per close this costs no API call and no broker message:
 the waiting event takes the place of the ``task-succeeded`` a waiting task sent before, and the pump's event is one
 pub/sub message per close it confirms (measured: docs/benchmarks.md, section 10).
+
+Both go through one event dispatcher per process (``ProcessEvents``), kept between events. Celery's
+``Task.send_event`` builds a dispatcher (a producer, the event exchange, a pooled connection) for every event, which
+cost a pool process more than the event's own publish: 13 % of its CPU in a batch close (a py-spy profile, 2026-12-01).
+A dispatcher that fails to publish is dropped with its connection, and the next event builds a new one: a broker
+outage costs the events sent during it, and nothing after it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task, current_task
+from celery.events import EventDispatcher
 from celery.utils.saferepr import saferepr
+from kombu.connection import Connection
 
 log = logging.getLogger("genesys_closer.worker")
 WAITING_EVENT = "task-waiting"
@@ -44,10 +55,82 @@ def _result(record: dict[str, Any]) -> str:
     return str(saferepr(shown(record), Task.resultrepr_maxsize))
 
 
+@dataclass(frozen=True)
+class _Held:
+    pid: int
+    hostname: str | None
+    connection: Connection
+    dispatcher: EventDispatcher
+
+
+class ProcessEvents:
+    """Sends task events through one dispatcher of this process's own, built on the first event and kept: a pool
+    process sends every event with the same node name (its worker's). A dispatcher inherited through a fork is never
+    used (its socket is the parent's), and one that failed is dropped with its connection, so the next event connects
+    again."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._held: _Held | None = None
+        self._lock = threading.Lock()
+
+    def send(self, hostname: str | None, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Publish ``events`` (type, fields) in order, without retrying; raises what the broker raised."""
+        with self._lock:
+            held = self._current(hostname)
+            try:
+                for type_, fields in events:
+                    held.dispatcher.send(type_, retry=False, **fields)
+            except BaseException:  # a half-sent publish (a broker error, a soft time limit) leaves nothing reusable
+                self._drop()
+                raise
+
+    def _current(self, hostname: str | None) -> _Held:
+        held = self._held
+        if held is not None and held.pid == os.getpid() and held.hostname == hostname:
+            return held
+        if held is not None and held.pid == os.getpid():
+            self._drop()
+        connection = self.app.connection_for_write()
+        try:
+            dispatcher = self.app.events.Dispatcher(connection, hostname=hostname, enabled=True,
+                                                    buffer_while_offline=False)
+        except BaseException:
+            connection.release()
+            raise
+        self._held = _Held(os.getpid(), hostname, connection, dispatcher)
+        return self._held
+
+    def _drop(self) -> None:
+        held, self._held = self._held, None
+        if held is None or held.pid != os.getpid():
+            return
+        for close in (held.dispatcher.close, held.connection.release):
+            try:
+                close()
+            except Exception:  # already broken: closing it is all that was left to do
+                log.debug("closing a failed event connection", exc_info=True)
+
+
+_PROCESS_EVENTS: dict[int, ProcessEvents] = {}  # id(app) -> its process events (a worker process has one app)
+_PROCESS_EVENTS_LOCK = threading.Lock()
+
+
+def process_events(app: Celery) -> ProcessEvents:
+    """The ``ProcessEvents`` of ``app`` in this process."""
+    with _PROCESS_EVENTS_LOCK:
+        events = _PROCESS_EVENTS.get(id(app))
+        if events is None or events.app is not app:
+            events = _PROCESS_EVENTS[id(app)] = ProcessEvents(app)
+        return events
+
+
 def report_waiting(task: Any, record: dict[str, Any]) -> None:
     """The running close ``task`` leaves its item waiting for a batched read (``record`` says which)."""
+    request = task.request
     try:
-        task.send_event(WAITING_EVENT, retry=False, result=_result(record))
+        process_events(task.app).send(request.hostname, [(WAITING_EVENT, {"uuid": request.id,
+                                                                          "result": _result(record)})])
     except Exception:  # the broker's errors (kombu, redis): an event is only what Flower shows
         log.warning("could not send the task-waiting event (Flower shows the task as started)", exc_info=True,
                     extra={"conversation_id": record.get("conversation_id"), "batch_id": record.get("batch_id")})
@@ -62,7 +145,7 @@ def _running_hostname() -> str | None:
 
 class OutcomeEvents:
     """Sends ``task-succeeded`` with the outcome record for close tasks whose items' outcomes a batched check
-    recorded (the pump's ``report_ended``), all over one broker connection."""
+    recorded (the pump's ``report_ended``), through the process's dispatcher."""
 
     def __init__(self, app: Celery, hostname: Callable[[], str | None] = _running_hostname) -> None:
         self.app = app
@@ -72,9 +155,9 @@ class OutcomeEvents:
         if not ended:
             return
         try:
-            with self.app.events.default_dispatcher(hostname=self.hostname()) as dispatcher:
-                for task_id, record in ended:
-                    dispatcher.send(SUCCEEDED_EVENT, uuid=task_id, retry=False, result=_result(record))
+            process_events(self.app).send(self.hostname(), [(SUCCEEDED_EVENT, {"uuid": task_id,
+                                                                               "result": _result(record)})
+                                                            for task_id, record in ended])
         except Exception:  # the broker's errors: the outcomes are recorded, only Flower misses their end
             log.warning("could not send %d task-succeeded event(s) for outcomes a batched check recorded (Flower "
                         "keeps showing those tasks WAITING)", len(ended), exc_info=True)
