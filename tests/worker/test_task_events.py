@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from genesys_closer.worker.ops.task_events import OutcomeEvents, process_events, report_waiting
+from genesys_closer.worker.ops.task_events import EVENTS_PER_MESSAGE, OutcomeEvents, process_events, report_waiting
 from tests.services import RedisServer, free_port
 
 
@@ -70,6 +70,7 @@ class Listener:
         self.pubsub = redis.Redis.from_url(url).pubsub()
         self.pubsub.psubscribe("*celeryev*")
         self.pubsub.get_message(timeout=1)  # the subscription's confirmation
+        self.messages = 0
 
     def events(self, count: int) -> list[dict[str, Any]]:
         import base64
@@ -84,6 +85,7 @@ class Listener:
             if message and message["type"] == "pmessage":
                 body = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
                 seen.extend(body if isinstance(body, list) else [body])
+                self.messages += 1
             return len(seen) >= count
 
         wait_until(read, timeout=10, message=f"{count} events")
@@ -106,6 +108,14 @@ def test_events_reuse_one_connection_per_process_and_reconnect_after_the_broker_
     first = events._held
     report_waiting(RunningTask(app), {"conversation_id": "c", "waiting_for": "batched confirm"})
     assert first is not None and events._held is first  # the same dispatcher and connection: nothing built again
+    assert len(listener.events(1)) == 1
+
+    listener.messages = 0  # a pump run's outcomes: one message for up to EVENTS_PER_MESSAGE of them
+    OutcomeEvents(app, hostname=lambda: "celery@test")([(f"task-{n}", {"outcome": "closed"})
+                                                       for n in range(EVENTS_PER_MESSAGE + 5)])
+    grouped = listener.events(EVENTS_PER_MESSAGE + 5)
+    assert [e["uuid"] for e in grouped] == [f"task-{n}" for n in range(EVENTS_PER_MESSAGE + 5)]
+    assert {e["type"] for e in grouped} == {"task-succeeded"} and listener.messages == 2
 
     private_redis.restart()  # the kept connection is gone: at most the event sent into it is lost (logged)
     private_redis.wait_ready()

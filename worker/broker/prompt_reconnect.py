@@ -21,9 +21,9 @@ import logging
 from typing import Any
 
 from celery.beat import PersistentScheduler
-from celery.worker.consumer import Consumer
 
 from genesys_closer.config.settings import get_worker_settings
+from genesys_closer.worker.broker.event_batches import EventBatches
 
 FIRST_WAIT_SECONDS = 1.0
 log = logging.getLogger("celery.beat")
@@ -36,8 +36,9 @@ def reconnect_schedule() -> dict[str, float]:
     return {"interval_start": first, "interval_step": first, "interval_max": cap}
 
 
-class PromptReconnectConsumer(Consumer):  # type: ignore[misc]
-    """Celery's consumer with a reconnection schedule capped at BROKER_RECONNECT_MAX_SECONDS."""
+class PromptReconnectConsumer(EventBatches):
+    """Celery's consumer with a reconnection schedule capped at BROKER_RECONNECT_MAX_SECONDS (and its task events
+    sent in groups: ``worker.broker.event_batches``)."""
 
     def ensure_connected(self, conn: Any) -> Any:
         conn.ensure_connection = functools.partial(conn.ensure_connection, **reconnect_schedule())

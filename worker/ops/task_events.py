@@ -41,6 +41,7 @@ WAITING_EVENT = "task-waiting"
 WAITING_STATE = "WAITING"  # Flower's state for it: celery.events.state names a custom event's state by its type
 SUCCEEDED_EVENT = "task-succeeded"
 Ended = tuple[str, dict[str, Any]]  # (the id of the close task that waited, the outcome record)
+EVENTS_PER_MESSAGE = 100  # task events in one grouped message (about 40 KB of JSON at most)
 SHOWN_FIRST = ("outcome", "waiting_for", "confirmed_by")  # what Flower's result column shows before it cuts
 
 
@@ -67,7 +68,9 @@ class ProcessEvents:
     """Sends task events through one dispatcher of this process's own, built on the first event and kept: a pool
     process sends every event with the same node name (its worker's). A dispatcher inherited through a fork is never
     used (its socket is the parent's), and one that failed is dropped with its connection, so the next event connects
-    again."""
+    again. The events of one ``send`` go out together: up to EVENTS_PER_MESSAGE task events in one message (Celery's
+    ``task.multi``, which Flower reads as the events in it), so a pump run that records 100 outcomes publishes once,
+    not 100 times."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -79,8 +82,9 @@ class ProcessEvents:
         with self._lock:
             held = self._current(hostname)
             try:
-                for type_, fields in events:
+                for type_, fields in events:  # buffered (task events), or sent at once (any other)
                     held.dispatcher.send(type_, retry=False, **fields)
+                held.dispatcher.flush()  # the buffered ones, as one message per EVENTS_PER_MESSAGE
             except BaseException:  # a half-sent publish (a broker error, a soft time limit) leaves nothing reusable
                 self._drop()
                 raise
@@ -94,7 +98,8 @@ class ProcessEvents:
         connection = self.app.connection_for_write()
         try:
             dispatcher = self.app.events.Dispatcher(connection, hostname=hostname, enabled=True,
-                                                    buffer_while_offline=False)
+                                                    buffer_while_offline=False, buffer_group=["task"],
+                                                    buffer_limit=EVENTS_PER_MESSAGE)
         except BaseException:
             connection.release()
             raise
