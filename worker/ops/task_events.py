@@ -12,12 +12,14 @@ pre-check or confirmation read has closed nothing yet, so it does not end ``SUCC
 So ``SUCCESS`` on a close task always means its close ended and the result is its outcome record. Events are only
 what Flower shows, never what the product relies on (outcomes live in Redis): an event that cannot be sent (the
 broker is unreachable) is logged and nothing else changes. Per close this costs no API call and no broker message:
-the waiting event takes the place of the ``task-succeeded`` a waiting task sent before, and the pump's event is one
-pub/sub message per close it confirms (measured: docs/benchmarks.md, section 10).
+the waiting event takes the place of the ``task-succeeded`` a waiting task sent before, and the pump's events go
+out grouped, one pub/sub message for up to EVENTS_PER_MESSAGE closes it confirms (measured: docs/benchmarks.md,
+section 10).
 
 Both go through one event dispatcher per process (``ProcessEvents``), kept between events. Celery's
 ``Task.send_event`` builds a dispatcher (a producer, the event exchange, a pooled connection) for every event, which
-cost a pool process more than the event's own publish: 13 % of its CPU in a batch close (a py-spy profile, 2026-12-01).
+cost a pool process about as much as the event's own publish (the two: 13 % of its CPU in a batch close, a py-spy
+profile, 2026-12-01).
 A dispatcher that fails to publish is dropped with its connection, and the next event builds a new one: a broker
 outage costs the events sent during it, and nothing after it.
 """

@@ -10,8 +10,10 @@ Once the worker is set up (everything imported, the app finalized) it collects o
 (``gc.freeze``): every later collection skips those objects, so a fork's collection walks only what the worker made
 since, and pool processes keep sharing those objects' memory pages with the main process instead of copying each
 page when a collection in the child touches its objects (the use Python's documentation gives for ``gc.freeze``).
-Nothing is lost: the collection before the freeze frees what was garbage then, frozen objects are the modules' and the
-app's, which live as long as the process, and collections go on as before for everything created after.
+What it costs: the collection before the freeze frees what was garbage then; frozen objects are nearly all the
+modules' and the app's, which live as long as the process, and one that is dropped later is still freed by its
+reference count (only a reference cycle among frozen objects would stay); collections go on as before for
+everything created after.
 """
 
 from __future__ import annotations
