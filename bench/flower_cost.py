@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
+from celery.events.state import TASK_EVENT_TO_STATE
+from celery.states import precedence
 
 from genesys_closer.config import load_producer_settings
 from genesys_closer.emulator.stack import start_workers
@@ -38,37 +40,58 @@ if TYPE_CHECKING:
 SECTION = "## 10. Flower that tells the truth: what it costs the broker"
 
 
+def _state(kind: str) -> str:
+    """The state Celery's event ``State`` (Flower's) gives an event of ``kind``: its own for Celery's events, the
+    upper-cased name for a custom one (``task-waiting``: ``WAITING``)."""
+    subject = kind.split("-", 1)[1]
+    return str(TASK_EVENT_TO_STATE.get(subject) or subject.upper())
+
+
 @dataclass
 class EventTally:
-    """Task events as a listener receives them: by kind, and the close tasks' last event per conversation."""
+    """Task events as a listener receives them, in any order (a worker sends its task-received and task-started
+    events grouped, a pool process its task-waiting at once, so a task's events can arrive out of order): by kind,
+    and what Flower shows each conversation's last close task as."""
 
-    by_type: Counter[str] = field(default_factory=Counter)
+    kinds: dict[str, list[str]] = field(default_factory=dict)  # task id -> the kinds of its events, as received
     conversation_of: dict[str, str] = field(default_factory=dict)  # close task id -> conversation id
     received_at: dict[str, float] = field(default_factory=dict)
-    last_event: dict[str, str] = field(default_factory=dict)  # close task id -> its last event's type
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind, uuid = str(event.get("type")), str(event.get("uuid", ""))
+        if not kind.startswith("task-"):
+            return
         with self.lock:
             if kind == "task-received" and event.get("name") == TASK_NAME:
                 self.conversation_of[uuid] = str(ast.literal_eval(event.get("args") or "['?']")[0])
                 self.received_at[uuid] = float(event.get("timestamp") or 0.0)
-            if uuid in self.conversation_of:
-                self.by_type[kind] += 1
-                if kind not in {"task-sent", "task-received"}:
-                    self.last_event[uuid] = kind
-            elif kind.startswith("task-"):
-                self.by_type["other " + kind] += 1
+            self.kinds.setdefault(uuid, []).append(kind)
+
+    @property
+    def by_type(self) -> Counter[str]:
+        """Events of close tasks by kind; any other task's as ``other <kind>``."""
+        with self.lock:
+            counts: Counter[str] = Counter()
+            for uuid, kinds in self.kinds.items():
+                close = uuid in self.conversation_of
+                counts.update(kind if close else f"other {kind}" for kind in kinds)
+            return counts
 
     def shown_last(self) -> Counter[str]:
-        """For each conversation, the last event of its last close task (what Flower shows it as)."""
+        """For each conversation, the event its last close task shows in Flower: Celery's ``State`` never lets an
+        event of an earlier state (received, started) replace a later one (a custom state, success), whatever
+        order they arrive in, so it is the task's event of the latest state."""
         with self.lock:
             last_task: dict[str, str] = {}
             for uuid, cid in self.conversation_of.items():
                 if cid not in last_task or self.received_at[uuid] > self.received_at[last_task[cid]]:
                     last_task[cid] = uuid
-            return Counter(self.last_event.get(uuid, "none") for uuid in last_task.values())
+            shown: Counter[str] = Counter()
+            for uuid in last_task.values():
+                kinds = [kind for kind in self.kinds.get(uuid, []) if kind not in {"task-sent", "task-received"}]
+                shown[min(kinds, key=lambda kind: precedence(_state(kind))) if kinds else "none"] += 1
+            return shown
 
 
 @dataclass
