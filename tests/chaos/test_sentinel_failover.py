@@ -266,9 +266,12 @@ def test_master_sigkill_mid_batch_with_single_closes(topology: SentinelTopology,
     assert set(single_outcomes) <= {"closed", "already_closed"}
     still_open = {row["id"] for row in admin.conversations(open="true")}
     never_accepted = set(app.opened) - set(app.accepted)
-    # every batch item and accepted close closed (but one replication lost); every conversation never sent still open
+    # every batch item and accepted close closed (but one replication lost); every conversation never sent still open.
+    # A lost close may still have run: the old master, restarted on its own data, serves as a master until Sentinel
+    # turns it into a replica (about 10 s later: Sentinel waits before converting a restarted master), and a worker
+    # that reconnects to it in that time takes what it holds, the lost close too; its outcome goes with that data
+    # when the old master resyncs (docs/reliability.md, "A lost close that still ran").
     assert never_accepted - app.abandoned <= still_open <= never_accepted | lost_singles
-    assert lost_singles <= still_open  # a lost close is one nothing ran, not one whose outcome alone was lost
     lost_writes = canary.lost()
     if lagging:
         assert lost_writes > 0, "the cut-off replica had every write: the scenario lost nothing to recover"
