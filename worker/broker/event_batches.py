@@ -17,14 +17,12 @@ never depend on events (they live in Redis).
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from typing import Any
 
 from celery.worker.consumer import Consumer
 
 EVENT_FLUSH_SECONDS = 0.1
-log = logging.getLogger("genesys_closer.worker")
 
 
 class EventBatches(Consumer):  # type: ignore[misc]

@@ -19,13 +19,13 @@ section 10).
 Both go through one event dispatcher per process (``ProcessEvents``), kept between events. Celery's
 ``Task.send_event`` builds a dispatcher (a producer, the event exchange, a pooled connection) for every event, which
 cost a pool process about as much as the event's own publish (the two: 13 % of its CPU in a batch close, a py-spy
-profile, 2026-12-01).
-A dispatcher that fails to publish is dropped with its connection, and the next event builds a new one: a broker
-outage costs the events sent during it, and nothing after it.
+profile, 2026-12-01). A dispatcher that fails to publish is dropped with its connection, and the next event builds
+a new one: a broker outage costs the events sent during it, and nothing after it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -119,17 +119,10 @@ class ProcessEvents:
                 log.debug("closing a failed event connection", exc_info=True)
 
 
-_PROCESS_EVENTS: dict[int, ProcessEvents] = {}  # id(app) -> its process events (a worker process has one app)
-_PROCESS_EVENTS_LOCK = threading.Lock()
-
-
+@functools.cache
 def process_events(app: Celery) -> ProcessEvents:
-    """The ``ProcessEvents`` of ``app`` in this process."""
-    with _PROCESS_EVENTS_LOCK:
-        events = _PROCESS_EVENTS.get(id(app))
-        if events is None or events.app is not app:
-            events = _PROCESS_EVENTS[id(app)] = ProcessEvents(app)
-        return events
+    """The ``ProcessEvents`` of ``app`` (a worker process has one app; its pool processes inherit it unused)."""
+    return ProcessEvents(app)
 
 
 def report_waiting(task: Any, record: dict[str, Any]) -> None:
