@@ -120,7 +120,8 @@ def _direct_queue_first(sender: str, instance: Any, **_: Any) -> None:
 @celeryd_after_setup.connect  # type: ignore[untyped-decorator]
 def _freeze_before_pool_forks(**_: Any) -> None:
     """Set up and about to start its pool: what is loaded now is frozen, so Celery's collection before each pool fork
-    skips it (``worker.running.pool_forks``)."""
+    skips it, with what each pool process would load after its fork (``worker.running.pool_forks``)."""
+    pool_forks.load_what_pool_processes_need()
     frozen = pool_forks.freeze_what_is_loaded()
     logging.getLogger("genesys_closer.worker").debug("froze %d objects before forking the pool", frozen)
 
