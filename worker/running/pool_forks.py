@@ -32,7 +32,7 @@ def load_what_pool_processes_need() -> None:
     """Load, in the worker's main process, what each pool process would otherwise load after its fork: billiard's
     parent-death-signal call (its cffi parser). Reading the signal changes nothing; off Linux it is not supported,
     and the pool processes skip it the same way."""
-    from billiard.util import get_pdeathsig
+    from billiard.util import get_pdeathsig  # type: ignore[import-untyped]
 
     with contextlib.suppress(OSError):
         get_pdeathsig()
