@@ -259,7 +259,7 @@ def on_fleet(fleet: Fleet) -> Fleet:
 # processes (scripts/test hands tests out one at a time, in this order), the longest ones overlap with each other
 # and with the fast tests instead of running one after another at the end. Longest first, by file; the other slow
 # tests next, then the rest. The Redis flap test (about 3 min of outages and recoveries) bounds the suite's time.
-LONGEST_FIRST = ("test_redis_flap.py", "test_sentinel_failover.py", "test_chaos.py", "test_console_walk.py",
+LONGEST_FIRST = ("test_redis_flap.py", "test_console_walk.py", "test_sentinel_failover.py", "test_chaos.py",
                  "test_batch_feed.py", "test_intake.py", "test_check.py", "test_analytics_variants.py",
                  "test_batches.py", "test_orgs.py", "test_install.py")
 
