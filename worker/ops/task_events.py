@@ -93,10 +93,10 @@ class ProcessEvents:
 
     def _current(self, hostname: str | None) -> _Held:
         held = self._held
-        if held is not None and held.pid == os.getpid() and held.hostname == hostname:
-            return held
         if held is not None and held.pid == os.getpid():
-            self._drop()
+            if held.hostname == hostname:
+                return held
+            self._drop()  # this process's, for another node name
         connection = self.app.connection_for_write()
         try:
             dispatcher = self.app.events.Dispatcher(connection, hostname=hostname, enabled=True,
