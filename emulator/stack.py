@@ -47,40 +47,68 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, gr
         process.wait(timeout=10)
 
 
+class PortTaken(RuntimeError):
+    """The port a fresh server was given is in use by another process (another test's or service's server)."""
+
+
 @dataclass
 class RedisServer:
-    """redis-server on loopback with a password, AOF (everysec) and noeviction, as everywhere in this project."""
+    """redis-server on loopback with a password, AOF (everysec) and noeviction, as everywhere in this project.
+
+    A free port is found by binding port 0 and letting it go, so two processes can be handed the same one before
+    either server binds it: the server that loses exits ("Address already in use"), and a ping on that port reaches
+    the other one, which refuses this password. A first start then moves to another free port; a restart keeps its
+    port (its clients know it) and fails if the port was taken meanwhile."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     process: subprocess.Popen[bytes] | None = None
+    started: bool = field(default=False, init=False)
 
     @property
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def start(self, attempts: int = 5) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password,
-             "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
-             "--save", "", "--dir", str(self.workdir), "--protected-mode", "yes"],
-            stdout=_log(self.workdir / "redis.log"), stderr=subprocess.STDOUT)
-        self.wait_ready()
-        return self
+        for attempt in range(1 if self.started else attempts):
+            self.process = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password,
+                 "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
+                 "--save", "", "--dir", str(self.workdir), "--protected-mode", "yes"],
+                stdout=_log(self.workdir / "redis.log"), stderr=subprocess.STDOUT)
+            try:
+                self.wait_ready()
+            except PortTaken:
+                _stop(self.process)
+                if self.started or attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+            else:
+                self.started = True
+                return self
+        raise AssertionError("unreachable")
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if client.ping():
-                    return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    raise PortTaken(f"redis-server exited ({self.process.returncode}) at start on port {self.port}: "
+                                    f"see {self.workdir / 'redis.log'}")
+                try:
+                    if client.ping():
+                        return
+                except redis.AuthenticationError as exc:
+                    raise PortTaken(f"port {self.port} is another server's") from exc
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         _stop(self.process, sig)
