@@ -164,7 +164,9 @@ def closer_env(redis_url: str, emulator_url: str, **overrides: object) -> dict[s
 
 @dataclass
 class CeleryWorker:
-    """``celery -A genesys_closer.worker.app worker`` in its own process group."""
+    """A worker in its own process group: ``python -m genesys_closer.worker worker``, Celery's worker command bound to
+    the app (``celery -A genesys_closer.worker.app worker`` without the umbrella CLI's imports: see
+    ``worker/__main__.py``; tests/chaos/test_redis_flap.py starts the README's ``celery`` command line)."""
 
     name: str
     env: dict[str, str]
@@ -187,7 +189,7 @@ class CeleryWorker:
 
     def start(self) -> CeleryWorker:
         self.logdir.mkdir(parents=True, exist_ok=True)
-        command = [self.python, "-m", "celery", "-A", "genesys_closer.worker.app", "worker", "-n", self.hostname,
+        command = [self.python, "-m", "genesys_closer.worker", "worker", "-n", self.hostname,
                    "-c", str(self.concurrency), "-l", self.loglevel, "--without-gossip", "--without-mingle",
                    *self.extra_args]
         if self.queues:
@@ -229,7 +231,7 @@ def start_workers(count: int, env: dict[str, str], logdir: Path, concurrency: in
 
 @dataclass
 class BeatProcess:
-    """``celery -A genesys_closer.worker.app beat``: scheduled sweeps and the stalled-batch redrive."""
+    """Beat (``python -m genesys_closer.worker beat``): scheduled sweeps and the stalled-batch redrive."""
 
     env: dict[str, str]
     logdir: Path
@@ -238,7 +240,7 @@ class BeatProcess:
     def start(self) -> BeatProcess:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "genesys_closer.worker.app", "beat", "-l", "INFO", "--schedule",
+            [sys.executable, "-m", "genesys_closer.worker", "beat", "-l", "INFO", "--schedule",
              str(self.logdir / "beat-schedule")],
             env=self.env, cwd=self.logdir, start_new_session=True, stdout=_log(self.logdir / "beat.log"),
             stderr=subprocess.STDOUT)
