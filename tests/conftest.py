@@ -265,14 +265,9 @@ def on_fleet(fleet: Fleet) -> Fleet:
 LONGEST_FIRST = ("test_redis_flap.py", "test_console_walk.py", "test_sentinel_failover.py", "test_chaos.py",
                  "test_batch_feed.py", "test_intake.py", "test_check.py", "test_analytics_variants.py",
                  "test_batches.py", "test_orgs.py", "test_sdk_contract.py", "test_install.py")
-# Tests that mostly wait (retry backoffs, latency the emulator is told to add, confirmation timeouts, CLI and probe
-# processes, a saturated org's hand-backs): they ran among the last, when every process sat in such a wait at once
-# and a core idled (vmstat, 2026-12-02: 25 of the run's 58 idle core-seconds then); handed out with the slow tests,
-# they wait beside the fleet tests' work instead. Each used at most a third of a core (a per-test CPU plugin).
-WAITING_QUICK = ("tests/worker/test_closer_emulator.py", "tests/worker/test_task_events.py",
-                 "tests/fleet/test_batched_checks.py", "tests/fleet/test_hostile_callers.py", "tests/fleet/test_cli.py",
-                 "tests/fleet/test_org_grants.py", "tests/fleet/test_flower.py", "tests/e2e/test_org_fairness.py",
-                 "tests/e2e/test_liveness.py", "tests/e2e/test_cli.py")
+# Quick tests that mostly wait (retry backoffs, latency the emulator is told to add): 20 s of waiting that ran last,
+# on cores left idle; handed out with the slow tests, they wait beside the fleet tests' work instead.
+WAITING_QUICK = ("test_closer_emulator.py", "test_task_events.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -284,7 +279,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         name = item.path.name
         if name in LONGEST_FIRST:
             return (0, LONGEST_FIRST.index(name))
-        waits = item.get_closest_marker("slow") is not None or item.nodeid.split("::", 1)[0] in WAITING_QUICK
+        waits = item.get_closest_marker("slow") is not None or name in WAITING_QUICK
         return (0, len(LONGEST_FIRST)) if waits else (1, 0)
 
     items.sort(key=rank)  # stable: every other test keeps its order
