@@ -72,7 +72,8 @@ class RedisServer:
 
     def start(self, attempts: int = 5) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1 if self.started else attempts):
+        attempt = 1
+        while True:
             self.process = subprocess.Popen(
                 ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password,
                  "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
@@ -82,13 +83,12 @@ class RedisServer:
                 self.wait_ready()
             except PortTaken:
                 _stop(self.process)
-                if self.started or attempt == attempts - 1:
+                if self.started or attempt >= attempts:
                     raise
-                self.port = free_port()
+                self.port, attempt = free_port(), attempt + 1
             else:
                 self.started = True
                 return self
-        raise AssertionError("unreachable")
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         client = redis.Redis.from_url(self.url)
